@@ -1,0 +1,177 @@
+//! Types shared by the eBPF programs (`src/main.rs`) and the userspace
+//! observer. Every type is `#[repr(C)]` with explicit padding so both sides
+//! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
+#![no_std]
+
+/// How many dereference steps a [`Loc`] may take. Four is enough for
+/// `*(*(*(*arg0+8)+16)+24)`; the eBPF side unrolls this loop.
+pub const MAX_LOC_STEPS: usize = 4;
+
+/// [`Loc::base`] values 0..=5 are the integer argument registers at function
+/// entry (x86-64 SysV order: rdi, rsi, rdx, rcx, r8, r9).
+pub const LOC_BASE_ARG_COUNT: u8 = 6;
+/// [`Loc::base`]: the return register (`rax`) when the function returns.
+pub const LOC_BASE_RET: u8 = 6;
+/// [`Loc::base`]: the constant 0; with `final_offset` this is a literal.
+pub const LOC_BASE_CONST: u8 = 7;
+
+/// A compiled location: where a value lives when a probe fires.
+///
+/// Evaluation: `v = base; for each of the first `steps` offsets: v = *(u64*)(v + offset);
+/// v += final_offset`. Memory reads are user-memory reads of 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loc {
+    pub base: u8,
+    pub steps: u8,
+    pub _pad: [u8; 6],
+    pub offsets: [i64; MAX_LOC_STEPS],
+    pub final_offset: i64,
+}
+
+impl Loc {
+    /// The literal 0, the value of a location nobody configured.
+    pub const ZERO: Loc = Loc {
+        base: LOC_BASE_CONST,
+        steps: 0,
+        _pad: [0; 6],
+        offsets: [0; MAX_LOC_STEPS],
+        final_offset: 0,
+    };
+
+    /// True when the location reads `ret`, which exists only where a
+    /// return is observed.
+    pub const fn needs_return(&self) -> bool {
+        self.base == LOC_BASE_RET
+    }
+}
+
+/// Stack id used for allocations whose stack could not be captured; their
+/// buffers are still accounted, under a site without frames.
+pub const NO_STACK: u32 = u32::MAX;
+
+/// A call site: the allocating user stack plus which probed copy of the
+/// allocate function was hit (the attach cookie; generic functions have
+/// several copies).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteKey {
+    pub stack_id: u32,
+    pub probe: u32,
+}
+
+/// Per-site aggregates maintained in the kernel with atomic adds, so the
+/// observer never handles individual events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteStats {
+    /// Buffers allocated at this site since attach and not yet released.
+    pub outstanding_buffers: i64,
+    /// Their bytes, as reported by the size location.
+    pub outstanding_bytes: i64,
+    /// Every allocation recorded at this site since attach.
+    pub total_allocations: u64,
+    /// Their bytes.
+    pub total_bytes: u64,
+}
+
+/// Key of the live-buffer table: the process and the buffer's identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub id: u64,
+}
+
+/// One outstanding buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveBuf {
+    pub size: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when allocate was entered.
+    pub allocated_ns: u64,
+    pub site: SiteKey,
+}
+
+/// What the allocate entry probe saves for the return probe, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pending {
+    pub args: [u64; LOC_BASE_ARG_COUNT as usize],
+    pub entered_ns: u64,
+    pub site: SiteKey,
+}
+
+/// Indices into the per-CPU `COUNTERS` array. Every event the kernel side
+/// could not record has one, so the report can say what was lost.
+pub mod counter {
+    /// Allocations recorded in the live table.
+    pub const ALLOCATIONS: u32 = 0;
+    /// Releases that matched a recorded allocation.
+    pub const RELEASES: u32 = 1;
+    /// Releases of an id the live table did not hold (allocated before
+    /// attach, lost, or a wrong `--release-id`).
+    pub const UNKNOWN_RELEASES: u32 = 2;
+    /// Allocations not recorded because the live table was full.
+    pub const LIVE_MAP_FULL: u32 = 3;
+    /// Allocations whose user stack could not be captured.
+    pub const STACK_ERRORS: u32 = 4;
+    /// Allocate entries whose return was never seen (thread died, longjmp,
+    /// unwinding, or re-entry).
+    pub const ENTRIES_WITHOUT_RETURN: u32 = 5;
+    /// Allocate returns without a saved entry (call in flight at attach).
+    pub const RETURNS_WITHOUT_ENTRY: u32 = 6;
+    /// The alloc id location could not be read.
+    pub const ALLOC_ID_READ_ERRORS: u32 = 7;
+    /// The release id location could not be read.
+    pub const RELEASE_ID_READ_ERRORS: u32 = 8;
+    /// The size location could not be read (buffer tracked with size 0).
+    pub const SIZE_READ_ERRORS: u32 = 9;
+    /// An allocation returned an id that was still live: its release was
+    /// missed; the older record was dropped.
+    pub const REALLOCATED_IDS: u32 = 10;
+    /// The site table was full: a buffer is tracked but not counted per site.
+    pub const SITE_MAP_FULL: u32 = 11;
+    /// Allocate calls entered (after the tgid filter).
+    pub const ALLOC_CALLS: u32 = 12;
+    /// Release calls entered (after the tgid filter).
+    pub const RELEASE_CALLS: u32 = 13;
+    /// Number of counters; the array is sized by this.
+    pub const COUNT: u32 = 14;
+}
+
+/// Names of the maps and globals, shared so a rename breaks the build, not
+/// the attach.
+pub mod names {
+    pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const MAP_SITES: &str = "SITES";
+    pub const MAP_LIVE: &str = "LIVE";
+    pub const MAP_PENDING: &str = "PENDING";
+    pub const MAP_STACKS: &str = "STACKS";
+    pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
+    pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
+    pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
+    pub const GLOBAL_RELEASE_ID_LOC: &str = "RELEASE_ID_LOC";
+    pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";
+    pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
+    pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is #[repr(C)], made only of integers and
+    // arrays of integers, with explicit padding fields, so any bit pattern
+    // is a valid value and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::Loc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SiteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SiteStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LiveKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LiveBuf {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Pending {}
+}

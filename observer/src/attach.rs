@@ -1,0 +1,188 @@
+//! Stage 3 — load the eBPF programs and attach them to the planned sites.
+//!
+//! Requires Linux ≥ 5.15 (uprobe attach cookies via BPF links) and root, or
+//! CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE for another user's process).
+//! Every probe belongs to an fd this process holds: dropping the
+//! [`Attachment`] detaches them, and if the observer dies the kernel closes
+//! the fds and removes the probes itself.
+
+use std::num::NonZeroU32;
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::{ProgramError, UProbe};
+use aya::{Ebpf, EbpfLoader};
+use observer_ebpf::names;
+
+use crate::error::UserError;
+use crate::plan::{ProbePlan, ProbeSite};
+
+/// The compiled eBPF object, built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Tuning for the kernel side.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    /// Capacity of the live-buffer table.
+    pub max_live: u32,
+    /// Forward the eBPF programs' aya-log messages (debugging only).
+    pub ebpf_log: bool,
+}
+
+/// Loaded programs with their probes attached. Dropping it detaches.
+pub struct Attachment {
+    ebpf: Ebpf,
+    /// Probes attached, for the report header.
+    pub probe_count: usize,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Attachment {
+    /// The loaded object, for reading maps.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// Passes pending eBPF log records to the `log` crate (no-op unless
+    /// `--ebpf-log` was given).
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// Detaches every probe and unloads the programs.
+    pub fn detach(self) {
+        drop(self);
+    }
+}
+
+/// Fails with a [`UserError`] unless this process may load eBPF programs and
+/// open uprobe perf events.
+pub fn check_privileges() -> Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .context("no CapEff line in /proc/self/status")?;
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    Err(UserError::new(
+        "attaching uprobes needs root, or CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE for another \
+         user's process), and this process has neither: run it with sudo",
+    )
+    .into())
+}
+
+/// Loads the programs configured for `plan` and attaches every probe.
+///
+/// Order matters for honest accounting: release probes go first (so no
+/// buffer allocated under observation can be released unseen), then the
+/// allocate return probes, then the allocate entry probes (so every
+/// recorded entry also has its return probe).
+pub fn attach(plan: &ProbePlan, options: AttachOptions) -> Result<Attachment> {
+    let mut ebpf = load(plan, options)?;
+    let logger = options
+        .ebpf_log
+        .then(|| aya_log::EbpfLogger::init(&mut ebpf))
+        .transpose()
+        .context("cannot start the eBPF log reader")?;
+    let pid = NonZeroU32::new(plan.pid).context("PID 0")?;
+    let mut probe_count = 0;
+    for (program, sites) in [
+        (names::PROG_RELEASE_ENTER, &plan.release.sites),
+        (names::PROG_ALLOC_RETURN, &plan.alloc.sites),
+        (names::PROG_ALLOC_ENTER, &plan.alloc.sites),
+    ] {
+        let uprobe = uprobe_mut(&mut ebpf, program)?;
+        uprobe.load().map_err(|err| load_error(program, err))?;
+        for site in sites {
+            attach_site(uprobe, plan, site, pid)
+                .with_context(|| format!("cannot attach {program} to {}", site.symbol.demangled))?;
+            probe_count += 1;
+        }
+    }
+    Ok(Attachment {
+        ebpf,
+        probe_count,
+        logger,
+    })
+}
+
+fn load(plan: &ProbePlan, options: AttachOptions) -> Result<Ebpf> {
+    let size = plan.size.compiled();
+    let alloc_id = plan.alloc_id.compiled();
+    let release_id = plan.release_id.compiled();
+    // aya-log's level global: 0 turns every log statement off.
+    let log_level: u8 = if options.ebpf_log { 0xff } else { 0 };
+    EbpfLoader::new()
+        .override_global(names::GLOBAL_TARGET_TGID, &plan.pid, true)
+        .override_global(names::GLOBAL_SIZE_LOC, &size, true)
+        .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
+        .override_global(names::GLOBAL_RELEASE_ID_LOC, &release_id, true)
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .map_max_entries(names::MAP_LIVE, options.max_live)
+        .load(EBPF_OBJECT)
+        .map_err(|err| {
+            if is_permission_error(&err) {
+                check_privileges().err().unwrap_or_else(|| anyhow!(err))
+            } else {
+                anyhow!(err)
+            }
+        })
+        .context("cannot load the eBPF programs")
+}
+
+fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    Ok(program.try_into()?)
+}
+
+fn attach_site(
+    uprobe: &mut UProbe,
+    plan: &ProbePlan,
+    site: &ProbeSite,
+    pid: NonZeroU32,
+) -> Result<()> {
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+        cookie: Some(u64::from(site.cookie)),
+    };
+    uprobe
+        .attach(point, &plan.binary, UProbeScope::OneProcess(pid))
+        .map(|_| ())
+        .map_err(|err| {
+            if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
+                anyhow!(err)
+            } else {
+                UserError::new(format!("process {} exited while attaching", plan.pid)).into()
+            }
+        })
+}
+
+fn load_error(program: &str, err: ProgramError) -> anyhow::Error {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow!(
+            "the kernel refused eBPF program {program}: {io_error}\nverifier log:\n{verifier_log}"
+        ),
+        other => anyhow!(other).context(format!("cannot load eBPF program {program}")),
+    }
+}
+
+fn is_permission_error(err: &aya::EbpfError) -> bool {
+    let text = format!("{err:?}");
+    text.contains("PermissionDenied") || text.contains("Operation not permitted")
+}

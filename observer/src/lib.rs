@@ -1,0 +1,17 @@
+//! pool observer: finds leaking buffer pools in live Rust processes.
+//!
+//! The modules follow the data flow, one stage each:
+//! [`resolve`] targets → [`plan`] probes → [`attach`] → [`snapshot`] maps →
+//! [`symbolize`] → [`analyse`] → [`render`]; [`session`] drives the stages
+//! while attached and [`cli`] describes the command line.
+
+pub mod analyse;
+pub mod attach;
+pub mod cli;
+pub mod error;
+pub mod plan;
+pub mod render;
+pub mod resolve;
+pub mod session;
+pub mod snapshot;
+pub mod symbolize;

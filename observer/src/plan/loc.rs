@@ -1,0 +1,286 @@
+//! The location language: where a probe finds a value (a size, a buffer id).
+//!
+//! ```text
+//! loc  := term [('+' | '-') int]
+//! term := 'arg' N        N = 0..5: rdi rsi rdx rcx r8 r9 at function entry
+//!       | 'ret'          rax when the function returns
+//!       | '*' term       the u64 in target memory at term
+//!       | '*(' loc ')'   the u64 in target memory at loc
+//!       | int            a literal (sizes of fixed-size pools)
+//! int  := decimal | 0x hex
+//! ```
+//!
+//! A location compiles to [`observer_ebpf::Loc`]: a base register followed
+//! by up to [`MAX_LOC_STEPS`] "add an offset, then read 8 bytes" steps and a
+//! final offset, which is what the eBPF side evaluates.
+
+use std::fmt;
+
+use observer_ebpf::{Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RET, MAX_LOC_STEPS};
+
+/// A location that failed to parse, with what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad location '{text}': {reason}; write argN (N=0..5), ret, *X, *(X+K) or a number")]
+pub struct LocError {
+    pub text: String,
+    pub reason: String,
+}
+
+/// A parsed location; `Display` prints it back in canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    compiled: Loc,
+}
+
+impl Location {
+    /// Parses `text` (see the module documentation for the grammar).
+    pub fn parse(text: &str) -> Result<Self, LocError> {
+        let error = |reason: String| LocError {
+            text: text.to_string(),
+            reason,
+        };
+        let mut parser = Parser {
+            rest: text.trim(),
+            steps: Vec::new(),
+            pending_offset: 0,
+        };
+        let base = parser.loc().map_err(error)?;
+        if !parser.rest.trim().is_empty() {
+            return Err(error(format!("unexpected '{}'", parser.rest.trim())));
+        }
+        if parser.steps.len() > MAX_LOC_STEPS {
+            return Err(error(format!(
+                "{} dereferences, at most {MAX_LOC_STEPS} are supported",
+                parser.steps.len()
+            )));
+        }
+        let mut offsets = [0i64; MAX_LOC_STEPS];
+        offsets[..parser.steps.len()].copy_from_slice(&parser.steps);
+        Ok(Self {
+            compiled: Loc {
+                base,
+                steps: parser.steps.len() as u8,
+                _pad: [0; 6],
+                offsets,
+                final_offset: parser.pending_offset,
+            },
+        })
+    }
+
+    /// The form the eBPF programs evaluate.
+    pub fn compiled(&self) -> Loc {
+        self.compiled
+    }
+
+    /// True when the location reads `ret` (only valid where a return is seen).
+    pub fn reads_return(&self) -> bool {
+        self.compiled.needs_return()
+    }
+
+    /// True for a literal: no register, no memory.
+    pub fn is_constant(&self) -> bool {
+        self.compiled.base == LOC_BASE_CONST
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let loc = &self.compiled;
+        let mut text = match loc.base {
+            LOC_BASE_RET => "ret".to_string(),
+            LOC_BASE_CONST => return write!(f, "{}", loc.final_offset),
+            n => format!("arg{n}"),
+        };
+        for &offset in &loc.offsets[..loc.steps as usize] {
+            text = match offset {
+                0 => format!("*{text}"),
+                o if o > 0 => format!("*({text}+{o})"),
+                o => format!("*({text}-{})", o.unsigned_abs()),
+            };
+        }
+        match loc.final_offset {
+            0 => write!(f, "{text}"),
+            o if o > 0 => write!(f, "{text}+{o}"),
+            o => write!(f, "{text}-{}", o.unsigned_abs()),
+        }
+    }
+}
+
+/// Recursive-descent parser. Offsets are folded as they are read: every
+/// dereference consumes the offset accumulated since the previous one.
+struct Parser<'a> {
+    rest: &'a str,
+    steps: Vec<i64>,
+    pending_offset: i64,
+}
+
+impl Parser<'_> {
+    fn loc(&mut self) -> Result<u8, String> {
+        let base = self.term()?;
+        self.skip_spaces();
+        let negative = match self.rest.chars().next() {
+            Some('+') => false,
+            Some('-') => true,
+            _ => return Ok(base),
+        };
+        self.rest = &self.rest[1..];
+        let value = self.integer()?;
+        let value = if negative { -value } else { value };
+        self.pending_offset = self
+            .pending_offset
+            .checked_add(value)
+            .ok_or("offset overflows 64 bits")?;
+        Ok(base)
+    }
+
+    fn term(&mut self) -> Result<u8, String> {
+        self.skip_spaces();
+        if let Some(after_star) = self.rest.strip_prefix('*') {
+            self.rest = after_star.trim_start();
+            let base = if let Some(inner) = self.rest.strip_prefix('(') {
+                self.rest = inner;
+                let base = self.loc()?;
+                self.skip_spaces();
+                self.rest = self.rest.strip_prefix(')').ok_or("missing ')'")?;
+                base
+            } else {
+                self.term()?
+            };
+            if base == LOC_BASE_CONST {
+                return Err("cannot dereference a number".into());
+            }
+            self.steps.push(std::mem::take(&mut self.pending_offset));
+            return Ok(base);
+        }
+        if let Some(after) = self.rest.strip_prefix("arg") {
+            let digit = after.chars().next().ok_or("argN needs N")?;
+            let n = digit
+                .to_digit(10)
+                .filter(|&n| n < u32::from(LOC_BASE_ARG_COUNT))
+                .ok_or_else(|| format!("arg{digit}: only arg0..arg5 are passed in registers"))?;
+            self.rest = &after[1..];
+            self.reject_identifier_tail()?;
+            return Ok(n as u8);
+        }
+        if let Some(after) = self.rest.strip_prefix("ret") {
+            self.rest = after;
+            self.reject_identifier_tail()?;
+            return Ok(LOC_BASE_RET);
+        }
+        if self.rest.starts_with(|c: char| c.is_ascii_digit()) {
+            self.pending_offset = self.integer()?;
+            return Ok(LOC_BASE_CONST);
+        }
+        match self.rest.chars().next() {
+            None => Err("unexpected end".into()),
+            Some(c) => Err(format!("unexpected '{c}'")),
+        }
+    }
+
+    fn integer(&mut self) -> Result<i64, String> {
+        self.skip_spaces();
+        let (digits, radix) = match self.rest.strip_prefix("0x") {
+            Some(hex) => (hex, 16),
+            None => (self.rest, 10),
+        };
+        let end = digits
+            .find(|c: char| !c.is_digit(radix))
+            .unwrap_or(digits.len());
+        if end == 0 {
+            return Err("expected a number".into());
+        }
+        let value = i64::from_str_radix(&digits[..end], radix)
+            .map_err(|_| format!("number '{}' does not fit 63 bits", &digits[..end]))?;
+        self.rest = &digits[end..];
+        Ok(value)
+    }
+
+    fn reject_identifier_tail(&self) -> Result<(), String> {
+        match self.rest.chars().next() {
+            Some(c) if c.is_alphanumeric() || c == '_' => Err(format!("unexpected '{c}'")),
+            _ => Ok(()),
+        }
+    }
+
+    fn skip_spaces(&mut self) {
+        self.rest = self.rest.trim_start();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(text: &str) -> Loc {
+        Location::parse(text).unwrap().compiled()
+    }
+
+    #[test]
+    fn registers() {
+        assert_eq!(compiled("arg0").base, 0);
+        assert_eq!(compiled("arg5").base, 5);
+        assert_eq!(compiled("ret").base, LOC_BASE_RET);
+        assert_eq!(compiled(" arg2 ").steps, 0);
+    }
+
+    #[test]
+    fn dereferences_fold_offsets() {
+        let loc = compiled("*(*(arg0+8)+16)-4");
+        assert_eq!(loc.base, 0);
+        assert_eq!(loc.steps, 2);
+        assert_eq!(&loc.offsets[..2], &[8, 16]);
+        assert_eq!(loc.final_offset, -4);
+        let loc = compiled("**arg1");
+        assert_eq!((loc.steps, loc.offsets[0], loc.offsets[1]), (2, 0, 0));
+        assert_eq!(compiled("*(ret+0x18)").offsets[0], 0x18);
+        assert_eq!(compiled("*arg0+8").final_offset, 8);
+    }
+
+    #[test]
+    fn literals() {
+        let loc = compiled("4096");
+        assert_eq!((loc.base, loc.final_offset), (LOC_BASE_CONST, 4096));
+        assert!(Location::parse("0x100").unwrap().is_constant());
+    }
+
+    #[test]
+    fn canonical_display_round_trips() {
+        for text in [
+            "arg0",
+            "ret",
+            "*arg1",
+            "*(arg0+8)",
+            "*(*(ret+8)+16)-4",
+            "*(arg2-8)",
+            "256",
+        ] {
+            let shown = Location::parse(text).unwrap().to_string();
+            assert_eq!(shown, text);
+            assert_eq!(Location::parse(&shown).unwrap().compiled(), compiled(text));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        for (text, reason) in [
+            ("", "unexpected end"),
+            ("arg6", "only arg0..arg5"),
+            ("argx", "only arg0..arg5"),
+            ("rax", "unexpected 'r'"),
+            ("*(arg0+8", "missing ')'"),
+            ("arg0+", "expected a number"),
+            ("arg0 arg1", "unexpected 'arg1'"),
+            ("*5", "cannot dereference a number"),
+            ("*****arg0", "at most 4"),
+            ("ret2", "unexpected '2'"),
+            ("arg0+0xZZ", "expected a number"),
+            ("arg0+99999999999999999999", "does not fit"),
+        ] {
+            let err = Location::parse(text).unwrap_err();
+            assert!(err.reason.contains(reason), "{text}: {}", err.reason);
+            assert!(err
+                .to_string()
+                .starts_with(&format!("bad location '{text}'")));
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Text: what a person reads in a terminal.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::analyse::{ProbedFunction, Reason, Report, Site};
+use crate::plan::site::Execution;
+use crate::snapshot::Counters;
+use crate::symbolize::Frame;
+
+pub fn render(report: &Report, top: usize, max_frames: usize) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    let shown = report.sites.iter().take(top);
+    for site in shown {
+        site_block(&mut out, site, max_frames);
+    }
+    let hidden = report.sites.len().saturating_sub(top);
+    if hidden > 0 {
+        let _ = writeln!(out, "… {hidden} more sites (raise --top to see them)");
+    }
+    out
+}
+
+fn header(out: &mut String, report: &Report) {
+    let target = &report.target;
+    let _ = writeln!(out, "pool leak report: pid {} ({})", target.pid, target.exe);
+    let reason = match report.reason {
+        Reason::Duration => "duration elapsed",
+        Reason::Signal => "on demand (SIGUSR1), still attached",
+        Reason::Stop => "stopped",
+        Reason::TargetExited => "target exited",
+    };
+    let _ = writeln!(
+        out,
+        "  build-id {}  attached {}  report: {reason}",
+        target.build_id.as_deref().unwrap_or("(none)"),
+        seconds(report.attached_secs)
+    );
+    let probes: Vec<String> = report.probes.iter().map(probe_summary).collect();
+    let _ = writeln!(out, "  probes: {}", probes.join("; "));
+    let l = &report.locations;
+    let _ = writeln!(
+        out,
+        "  locations: size {}  alloc-id {}  release-id {}",
+        l.size, l.alloc_id, l.release_id
+    );
+    counters(out, &report.counters);
+    let o = &report.outstanding;
+    let _ = writeln!(
+        out,
+        "  outstanding since attach: {} buffers, {} in {} of {} sites\n",
+        o.buffers,
+        bytes(o.bytes),
+        o.sites,
+        report.sites.len()
+    );
+    if target.exited {
+        let _ = writeln!(out, "  (the process has exited; this is what was seen)\n");
+    }
+}
+
+fn probe_summary(probe: &ProbedFunction) -> String {
+    let first = probe.copies.first();
+    let cost = match first.map(|c| c.execution) {
+        Some(Execution::Emulated) => "emulated",
+        Some(Execution::SingleStep) => "single-stepped",
+        _ => "unknown cost",
+    };
+    format!(
+        "{} {} ×{} [{}: {cost}]",
+        probe.role,
+        probe.function,
+        probe.copies.len(),
+        first.map_or("?", |c| c.first_instruction.as_str())
+    )
+}
+
+fn counters(out: &mut String, c: &Counters) {
+    let _ = writeln!(
+        out,
+        "  events: {} allocations tracked of {} calls, {} releases matched of {} calls, {} unknown releases",
+        c.allocations, c.alloc_calls, c.releases, c.release_calls, c.unknown_releases
+    );
+    let _ = writeln!(
+        out,
+        "  not recorded: {} live-map full, {} site-map full, {} stack errors, {} entries without return, \
+         {} returns without entry, {} alloc-id / {} release-id / {} size read errors, {} reallocated ids",
+        c.live_map_full,
+        c.site_map_full,
+        c.stack_errors,
+        c.entries_without_return,
+        c.returns_without_entry,
+        c.alloc_id_read_errors,
+        c.release_id_read_errors,
+        c.size_read_errors,
+        c.reallocated_ids
+    );
+}
+
+fn site_block(out: &mut String, site: &Site, max_frames: usize) {
+    let mut line = format!(
+        "#{:<3} {} buffers  {}  outstanding   ({} allocated since attach, {})",
+        site.rank,
+        site.buffers,
+        bytes(site.bytes),
+        site.total_allocations,
+        bytes(site.total_bytes as i64)
+    );
+    if let (Some(oldest), Some(newest)) = (site.oldest_secs, site.newest_secs) {
+        let _ = write!(
+            line,
+            "  oldest {}  newest {}",
+            seconds(oldest),
+            seconds(newest)
+        );
+    }
+    let _ = writeln!(out, "{line}");
+    if site.frames.is_empty() {
+        let _ = writeln!(out, "      (stack not captured)");
+    }
+    let cwd = std::env::current_dir().ok();
+    for frame in site.frames.iter().take(max_frames) {
+        let _ = writeln!(out, "      {}", frame_line(frame, cwd.as_deref()));
+    }
+    if site.frames.len() > max_frames {
+        let _ = writeln!(
+            out,
+            "      … {} more frames (raise --frames)",
+            site.frames.len() - max_frames
+        );
+    } else if site.frames_truncated {
+        let _ = writeln!(
+            out,
+            "      … {} stacks share the frames above and differ below",
+            site.stacks.len()
+        );
+    }
+    out.push('\n');
+}
+
+fn frame_line(frame: &Frame, cwd: Option<&Path>) -> String {
+    let function = frame
+        .function
+        .as_deref()
+        .map(shorten_generics)
+        .unwrap_or_else(|| format!("{:#x}", frame.address));
+    let location = match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("{}:{line}", short_path(file, cwd)),
+        (Some(file), None) => short_path(file, cwd),
+        (None, _) => frame
+            .module
+            .as_deref()
+            .map(|m| format!("in {}", short_path(m, cwd)))
+            .unwrap_or_default(),
+    };
+    let inlined = if frame.inlined { " (inlined)" } else { "" };
+    format!("{function:<58} {location}{inlined}")
+}
+
+/// Paths people can read: relative to the working directory, a crate's
+/// registry path from the crate name on, the standard library from
+/// `library/` on.
+fn short_path(path: &str, cwd: Option<&Path>) -> String {
+    if let Some(relative) = cwd.and_then(|cwd| Path::new(path).strip_prefix(cwd).ok()) {
+        return relative.display().to_string();
+    }
+    if let Some(at) = path.find("/registry/src/") {
+        let rest = &path[at + "/registry/src/".len()..];
+        if let Some((_index, krate)) = rest.split_once('/') {
+            return krate.to_string();
+        }
+    }
+    if path.starts_with("/rustc/") {
+        if let Some(at) = path.find("/library/") {
+            return path[at + 1..].to_string();
+        }
+    }
+    path.to_string()
+}
+
+/// Replaces generic argument lists longer than a screen can bear with `<…>`.
+fn shorten_generics(name: &str) -> String {
+    const LIMIT: usize = 24;
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' => {
+                if depth == 0 {
+                    start = i;
+                }
+                depth += 1;
+            }
+            '>' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    let inner = &name[start..=i];
+                    if inner.len() > LIMIT {
+                        out.push_str("<…>");
+                    } else {
+                        out.push_str(inner);
+                    }
+                }
+            }
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `51200 B (50.0 KiB)`.
+pub fn bytes(value: i64) -> String {
+    let magnitude = value.unsigned_abs() as f64;
+    if magnitude < 1024.0 {
+        return format!("{value} B");
+    }
+    let (scaled, unit) = if magnitude < 1024.0 * 1024.0 {
+        (value as f64 / 1024.0, "KiB")
+    } else if magnitude < 1024.0 * 1024.0 * 1024.0 {
+        (value as f64 / (1024.0 * 1024.0), "MiB")
+    } else {
+        (value as f64 / (1024.0 * 1024.0 * 1024.0), "GiB")
+    };
+    format!("{value} B ({scaled:.1} {unit})")
+}
+
+pub fn seconds(value: f64) -> String {
+    if value < 120.0 {
+        format!("{value:.1}s")
+    } else if value < 7200.0 {
+        format!("{:.1}m", value / 60.0)
+    } else {
+        format!("{:.1}h", value / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes(256), "256 B");
+        assert_eq!(bytes(51200), "51200 B (50.0 KiB)");
+        assert_eq!(bytes(-2048), "-2048 B (-2.0 KiB)");
+        assert_eq!(seconds(3.25), "3.2s");
+        assert_eq!(seconds(600.0), "10.0m");
+    }
+
+    #[test]
+    fn readable_paths_and_names() {
+        let cwd = Path::new("/work/app");
+        assert_eq!(
+            short_path("/work/app/src/main.rs", Some(cwd)),
+            "src/main.rs"
+        );
+        assert_eq!(
+            short_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/lib.rs", Some(cwd)),
+            "tokio-1.54.1/src/lib.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/rt.rs",
+                None
+            ),
+            "library/std/src/rt.rs"
+        );
+        assert_eq!(shorten_generics("a::Core<T,S>::poll"), "a::Core<T,S>::poll");
+        assert_eq!(
+            shorten_generics(
+                "poll<leaky_gateway::server::serve::{async_fn#0}, alloc::sync::Arc<X>>"
+            ),
+            "poll<…>"
+        );
+    }
+}

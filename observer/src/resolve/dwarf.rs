@@ -1,0 +1,222 @@
+//! Looking in DWARF for a function that has no symbol: was it inlined, and
+//! into what?
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use anyhow::{Context as _, Result};
+use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitSectionOffset};
+use object::{Object as _, ObjectSection as _};
+
+use super::elf::ElfInfo;
+use super::pattern::{demangle, RustPath};
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// What DWARF says about a function that exists only inlined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlinedReport {
+    /// The name DWARF gives it.
+    pub name: String,
+    /// False when DWARF only has the bare name (line-tables-only builds), so
+    /// the match is by last path segment only.
+    pub exact: bool,
+    /// Inlined instances found.
+    pub call_sites: usize,
+    /// Up to three functions it was inlined into.
+    pub callers: Vec<String>,
+}
+
+impl fmt::Display for InlinedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let which = if self.exact {
+            format!("'{}'", self.name)
+        } else {
+            format!(
+                "a function named '{}' (line tables only, so possibly another one)",
+                self.name
+            )
+        };
+        write!(
+            f,
+            "DWARF shows {which} inlined at {} call site{} with no out-of-line copy",
+            self.call_sites,
+            if self.call_sites == 1 { "" } else { "s" }
+        )?;
+        if !self.callers.is_empty() {
+            write!(f, ", e.g. in {}", self.callers.join(", "))?;
+        }
+        write!(
+            f,
+            ": probe a function it is inlined into, or a pool function that is not inlined"
+        )
+    }
+}
+
+/// Finds inlined instances of the function `wanted` names, if the binary
+/// has DWARF and the function has any.
+pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedReport>> {
+    if !elf.has_debug_info {
+        return Ok(None);
+    }
+    let file = object::File::parse(&*elf.data).context("re-parsing the ELF file")?;
+    let sections = gimli::DwarfSections::load(|id| load_section(&file, id))?;
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
+    let origins = matching_subprograms(&dwarf, wanted)?;
+    let exact = origins.iter().any(|(_, _, exact)| *exact);
+    let origins: Vec<_> = origins.into_iter().filter(|o| o.2 == exact).collect();
+    let Some((_, name, _)) = origins.first().cloned() else {
+        return Ok(None);
+    };
+    let offsets: HashSet<UnitSectionOffset> = origins.iter().map(|o| o.0).collect();
+    let (call_sites, caller_addresses) = inlined_instances(&dwarf, &offsets)?;
+    if call_sites == 0 {
+        return Ok(None);
+    }
+    Ok(Some(InlinedReport {
+        name,
+        exact,
+        call_sites,
+        callers: caller_names(elf, &caller_addresses),
+    }))
+}
+
+fn load_section<'a>(
+    file: &object::File<'a>,
+    id: gimli::SectionId,
+) -> Result<Cow<'a, [u8]>, gimli::Error> {
+    Ok(file
+        .section_by_name(id.name())
+        .and_then(|section| section.uncompressed_data().ok())
+        .unwrap_or(Cow::Borrowed(&[])))
+}
+
+/// Subprogram DIEs whose name matches, with whether the match used a full
+/// path.
+fn matching_subprograms(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    wanted: &RustPath,
+) -> Result<Vec<(UnitSectionOffset, String, bool)>> {
+    let mut found = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut namespaces: Vec<(isize, String)> = Vec::new();
+        let mut entries = unit.entries();
+        while let Some(entry) = entries.next_dfs()? {
+            let depth = entry.depth();
+            namespaces.retain(|(d, _)| *d < depth);
+            let name = match entry.attr_value(gimli::DW_AT_name) {
+                Some(value) => Some(
+                    dwarf
+                        .attr_string(&unit, value)?
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+                None => None,
+            };
+            match entry.tag() {
+                gimli::DW_TAG_namespace => {
+                    if let Some(name) = name {
+                        namespaces.push((depth, name));
+                    }
+                }
+                gimli::DW_TAG_subprogram => {
+                    let linkage = entry
+                        .attr_value(gimli::DW_AT_linkage_name)
+                        .map(|value| dwarf.attr_string(&unit, value))
+                        .transpose()?
+                        .map(|s| demangle(&s.to_string_lossy()));
+                    let offset = entry.offset().to_unit_section_offset(&unit);
+                    if let Some(full) = linkage {
+                        let path = RustPath::parse(&full);
+                        let names_it = wanted.matches(&path)
+                            || path
+                                .enclosing_function()
+                                .is_some_and(|f| wanted.matches(&f));
+                        if names_it {
+                            found.push((offset, path.to_string(), true));
+                        }
+                    } else if let Some(name) = name {
+                        if namespaces.is_empty() {
+                            if wanted.last_ident() == Some(name.as_str()) {
+                                found.push((offset, name, false));
+                            }
+                        } else {
+                            let mut full: Vec<&str> =
+                                namespaces.iter().map(|(_, n)| n.as_str()).collect();
+                            full.push(&name);
+                            let path = RustPath::parse(&full.join("::"));
+                            if wanted.matches(&path) {
+                                found.push((offset, path.to_string(), true));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Counts inlined instances of `origins` and collects the entry address of
+/// the out-of-line function each one sits in.
+fn inlined_instances(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    origins: &HashSet<UnitSectionOffset>,
+) -> Result<(usize, Vec<u64>)> {
+    let mut count = 0;
+    let mut callers = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut enclosing_low_pc = None;
+        let mut entries = unit.entries();
+        while let Some(entry) = entries.next_dfs()? {
+            if entry.tag() == gimli::DW_TAG_subprogram && entry.depth() <= 1 {
+                enclosing_low_pc = entry
+                    .attr_value(gimli::DW_AT_low_pc)
+                    .map(|value| dwarf.attr_address(&unit, value))
+                    .transpose()?
+                    .flatten()
+                    .filter(|&address| address != 0);
+            }
+            if entry.tag() != gimli::DW_TAG_inlined_subroutine {
+                continue;
+            }
+            let origin = match entry.attr_value(gimli::DW_AT_abstract_origin) {
+                Some(AttributeValue::UnitRef(offset)) => offset.to_unit_section_offset(&unit),
+                Some(AttributeValue::DebugInfoRef(offset)) => UnitSectionOffset(offset.0),
+                _ => continue,
+            };
+            if origins.contains(&origin) {
+                count += 1;
+                // Dead code keeps DWARF with address 0; it is not a real site.
+                if let Some(address) = enclosing_low_pc {
+                    callers.push(address);
+                }
+            }
+        }
+    }
+    Ok((count, callers))
+}
+
+/// Names of up to three distinct functions starting at `addresses`.
+fn caller_names(elf: &ElfInfo, addresses: &[u64]) -> Vec<String> {
+    let mut names = Vec::new();
+    for address in addresses {
+        let Some(function) = elf.functions.iter().find(|f| f.address == *address) else {
+            continue;
+        };
+        let name = RustPath::parse(&function.demangled).to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        if names.len() == 3 {
+            break;
+        }
+    }
+    names
+}

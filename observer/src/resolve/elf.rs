@@ -1,0 +1,156 @@
+//! What the observer needs from an ELF file: function symbols, the build
+//! id, and the mapping from virtual addresses to file offsets (uprobes are
+//! placed by file offset).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+
+use super::pattern::demangle;
+
+/// A defined function symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    /// The name as stored (mangled).
+    pub mangled: String,
+    /// Demangled, without hash.
+    pub demangled: String,
+    /// ELF virtual address.
+    pub address: u64,
+    pub size: u64,
+}
+
+/// A loadable segment, for address ↔ file offset translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LoadSegment {
+    address: u64,
+    size: u64,
+    file_offset: u64,
+    file_size: u64,
+}
+
+/// An ELF file read once, with what later stages ask of it.
+#[derive(Debug, Clone)]
+pub struct ElfInfo {
+    /// The path it was read from (may be a /proc link).
+    pub path: PathBuf,
+    pub build_id: Option<String>,
+    /// True when `.symtab` is present (not stripped).
+    pub has_symtab: bool,
+    /// True when `.debug_info` is present.
+    pub has_debug_info: bool,
+    pub functions: Vec<FunctionSymbol>,
+    segments: Vec<LoadSegment>,
+    /// The raw bytes, kept for DWARF and instruction decoding.
+    pub data: std::sync::Arc<[u8]>,
+}
+
+impl ElfInfo {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let data: std::sync::Arc<[u8]> = std::fs::read(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .into();
+        let file = object::File::parse(&*data)
+            .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
+        if file.architecture() != object::Architecture::X86_64 {
+            bail!(
+                "{} is built for {:?}; this observer supports x86-64 only",
+                path.display(),
+                file.architecture()
+            );
+        }
+        let functions = function_symbols(&file);
+        let segments = file
+            .segments()
+            .map(|segment| {
+                let (file_offset, file_size) = segment.file_range();
+                LoadSegment {
+                    address: segment.address(),
+                    size: segment.size(),
+                    file_offset,
+                    file_size,
+                }
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            build_id: file.build_id().ok().flatten().map(hex),
+            has_symtab: file.section_by_name(".symtab").is_some(),
+            has_debug_info: file.section_by_name(".debug_info").is_some(),
+            functions,
+            segments,
+            data: data.clone(),
+        })
+    }
+
+    /// The file offset at which `address`'s bytes are stored.
+    pub fn file_offset(&self, address: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| address >= s.address && address - s.address < s.file_size.min(s.size))
+            .map(|s| address - s.address + s.file_offset)
+    }
+
+    /// Up to `len` bytes stored at `address`.
+    pub fn bytes_at(&self, address: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(self.file_offset(address)?).ok()?;
+        let end = start.checked_add(len)?.min(self.data.len());
+        self.data.get(start..end)
+    }
+}
+
+/// Defined function symbols from `.symtab` and `.dynsym`, one per address
+/// and name.
+fn function_symbols(file: &object::File<'_>) -> Vec<FunctionSymbol> {
+    let mut functions: Vec<FunctionSymbol> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.is_definition() && s.address() != 0)
+        .filter_map(|s| {
+            let mangled = s.name().ok()?.to_string();
+            Some(FunctionSymbol {
+                demangled: demangle(&mangled),
+                mangled,
+                address: s.address(),
+                size: s.size(),
+            })
+        })
+        .collect();
+    functions.sort_by(|a, b| (a.address, &a.mangled).cmp(&(b.address, &b.mangled)));
+    functions.dedup_by(|a, b| a.address == b.address && a.mangled == b.mangled);
+    functions
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_test_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let elf = ElfInfo::read(&exe).unwrap();
+        assert!(elf.has_symtab);
+        let me = elf
+            .functions
+            .iter()
+            .find(|f| f.demangled.ends_with("elf::tests::reads_own_test_binary"))
+            .expect("this test's own symbol");
+        let offset = elf.file_offset(me.address).unwrap();
+        assert_eq!(
+            elf.bytes_at(me.address, 4).unwrap(),
+            &elf.data[offset as usize..offset as usize + 4]
+        );
+    }
+
+    #[test]
+    fn rejects_non_elf_with_the_path() {
+        let err = ElfInfo::read(Path::new("/proc/self/status")).unwrap_err();
+        assert!(format!("{err:#}").contains("not a readable ELF file"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The target process as `/proc` shows it: is it there, what does it run,
+//! what is mapped where.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+
+use crate::error::UserError;
+
+/// A live process chosen by PID.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub pid: u32,
+    /// What `/proc/PID/exe` points to, for people (may end in " (deleted)").
+    pub exe_display: String,
+}
+
+impl Process {
+    /// Checks that `pid` names a running user-space process we may inspect.
+    pub fn open(pid: u32) -> Result<Self> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if pid == 0 || !proc_dir.exists() {
+            return Err(UserError::new(format!(
+                "no process with PID {pid}: check the number (e.g. `pgrep -f NAME`)"
+            ))
+            .into());
+        }
+        let exe_display = match fs::read_link(proc_dir.join("exe")) {
+            Ok(target) => target.to_string_lossy().into_owned(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(UserError::new(format!(
+                    "PID {pid} has no executable (a kernel thread or a zombie): attach to a user-space process"
+                ))
+                .into())
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(UserError::new(format!(
+                    "not allowed to inspect PID {pid} ({err}): run as root or with CAP_SYS_PTRACE"
+                ))
+                .into())
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read /proc/{pid}/exe"));
+            }
+        };
+        Ok(Self { pid, exe_display })
+    }
+
+    /// A path through which the kernel and we can open the very executable
+    /// the process runs, even if it was deleted or lives in another mount
+    /// namespace.
+    pub fn exe_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/exe", self.pid))
+    }
+
+    /// True while the process exists and is not a zombie.
+    pub fn is_alive(&self) -> bool {
+        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => !matches!(process_state(&stat), Some('Z') | Some('X')),
+            Err(_) => false,
+        }
+    }
+
+    /// The executable, file-backed mappings.
+    pub fn executable_mappings(&self) -> Result<Vec<Mapping>> {
+        let maps = fs::read_to_string(format!("/proc/{}/maps", self.pid))
+            .with_context(|| format!("cannot read /proc/{}/maps", self.pid))?;
+        Ok(maps
+            .lines()
+            .filter_map(Mapping::parse)
+            .filter(|m| m.executable && m.path.starts_with('/'))
+            .collect())
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (after the parenthesised name,
+/// which may itself contain spaces and parentheses).
+fn process_state(stat: &str) -> Option<char> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.trim_start().chars().next()
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub executable: bool,
+    pub inode: u64,
+    pub path: String,
+}
+
+impl Mapping {
+    /// Parses `start-end perms offset dev inode [path]`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split_ascii_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let perms = fields.next()?;
+        let offset = fields.next()?;
+        let _device = fields.next()?;
+        let inode = fields.next()?.parse().ok()?;
+        // The path is the rest of the line; it may contain spaces.
+        let path = line
+            .splitn(6, |c: char| c.is_ascii_whitespace())
+            .nth(5)
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string();
+        Some(Self {
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            file_offset: u64::from_str_radix(offset, 16).ok()?,
+            executable: perms.as_bytes().get(2) == Some(&b'x'),
+            inode,
+            path,
+        })
+    }
+
+    pub fn contains(&self, address: u64) -> bool {
+        (self.start..self.end).contains(&address)
+    }
+
+    /// The file offset of `address`, which must be inside this mapping.
+    pub fn file_offset_of(&self, address: u64) -> u64 {
+        address - self.start + self.file_offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let m = Mapping::parse(
+            "55d0c0a00000-55d0c0b00000 r-xp 0003e000 fd:01 1234   /opt/my app/bin (deleted)",
+        )
+        .unwrap();
+        assert_eq!(m.start, 0x55d0c0a00000);
+        assert_eq!(m.file_offset, 0x3e000);
+        assert!(m.executable);
+        assert_eq!(m.inode, 1234);
+        assert_eq!(m.path, "/opt/my app/bin (deleted)");
+        assert_eq!(m.file_offset_of(0x55d0c0a00010), 0x3e010);
+        let anon = Mapping::parse("7ffd0000-7ffd1000 rw-p 00000000 00:00 0").unwrap();
+        assert!(!anon.executable);
+        assert_eq!(anon.path, "");
+    }
+
+    #[test]
+    fn state_after_a_name_with_parentheses() {
+        assert_eq!(process_state("12 (a) b) S 1 2"), Some('S'));
+        assert_eq!(process_state("12 (x) Z 1"), Some('Z'));
+    }
+
+    #[test]
+    fn missing_pid_is_a_user_error() {
+        let err = Process::open(u32::MAX - 1).unwrap_err();
+        assert!(err.downcast_ref::<UserError>().is_some());
+        assert!(err.to_string().contains("no process with PID"));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_mapped() {
+        let me = Process::open(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let maps = me.executable_mappings().unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert!(maps.iter().any(|m| std::path::Path::new(&m.path) == exe));
+    }
+}

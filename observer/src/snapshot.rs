@@ -1,0 +1,203 @@
+//! Stage 4 — snapshot the kernel's maps: counters, per-site aggregates,
+//! the ages of live buffers and the stacks of the sites.
+//!
+//! Reading is all this stage does; the kernel keeps aggregating while we
+//! read, so a snapshot of a busy process is a few microseconds wide.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
+use aya::Ebpf;
+use observer_ebpf::{counter, names, LiveBuf, LiveKey, SiteKey, SiteStats, NO_STACK};
+use serde::Serialize;
+
+/// The kernel side's event counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub alloc_calls: u64,
+    pub allocations: u64,
+    pub release_calls: u64,
+    pub releases: u64,
+    pub unknown_releases: u64,
+    pub live_map_full: u64,
+    pub site_map_full: u64,
+    pub stack_errors: u64,
+    pub entries_without_return: u64,
+    pub returns_without_entry: u64,
+    pub alloc_id_read_errors: u64,
+    pub release_id_read_errors: u64,
+    pub size_read_errors: u64,
+    pub reallocated_ids: u64,
+}
+
+impl Counters {
+    fn from_slots(slots: &[u64; counter::COUNT as usize]) -> Self {
+        let at = |index: u32| slots[index as usize];
+        Self {
+            alloc_calls: at(counter::ALLOC_CALLS),
+            allocations: at(counter::ALLOCATIONS),
+            release_calls: at(counter::RELEASE_CALLS),
+            releases: at(counter::RELEASES),
+            unknown_releases: at(counter::UNKNOWN_RELEASES),
+            live_map_full: at(counter::LIVE_MAP_FULL),
+            site_map_full: at(counter::SITE_MAP_FULL),
+            stack_errors: at(counter::STACK_ERRORS),
+            entries_without_return: at(counter::ENTRIES_WITHOUT_RETURN),
+            returns_without_entry: at(counter::RETURNS_WITHOUT_ENTRY),
+            alloc_id_read_errors: at(counter::ALLOC_ID_READ_ERRORS),
+            release_id_read_errors: at(counter::RELEASE_ID_READ_ERRORS),
+            size_read_errors: at(counter::SIZE_READ_ERRORS),
+            reallocated_ids: at(counter::REALLOCATED_IDS),
+        }
+    }
+
+    /// Allocations that could not be tracked at all.
+    pub fn untracked_allocations(&self) -> u64 {
+        self.live_map_full + self.alloc_id_read_errors + self.returns_without_entry
+    }
+}
+
+/// Ages of the live buffers of one site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveAges {
+    pub count: u64,
+    pub oldest_ns: u64,
+    pub newest_ns: u64,
+}
+
+/// One reading of the maps.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// CLOCK_MONOTONIC when the snapshot was taken (the clock of
+    /// `bpf_ktime_get_ns`).
+    pub taken_ns: u64,
+    pub counters: Counters,
+    pub sites: BTreeMap<SiteKey, SiteStats>,
+    /// Per-site ages; empty for a quick (status-line) snapshot.
+    pub ages: BTreeMap<SiteKey, LiveAges>,
+    /// User stacks by stack id; empty for a quick snapshot.
+    pub stacks: BTreeMap<u32, Vec<u64>>,
+}
+
+impl Snapshot {
+    /// Counters and per-site aggregates only: cheap whatever the number of
+    /// live buffers.
+    pub fn quick(ebpf: &Ebpf) -> Result<Self> {
+        Ok(Self {
+            taken_ns: monotonic_ns(),
+            counters: read_counters(ebpf)?,
+            sites: read_sites(ebpf)?,
+            ..Self::default()
+        })
+    }
+
+    /// Everything a report needs: also walks the live table for ages (one
+    /// syscall pair per live buffer) and reads the sites' stacks.
+    pub fn full(ebpf: &Ebpf, tgid: u32) -> Result<Self> {
+        let mut snapshot = Self::quick(ebpf)?;
+        snapshot.ages = read_ages(ebpf, tgid)?;
+        snapshot.stacks = read_stacks(ebpf, snapshot.sites.keys())?;
+        Ok(snapshot)
+    }
+
+    /// Sum of outstanding buffers and bytes over all sites.
+    pub fn outstanding(&self) -> (i64, i64) {
+        self.sites.values().fold((0, 0), |(n, b), s| {
+            (n + s.outstanding_buffers, b + s.outstanding_bytes)
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .with_context(|| format!("eBPF object has no map {name}"))
+}
+
+fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
+    let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, names::MAP_COUNTERS)?)?;
+    let mut slots = [0u64; counter::COUNT as usize];
+    for (index, slot) in slots.iter_mut().enumerate() {
+        let per_cpu = array
+            .get(&(index as u32), 0)
+            .with_context(|| format!("reading counter {index}"))?;
+        *slot = per_cpu.iter().sum();
+    }
+    Ok(Counters::from_slots(&slots))
+}
+
+fn read_sites(ebpf: &Ebpf) -> Result<BTreeMap<SiteKey, SiteStats>> {
+    let sites: HashMap<&MapData, SiteKey, SiteStats> =
+        HashMap::try_from(map(ebpf, names::MAP_SITES)?)?;
+    Ok(collect_live_map(sites.iter())?.into_iter().collect())
+}
+
+fn read_ages(ebpf: &Ebpf, tgid: u32) -> Result<BTreeMap<SiteKey, LiveAges>> {
+    let live: HashMap<&MapData, LiveKey, LiveBuf> = HashMap::try_from(map(ebpf, names::MAP_LIVE)?)?;
+    let mut ages: BTreeMap<SiteKey, LiveAges> = BTreeMap::new();
+    for (key, buf) in collect_live_map(live.iter())? {
+        if key.tgid != tgid {
+            continue;
+        }
+        ages.entry(buf.site)
+            .and_modify(|a| {
+                a.count += 1;
+                a.oldest_ns = a.oldest_ns.min(buf.allocated_ns);
+                a.newest_ns = a.newest_ns.max(buf.allocated_ns);
+            })
+            .or_insert(LiveAges {
+                count: 1,
+                oldest_ns: buf.allocated_ns,
+                newest_ns: buf.allocated_ns,
+            });
+    }
+    Ok(ages)
+}
+
+fn read_stacks<'a>(
+    ebpf: &Ebpf,
+    sites: impl Iterator<Item = &'a SiteKey>,
+) -> Result<BTreeMap<u32, Vec<u64>>> {
+    let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, names::MAP_STACKS)?)?;
+    let mut out = BTreeMap::new();
+    for site in sites {
+        if site.stack_id == NO_STACK || out.contains_key(&site.stack_id) {
+            continue;
+        }
+        match stacks.get(&site.stack_id, 0) {
+            Ok(trace) => {
+                out.insert(site.stack_id, trace.frames().iter().map(|f| f.ip).collect());
+            }
+            Err(MapError::KeyNotFound) => {}
+            Err(err) => return Err(err).context("reading a stack"),
+        }
+    }
+    Ok(out)
+}
+
+/// Collects a hash map that the kernel keeps changing: an element deleted
+/// between "next key" and "lookup" is skipped, not an error.
+fn collect_live_map<K, V>(
+    entries: impl Iterator<Item = Result<(K, V), MapError>>,
+) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(pair) => out.push(pair),
+            Err(MapError::KeyNotFound) => continue,
+            Err(err) => return Err(err).context("reading a map"),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! Stage 5 — symbolize stacks: user addresses to function, file and line,
+//! inlined frames included (blazesym, DWARF where present, ELF symbols
+//! otherwise).
+//!
+//! Addresses only mean something against the process's mappings, which die
+//! with it. So the mappings are cached while the process lives and every
+//! mapped file is opened then (through `/proc/PID/map_files`, which also
+//! reaches deleted files and other mount namespaces); symbolization reads
+//! the files through those descriptors, and works after the target exited.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
+
+use anyhow::Result;
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer as Blazesym};
+use serde::Serialize;
+
+use crate::resolve::pattern::RustPath;
+use crate::resolve::process::{Mapping, Process};
+
+/// One frame of a symbolized stack, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// The address in the process (a return address for outer frames).
+    pub address: u64,
+    /// Demangled function name without hash, if known.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// True for a function inlined into the next frame.
+    pub inlined: bool,
+    /// The file the address is mapped from.
+    pub module: Option<String>,
+}
+
+/// Mappings cached from a live process plus a blazesym symbolizer.
+pub struct Symbolizer {
+    process: Process,
+    mappings: Vec<Mapping>,
+    /// Open files by (inode, path).
+    files: HashMap<(u64, String), File>,
+    blazesym: Blazesym,
+}
+
+impl Symbolizer {
+    /// Caches the process's executable mappings and opens their files.
+    pub fn new(process: &Process) -> Result<Self> {
+        let blazesym = Blazesym::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .build();
+        let mut symbolizer = Self {
+            process: process.clone(),
+            mappings: Vec::new(),
+            files: HashMap::new(),
+            blazesym,
+        };
+        symbolizer.refresh()?;
+        Ok(symbolizer)
+    }
+
+    /// Picks up mappings added since the last call (e.g. `dlopen`). Does
+    /// nothing once the process is gone: the cache is what remains.
+    pub fn refresh(&mut self) -> Result<()> {
+        let Ok(current) = self.process.executable_mappings() else {
+            return Ok(());
+        };
+        for mapping in current {
+            let key = (mapping.inode, mapping.path.clone());
+            if !self.files.contains_key(&key) {
+                if let Some(file) = open_mapped_file(self.process.pid, &mapping) {
+                    self.files.insert(key, file);
+                }
+            }
+            if !self.mappings.contains(&mapping) {
+                self.mappings.push(mapping);
+            }
+        }
+        Ok(())
+    }
+
+    /// Symbolizes a user stack (innermost address first, as the kernel
+    /// records it). Return addresses are looked up one byte back so the
+    /// frame names the call, not the instruction after it.
+    pub fn symbolize_stack(&self, addresses: &[u64]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        for (depth, &address) in addresses.iter().enumerate() {
+            let lookup = if depth == 0 {
+                address
+            } else {
+                address.saturating_sub(1)
+            };
+            frames.extend(self.symbolize_one(address, lookup));
+        }
+        frames
+    }
+
+    fn symbolize_one(&self, address: u64, lookup: u64) -> Vec<Frame> {
+        let unknown = |module: Option<String>| {
+            vec![Frame {
+                address,
+                function: None,
+                file: None,
+                line: None,
+                inlined: false,
+                module,
+            }]
+        };
+        // Newest mapping first: an address range may have been remapped.
+        let Some(mapping) = self.mappings.iter().rev().find(|m| m.contains(lookup)) else {
+            return unknown(None);
+        };
+        let module = Some(mapping.path.clone());
+        let Some(file) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
+            return unknown(module);
+        };
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let offset = Input::FileOffset(mapping.file_offset_of(lookup));
+        let with_debug = Source::Elf(Elf::new(path.clone()));
+        let Ok(Symbolized::Sym(sym)) = self.blazesym.symbolize_single(&with_debug, offset) else {
+            return unknown(module);
+        };
+        let mut frames = frames_of_symbol(address, &sym, module);
+        // Line-tables-only DWARF names functions without their path; the
+        // symbol table always has the full name of the out-of-line one.
+        if let Some(outer) = frames
+            .last_mut()
+            .filter(|f| f.function.as_deref().is_some_and(|n| !n.contains("::")))
+        {
+            let symbols_only = Source::Elf(Elf {
+                debug_syms: false,
+                ..Elf::new(path)
+            });
+            if let Ok(Symbolized::Sym(sym)) = self.blazesym.symbolize_single(&symbols_only, offset)
+            {
+                outer.function = Some(clean_name(&sym.name));
+            }
+        }
+        frames
+    }
+}
+
+/// Expands one symbol with its inlined calls into frames, innermost first.
+///
+/// blazesym reports the outer function with the location of the call to
+/// the first inlined function, each inlined function with the location of
+/// the call to the next one, and the innermost with the address's own
+/// location.
+fn frames_of_symbol(
+    address: u64,
+    sym: &blazesym::symbolize::Sym<'_>,
+    module: Option<String>,
+) -> Vec<Frame> {
+    let mut names: Vec<String> = vec![clean_name(&sym.name)];
+    let mut places: Vec<(Option<String>, Option<u32>)> = vec![place(sym.code_info.as_deref())];
+    for inlined in sym.inlined.iter() {
+        names.push(clean_name(&inlined.name));
+        places.push(place(inlined.code_info.as_ref()));
+    }
+    let count = names.len();
+    (0..count)
+        .rev()
+        .map(|i| Frame {
+            address,
+            function: Some(names[i].clone()),
+            file: places[i].0.clone(),
+            line: places[i].1,
+            inlined: i > 0,
+            module: module.clone(),
+        })
+        .collect()
+}
+
+fn place(code_info: Option<&CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+    match code_info {
+        Some(info) => (
+            Some(info.to_path().to_string_lossy().into_owned()),
+            info.line,
+        ),
+        None => (None, None),
+    }
+}
+
+/// blazesym demangles; this normalizes the result the way function
+/// patterns are written (hash removed, v0 impl brackets unwrapped).
+fn clean_name(name: &str) -> String {
+    let without_hash = crate::resolve::pattern::demangle(name);
+    let without_hash = strip_legacy_hash(&without_hash);
+    RustPath::parse(without_hash).to_string()
+}
+
+/// Removes a trailing `::h0123456789abcdef` left by demanglers that keep it.
+fn strip_legacy_hash(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
+}
+
+/// Opens the file behind a mapping, preferring the kernel's own reference.
+fn open_mapped_file(pid: u32, mapping: &Mapping) -> Option<File> {
+    let map_files = format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        mapping.start, mapping.end
+    );
+    let in_namespace = format!("/proc/{pid}/root{}", mapping.path);
+    for path in [&map_files, &in_namespace, &mapping.path] {
+        if let Ok(file) = File::open(path) {
+            return Some(file);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function() -> u64 {
+        marker_function as fn() -> u64 as usize as u64
+    }
+
+    #[test]
+    fn symbolizes_own_function_after_caching() {
+        let me = Process::open(std::process::id()).unwrap();
+        let symbolizer = Symbolizer::new(&me).unwrap();
+        let frames = symbolizer.symbolize_stack(&[marker_function()]);
+        let outer = frames.last().unwrap();
+        assert!(
+            outer
+                .function
+                .as_deref()
+                .unwrap()
+                .ends_with("symbolize::tests::marker_function"),
+            "{frames:?}"
+        );
+        assert!(
+            outer.file.as_deref().unwrap().ends_with("symbolize.rs"),
+            "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_addresses_stay_unknown() {
+        let me = Process::open(std::process::id()).unwrap();
+        let symbolizer = Symbolizer::new(&me).unwrap();
+        let frames = symbolizer.symbolize_stack(&[8]);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].function, None);
+    }
+
+    #[test]
+    fn hashes_are_removed() {
+        assert_eq!(strip_legacy_hash("a::b::h0123456789abcdef"), "a::b");
+        assert_eq!(strip_legacy_hash("a::hello"), "a::hello");
+    }
+}

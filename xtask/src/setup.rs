@@ -1,0 +1,133 @@
+//! Idempotent machine set-up: the nightly toolchain's `rust-src` (for
+//! `-Z build-std=core`) and `bpf-linker`, linked against the nightly
+//! toolchain's own libLLVM because the distribution's LLVM is too old.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cmd::{cargo_home, checked, command, output};
+
+const TOOLCHAIN: &str = "nightly";
+
+pub fn run() -> Result<()> {
+    ensure_nightly()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    Ok(())
+}
+
+fn ensure_nightly() -> Result<()> {
+    let probe = output(command("rustup").args(["run", TOOLCHAIN, "rustc", "--version"]))?;
+    if !probe.status.success() {
+        bail!(
+            "the `{TOOLCHAIN}` toolchain is missing; eBPF programs need it (`rustup toolchain install {TOOLCHAIN}`)"
+        );
+    }
+    println!(
+        "setup: {TOOLCHAIN}: {}",
+        String::from_utf8_lossy(&probe.stdout).trim()
+    );
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output(command("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        TOOLCHAIN,
+    ]))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.starts_with("rust-src"))
+    {
+        println!("setup: rust-src: present");
+        return Ok(());
+    }
+    println!("setup: rust-src: installing for {TOOLCHAIN}");
+    checked(command("rustup").args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN]))
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let libllvm = nightly_libllvm()?;
+    let shim = cargo_home().join("bpf-linker-llvm");
+    let probe = output(command("bpf-linker").arg("--version"));
+    if let Ok(probe) = &probe {
+        if probe.status.success() && shim_points_to(&shim, &libllvm) {
+            println!(
+                "setup: {}: present",
+                String::from_utf8_lossy(&probe.stdout).trim()
+            );
+            return Ok(());
+        }
+    }
+    let major = llvm_major()?;
+    println!(
+        "setup: bpf-linker: building against {} (LLVM {major}), about two minutes",
+        libllvm.display()
+    );
+    make_shim(&shim, &libllvm)?;
+    checked(
+        command("cargo")
+            .env("LLVM_PREFIX", &shim)
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major}")]),
+    )
+}
+
+/// The nightly toolchain's shared libLLVM.
+fn nightly_libllvm() -> Result<PathBuf> {
+    let sysroot =
+        output(command("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]))?;
+    let lib = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
+    fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))
+}
+
+fn llvm_major() -> Result<String> {
+    let version = output(command("rustup").args(["run", TOOLCHAIN, "rustc", "-vV"]))?;
+    String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .map(str::to_string)
+        .context("rustc -vV printed no LLVM version")
+}
+
+/// `$CARGO_HOME/bpf-linker-llvm/lib/` holds `libLLVM.so` (the name the
+/// build links against) and the soname the binary loads through its rpath.
+fn make_shim(shim: &Path, libllvm: &Path) -> Result<()> {
+    let lib = shim.join("lib");
+    fs::create_dir_all(&lib)?;
+    let soname = libllvm
+        .file_name()
+        .context("libLLVM path has a file name")?;
+    for name in [Path::new("libLLVM.so"), Path::new(soname)] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(libllvm, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    Ok(())
+}
+
+fn shim_points_to(shim: &Path, libllvm: &Path) -> bool {
+    let soname = libllvm.file_name().unwrap_or_default();
+    fs::read_link(shim.join("lib").join(soname)).is_ok_and(|target| target == libllvm)
+}

@@ -1,0 +1,87 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use anyhow::Result;
+
+use crate::cmd::{cargo, checked, command};
+use crate::setup;
+use crate::targets::{build_observer, build_targets, targets_dir, TARGET_RUSTFLAGS};
+
+/// Set-up, build, then every test: unit tests of the observer, xtask and
+/// the target programs, and the end-to-end tests, which load real eBPF
+/// programs into this kernel and therefore need root.
+///
+/// The end-to-end tests run one at a time: they check that no program of
+/// ours stays loaded after an observer exits, which a concurrently running
+/// observer would falsify.
+pub fn run() -> Result<()> {
+    setup::run()?;
+    build_observer(false)?;
+    build_targets()?;
+    println!("xtask: unit tests of the target programs");
+    run_cargo_test_targets()?;
+    println!("xtask: observer unit and end-to-end tests");
+    checked(
+        cargo()
+            .args(["test", "--workspace", "--exclude", "observer-ebpf"])
+            .env("OBSERVER_TARGETS_DIR", targets_dir())
+            .args(["--", "--test-threads=1"]),
+    )
+}
+
+fn run_cargo_test_targets() -> Result<()> {
+    checked(
+        cargo()
+            .args(["test", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(crate::cmd::root().join("target/targets/fp"))
+            .env("RUSTFLAGS", TARGET_RUSTFLAGS),
+    )
+}
+
+/// Formatting and clippy, as every commit should pass them.
+pub fn lint() -> Result<()> {
+    setup::run()?;
+    checked(cargo().args(["fmt", "--all", "--check"]))?;
+    checked(cargo().args([
+        "fmt",
+        "--all",
+        "--check",
+        "--manifest-path",
+        "tests/Cargo.toml",
+    ]))?;
+    checked(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "observer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    checked(cargo().args([
+        "clippy",
+        "--manifest-path",
+        "tests/Cargo.toml",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target, with nightly.
+    checked(command("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "observer-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
