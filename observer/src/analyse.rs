@@ -39,6 +39,9 @@ pub struct Report {
     pub locations: Locations,
     pub counters: Counters,
     pub outstanding: Outstanding,
+    /// What looks wrong with the observation itself (a location that does
+    /// not read, tables that filled up), in words.
+    pub warnings: Vec<String>,
     /// Every site seen since attach, most outstanding bytes first.
     pub sites: Vec<Site>,
 }
@@ -164,6 +167,7 @@ pub fn build_report(
             release_id: plan.release_id.to_string(),
         },
         counters: snapshot.counters,
+        warnings: warnings(&snapshot.counters),
         outstanding: Outstanding {
             buffers,
             bytes,
@@ -171,6 +175,34 @@ pub fn build_report(
         },
         sites,
     }
+}
+
+/// Plain-language warnings for counters that mean the observation is
+/// incomplete or the locations are probably wrong.
+pub fn warnings(c: &Counters) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.releases == 0 && c.unknown_releases > 0 && c.allocations > 0 {
+        out.push(format!(
+            "no release matched a recorded allocation ({} unknown releases): --release-id \
+             probably does not name the value --alloc-id names",
+            c.unknown_releases
+        ));
+    }
+    let explained: [(u64, &str); 7] = [
+        (c.alloc_id_read_errors, "--alloc-id could not be read {n} times: check the location"),
+        (c.release_id_read_errors, "--release-id could not be read {n} times: check the location"),
+        (c.size_read_errors, "--size could not be read {n} times (those buffers count 0 bytes): check the location"),
+        (c.live_map_full, "the live-buffer table was full {n} times; those allocations are not tracked (raise --max-live)"),
+        (c.site_map_full, "the site table was full {n} times; per-site totals undercount"),
+        (c.stack_errors, "{n} allocation stacks could not be captured; their buffers are counted under a site without frames"),
+        (c.reallocated_ids, "{n} allocations returned an id that was still live: releases are being missed (another release path, or an inlined release)"),
+    ];
+    for (count, text) in explained {
+        if count > 0 {
+            out.push(text.replace("{n}", &count.to_string()));
+        }
+    }
+    out
 }
 
 /// What makes two frames the same call path: function and source line
@@ -280,5 +312,81 @@ fn probed_function(role: &'static str, planned: &PlannedFunction) -> ProbedFunct
                 execution: site.first_instruction.execution,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            address: 0x1000 + u64::from(line),
+            function: Some(function.into()),
+            file: Some("src/lib.rs".into()),
+            line: Some(line),
+            inlined: false,
+            module: None,
+        }
+    }
+
+    fn site(buffers: i64, oldest: f64, frames: Vec<Frame>) -> Site {
+        Site {
+            rank: 0,
+            buffers,
+            bytes: buffers * 256,
+            total_allocations: buffers as u64 + 1,
+            total_bytes: (buffers as u64 + 1) * 256,
+            oldest_secs: Some(oldest),
+            newest_secs: Some(oldest / 2.0),
+            frames,
+            frames_truncated: false,
+            stacks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn merged_sites_keep_common_frames_and_extreme_ages() {
+        let mut merged = site(
+            2,
+            10.0,
+            vec![frame("alloc", 1), frame("encode", 2), frame("a", 3)],
+        );
+        merge_into(
+            &mut merged,
+            site(
+                3,
+                4.0,
+                vec![frame("alloc", 1), frame("encode", 2), frame("b", 3)],
+            ),
+        );
+        assert_eq!((merged.buffers, merged.bytes), (5, 1280));
+        assert_eq!(merged.oldest_secs, Some(10.0));
+        assert_eq!(merged.newest_secs, Some(2.0));
+        assert_eq!(merged.frames.len(), 2);
+        assert!(merged.frames_truncated);
+    }
+
+    #[test]
+    fn identical_stacks_merge_without_truncation() {
+        let frames = vec![frame("alloc", 1), frame("encode", 2)];
+        let mut merged = site(1, 1.0, frames.clone());
+        merge_into(&mut merged, site(1, 1.0, frames));
+        assert!(!merged.frames_truncated);
+        assert_eq!(merged.frames.len(), 2);
+    }
+
+    #[test]
+    fn counters_that_mean_trouble_are_explained() {
+        assert!(warnings(&Counters::default()).is_empty());
+        let mismatched = Counters {
+            allocations: 10,
+            unknown_releases: 7,
+            stack_errors: 2,
+            ..Counters::default()
+        };
+        let text = warnings(&mismatched).join("\n");
+        assert!(text.contains("no release matched a recorded allocation (7 unknown releases)"));
+        assert!(text.contains("2 allocation stacks could not be captured"));
     }
 }

@@ -30,8 +30,10 @@ async fn main() -> ExitCode {
 
 async fn attach_command(args: AttachArgs) -> Result<()> {
     if args.ebpf_log {
+        // The eBPF programs' records carry their crate as the log target.
         env_logger::Builder::new()
-            .filter_level(log::LevelFilter::Debug)
+            .filter_level(log::LevelFilter::Warn)
+            .filter_module("observer_ebpf", log::LevelFilter::Trace)
             .init();
     }
     let signals = Signals::install()?;

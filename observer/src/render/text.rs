@@ -46,6 +46,9 @@ fn header(out: &mut String, report: &Report) {
         l.size, l.alloc_id, l.release_id
     );
     counters(out, &report.counters);
+    for warning in &report.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     let o = &report.outstanding;
     let _ = writeln!(
         out,

@@ -1,0 +1,114 @@
+//! The observer must never leave anything in the target: probes go away
+//! when it exits, normally or killed.
+
+use aya::programs::loaded_programs;
+use observer::resolve::elf::ElfInfo;
+use observer::resolve::process::Process;
+use observer_ebpf::names;
+
+use crate::support::*;
+
+/// Where the first byte of `function` is mapped in `pid`.
+fn runtime_address(pid: u32, function: &str) -> u64 {
+    let process = Process::open(pid).unwrap();
+    let elf = ElfInfo::read(&process.exe_path()).unwrap();
+    let symbol = elf
+        .functions
+        .iter()
+        .find(|f| f.demangled == function)
+        .unwrap_or_else(|| panic!("{function} not found"));
+    let offset = elf.file_offset(symbol.address).unwrap();
+    let exe = std::fs::read_link(process.exe_path()).unwrap();
+    let mapping = process
+        .executable_mappings()
+        .unwrap()
+        .into_iter()
+        .find(|m| {
+            std::path::Path::new(&m.path) == exe
+                && (m.file_offset..m.file_offset + (m.end - m.start)).contains(&offset)
+        })
+        .expect("mapping of the function");
+    mapping.start + offset - mapping.file_offset
+}
+
+/// True while a program of ours is loaded anywhere in the kernel (names
+/// are truncated to 15 characters by the kernel).
+fn our_programs_loaded() -> bool {
+    let ours: Vec<&str> = [
+        names::PROG_ALLOC_ENTER,
+        names::PROG_ALLOC_RETURN,
+        names::PROG_RELEASE_ENTER,
+    ]
+    .iter()
+    .map(|n| &n[..n.len().min(15)])
+    .collect();
+    loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| p.name_as_str().is_some_and(|name| ours.contains(&name)))
+}
+
+const INT3: u8 = 0xcc;
+
+#[test]
+fn detaching_leaves_no_probe_behind() {
+    if !ebpf_available() {
+        return;
+    }
+    let gateway = Gateway::start();
+    let pid = gateway.pid();
+    let probed: Vec<(u64, u8)> = [ALLOC, RELEASE]
+        .iter()
+        .map(|f| {
+            let address = runtime_address(pid, f);
+            (address, byte_in_memory(pid, address))
+        })
+        .collect();
+    for (_, original) in &probed {
+        assert_ne!(*original, INT3);
+    }
+    let is_patched = || {
+        probed
+            .iter()
+            .any(|(address, _)| byte_in_memory(pid, *address) == INT3)
+    };
+    let is_restored = || {
+        probed
+            .iter()
+            .all(|(address, original)| byte_in_memory(pid, *address) == *original)
+    };
+    assert!(
+        !our_programs_loaded(),
+        "another observer is running; run these tests alone"
+    );
+
+    // Normal exit.
+    let observer = Observer::attach(pid, &[]);
+    assert!(
+        probed
+            .iter()
+            .all(|(address, _)| byte_in_memory(pid, *address) == INT3),
+        "while attached the kernel's breakpoint is in the target's code"
+    );
+    assert!(our_programs_loaded());
+    gateway.chat(3, 1);
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    eventually("probes removed after a normal exit", || {
+        is_restored() && !our_programs_loaded()
+    });
+    gateway.chat(3, 1);
+
+    // SIGKILL: the kernel closes the observer's fds and removes the probes.
+    let observer = Observer::attach(pid, &[]);
+    assert!(is_patched());
+    observer.kill();
+    eventually("probes removed after SIGKILL", || {
+        is_restored() && !our_programs_loaded()
+    });
+    gateway.chat(3, 1);
+    assert_eq!(
+        gateway.stop(),
+        9,
+        "the gateway kept serving: 9 sessions, 9 leaked buffers"
+    );
+}

@@ -1,0 +1,408 @@
+//! Starting and driving the gateway, the load generator and the observer.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ALLOC: &str = "bufpool::BufPool::allocate";
+pub const RELEASE: &str = "bufpool::BufPool::release";
+/// The gateway's pool spec: `allocate(&self, size) -> PooledBuf` returns
+/// its 24-byte `PooledBuf { ptr, capacity, len }` through a hidden return
+/// slot in rdi; `release(&self, buf)` receives the buffer by reference in rsi.
+pub const SPEC: [&str; 10] = [
+    "--alloc",
+    ALLOC,
+    "--size",
+    "*(arg0+8)",
+    "--alloc-id",
+    "*arg0",
+    "--release",
+    RELEASE,
+    "--release-id",
+    "*arg1",
+];
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// False (and a loud line) only when the caller explicitly opted out; panics
+/// when eBPF is unusable otherwise, so a missing capability fails the run.
+pub fn ebpf_available() -> bool {
+    if std::env::var("OBSERVER_SKIP_EBPF_TESTS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: OBSERVER_SKIP_EBPF_TESTS=1, this end-to-end test did not run");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests load eBPF programs and need root; set OBSERVER_SKIP_EBPF_TESTS=1 to skip them"
+    );
+    assert!(
+        Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
+        "this kernel has no uprobe PMU (CONFIG_UPROBES); set OBSERVER_SKIP_EBPF_TESTS=1 to skip"
+    );
+    true
+}
+
+pub fn targets_dir() -> PathBuf {
+    let dir = std::env::var_os("OBSERVER_TARGETS_DIR").map(PathBuf::from).expect(
+        "OBSERVER_TARGETS_DIR is not set: run the tests with `cargo xtask test`, which builds the target programs",
+    );
+    assert!(
+        dir.join("leaky-gateway").exists(),
+        "no leaky-gateway in {}",
+        dir.display()
+    );
+    dir
+}
+
+pub fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(relative)
+}
+
+/// 1-based line number of the first line of `relative` containing `needle`.
+pub fn source_line(relative: &str, needle: &str) -> u64 {
+    let text = std::fs::read_to_string(repo_file(relative)).unwrap();
+    let index = text
+        .lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("{needle} not in {relative}"));
+    index as u64 + 1
+}
+
+/// A child killed on drop, so a failing test leaves nothing running.
+pub struct Guarded(pub Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::kill(pid as libc::pid_t, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+/// The leaky gateway on a free loopback port.
+pub struct Gateway {
+    child: Guarded,
+    pub address: String,
+    stdout: Receiver<String>,
+}
+
+impl Gateway {
+    pub fn start() -> Self {
+        let mut child = Command::new(targets_dir().join("leaky-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start leaky-gateway");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let first = stdout
+            .recv_timeout(TIMEOUT)
+            .expect("gateway announces its address");
+        let address = first
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
+        Self {
+            child: Guarded(child),
+            address,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Stops it with SIGINT and returns the pool's own outstanding buffer
+    /// count, which it prints on the way out.
+    pub fn stop(mut self) -> i64 {
+        signal(self.pid(), libc::SIGINT);
+        let line = self
+            .stdout
+            .recv_timeout(TIMEOUT)
+            .expect("gateway's final line");
+        self.child.0.wait().unwrap();
+        line.split("pool outstanding: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected final line: {line}"))
+    }
+
+    pub fn kill(&mut self) {
+        self.child.0.kill().unwrap();
+        self.child.0.wait().unwrap();
+    }
+
+    /// `sessions` clients connect, chat and leave; returns once the gateway
+    /// has closed every one of them.
+    pub fn chat(&self, sessions: usize, messages: usize) {
+        let output = Command::new(targets_dir().join("chat-load"))
+            .args(["--addr", &self.address, "--sessions", &sessions.to_string()])
+            .args(["--messages", &messages.to_string(), "--concurrency", "16"])
+            .output()
+            .expect("run chat-load");
+        assert!(
+            output.status.success(),
+            "chat-load: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Opens `sessions` sessions that chat and then stay connected.
+    pub fn hold(&self, sessions: usize) -> Held {
+        let mut child = Command::new(targets_dir().join("chat-load"))
+            .args([
+                "--addr",
+                &self.address,
+                "--sessions",
+                &sessions.to_string(),
+                "--hold",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run chat-load --hold");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let line = stdout
+            .recv_timeout(TIMEOUT)
+            .expect("chat-load says it holds");
+        assert!(line.starts_with("holding"), "{line}");
+        Held {
+            child: Guarded(child),
+        }
+    }
+}
+
+/// Sessions kept open by `chat-load --hold`.
+pub struct Held {
+    child: Guarded,
+}
+
+impl Held {
+    /// Lets the sessions say bye and waits until the gateway closed them.
+    pub fn release(mut self) {
+        self.child
+            .0
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+        let status = self.child.0.wait().unwrap();
+        assert!(status.success(), "chat-load --hold failed: {status}");
+    }
+}
+
+/// A running `observer attach` with JSON reports on stdout.
+pub struct Observer {
+    child: Guarded,
+    reports: Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Observer {
+    /// Attaches to `pid` with the gateway's spec and waits until attached.
+    pub fn attach(pid: u32, extra: &[&str]) -> Self {
+        let mut child = observer()
+            .args(["attach", "--pid", &pid.to_string()])
+            .args(SPEC)
+            .args(["--format", "json", "--interval", "1s"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer");
+        let reports = lines_of(child.stdout.take().unwrap());
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (attached_tx, attached_rx) = mpsc::channel();
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.starts_with("observer: attached") {
+                    let _ = attached_tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut observer = Self {
+            child: Guarded(child),
+            reports,
+            stderr,
+        };
+        if attached_rx.recv_timeout(TIMEOUT).is_err() {
+            let status = observer.child.0.wait().unwrap();
+            panic!(
+                "observer did not attach ({status}): {:?}",
+                observer.stderr()
+            );
+        }
+        observer
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Asks for a report with SIGUSR1 and parses it.
+    pub fn report(&mut self) -> Value {
+        signal(self.pid(), libc::SIGUSR1);
+        self.next_report()
+    }
+
+    fn next_report(&mut self) -> Value {
+        let line = self
+            .reports
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("no report; stderr: {:?}", self.stderr()));
+        serde_json::from_str(&line).expect("a report is one line of JSON")
+    }
+
+    /// Stops it with SIGINT; returns its exit status and final report.
+    pub fn stop(mut self) -> (ExitStatus, Value) {
+        signal(self.pid(), libc::SIGINT);
+        let report = self.next_report();
+        (self.wait(), report)
+    }
+
+    /// Waits for it to exit on its own; returns its status and final report.
+    pub fn wait_exit(mut self) -> (ExitStatus, Value) {
+        let report = self.next_report();
+        (self.wait(), report)
+    }
+
+    pub fn kill(mut self) {
+        self.child.0.kill().unwrap();
+        self.child.0.wait().unwrap();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "observer did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn observer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_observer"))
+}
+
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The sites of a report.
+pub fn sites(report: &Value) -> &Vec<Value> {
+    report["sites"].as_array().expect("sites array")
+}
+
+/// True when one of the site's frames is a function whose name contains `name`.
+pub fn has_frame(site: &Value, name: &str) -> bool {
+    frames(site)
+        .iter()
+        .any(|f| f["function"].as_str().is_some_and(|n| n.contains(name)))
+}
+
+pub fn frames(site: &Value) -> &Vec<Value> {
+    site["frames"].as_array().expect("frames array")
+}
+
+/// The one site whose stack passes through `name`.
+pub fn site_through<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let matching: Vec<&Value> = sites(report)
+        .iter()
+        .filter(|s| has_frame(s, name))
+        .collect();
+    assert_eq!(matching.len(), 1, "sites through {name}: {report:#}");
+    matching[0]
+}
+
+pub fn int(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an integer: {value}"))
+}
+
+/// allocations − releases − reallocated ids must equal the outstanding
+/// count exactly once the target is quiet.
+pub fn assert_accounting_balances(report: &Value) {
+    let c = &report["counters"];
+    let balance = int(&c["allocations"]) - int(&c["releases"]) - int(&c["reallocated_ids"]);
+    assert_eq!(balance, int(&report["outstanding"]["buffers"]), "{c:#}");
+    let site_sum: i64 = sites(report).iter().map(|s| int(&s["buffers"])).sum();
+    assert_eq!(site_sum, int(&report["outstanding"]["buffers"]));
+    for site in sites(report) {
+        assert!(
+            int(&site["buffers"]) >= 0 && int(&site["bytes"]) >= 0,
+            "negative site {site:#}"
+        );
+    }
+    for lost in [
+        "live_map_full",
+        "site_map_full",
+        "stack_errors",
+        "entries_without_return",
+        "returns_without_entry",
+        "alloc_id_read_errors",
+        "release_id_read_errors",
+        "size_read_errors",
+        "reallocated_ids",
+    ] {
+        assert_eq!(int(&c[lost]), 0, "{lost}: {c:#}");
+    }
+}
+
+/// The byte at `address` in `pid`'s memory.
+pub fn byte_in_memory(pid: u32, address: u64) -> u8 {
+    let mut mem = File::open(format!("/proc/{pid}/mem")).unwrap();
+    mem.seek(SeekFrom::Start(address)).unwrap();
+    let mut byte = [0u8; 1];
+    mem.read_exact(&mut byte).unwrap();
+    byte[0]
+}
+
+/// Polls `condition` for up to five seconds.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
