@@ -35,7 +35,8 @@ pub struct AttachOptions {
 
 /// Loaded programs with their probes attached. Dropping it detaches.
 pub struct Attachment {
-    ebpf: Ebpf,
+    /// `None` once detached.
+    ebpf: Option<Ebpf>,
     /// Probes attached, for the report header.
     pub probe_count: usize,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -43,8 +44,10 @@ pub struct Attachment {
 
 impl Attachment {
     /// The loaded object, for reading maps.
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    pub fn ebpf(&self) -> Result<&Ebpf> {
+        self.ebpf
+            .as_ref()
+            .context("the probes are already detached")
     }
 
     /// Passes pending eBPF log records to the `log` crate (no-op unless
@@ -55,9 +58,10 @@ impl Attachment {
         }
     }
 
-    /// Detaches every probe and unloads the programs.
-    pub fn detach(self) {
-        drop(self);
+    /// Detaches every probe and unloads the programs; the maps go with them.
+    pub fn detach(&mut self) {
+        self.logger = None;
+        self.ebpf = None;
     }
 }
 
@@ -111,7 +115,7 @@ pub fn attach(plan: &ProbePlan, options: AttachOptions) -> Result<Attachment> {
         }
     }
     Ok(Attachment {
-        ebpf,
+        ebpf: Some(ebpf),
         probe_count,
         logger,
     })

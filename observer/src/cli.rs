@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::AttachOptions;
 use crate::plan::{Location, ProbeRequest};
 use crate::render::{Format, Reporter};
+use crate::session::control::Request;
 use crate::session::SessionOptions;
 
 /// Finds leaking buffer pools in live Rust processes with eBPF uprobes.
@@ -23,6 +25,15 @@ pub enum Command {
     /// Attach to a running process and report buffers that were allocated
     /// from its pool and never released, grouped by allocating stack.
     Attach(AttachArgs),
+    /// Launch a command with the probes in place before it runs, and report
+    /// (and with --fail-on-leak, fail on) what it left outstanding at exit.
+    Run(RunArgs),
+    /// Remember the per-site counts of a running session under NAME.
+    Mark(MarkArgs),
+    /// Print a report from a running session without detaching it.
+    Report(ReportArgs),
+    /// What changed between two marks of a running session (or a mark and now).
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -32,20 +43,45 @@ pub struct AttachArgs {
     pub pid: u32,
     #[command(flatten)]
     pub probes: ProbeArgs,
-    /// Stop after this long (e.g. 30s, 5m, 1h); default: until SIGINT/SIGTERM.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Print a status line on stderr this often.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub interval: Duration,
+    #[command(flatten)]
+    pub session: SessionArgs,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Capacity of the kernel's live-buffer table.
-    #[arg(long, default_value_t = 1 << 20)]
-    pub max_live: u32,
-    /// Forward the eBPF programs' debug log to stderr (slow; debugging only).
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// What makes `observer run` fail.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Exit with status 1 when outstanding buffers exceed the thresholds.
     #[arg(long)]
-    pub ebpf_log: bool,
+    pub fail_on_leak: bool,
+    /// Outstanding bytes tolerated before it counts as a leak.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_bytes: u64,
+    /// Outstanding buffers tolerated before it counts as a leak.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_buffers: u64,
+    /// A previous JSON report: only growth over it counts.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Accepted sites, one `leak:PATTERN` per line (LeakSanitizer style).
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
 }
 
 /// Which functions to probe and where their values are.
@@ -69,6 +105,31 @@ pub struct ProbeArgs {
     pub release_id: Location,
 }
 
+/// How the session runs.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Stop after this long (e.g. 30s, 5m, 1h); default: until SIGINT/SIGTERM
+    /// (`run`: then the command is sent SIGINT).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Sample the per-site counts (and print a status line) this often.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub interval: Duration,
+    /// Count only buffers outstanding for longer than this: younger ones are
+    /// in flight, not leaked.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub older_than: Option<Duration>,
+    /// Control socket for mark/report/diff (default /run/observer/PID.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Capacity of the kernel's live-buffer table.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_live: u32,
+    /// Forward the eBPF programs' debug log to stderr (slow; debugging only).
+    #[arg(long)]
+    pub ebpf_log: bool,
+}
+
 /// How reports look and where they go.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -87,6 +148,53 @@ pub struct OutputArgs {
     /// whole stack must agree).
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub group_depth: usize,
+    /// Also write outstanding bytes over time (total and top sites) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Also write a flame graph of outstanding bytes by stack as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
+}
+
+/// Which running session to talk to.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The PID the session observes (its socket is /run/observer/PID.sock).
+    #[arg(long, short)]
+    pub pid: Option<u32>,
+    /// The session's control socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    pub control: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub target: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub target: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier mark.
+    pub from: String,
+    /// The later mark (default: now).
+    pub to: Option<String>,
+    /// Divide every change by this number of cycles run between the marks.
+    #[arg(long, value_name = "N")]
+    pub per: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub target: ControlArgs,
 }
 
 impl ProbeArgs {
@@ -101,7 +209,7 @@ impl ProbeArgs {
     }
 }
 
-impl AttachArgs {
+impl SessionArgs {
     pub fn attach_options(&self) -> AttachOptions {
         AttachOptions {
             max_live: self.max_live,
@@ -109,17 +217,69 @@ impl AttachArgs {
         }
     }
 
-    pub fn session_options(&self) -> SessionOptions {
+    /// Session options; `gate` is set for `observer run`.
+    pub fn session_options(&self, output: &OutputArgs, gate: Option<Gate>) -> SessionOptions {
         SessionOptions {
             duration: self.duration,
             interval: self.interval,
-            group_depth: self.output.group_depth,
+            group_depth: output.group_depth,
+            older_than: self.older_than,
             reporter: Reporter {
-                format: self.output.format,
-                output: self.output.output.clone(),
-                top: self.output.top,
-                frames: self.output.frames,
+                format: output.format,
+                output: output.output.clone(),
+                top: output.top,
+                frames: output.frames,
             },
+            chart: output.chart.clone(),
+            flamegraph: output.flamegraph.clone(),
+            control: self.control.clone(),
+            gate,
+        }
+    }
+}
+
+impl GateArgs {
+    /// Loads the baseline and suppressions (bad files are user errors).
+    pub fn gate(&self, group_depth: usize) -> anyhow::Result<Gate> {
+        Ok(Gate {
+            fail_on_leak: self.fail_on_leak,
+            max_bytes: self.max_bytes,
+            max_buffers: self.max_buffers,
+            baseline: self.baseline.as_deref().map(Baseline::load).transpose()?,
+            suppressions: self
+                .suppressions
+                .as_deref()
+                .map(Suppressions::load)
+                .transpose()?
+                .unwrap_or_default(),
+            depth: group_depth,
+        })
+    }
+}
+
+impl MarkArgs {
+    pub fn request(&self) -> Request {
+        Request::Mark {
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl ReportArgs {
+    pub fn request(&self) -> Request {
+        Request::Report {
+            format: self.format,
+        }
+    }
+}
+
+impl DiffArgs {
+    pub fn request(&self) -> Request {
+        Request::Diff {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            per: self.per,
+            format: self.format,
         }
     }
 }
@@ -187,5 +347,34 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("bad location 'argx'"), "{err}");
+    }
+
+    #[test]
+    fn run_takes_the_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "observer",
+            "run",
+            "--alloc",
+            "a",
+            "--size",
+            "arg2",
+            "--alloc-id",
+            "*arg0",
+            "--release",
+            "r",
+            "--release-id",
+            "*arg1",
+            "--fail-on-leak",
+            "--",
+            "server",
+            "--port",
+            "1",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(run.command, ["server", "--port", "1"]);
+        assert!(run.gate.fail_on_leak);
     }
 }

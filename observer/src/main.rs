@@ -4,13 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser as _;
-use observer::attach;
-use observer::cli::{AttachArgs, Cli, Command};
+use observer::attach::{self, Attachment};
+use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs};
 use observer::error::one_line;
-use observer::plan::ProbePlan;
+use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::elf::ElfInfo;
 use observer::resolve::process::Process;
-use observer::session::{self, Observed, Signals};
+use observer::session::control::{self, Request};
+use observer::session::launch;
+use observer::session::{self, Observed, Outcome, Signals};
 use observer::symbolize::Symbolizer;
 
 #[tokio::main(flavor = "current_thread")]
@@ -18,9 +20,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Attach(args) => attach_command(args).await,
+        Command::Run(args) => run_command(args).await,
+        Command::Mark(args) => control_command(&args.target, args.request()),
+        Command::Report(args) => control_command(&args.target, args.request()),
+        Command::Diff(args) => control_command(&args.target, args.request()),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(outcome) => ExitCode::from(outcome.exit_code),
         Err(err) => {
             eprintln!("observer: error: {}", one_line(&err));
             ExitCode::from(2)
@@ -28,33 +34,83 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn attach_command(args: AttachArgs) -> Result<()> {
-    if args.ebpf_log {
+async fn attach_command(args: AttachArgs) -> Result<Outcome> {
+    init_ebpf_log(args.session.ebpf_log);
+    let signals = Signals::install()?;
+    attach::check_privileges()?;
+    let process = Process::open(args.pid)?;
+    let (plan, build_id) = plan(&process, process.exe_path(), &args.probes.request())?;
+    let symbolizer = Symbolizer::new(&process)?;
+    let attachment = attach::attach(&plan, args.session.attach_options())?;
+    let observed = observed(process, plan, build_id, symbolizer, attachment, None);
+    let options = args.session.session_options(&args.output, None);
+    session::run(observed, signals, options).await
+}
+
+async fn run_command(args: RunArgs) -> Result<Outcome> {
+    init_ebpf_log(args.session.ebpf_log);
+    let signals = Signals::install()?;
+    let gate = args.gate.gate(args.output.group_depth)?;
+    attach::check_privileges()?;
+    let mut launched = launch::spawn_paused(&args.command)?;
+    let paused = Process::paused_child(launched.pid, &launched.program);
+    let (plan, build_id) = plan(&paused, launched.program.clone(), &args.probes.request())?;
+    let attachment = attach::attach(&plan, args.session.attach_options())?;
+    launched.release()?;
+    let process = Process::open(launched.pid)?;
+    let symbolizer = Symbolizer::new(&process)?;
+    let observed = observed(
+        process,
+        plan,
+        build_id,
+        symbolizer,
+        attachment,
+        Some(launched),
+    );
+    let options = args.session.session_options(&args.output, Some(gate));
+    session::run(observed, signals, options).await
+}
+
+fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
+    let socket = control::find_socket(target.control.as_deref(), target.pid)?;
+    print!("{}", control::call(&socket, &request)?);
+    Ok(Outcome { exit_code: 0 })
+}
+
+fn plan(
+    process: &Process,
+    binary: std::path::PathBuf,
+    request: &ProbeRequest,
+) -> Result<(ProbePlan, Option<String>)> {
+    let elf = ElfInfo::read(&binary)?;
+    let plan = ProbePlan::new(process.pid, binary, &elf, &process.exe_display, request)?;
+    Ok((plan, elf.build_id))
+}
+
+fn observed(
+    process: Process,
+    plan: ProbePlan,
+    build_id: Option<String>,
+    symbolizer: Symbolizer,
+    attachment: Attachment,
+    launched: Option<launch::Launched>,
+) -> Observed {
+    Observed {
+        process,
+        plan,
+        build_id,
+        symbolizer,
+        attachment,
+        launched,
+    }
+}
+
+fn init_ebpf_log(enabled: bool) {
+    if enabled {
         // The eBPF programs' records carry their crate as the log target.
         env_logger::Builder::new()
             .filter_level(log::LevelFilter::Warn)
             .filter_module("observer_ebpf", log::LevelFilter::Trace)
             .init();
     }
-    let signals = Signals::install()?;
-    attach::check_privileges()?;
-    let process = Process::open(args.pid)?;
-    let elf = ElfInfo::read(&process.exe_path())?;
-    let plan = ProbePlan::new(
-        process.pid,
-        process.exe_path(),
-        &elf,
-        &process.exe_display,
-        &args.probes.request(),
-    )?;
-    let symbolizer = Symbolizer::new(&process)?;
-    let attachment = attach::attach(&plan, args.attach_options())?;
-    let observed = Observed {
-        process,
-        plan,
-        build_id: elf.build_id.clone(),
-        symbolizer,
-        attachment,
-    };
-    session::run(observed, signals, args.session_options()).await
 }

@@ -52,9 +52,17 @@ impl Counters {
         }
     }
 
-    /// Allocations that could not be tracked at all.
-    pub fn untracked_allocations(&self) -> u64 {
-        self.live_map_full + self.alloc_id_read_errors + self.returns_without_entry
+    /// Events the kernel side could not record fully, all kinds together.
+    pub fn not_recorded(&self) -> u64 {
+        self.live_map_full
+            + self.site_map_full
+            + self.stack_errors
+            + self.entries_without_return
+            + self.returns_without_entry
+            + self.alloc_id_read_errors
+            + self.release_id_read_errors
+            + self.size_read_errors
+            + self.reallocated_ids
     }
 }
 
@@ -64,6 +72,10 @@ pub struct LiveAges {
     pub count: u64,
     pub oldest_ns: u64,
     pub newest_ns: u64,
+    /// Buffers (and their bytes) allocated before the `older_than` cut-off
+    /// the snapshot was taken with; all of them without a cut-off.
+    pub old_count: u64,
+    pub old_bytes: u64,
 }
 
 /// One reading of the maps.
@@ -93,10 +105,12 @@ impl Snapshot {
     }
 
     /// Everything a report needs: also walks the live table for ages (one
-    /// syscall pair per live buffer) and reads the sites' stacks.
-    pub fn full(ebpf: &Ebpf, tgid: u32) -> Result<Self> {
+    /// syscall pair per live buffer) and reads the sites' stacks. Buffers
+    /// younger than `older_than_ns` are counted apart (`LiveAges::old_*`).
+    pub fn full(ebpf: &Ebpf, tgid: u32, older_than_ns: Option<u64>) -> Result<Self> {
         let mut snapshot = Self::quick(ebpf)?;
-        snapshot.ages = read_ages(ebpf, tgid)?;
+        let cutoff = snapshot.taken_ns.saturating_sub(older_than_ns.unwrap_or(0));
+        snapshot.ages = read_ages(ebpf, tgid, cutoff)?;
         snapshot.stacks = read_stacks(ebpf, snapshot.sites.keys())?;
         Ok(snapshot)
     }
@@ -143,29 +157,35 @@ fn read_sites(ebpf: &Ebpf) -> Result<BTreeMap<SiteKey, SiteStats>> {
     Ok(collect_live_map(sites.iter())?.into_iter().collect())
 }
 
-fn read_ages(ebpf: &Ebpf, tgid: u32) -> Result<BTreeMap<SiteKey, LiveAges>> {
+/// Per-site ages; buffers allocated at or before `cutoff_ns` count as old.
+fn read_ages(ebpf: &Ebpf, tgid: u32, cutoff_ns: u64) -> Result<BTreeMap<SiteKey, LiveAges>> {
     let live: HashMap<&MapData, LiveKey, LiveBuf> = HashMap::try_from(map(ebpf, names::MAP_LIVE)?)?;
     let mut ages: BTreeMap<SiteKey, LiveAges> = BTreeMap::new();
     for (key, buf) in collect_live_map(live.iter())? {
         if key.tgid != tgid {
             continue;
         }
-        ages.entry(buf.site)
-            .and_modify(|a| {
-                a.count += 1;
-                a.oldest_ns = a.oldest_ns.min(buf.allocated_ns);
-                a.newest_ns = a.newest_ns.max(buf.allocated_ns);
-            })
-            .or_insert(LiveAges {
-                count: 1,
-                oldest_ns: buf.allocated_ns,
-                newest_ns: buf.allocated_ns,
-            });
+        let old = buf.allocated_ns <= cutoff_ns;
+        let site = ages.entry(buf.site).or_insert(LiveAges {
+            count: 0,
+            oldest_ns: u64::MAX,
+            newest_ns: 0,
+            old_count: 0,
+            old_bytes: 0,
+        });
+        site.count += 1;
+        site.oldest_ns = site.oldest_ns.min(buf.allocated_ns);
+        site.newest_ns = site.newest_ns.max(buf.allocated_ns);
+        if old {
+            site.old_count += 1;
+            site.old_bytes += buf.size;
+        }
     }
     Ok(ages)
 }
 
-fn read_stacks<'a>(
+/// The user stacks of `sites`, by stack id.
+pub fn read_stacks<'a>(
     ebpf: &Ebpf,
     sites: impl Iterator<Item = &'a SiteKey>,
 ) -> Result<BTreeMap<u32, Vec<u64>>> {

@@ -9,7 +9,9 @@
 //! a time (`--test-threads=1`): some check that no program of ours stays
 //! loaded after an observer exits.
 
+mod ci_gate;
 mod detach;
 mod errors;
+mod growth_and_diff;
 mod leak_report;
 mod support;

@@ -50,15 +50,34 @@ pub fn ebpf_available() -> bool {
 }
 
 pub fn targets_dir() -> PathBuf {
-    let dir = std::env::var_os("OBSERVER_TARGETS_DIR").map(PathBuf::from).expect(
-        "OBSERVER_TARGETS_DIR is not set: run the tests with `cargo xtask test`, which builds the target programs",
-    );
+    built_targets("OBSERVER_TARGETS_DIR")
+}
+
+/// The build of the gateway with the story's fix.
+pub fn fixed_targets_dir() -> PathBuf {
+    built_targets("OBSERVER_FIXED_TARGETS_DIR")
+}
+
+fn built_targets(variable: &str) -> PathBuf {
+    let dir = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{variable} is not set: run the tests with `cargo xtask test`, which builds the target programs")
+    });
     assert!(
         dir.join("leaky-gateway").exists(),
         "no leaky-gateway in {}",
         dir.display()
     );
     dir
+}
+
+/// Runs `observer ARGS` to completion: (exit code, stdout, stderr).
+pub fn observer_command(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = observer().args(args).output().expect("run observer");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 pub fn repo_file(relative: &str) -> PathBuf {
@@ -226,7 +245,7 @@ impl Observer {
         let mut child = observer()
             .args(["attach", "--pid", &pid.to_string()])
             .args(SPEC)
-            .args(["--format", "json", "--interval", "1s"])
+            .args(["--format", "json"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -266,6 +285,17 @@ impl Observer {
 
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Runs `observer ARGS --pid TARGET` against this session's control
+    /// socket and returns its stdout; panics unless it exits with 0.
+    pub fn control(&self, target: u32, args: &[&str]) -> String {
+        let pid = target.to_string();
+        let mut full = args.to_vec();
+        full.extend(["--pid", &pid]);
+        let (code, stdout, stderr) = observer_command(&full);
+        assert_eq!(code, Some(0), "observer {full:?}: {stderr}");
+        stdout
     }
 
     /// Asks for a report with SIGUSR1 and parses it.

@@ -15,15 +15,14 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::cmd::{checked, root, signal, Guarded};
 use crate::setup;
-use crate::targets::{build_observer, build_targets, targets_dir};
+use crate::targets::{build_observer, build_targets, targets_dir, Variant};
 
 const WARM_UP_SESSIONS: usize = 50;
 
 pub fn run(sessions: usize) -> Result<()> {
     setup::run()?;
     build_observer(true)?;
-    build_targets()?;
-    let bin = targets_dir();
+    build_targets(Variant::Leaky)?;
 
     let (gateway, address) = start_gateway()?;
     println!(
@@ -64,12 +63,11 @@ pub fn run(sessions: usize) -> Result<()> {
         "demo: {WARM_UP_SESSIONS} sessions leaked before the observer attached; it reports only \
          what it saw: the {sessions} disconnects while attached."
     );
-    let _ = bin;
     Ok(())
 }
 
 fn start_gateway() -> Result<(Guarded, String)> {
-    let mut child = Command::new(targets_dir().join("leaky-gateway"))
+    let mut child = Command::new(targets_dir(Variant::Leaky).join("leaky-gateway"))
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
@@ -101,7 +99,7 @@ fn stop_gateway(mut gateway: Guarded) -> Result<()> {
 fn chat(address: &str, sessions: usize, when: &str) -> Result<()> {
     println!("demo: {sessions} sessions connect, chat and disconnect ({when})");
     checked(
-        Command::new(targets_dir().join("chat-load"))
+        Command::new(targets_dir(Variant::Leaky).join("chat-load"))
             .args(["--addr", address, "--sessions", &sessions.to_string()])
             .args(["--messages", "5", "--concurrency", "20"])
             .stdout(Stdio::null()),

@@ -10,19 +10,51 @@ use crate::cmd::{cargo, checked, root};
 /// concession for now: the kernel's stack walker follows them.
 pub const TARGET_RUSTFLAGS: &str = "-C force-frame-pointers=yes";
 
-/// Where the target programs' binaries end up.
-pub fn targets_dir() -> PathBuf {
-    root().join("target/targets/fp/release")
+/// A build of the target programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// As the story had it: the gateway leaks on every disconnect.
+    Leaky,
+    /// With the story's fix (`--features leaky-gateway/fixed-disconnect`).
+    Fixed,
+}
+
+impl Variant {
+    fn target_dir(self) -> PathBuf {
+        root().join(match self {
+            Variant::Leaky => "target/targets/fp",
+            Variant::Fixed => "target/targets/fp-fixed",
+        })
+    }
+}
+
+/// Where a variant's binaries end up.
+pub fn targets_dir(variant: Variant) -> PathBuf {
+    variant.target_dir().join("release")
 }
 
 /// `cargo build --release` of the `tests/` workspace with [`TARGET_RUSTFLAGS`].
-pub fn build_targets() -> Result<()> {
-    println!("xtask: building the target programs ({TARGET_RUSTFLAGS})");
+pub fn build_targets(variant: Variant) -> Result<()> {
+    println!("xtask: building the target programs, {variant:?} ({TARGET_RUSTFLAGS})");
+    let mut command = cargo();
+    command
+        .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+        .arg("--target-dir")
+        .arg(variant.target_dir())
+        .env("RUSTFLAGS", TARGET_RUSTFLAGS);
+    if variant == Variant::Fixed {
+        command.args(["--features", "leaky-gateway/fixed-disconnect"]);
+    }
+    checked(&mut command)
+}
+
+/// Runs the target programs' own unit tests (in the leaky variant's build).
+pub fn test_targets() -> Result<()> {
     checked(
         cargo()
-            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .args(["test", "--release", "--manifest-path", "tests/Cargo.toml"])
             .arg("--target-dir")
-            .arg(root().join("target/targets/fp"))
+            .arg(Variant::Leaky.target_dir())
             .env("RUSTFLAGS", TARGET_RUSTFLAGS),
     )
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, checked, command};
 use crate::setup;
-use crate::targets::{build_observer, build_targets, targets_dir, TARGET_RUSTFLAGS};
+use crate::targets::{build_observer, build_targets, targets_dir, test_targets, Variant};
 
 /// Set-up, build, then every test: unit tests of the observer, xtask and
 /// the target programs, and the end-to-end tests, which load real eBPF
@@ -16,25 +16,17 @@ use crate::targets::{build_observer, build_targets, targets_dir, TARGET_RUSTFLAG
 pub fn run() -> Result<()> {
     setup::run()?;
     build_observer(false)?;
-    build_targets()?;
+    build_targets(Variant::Leaky)?;
+    build_targets(Variant::Fixed)?;
     println!("xtask: unit tests of the target programs");
-    run_cargo_test_targets()?;
+    test_targets()?;
     println!("xtask: observer unit and end-to-end tests");
     checked(
         cargo()
             .args(["test", "--workspace", "--exclude", "observer-ebpf"])
-            .env("OBSERVER_TARGETS_DIR", targets_dir())
+            .env("OBSERVER_TARGETS_DIR", targets_dir(Variant::Leaky))
+            .env("OBSERVER_FIXED_TARGETS_DIR", targets_dir(Variant::Fixed))
             .args(["--", "--test-threads=1"]),
-    )
-}
-
-fn run_cargo_test_targets() -> Result<()> {
-    checked(
-        cargo()
-            .args(["test", "--release", "--manifest-path", "tests/Cargo.toml"])
-            .arg("--target-dir")
-            .arg(crate::cmd::root().join("target/targets/fp"))
-            .env("RUSTFLAGS", TARGET_RUSTFLAGS),
     )
 }
 

@@ -1,6 +1,10 @@
 //! Stage 7 — render a report for a person (text) or a machine (JSON), and
 //! deliver it to stdout or a file.
 
+pub mod chart;
+pub mod diff;
+pub mod flamegraph;
+pub mod folded;
 pub mod json;
 pub mod text;
 
@@ -12,10 +16,17 @@ use anyhow::{Context as _, Result};
 use crate::analyse::Report;
 
 /// Output format of reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
+    /// For a person.
     Text,
+    /// One line of JSON per report (docs/report-format.md).
     Json,
+    /// One `outermost;…;innermost bytes` line per site, for flame graph tools.
+    Folded,
 }
 
 /// Renders and delivers reports.
@@ -35,6 +46,7 @@ impl Reporter {
         Ok(match self.format {
             Format::Text => text::render(report, self.top, self.frames),
             Format::Json => json::render(report)?,
+            Format::Folded => folded::render(report),
         })
     }
 

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::analyse::{ProbedFunction, Reason, Report, Site};
+use crate::analyse::growth::{Growth, Trend};
+use crate::analyse::verdict::Verdict;
+use crate::analyse::{CommandOutcome, ProbedFunction, Reason, Report, Site};
 use crate::plan::site::Execution;
 use crate::snapshot::Counters;
 use crate::symbolize::Frame;
@@ -19,7 +21,50 @@ pub fn render(report: &Report, top: usize, max_frames: usize) -> String {
     if hidden > 0 {
         let _ = writeln!(out, "… {hidden} more sites (raise --top to see them)");
     }
+    if let Some(command) = &report.command {
+        command_line(&mut out, command);
+    }
+    if let Some(verdict) = &report.verdict {
+        verdict_line(&mut out, verdict);
+    }
     out
+}
+
+fn command_line(out: &mut String, command: &CommandOutcome) {
+    let how = match (command.exit_code, command.signal) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("ended by signal {signal}"),
+        (None, None) => "ended".into(),
+    };
+    let verdict = if command.succeeded {
+        ""
+    } else {
+        " (a failure)"
+    };
+    let _ = writeln!(out, "command: {} {how}{verdict}", command.argv.join(" "));
+}
+
+fn verdict_line(out: &mut String, v: &Verdict) {
+    let what = if v.leak_found {
+        "LEAK FOUND"
+    } else {
+        "no leak over the thresholds"
+    };
+    let mut line = format!(
+        "verdict: {what}: {} buffers, {} counted at {} (thresholds: {} buffers, {} bytes)",
+        v.counted_buffers,
+        bytes(v.counted_bytes),
+        plural(v.counted_sites, "site"),
+        v.max_buffers,
+        v.max_bytes
+    );
+    if v.suppressed_sites > 0 {
+        let _ = write!(line, "; {} sites suppressed", v.suppressed_sites);
+    }
+    if let Some(baseline) = &v.baseline {
+        let _ = write!(line, "; compared with baseline {baseline}");
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 fn header(out: &mut String, report: &Report) {
@@ -30,6 +75,7 @@ fn header(out: &mut String, report: &Report) {
         Reason::Signal => "on demand (SIGUSR1), still attached",
         Reason::Stop => "stopped",
         Reason::TargetExited => "target exited",
+        Reason::Control => "on demand (observer report), still attached",
     };
     let _ = writeln!(
         out,
@@ -52,12 +98,22 @@ fn header(out: &mut String, report: &Report) {
     let o = &report.outstanding;
     let _ = writeln!(
         out,
-        "  outstanding since attach: {} buffers, {} in {} of {} sites\n",
+        "  outstanding since attach: {} buffers, {} in {} of {} sites; {}",
         o.buffers,
         bytes(o.bytes),
         o.sites,
-        report.sites.len()
+        report.sites.len(),
+        growth(&report.growth)
     );
+    if let Some(older_than) = report.older_than_secs {
+        let in_flight: i64 = report.sites.iter().map(|s| s.in_flight_buffers).sum();
+        let _ = writeln!(
+            out,
+            "  counting only buffers older than {}: {in_flight} younger ones are in flight and not counted",
+            seconds(older_than)
+        );
+    }
+    out.push('\n');
     if target.exited {
         let _ = writeln!(out, "  (the process has exited; this is what was seen)\n");
     }
@@ -119,12 +175,31 @@ fn site_block(out: &mut String, site: &Site, max_frames: usize) {
         );
     }
     let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "     {}", growth(&site.growth));
+    if let Some(judgement) = &site.judgement {
+        let mut line = match &judgement.suppressed_by {
+            Some(rule) => format!("suppressed by leak:{rule}"),
+            None => format!(
+                "counted: {} buffers, {}",
+                judgement.counted_buffers,
+                bytes(judgement.counted_bytes)
+            ),
+        };
+        if judgement.baseline_buffers != 0 {
+            let _ = write!(
+                line,
+                " (baseline had {} buffers)",
+                judgement.baseline_buffers
+            );
+        }
+        let _ = writeln!(out, "     {line}");
+    }
     if site.frames.is_empty() {
         let _ = writeln!(out, "      (stack not captured)");
     }
     let cwd = std::env::current_dir().ok();
     for frame in site.frames.iter().take(max_frames) {
-        let _ = writeln!(out, "      {}", frame_line(frame, cwd.as_deref()));
+        let _ = writeln!(out, "      {}", frame_line_in(frame, cwd.as_deref()));
     }
     if site.frames.len() > max_frames {
         let _ = writeln!(
@@ -142,7 +217,39 @@ fn site_block(out: &mut String, site: &Site, max_frames: usize) {
     out.push('\n');
 }
 
-fn frame_line(frame: &Frame, cwd: Option<&Path>) -> String {
+/// `growth: steady growth, +60.0 buffers/min, +15.0 KiB/min over 25.0s`.
+fn growth(growth: &Growth) -> String {
+    let mut text = format!("growth: {}", growth.trend.describe());
+    if growth.trend == Trend::Unknown {
+        let _ = write!(text, " ({} samples)", growth.samples);
+    } else {
+        let _ = write!(
+            text,
+            ", {:+.1} buffers/min, {}/min over {} ({} samples)",
+            growth.buffers_per_min,
+            signed_rate(growth.bytes_per_min),
+            seconds(growth.window_secs),
+            growth.samples
+        );
+    }
+    text
+}
+
+fn signed_rate(bytes_per_min: f64) -> String {
+    let text = bytes(bytes_per_min.round() as i64);
+    if bytes_per_min >= 0.0 {
+        format!("+{text}")
+    } else {
+        text
+    }
+}
+
+/// One frame, paths relative to the working directory.
+pub fn frame_line(frame: &Frame) -> String {
+    frame_line_in(frame, std::env::current_dir().ok().as_deref())
+}
+
+fn frame_line_in(frame: &Frame, cwd: Option<&Path>) -> String {
     let function = frame
         .function
         .as_deref()
@@ -212,6 +319,15 @@ fn shorten_generics(name: &str) -> String {
         }
     }
     out
+}
+
+/// `1 site`, `2 sites`.
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 /// `51200 B (50.0 KiB)`.

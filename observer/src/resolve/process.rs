@@ -47,6 +47,15 @@ impl Process {
         Ok(Self { pid, exe_display })
     }
 
+    /// A child we forked that will `exec` `program` but has not yet: named
+    /// after what it is about to run.
+    pub fn paused_child(pid: u32, program: &std::path::Path) -> Self {
+        Self {
+            pid,
+            exe_display: program.display().to_string(),
+        }
+    }
+
     /// A path through which the kernel and we can open the very executable
     /// the process runs, even if it was deleted or lives in another mount
     /// namespace.

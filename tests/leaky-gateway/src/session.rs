@@ -11,6 +11,14 @@ use tokio::net::TcpStream;
 use crate::codec::{EncodeError, Encoder};
 use crate::protocol::{parse_header, FrameError, Packet, PacketKind, SubType, HEADER_LEN};
 
+/// The farewell packet's sub type. Leaving it unset makes the encoder fail
+/// after it has taken a buffer from the pool, and that buffer is never
+/// given back: the bug of the story. `fixed-disconnect` is the fix.
+#[cfg(not(feature = "fixed-disconnect"))]
+const FAREWELL_SUB_TYPE: Option<SubType> = None;
+#[cfg(feature = "fixed-disconnect")]
+const FAREWELL_SUB_TYPE: Option<SubType> = Some(SubType::ServerClosing);
+
 /// Each connection reads into one pooled buffer for its whole life.
 const INBOX_SIZE: usize = 4096;
 
@@ -112,7 +120,7 @@ impl Session {
     async fn say_goodbye(&mut self) -> Result<(), SessionError> {
         let farewell = Packet {
             kind: PacketKind::Disconnect,
-            sub_type: None,
+            sub_type: FAREWELL_SUB_TYPE,
             payload: Vec::new(),
         };
         self.send(&farewell).await

@@ -1,15 +1,23 @@
 //! Stage 6 — analyse: turn a snapshot into a report (sites ranked by
-//! outstanding bytes, with ages and symbolized stacks). The report is the
-//! one model every renderer reads; its JSON form is documented in the
-//! README and versioned by [`REPORT_VERSION`].
+//! outstanding bytes, with ages, growth and symbolized stacks), compare
+//! marks, and judge a run for CI. The report is the one model every
+//! renderer reads; its JSON form is documented in `docs/report-format.md`
+//! and versioned by [`REPORT_VERSION`].
+
+pub mod diff;
+pub mod group;
+pub mod growth;
+pub mod verdict;
 
 use serde::Serialize;
 
-use observer_ebpf::{SiteKey, NO_STACK};
+use observer_ebpf::NO_STACK;
 
 use crate::plan::{PlannedFunction, ProbePlan};
 use crate::snapshot::{Counters, Snapshot};
 use crate::symbolize::{Frame, Symbolizer};
+use group::{group_stacks, SiteGroup};
+use growth::{growth, Growth, History};
 
 /// Version of the JSON report schema; bumped on incompatible changes.
 pub const REPORT_VERSION: u32 = 1;
@@ -26,6 +34,8 @@ pub enum Reason {
     Stop,
     /// The target process exited.
     TargetExited,
+    /// Asked for over the control socket (`observer report`).
+    Control,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +49,15 @@ pub struct Report {
     pub locations: Locations,
     pub counters: Counters,
     pub outstanding: Outstanding,
+    /// `--older-than`: buffers younger than this are in flight, not counted.
+    pub older_than_secs: Option<f64>,
+    /// Growth of the total outstanding over the history window.
+    pub growth: Growth,
+    /// Set by `observer run`: the command and the CI verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<verdict::Verdict>,
     /// What looks wrong with the observation itself (a location that does
     /// not read, tables that filled up), in words.
     pub warnings: Vec<String>,
@@ -79,6 +98,19 @@ pub struct Locations {
     pub release_id: String,
 }
 
+/// The command `observer run` launched, and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandOutcome {
+    pub argv: Vec<String>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// False when it failed on its own (non-zero exit, or killed by a
+    /// signal the observer did not forward).
+    pub succeeded: bool,
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Outstanding {
     pub buffers: i64,
@@ -99,6 +131,13 @@ pub struct Site {
     /// Age of the oldest / newest outstanding buffer, seconds.
     pub oldest_secs: Option<f64>,
     pub newest_secs: Option<f64>,
+    /// With `--older-than`: outstanding buffers too young to count.
+    pub in_flight_buffers: i64,
+    /// Outstanding over the history window.
+    pub growth: Growth,
+    /// Set when judged for CI (`observer run`), see `verdict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<verdict::SiteJudgement>,
     /// Innermost first: the allocate function, then its callers. When the
     /// grouped stacks differ further down, only their common frames.
     pub frames: Vec<Frame>,
@@ -128,6 +167,9 @@ pub struct ReportContext<'a> {
     pub attached_ns: u64,
     /// Stacks equal in this many symbolized frames form one site; 0 = all.
     pub group_depth: usize,
+    pub history: &'a History,
+    /// `--older-than`, nanoseconds.
+    pub older_than_ns: Option<u64>,
 }
 
 /// Builds the report for `snapshot`.
@@ -138,15 +180,24 @@ pub fn build_report(
     reason: Reason,
     exited: bool,
 ) -> Report {
-    let mut sites = group_sites(snapshot, symbolizer, context.group_depth);
+    let groups = group_stacks(
+        snapshot.sites.keys(),
+        &snapshot.stacks,
+        symbolizer,
+        context.group_depth,
+    );
+    let mut sites: Vec<Site> = groups
+        .into_iter()
+        .map(|group| measure_site(group, snapshot, context))
+        .collect();
     sites.sort_by(|a, b| {
         (b.bytes, b.buffers, b.total_allocations).cmp(&(a.bytes, a.buffers, a.total_allocations))
     });
     for (index, site) in sites.iter_mut().enumerate() {
         site.rank = index + 1;
     }
-    let (buffers, bytes) = snapshot.outstanding();
     let plan = context.plan;
+    let all_keys: Vec<_> = snapshot.sites.keys().copied().collect();
     Report {
         version: REPORT_VERSION,
         reason,
@@ -169,12 +220,69 @@ pub fn build_report(
         counters: snapshot.counters,
         warnings: warnings(&snapshot.counters),
         outstanding: Outstanding {
-            buffers,
-            bytes,
+            buffers: sites.iter().map(|s| s.buffers).sum(),
+            bytes: sites.iter().map(|s| s.bytes).sum(),
             sites: sites.iter().filter(|s| s.buffers > 0).count(),
         },
+        older_than_secs: context.older_than_ns.map(|ns| ns as f64 / 1e9),
+        growth: growth(&context.history.series(&all_keys)),
+        command: None,
+        verdict: None,
         sites,
     }
+}
+
+/// Sums a group's kernel stacks. With `--older-than`, only buffers older
+/// than the cut-off count as outstanding.
+fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'_>) -> Site {
+    let mut site = Site {
+        rank: 0,
+        buffers: 0,
+        bytes: 0,
+        total_allocations: 0,
+        total_bytes: 0,
+        oldest_secs: None,
+        newest_secs: None,
+        in_flight_buffers: 0,
+        growth: growth(&context.history.series(&group.keys)),
+        judgement: None,
+        frames: group.frames,
+        frames_truncated: group.frames_truncated,
+        stacks: Vec::new(),
+    };
+    let age = |ns: u64| snapshot.taken_ns.saturating_sub(ns) as f64 / 1e9;
+    for key in &group.keys {
+        let Some(stats) = snapshot.sites.get(key) else {
+            continue;
+        };
+        let ages = snapshot.ages.get(key);
+        let (buffers, bytes) = match (context.older_than_ns, ages) {
+            (Some(_), Some(ages)) => (ages.old_count as i64, ages.old_bytes as i64),
+            (Some(_), None) => (0, 0),
+            (None, _) => (stats.outstanding_buffers, stats.outstanding_bytes),
+        };
+        site.buffers += buffers;
+        site.bytes += bytes;
+        site.in_flight_buffers += stats.outstanding_buffers - buffers;
+        site.total_allocations += stats.total_allocations;
+        site.total_bytes += stats.total_bytes;
+        if let Some(ages) = ages.filter(|a| a.count > 0) {
+            site.oldest_secs = Some(site.oldest_secs.unwrap_or(0.0).max(age(ages.oldest_ns)));
+            site.newest_secs = Some(
+                site.newest_secs
+                    .unwrap_or(f64::MAX)
+                    .min(age(ages.newest_ns)),
+            );
+        }
+        site.stacks.push(SiteStack {
+            stack_id: (key.stack_id != NO_STACK).then_some(key.stack_id),
+            copy: key.probe,
+            buffers: stats.outstanding_buffers,
+            bytes: stats.outstanding_bytes,
+            total_allocations: stats.total_allocations,
+        });
+    }
+    site
 }
 
 /// Plain-language warnings for counters that mean the observation is
@@ -205,98 +313,6 @@ pub fn warnings(c: &Counters) -> Vec<String> {
     out
 }
 
-/// What makes two frames the same call path: function and source line
-/// (addresses differ between copies of inlined code).
-type FrameKey = (Option<String>, Option<String>, Option<u32>);
-
-fn frame_key(frame: &Frame) -> FrameKey {
-    match (&frame.function, frame.line) {
-        (None, None) => (None, None, Some(frame.address as u32)),
-        _ => (frame.function.clone(), frame.file.clone(), frame.line),
-    }
-}
-
-/// Symbolizes every kernel stack and merges those whose first
-/// `group_depth` frames agree. The kernel keys by exact stack; people think
-/// in call paths, and a runtime's scheduler loop reaches the same path from
-/// several places far below the code that matters.
-fn group_sites(snapshot: &Snapshot, symbolizer: &Symbolizer, group_depth: usize) -> Vec<Site> {
-    let mut groups: Vec<(Vec<FrameKey>, Site)> = Vec::new();
-    for (key, stats) in &snapshot.sites {
-        let frames = site_frames(key, snapshot, symbolizer);
-        let depth = if group_depth == 0 {
-            frames.len()
-        } else {
-            group_depth.min(frames.len())
-        };
-        let group_key: Vec<FrameKey> = frames[..depth].iter().map(frame_key).collect();
-        let age = |ns: u64| snapshot.taken_ns.saturating_sub(ns) as f64 / 1e9;
-        let ages = snapshot.ages.get(key);
-        let stack = SiteStack {
-            stack_id: (key.stack_id != NO_STACK).then_some(key.stack_id),
-            copy: key.probe,
-            buffers: stats.outstanding_buffers,
-            bytes: stats.outstanding_bytes,
-            total_allocations: stats.total_allocations,
-        };
-        let member = Site {
-            rank: 0,
-            buffers: stats.outstanding_buffers,
-            bytes: stats.outstanding_bytes,
-            total_allocations: stats.total_allocations,
-            total_bytes: stats.total_bytes,
-            oldest_secs: ages.map(|a| age(a.oldest_ns)),
-            newest_secs: ages.map(|a| age(a.newest_ns)),
-            frames,
-            frames_truncated: false,
-            stacks: vec![stack],
-        };
-        match groups.iter_mut().find(|(k, _)| *k == group_key) {
-            Some((_, site)) => merge_into(site, member),
-            None => groups.push((group_key, member)),
-        }
-    }
-    groups.into_iter().map(|(_, site)| site).collect()
-}
-
-fn merge_into(site: &mut Site, member: Site) {
-    site.buffers += member.buffers;
-    site.bytes += member.bytes;
-    site.total_allocations += member.total_allocations;
-    site.total_bytes += member.total_bytes;
-    site.oldest_secs = max_option(site.oldest_secs, member.oldest_secs);
-    site.newest_secs = match (site.newest_secs, member.newest_secs) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let common = site
-        .frames
-        .iter()
-        .zip(&member.frames)
-        .take_while(|(a, b)| frame_key(a) == frame_key(b))
-        .count();
-    if common < site.frames.len() || common < member.frames.len() {
-        site.frames.truncate(common);
-        site.frames_truncated = true;
-    }
-    site.stacks.extend(member.stacks);
-}
-
-fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn site_frames(key: &SiteKey, snapshot: &Snapshot, symbolizer: &Symbolizer) -> Vec<Frame> {
-    snapshot
-        .stacks
-        .get(&key.stack_id)
-        .map(|addresses| symbolizer.symbolize_stack(addresses))
-        .unwrap_or_default()
-}
-
 fn probed_function(role: &'static str, planned: &PlannedFunction) -> ProbedFunction {
     ProbedFunction {
         role,
@@ -318,63 +334,6 @@ fn probed_function(role: &'static str, planned: &PlannedFunction) -> ProbedFunct
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(function: &str, line: u32) -> Frame {
-        Frame {
-            address: 0x1000 + u64::from(line),
-            function: Some(function.into()),
-            file: Some("src/lib.rs".into()),
-            line: Some(line),
-            inlined: false,
-            module: None,
-        }
-    }
-
-    fn site(buffers: i64, oldest: f64, frames: Vec<Frame>) -> Site {
-        Site {
-            rank: 0,
-            buffers,
-            bytes: buffers * 256,
-            total_allocations: buffers as u64 + 1,
-            total_bytes: (buffers as u64 + 1) * 256,
-            oldest_secs: Some(oldest),
-            newest_secs: Some(oldest / 2.0),
-            frames,
-            frames_truncated: false,
-            stacks: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn merged_sites_keep_common_frames_and_extreme_ages() {
-        let mut merged = site(
-            2,
-            10.0,
-            vec![frame("alloc", 1), frame("encode", 2), frame("a", 3)],
-        );
-        merge_into(
-            &mut merged,
-            site(
-                3,
-                4.0,
-                vec![frame("alloc", 1), frame("encode", 2), frame("b", 3)],
-            ),
-        );
-        assert_eq!((merged.buffers, merged.bytes), (5, 1280));
-        assert_eq!(merged.oldest_secs, Some(10.0));
-        assert_eq!(merged.newest_secs, Some(2.0));
-        assert_eq!(merged.frames.len(), 2);
-        assert!(merged.frames_truncated);
-    }
-
-    #[test]
-    fn identical_stacks_merge_without_truncation() {
-        let frames = vec![frame("alloc", 1), frame("encode", 2)];
-        let mut merged = site(1, 1.0, frames.clone());
-        merge_into(&mut merged, site(1, 1.0, frames));
-        assert!(!merged.frames_truncated);
-        assert_eq!(merged.frames.len(), 2);
-    }
 
     #[test]
     fn counters_that_mean_trouble_are_explained() {

@@ -1,0 +1,477 @@
+//! The observing session: periodic samples and status, on-demand reports
+//! (SIGUSR1 or the control socket), marks and diffs, and a final report on
+//! every way out (duration, signal, target exit) with the probes detached
+//! before the slow part.
+
+pub mod control;
+pub mod launch;
+
+use std::collections::BTreeSet;
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::analyse::diff::{diff, Mark, Marks};
+use crate::analyse::group::group_stacks;
+use crate::analyse::growth::{History, Sample};
+use crate::analyse::verdict::{judge, Gate};
+use crate::analyse::{build_report, Reason, Report, ReportContext};
+use crate::attach::Attachment;
+use crate::error::UserError;
+use crate::plan::ProbePlan;
+use crate::render::text::{bytes, plural};
+use crate::render::{self, Format, Reporter};
+use crate::resolve::process::Process;
+use crate::snapshot::{monotonic_ns, read_stacks, Snapshot};
+use crate::symbolize::Symbolizer;
+use control::{ControlServer, Request};
+use launch::Launched;
+
+/// Signal streams, installed before attaching so no signal is missed.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    report: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            report: signal(SignalKind::user_defined1())?,
+        })
+    }
+}
+
+/// How long and how chatty a session is, and what it writes.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub duration: Option<Duration>,
+    /// Sampling and status-line period.
+    pub interval: Duration,
+    /// See [`ReportContext::group_depth`].
+    pub group_depth: usize,
+    pub older_than: Option<Duration>,
+    pub reporter: Reporter,
+    pub chart: Option<PathBuf>,
+    pub flamegraph: Option<PathBuf>,
+    /// Control socket path; `None` for the default of the target's PID.
+    pub control: Option<PathBuf>,
+    /// `observer run`: how to judge the final report.
+    pub gate: Option<Gate>,
+}
+
+/// Everything known about the observed target.
+pub struct Observed {
+    pub process: Process,
+    pub plan: ProbePlan,
+    pub build_id: Option<String>,
+    pub symbolizer: Symbolizer,
+    pub attachment: Attachment,
+    /// Set when the observer launched the target (`observer run`).
+    pub launched: Option<Launched>,
+}
+
+/// How the session ended, as a process exit status: 0, or 1 for a leak
+/// found with `--fail-on-leak` (errors are returned as `Err`, status 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: u8,
+}
+
+/// State that accumulates while attached.
+struct Session {
+    observed: Observed,
+    options: SessionOptions,
+    attached_ns: u64,
+    history: History,
+    marks: Marks,
+    previous: Snapshot,
+}
+
+enum Event {
+    Sample,
+    Report,
+    Control(UnixStream, Request),
+    /// Stop the session (attached) or the command (launched).
+    Stop(Reason, i32),
+    Exited,
+}
+
+/// Runs until the duration elapses, a stop signal arrives or the target
+/// exits; always ends with a final report and detached probes.
+pub async fn run(
+    observed: Observed,
+    mut signals: Signals,
+    options: SessionOptions,
+) -> Result<Outcome> {
+    let pid = observed.process.pid;
+    let exit_watch = watch_exit(pid)?;
+    let control = open_control(&options, pid);
+    announce(&observed, control.as_ref());
+    let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticks = tokio::time::interval(options.interval);
+    let mut session = Session {
+        observed,
+        options,
+        attached_ns: monotonic_ns(),
+        history: History::default(),
+        marks: Marks::default(),
+        previous: Snapshot::default(),
+    };
+    loop {
+        let event = tokio::select! {
+            _ = exit_watch.readable() => Event::Exited,
+            _ = sleep_until(deadline) => Event::Stop(Reason::Duration, libc::SIGINT),
+            _ = signals.interrupt.recv() => Event::Stop(Reason::Stop, libc::SIGINT),
+            _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
+            _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
+            _ = signals.report.recv() => Event::Report,
+            request = next_request(control.as_ref()) => match request {
+                Ok((stream, request)) => Event::Control(stream, request),
+                Err(err) => {
+                    eprintln!("observer: control socket: {err:#}");
+                    continue;
+                }
+            },
+            _ = ticks.tick() => Event::Sample,
+        };
+        session.observed.attachment.flush_log();
+        match event {
+            Event::Sample => session.sample()?,
+            Event::Report => session.emit_report(Reason::Signal)?,
+            Event::Control(mut stream, request) => {
+                let (ok, output) = match session.control(request) {
+                    Ok(output) => (true, output),
+                    Err(err) => (false, crate::error::one_line(&err)),
+                };
+                control::respond(&mut stream, ok, output).await;
+            }
+            Event::Stop(reason, signal) => match session.observed.launched.as_mut() {
+                // The command decides when it is done; we wait for it.
+                Some(launched) => {
+                    launched.forward(signal);
+                    deadline = None;
+                }
+                None => return session.finish(reason),
+            },
+            Event::Exited => return session.finish(Reason::TargetExited),
+        }
+    }
+}
+
+impl Session {
+    fn ebpf(&self) -> Result<&aya::Ebpf> {
+        self.observed.attachment.ebpf()
+    }
+
+    /// Periodic: a cheap snapshot into the history, a status line, and a
+    /// look for new mappings (libraries loaded, or the command's exec).
+    fn sample(&mut self) -> Result<()> {
+        let now = Snapshot::quick(self.ebpf()?)?;
+        self.history.push(Sample::of(&now));
+        self.observed.symbolizer.refresh()?;
+        print_status(&now, &self.previous, self.attached_ns);
+        self.previous = now;
+        Ok(())
+    }
+
+    fn report(&mut self, reason: Reason) -> Result<Report> {
+        self.observed.symbolizer.refresh()?;
+        let snapshot = self.full_snapshot()?;
+        self.history.push(Sample::of(&snapshot));
+        Ok(self.build(&snapshot, reason, false))
+    }
+
+    fn full_snapshot(&self) -> Result<Snapshot> {
+        let older_than = self.options.older_than.map(|d| d.as_nanos() as u64);
+        Snapshot::full(self.ebpf()?, self.observed.process.pid, older_than)
+    }
+
+    fn build(&self, snapshot: &Snapshot, reason: Reason, exited: bool) -> Report {
+        let context = ReportContext {
+            plan: &self.observed.plan,
+            exe: &self.observed.process.exe_display,
+            build_id: self.observed.build_id.as_deref(),
+            attached_ns: self.attached_ns,
+            group_depth: self.options.group_depth,
+            history: &self.history,
+            older_than_ns: self.options.older_than.map(|d| d.as_nanos() as u64),
+        };
+        build_report(
+            &context,
+            snapshot,
+            &self.observed.symbolizer,
+            reason,
+            exited,
+        )
+    }
+
+    fn emit_report(&mut self, reason: Reason) -> Result<()> {
+        let report = self.report(reason)?;
+        self.deliver(&report)
+    }
+
+    /// Writes the report and the chart / flame graph asked for.
+    fn deliver(&self, report: &Report) -> Result<()> {
+        let reporter = &self.options.reporter;
+        reporter.emit(report)?;
+        if let Some(path) = &reporter.output {
+            eprintln!("observer: report written to {}", path.display());
+        }
+        if let Some(path) = &self.options.chart {
+            render::chart::write(path, report, &self.history)?;
+        }
+        if let Some(path) = &self.options.flamegraph {
+            if !render::flamegraph::write(path, report)? {
+                eprintln!(
+                    "observer: no outstanding bytes, so no flame graph written to {}",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, request: Request) -> Result<String> {
+        match request {
+            Request::Mark { name } => {
+                let now = Snapshot::quick(self.ebpf()?)?;
+                let (buffers, bytes_now) = now.outstanding();
+                self.marks.set(&name, Sample::of(&now));
+                Ok(format!(
+                    "mark '{name}' at {:.1}s: {buffers} buffers, {} outstanding\n",
+                    now.taken_ns.saturating_sub(self.attached_ns) as f64 / 1e9,
+                    bytes(bytes_now)
+                ))
+            }
+            Request::Report { format } => {
+                let report = self.report(Reason::Control)?;
+                Reporter {
+                    format,
+                    output: None,
+                    ..self.options.reporter.clone()
+                }
+                .render(&report)
+            }
+            Request::Diff {
+                from,
+                to,
+                per,
+                format,
+            } => self.diff(&from, to.as_deref(), per, format),
+        }
+    }
+
+    fn diff(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        per: Option<u64>,
+        format: Format,
+    ) -> Result<String> {
+        self.observed.symbolizer.refresh()?;
+        let mark = |name: &str| -> Result<Mark> {
+            self.marks.get(name).cloned().ok_or_else(|| {
+                UserError::new(format!(
+                    "no mark '{name}' (marks so far: {})",
+                    self.marks.names().join(", ")
+                ))
+                .into()
+            })
+        };
+        let from = mark(from)?;
+        let to = match to {
+            Some(name) => mark(name)?,
+            None => Mark {
+                name: "now".into(),
+                sample: Sample::of(&Snapshot::quick(self.ebpf()?)?),
+            },
+        };
+        let keys: BTreeSet<_> = from
+            .sample
+            .sites
+            .keys()
+            .chain(to.sample.sites.keys())
+            .copied()
+            .collect();
+        let stacks = read_stacks(self.ebpf()?, keys.iter())?;
+        let groups = group_stacks(
+            &keys,
+            &stacks,
+            &self.observed.symbolizer,
+            self.options.group_depth,
+        );
+        let result = diff(&from, &to, groups, per);
+        render::diff::render(&result, format, &self.options.reporter)
+    }
+
+    /// Final report: snapshot, detach, reap a launched command, then
+    /// symbolize, judge and render.
+    fn finish(mut self, reason: Reason) -> Result<Outcome> {
+        self.observed.symbolizer.refresh()?;
+        let snapshot = self.full_snapshot()?;
+        self.history.push(Sample::of(&snapshot));
+        let pid = self.observed.process.pid;
+        // Detach now: the slow part below needs only what we copied.
+        self.observed.attachment.detach();
+        eprintln!("observer: detached from pid {pid}");
+        let command = match self.observed.launched.as_mut() {
+            Some(launched) => Some(launched.wait()?),
+            None => None,
+        };
+        let exited = reason == Reason::TargetExited || !self.observed.process.is_alive();
+        let mut report = self.build(&snapshot, reason, exited);
+        report.command = command;
+        if let Some(gate) = &self.options.gate {
+            report.verdict = Some(judge(&mut report, gate));
+        }
+        self.deliver(&report)?;
+        outcome(&report, self.observed.launched.is_some())
+    }
+}
+
+/// The exit status a finished session stands for.
+fn outcome(report: &Report, launched: bool) -> Result<Outcome> {
+    let pid = report.target.pid;
+    if let Some(command) = &report.command {
+        if !command.succeeded {
+            let how = match (command.exit_code, command.signal) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                (None, None) => "ended abnormally".into(),
+            };
+            return Err(UserError::new(format!(
+                "the command (pid {pid}) {how}; the report shows the buffers it left outstanding"
+            ))
+            .into());
+        }
+    } else if report.target.exited && !launched {
+        return Err(UserError::new(format!(
+            "target pid {pid} exited while attached; the report shows what was seen until then"
+        ))
+        .into());
+    }
+    match &report.verdict {
+        Some(verdict) if verdict.fail_on_leak && verdict.leak_found => {
+            eprintln!(
+                "observer: leak found: {} buffers, {} outstanding at {} (thresholds: {} buffers, {} bytes)",
+                verdict.counted_buffers,
+                bytes(verdict.counted_bytes),
+                plural(verdict.counted_sites, "site"),
+                verdict.max_buffers,
+                verdict.max_bytes
+            );
+            Ok(Outcome { exit_code: 1 })
+        }
+        _ => Ok(Outcome { exit_code: 0 }),
+    }
+}
+
+fn open_control(options: &SessionOptions, pid: u32) -> Option<ControlServer> {
+    let path = options
+        .control
+        .clone()
+        .unwrap_or_else(|| control::default_path(pid));
+    match ControlServer::bind(&path) {
+        Ok(server) => Some(server),
+        Err(err) => {
+            eprintln!(
+                "observer: no control socket ({}): mark/diff/report from another shell are unavailable, SIGUSR1 still works",
+                crate::error::one_line(&err)
+            );
+            None
+        }
+    }
+}
+
+async fn next_request(control: Option<&ControlServer>) -> Result<(UnixStream, Request)> {
+    match control {
+        Some(server) => server.next_request().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn announce(observed: &Observed, control: Option<&ControlServer>) {
+    let plan = &observed.plan;
+    let describe = |planned: &crate::plan::PlannedFunction| {
+        let first = &planned.sites[0];
+        format!(
+            "{} ×{} (first instruction {})",
+            planned.function.name,
+            planned.sites.len(),
+            first.first_instruction
+        )
+    };
+    eprintln!(
+        "observer: attached to pid {} ({}): {} probes; allocate {}; release {}",
+        plan.pid,
+        observed.process.exe_display,
+        observed.attachment.probe_count,
+        describe(&plan.alloc),
+        describe(&plan.release)
+    );
+    let control = control
+        .map(|c| format!(", `observer mark|report|diff` via {}", c.path().display()))
+        .unwrap_or_default();
+    let stop = if observed.launched.is_some() {
+        "SIGINT/SIGTERM are passed on to the command"
+    } else {
+        "SIGINT/SIGTERM to stop"
+    };
+    eprintln!(
+        "observer: reports on SIGUSR1 (kill -USR1 {}){control}; {stop}",
+        std::process::id()
+    );
+}
+
+/// One line on stderr: totals now and the change since the last line.
+fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
+    let (buffers, bytes_now) = now.outstanding();
+    let (previous_buffers, previous_bytes) = previous.outstanding();
+    let c = &now.counters;
+    eprintln!(
+        "observer: [{:>7.1}s] outstanding {buffers} buffers / {} ({:+} / {:+} B) in {} sites | allocations {} releases {} unknown-releases {} | not recorded {}",
+        now.taken_ns.saturating_sub(attached_ns) as f64 / 1e9,
+        bytes(bytes_now),
+        buffers - previous_buffers,
+        bytes_now - previous_bytes,
+        now.sites.values().filter(|s| s.outstanding_buffers > 0).count(),
+        c.allocations,
+        c.releases,
+        c.unknown_releases,
+        c.not_recorded(),
+    );
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A pidfd that becomes readable when the process exits (Linux ≥ 5.3).
+fn watch_exit(pid: u32) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot watch pid {pid} for exit (pidfd_open)"));
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: an OwnedFd stays open and keeps returning the same raw fd until
+    // it is dropped, which only happens when the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
+        .context("cannot register the pidfd with tokio")
+}
