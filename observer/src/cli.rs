@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
-use crate::attach::AttachOptions;
+use crate::attach::{AttachOptions, StackWalker};
 use crate::plan::{Location, ProbeRequest};
 use crate::render::{Format, Reporter};
 use crate::session::control::Request;
@@ -128,6 +128,10 @@ pub struct SessionArgs {
     /// Forward the eBPF programs' debug log to stderr (slow; debugging only).
     #[arg(long)]
     pub ebpf_log: bool,
+    /// How allocating stacks are walked: `dwarf` works on any build (unwind
+    /// tables from .eh_frame), `frame-pointers` needs -C force-frame-pointers=yes.
+    #[arg(long, value_enum, default_value_t = StackWalker::Dwarf)]
+    pub stack_walker: StackWalker,
 }
 
 /// How reports look and where they go.
@@ -214,6 +218,7 @@ impl SessionArgs {
         AttachOptions {
             max_live: self.max_live,
             ebpf_log: self.ebpf_log,
+            walker: self.stack_walker,
         }
     }
 
@@ -234,6 +239,7 @@ impl SessionArgs {
             flamegraph: output.flamegraph.clone(),
             control: self.control.clone(),
             gate,
+            walker: self.stack_walker,
         }
     }
 }

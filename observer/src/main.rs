@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser as _;
-use observer::attach::{self, Attachment};
-use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs};
+use observer::attach::unwind::PreparedTables;
+use observer::attach::{self, Attachment, StackWalker};
+use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs, SessionArgs};
 use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::elf::ElfInfo;
@@ -41,7 +42,8 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     let process = Process::open(args.pid)?;
     let (plan, build_id) = plan(&process, process.exe_path(), &args.probes.request())?;
     let symbolizer = Symbolizer::new(&process)?;
-    let attachment = attach::attach(&plan, args.session.attach_options())?;
+    let tables = unwind_tables(&args.session, &process)?;
+    let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
     let options = args.session.session_options(&args.output, None);
     session::run(observed, signals, options).await
@@ -55,9 +57,14 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let mut launched = launch::spawn_paused(&args.command)?;
     let paused = Process::paused_child(launched.pid, &launched.program);
     let (plan, build_id) = plan(&paused, launched.program.clone(), &args.probes.request())?;
-    let attachment = attach::attach(&plan, args.session.attach_options())?;
+    // The child has not exec'd yet: table the program it is about to run;
+    // its libraries are tabled as they get mapped.
+    let tables = unwind_tables_for_program(&args.session, &launched.program)?;
+    let mut attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     launched.release()?;
     let process = Process::open(launched.pid)?;
+    // The program is mapped now: let the walker use its table at once.
+    attachment.refresh_tables(&process)?;
     let symbolizer = Symbolizer::new(&process)?;
     let observed = observed(
         process,
@@ -75,6 +82,23 @@ fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
     let socket = control::find_socket(target.control.as_deref(), target.pid)?;
     print!("{}", control::call(&socket, &request)?);
     Ok(Outcome { exit_code: 0 })
+}
+
+fn unwind_tables(session: &SessionArgs, process: &Process) -> Result<Option<PreparedTables>> {
+    match session.stack_walker {
+        StackWalker::Dwarf => Ok(Some(attach::unwind::prepare(process)?)),
+        StackWalker::FramePointers => Ok(None),
+    }
+}
+
+fn unwind_tables_for_program(
+    session: &SessionArgs,
+    program: &std::path::Path,
+) -> Result<Option<PreparedTables>> {
+    match session.stack_walker {
+        StackWalker::Dwarf => Ok(Some(attach::unwind::prepare_for_file(program)?)),
+        StackWalker::FramePointers => Ok(None),
+    }
 }
 
 fn plan(

@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
-use observer_ebpf::{counter, names, LiveBuf, LiveKey, SiteKey, SiteStats, NO_STACK};
+use observer_ebpf::{
+    counter, names, stack_flags, LiveBuf, LiveKey, SiteKey, SiteStats, StackRecord, NO_STACK,
+};
 use serde::Serialize;
 
 /// The kernel side's event counters, summed over CPUs.
@@ -29,6 +31,11 @@ pub struct Counters {
     pub release_id_read_errors: u64,
     pub size_read_errors: u64,
     pub reallocated_ids: u64,
+    pub frames_unwound: u64,
+    pub frames_by_frame_pointer: u64,
+    pub stacks_complete: u64,
+    pub stacks_truncated: u64,
+    pub stacks_broken: u64,
 }
 
 impl Counters {
@@ -49,6 +56,11 @@ impl Counters {
             release_id_read_errors: at(counter::RELEASE_ID_READ_ERRORS),
             size_read_errors: at(counter::SIZE_READ_ERRORS),
             reallocated_ids: at(counter::REALLOCATED_IDS),
+            frames_unwound: at(counter::FRAMES_UNWOUND),
+            frames_by_frame_pointer: at(counter::FRAMES_BY_FRAME_POINTER),
+            stacks_complete: at(counter::STACKS_COMPLETE),
+            stacks_truncated: at(counter::STACKS_TRUNCATED),
+            stacks_broken: at(counter::STACKS_BROKEN),
         }
     }
 
@@ -63,6 +75,39 @@ impl Counters {
             + self.release_id_read_errors
             + self.size_read_errors
             + self.reallocated_ids
+    }
+}
+
+/// An interned user stack and how its walk ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedStack {
+    /// Innermost first.
+    pub frames: Vec<u64>,
+    pub ending: StackEnding,
+}
+
+/// How a stack walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackEnding {
+    /// Reached the thread's or process's entry point.
+    Complete,
+    /// Cut at the maximum depth.
+    Truncated,
+    /// Stopped early: no unwind information and no frame pointer, or
+    /// unreadable stack memory.
+    Broken,
+}
+
+impl StackEnding {
+    fn of(flags: u32) -> Self {
+        if flags & stack_flags::BROKEN != 0 {
+            Self::Broken
+        } else if flags & stack_flags::TRUNCATED != 0 {
+            Self::Truncated
+        } else {
+            Self::Complete
+        }
     }
 }
 
@@ -89,7 +134,7 @@ pub struct Snapshot {
     /// Per-site ages; empty for a quick (status-line) snapshot.
     pub ages: BTreeMap<SiteKey, LiveAges>,
     /// User stacks by stack id; empty for a quick snapshot.
-    pub stacks: BTreeMap<u32, Vec<u64>>,
+    pub stacks: BTreeMap<u64, WalkedStack>,
 }
 
 impl Snapshot {
@@ -188,16 +233,24 @@ fn read_ages(ebpf: &Ebpf, tgid: u32, cutoff_ns: u64) -> Result<BTreeMap<SiteKey,
 pub fn read_stacks<'a>(
     ebpf: &Ebpf,
     sites: impl Iterator<Item = &'a SiteKey>,
-) -> Result<BTreeMap<u32, Vec<u64>>> {
-    let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, names::MAP_STACKS)?)?;
+) -> Result<BTreeMap<u64, WalkedStack>> {
+    let stacks: HashMap<&MapData, u64, StackRecord> =
+        HashMap::try_from(map(ebpf, names::MAP_STACKS)?)?;
     let mut out = BTreeMap::new();
     for site in sites {
         if site.stack_id == NO_STACK || out.contains_key(&site.stack_id) {
             continue;
         }
         match stacks.get(&site.stack_id, 0) {
-            Ok(trace) => {
-                out.insert(site.stack_id, trace.frames().iter().map(|f| f.ip).collect());
+            Ok(record) => {
+                let len = (record.len as usize).min(record.frames.len());
+                out.insert(
+                    site.stack_id,
+                    WalkedStack {
+                        frames: record.frames[..len].to_vec(),
+                        ending: StackEnding::of(record.flags),
+                    },
+                );
             }
             Err(MapError::KeyNotFound) => {}
             Err(err) => return Err(err).context("reading a stack"),

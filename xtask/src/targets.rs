@@ -6,25 +6,33 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, checked, root};
 
-/// How the target programs are compiled. Frame pointers are the only
-/// concession for now: the kernel's stack walker follows them.
-pub const TARGET_RUSTFLAGS: &str = "-C force-frame-pointers=yes";
-
 /// A build of the target programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
-    /// As the story had it: the gateway leaks on every disconnect.
+    /// As the story had it, built like a production service: `cargo build
+    /// --release`, no frame pointers.
     Leaky,
     /// With the story's fix (`--features leaky-gateway/fixed-disconnect`).
     Fixed,
+    /// The leaky build with `-C force-frame-pointers=yes`, for comparing the
+    /// frame-pointer walker with the unwinder (`cargo xtask bench`).
+    FramePointers,
 }
 
 impl Variant {
     fn target_dir(self) -> PathBuf {
         root().join(match self {
-            Variant::Leaky => "target/targets/fp",
-            Variant::Fixed => "target/targets/fp-fixed",
+            Variant::Leaky => "target/targets/release",
+            Variant::Fixed => "target/targets/fixed",
+            Variant::FramePointers => "target/targets/frame-pointers",
         })
+    }
+
+    fn rustflags(self) -> &'static str {
+        match self {
+            Variant::FramePointers => "-C force-frame-pointers=yes",
+            Variant::Leaky | Variant::Fixed => "",
+        }
     }
 }
 
@@ -33,15 +41,15 @@ pub fn targets_dir(variant: Variant) -> PathBuf {
     variant.target_dir().join("release")
 }
 
-/// `cargo build --release` of the `tests/` workspace with [`TARGET_RUSTFLAGS`].
+/// `cargo build --release` of the `tests/` workspace.
 pub fn build_targets(variant: Variant) -> Result<()> {
-    println!("xtask: building the target programs, {variant:?} ({TARGET_RUSTFLAGS})");
+    println!("xtask: building the target programs ({variant:?})");
     let mut command = cargo();
     command
         .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
         .arg("--target-dir")
         .arg(variant.target_dir())
-        .env("RUSTFLAGS", TARGET_RUSTFLAGS);
+        .env("RUSTFLAGS", variant.rustflags());
     if variant == Variant::Fixed {
         command.args(["--features", "leaky-gateway/fixed-disconnect"]);
     }
@@ -55,7 +63,7 @@ pub fn test_targets() -> Result<()> {
             .args(["test", "--release", "--manifest-path", "tests/Cargo.toml"])
             .arg("--target-dir")
             .arg(Variant::Leaky.target_dir())
-            .env("RUSTFLAGS", TARGET_RUSTFLAGS),
+            .env("RUSTFLAGS", Variant::Leaky.rustflags()),
     )
 }
 

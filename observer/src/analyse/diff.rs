@@ -136,18 +136,22 @@ mod tests {
     use crate::analyse::group::tests::frame;
     use observer_ebpf::SiteKey;
 
-    fn key(stack_id: u32) -> SiteKey {
-        SiteKey { stack_id, probe: 0 }
+    fn key(stack_id: u64) -> SiteKey {
+        SiteKey {
+            stack_id,
+            probe: 0,
+            _pad: 0,
+        }
     }
 
-    fn sample(secs: u64, sites: &[(u32, i64, i64)]) -> Sample {
+    fn sample(secs: u64, sites: &[(u64, i64, i64)]) -> Sample {
         Sample {
             taken_ns: secs * 1_000_000_000,
             sites: sites.iter().map(|&(id, n, b)| (key(id), (n, b))).collect(),
         }
     }
 
-    fn group(keys: &[u32], function: &str) -> SiteGroup {
+    fn group(keys: &[u64], function: &str) -> SiteGroup {
         SiteGroup {
             keys: keys.iter().map(|&id| key(id)).collect(),
             frames: vec![frame("alloc", 1), frame(function, 2)],

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use observer_ebpf::SiteKey;
 
+use crate::snapshot::WalkedStack;
 use crate::symbolize::{Frame, Symbolizer};
 
 /// Kernel stacks that form one site, with the frames they share.
@@ -24,7 +25,7 @@ pub struct SiteGroup {
 /// Symbolizes the stacks of `keys` and groups them.
 pub fn group_stacks<'a>(
     keys: impl IntoIterator<Item = &'a SiteKey>,
-    stacks: &BTreeMap<u32, Vec<u64>>,
+    stacks: &BTreeMap<u64, WalkedStack>,
     symbolizer: &Symbolizer,
     depth: usize,
 ) -> Vec<SiteGroup> {
@@ -33,7 +34,7 @@ pub fn group_stacks<'a>(
         .map(|key| {
             let frames = stacks
                 .get(&key.stack_id)
-                .map(|addresses| symbolizer.symbolize_stack(addresses))
+                .map(|stack| symbolizer.symbolize_stack(&stack.frames))
                 .unwrap_or_default();
             (*key, frames)
         })
@@ -113,8 +114,12 @@ pub mod tests {
         }
     }
 
-    fn key(stack_id: u32) -> SiteKey {
-        SiteKey { stack_id, probe: 0 }
+    fn key(stack_id: u64) -> SiteKey {
+        SiteKey {
+            stack_id,
+            probe: 0,
+            _pad: 0,
+        }
     }
 
     #[test]

@@ -273,7 +273,11 @@ mod tests {
     #[test]
     fn history_is_bounded_and_sums_keys() {
         let mut history = History::default();
-        let key = |stack_id| SiteKey { stack_id, probe: 0 };
+        let key = |stack_id| SiteKey {
+            stack_id,
+            probe: 0,
+            _pad: 0,
+        };
         for i in 0..HISTORY_CAPACITY + 10 {
             let sites = [(key(1), (i as i64, 256 * i as i64)), (key(2), (1, 64))]
                 .into_iter()

@@ -13,8 +13,10 @@ use serde::Serialize;
 
 use observer_ebpf::NO_STACK;
 
+use crate::attach::unwind::TabledObject;
+use crate::attach::StackWalker;
 use crate::plan::{PlannedFunction, ProbePlan};
-use crate::snapshot::{Counters, Snapshot};
+use crate::snapshot::{Counters, Snapshot, StackEnding};
 use crate::symbolize::{Frame, Symbolizer};
 use group::{group_stacks, SiteGroup};
 use growth::{growth, Growth, History};
@@ -48,6 +50,8 @@ pub struct Report {
     pub probes: Vec<ProbedFunction>,
     pub locations: Locations,
     pub counters: Counters,
+    /// How stacks were walked, and the unwind tables installed for it.
+    pub stacks: StackWalking,
     pub outstanding: Outstanding,
     /// `--older-than`: buffers younger than this are in flight, not counted.
     pub older_than_secs: Option<f64>,
@@ -96,6 +100,13 @@ pub struct Locations {
     pub size: String,
     pub alloc_id: String,
     pub release_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackWalking {
+    pub walker: StackWalker,
+    /// Objects with `.eh_frame` unwind tables in the kernel (`dwarf` only).
+    pub tabled_objects: Vec<TabledObject>,
 }
 
 /// The command `observer run` launched, and how it ended.
@@ -150,8 +161,11 @@ pub struct Site {
 /// One kernel stack (one `SiteKey`) within a site.
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteStack {
-    /// Kernel stack id; `null` when the stack could not be captured.
-    pub stack_id: Option<u32>,
+    /// Interned stack id (a hash of the frames); `null` when the stack could
+    /// not be captured.
+    pub stack_id: Option<u64>,
+    /// How the walk of this stack ended; `null` when not captured.
+    pub ending: Option<StackEnding>,
     /// Which copy of the allocate function (index into `probes[0].copies`).
     pub copy: u32,
     pub buffers: i64,
@@ -170,6 +184,8 @@ pub struct ReportContext<'a> {
     pub history: &'a History,
     /// `--older-than`, nanoseconds.
     pub older_than_ns: Option<u64>,
+    pub walker: StackWalker,
+    pub tabled_objects: &'a [TabledObject],
 }
 
 /// Builds the report for `snapshot`.
@@ -218,6 +234,10 @@ pub fn build_report(
             release_id: plan.release_id.to_string(),
         },
         counters: snapshot.counters,
+        stacks: StackWalking {
+            walker: context.walker,
+            tabled_objects: context.tabled_objects.to_vec(),
+        },
         warnings: warnings(&snapshot.counters),
         outstanding: Outstanding {
             buffers: sites.iter().map(|s| s.buffers).sum(),
@@ -276,6 +296,7 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
         }
         site.stacks.push(SiteStack {
             stack_id: (key.stack_id != NO_STACK).then_some(key.stack_id),
+            ending: snapshot.stacks.get(&key.stack_id).map(|s| s.ending),
             copy: key.probe,
             buffers: stats.outstanding_buffers,
             bytes: stats.outstanding_bytes,
@@ -296,7 +317,8 @@ pub fn warnings(c: &Counters) -> Vec<String> {
             c.unknown_releases
         ));
     }
-    let explained: [(u64, &str); 7] = [
+    let explained: [(u64, &str); 8] = [
+        (c.stacks_broken, "{n} allocation stacks stopped early (no unwind row and no frame pointer, or unreadable stack): their sites show only the frames found"),
         (c.alloc_id_read_errors, "--alloc-id could not be read {n} times: check the location"),
         (c.release_id_read_errors, "--release-id could not be read {n} times: check the location"),
         (c.size_read_errors, "--size could not be read {n} times (those buffers count 0 bytes): check the location"),

@@ -265,26 +265,22 @@ impl Baseline {
         })
     }
 
-    /// Outstanding (buffers, bytes) of baseline sites with the same first
-    /// `depth` frames (function and line; paths differ between checkouts).
+    /// Outstanding (buffers, bytes) of baseline sites that agree with
+    /// `frames` on their first `depth` frames (function and line; paths
+    /// differ between checkouts). A site whose frames were cut short (its
+    /// stacks diverge, or a walk ended early) agrees on as many as it has.
     pub fn outstanding_at(&self, frames: &[Frame], depth: usize) -> (i64, i64) {
-        let key =
-            |signature: &[(Option<String>, Option<u64>)]| -> Vec<(Option<String>, Option<u64>)> {
-                let n = if depth == 0 {
-                    signature.len()
-                } else {
-                    depth.min(signature.len())
-                };
-                signature[..n].to_vec()
-            };
         let ours: Signature = frames
             .iter()
             .map(|f| (f.function.clone(), f.line.map(u64::from)))
             .collect();
-        let ours = key(&ours);
         self.sites
             .iter()
-            .filter(|(signature, _, _)| key(signature) == ours)
+            .filter(|(theirs, _, _)| {
+                let limit = if depth == 0 { usize::MAX } else { depth };
+                let n = limit.min(ours.len()).min(theirs.len());
+                n > 0 && ours[..n] == theirs[..n]
+            })
             .fold((0, 0), |(n, b), (_, dn, db)| (n + dn, b + db))
     }
 }
@@ -337,6 +333,9 @@ mod tests {
         let frames = vec![frame("alloc", 1), frame("enc", 2), frame("y", 3)];
         assert_eq!(baseline.outstanding_at(&frames, 2), (10, 2560));
         assert_eq!(baseline.outstanding_at(&frames, 3), (0, 0));
+        // Cut short, it still agrees with the baseline site on what it has.
+        assert_eq!(baseline.outstanding_at(&frames[..2], 16), (10, 2560));
+        assert_eq!(baseline.outstanding_at(&[frame("alloc", 1)], 16), (11, 2624));
         assert!(Baseline::parse("{\"version\":9,\"sites\":[]}", "b").is_err());
         assert!(Baseline::parse("", "b").is_err());
     }

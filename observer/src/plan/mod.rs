@@ -3,6 +3,7 @@
 
 pub mod loc;
 pub mod site;
+pub mod unwind;
 
 use std::path::PathBuf;
 

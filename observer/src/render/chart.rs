@@ -70,6 +70,7 @@ fn site_keys(site: &Site) -> Vec<SiteKey> {
         .map(|s| SiteKey {
             stack_id: s.stack_id.unwrap_or(NO_STACK),
             probe: s.copy,
+            _pad: 0,
         })
         .collect()
 }

@@ -92,6 +92,7 @@ fn header(out: &mut String, report: &Report) {
         l.size, l.alloc_id, l.release_id
     );
     counters(out, &report.counters);
+    stacks(out, report);
     for warning in &report.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
@@ -154,6 +155,27 @@ fn counters(out: &mut String, c: &Counters) {
         c.release_id_read_errors,
         c.size_read_errors,
         c.reallocated_ids
+    );
+}
+
+fn stacks(out: &mut String, report: &Report) {
+    let c = &report.counters;
+    let walker = match report.stacks.walker {
+        crate::attach::StackWalker::Dwarf => {
+            let rows: usize = report.stacks.tabled_objects.iter().map(|o| o.rows).sum();
+            format!(
+                "unwind tables ({} objects, {rows} rows): {} frames, {} by frame pointers where no row",
+                report.stacks.tabled_objects.len(),
+                c.frames_unwound,
+                c.frames_by_frame_pointer
+            )
+        }
+        crate::attach::StackWalker::FramePointers => "the kernel's frame-pointer walker".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  stacks: {walker}; {} complete, {} cut at the depth limit, {} stopped early",
+        c.stacks_complete, c.stacks_truncated, c.stacks_broken
     );
 }
 

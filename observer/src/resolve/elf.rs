@@ -62,18 +62,7 @@ impl ElfInfo {
             );
         }
         let functions = function_symbols(&file);
-        let segments = file
-            .segments()
-            .map(|segment| {
-                let (file_offset, file_size) = segment.file_range();
-                LoadSegment {
-                    address: segment.address(),
-                    size: segment.size(),
-                    file_offset,
-                    file_size,
-                }
-            })
-            .collect();
+        let segments = load_segments(&file);
         Ok(Self {
             path: path.to_path_buf(),
             build_id: file.build_id().ok().flatten().map(hex),
@@ -93,11 +82,74 @@ impl ElfInfo {
             .map(|s| address - s.address + s.file_offset)
     }
 
+    /// The load bias of a mapping of this file (`runtime = vaddr + bias`):
+    /// `[start, end)` maps the file from `file_offset` (page-aligned, so it
+    /// may begin in the previous segment's last page; the segment that
+    /// overlaps the mapping most is the one it was made for).
+    pub fn load_bias(&self, start: u64, end: u64, file_offset: u64) -> Option<u64> {
+        load_bias(&self.segments, start, end, file_offset)
+    }
+
     /// Up to `len` bytes stored at `address`.
     pub fn bytes_at(&self, address: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(self.file_offset(address)?).ok()?;
         let end = start.checked_add(len)?.min(self.data.len());
         self.data.get(start..end)
+    }
+}
+
+fn load_bias(segments: &[LoadSegment], start: u64, end: u64, file_offset: u64) -> Option<u64> {
+    let map_end = file_offset + (end - start);
+    let overlap = |s: &LoadSegment| {
+        let from = s.file_offset.max(file_offset);
+        let to = (s.file_offset + s.file_size).min(map_end);
+        to.saturating_sub(from)
+    };
+    let segment = segments
+        .iter()
+        .filter(|s| overlap(s) > 0)
+        .max_by_key(|s| overlap(s))?;
+    let runtime = start
+        .wrapping_add(segment.file_offset)
+        .wrapping_sub(file_offset);
+    Some(runtime.wrapping_sub(segment.address))
+}
+
+fn load_segments(file: &object::File<'_>) -> Vec<LoadSegment> {
+    file.segments()
+        .map(|segment| {
+            let (file_offset, file_size) = segment.file_range();
+            LoadSegment {
+                address: segment.address(),
+                size: segment.size(),
+                file_offset,
+                file_size,
+            }
+        })
+        .collect()
+}
+
+/// Just the loadable segments of an ELF file: cheap to read for every
+/// mapped library (no symbol table, no demangling).
+#[derive(Debug, Clone)]
+pub struct ElfLayout {
+    segments: Vec<LoadSegment>,
+    /// The raw bytes (for unwind tables).
+    pub data: Vec<u8>,
+}
+
+impl ElfLayout {
+    pub fn read(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file = object::File::parse(&*data)
+            .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
+        let segments = load_segments(&file);
+        Ok(Self { segments, data })
+    }
+
+    /// See [`ElfInfo::load_bias`].
+    pub fn load_bias(&self, start: u64, end: u64, file_offset: u64) -> Option<u64> {
+        load_bias(&self.segments, start, end, file_offset)
     }
 }
 

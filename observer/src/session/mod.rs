@@ -67,6 +67,7 @@ pub struct SessionOptions {
     pub control: Option<PathBuf>,
     /// `observer run`: how to judge the final report.
     pub gate: Option<Gate>,
+    pub walker: crate::attach::StackWalker,
 }
 
 /// Everything known about the observed target.
@@ -119,6 +120,11 @@ pub async fn run(
     announce(&observed, control.as_ref());
     let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticks = tokio::time::interval(options.interval);
+    // A launched command maps its libraries right after exec: look often
+    // during its first second so their unwind tables are in place early.
+    let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut startup = tokio::time::interval(Duration::from_millis(10));
+    let watch_startup = observed.launched.is_some();
     let mut session = Session {
         observed,
         options,
@@ -143,6 +149,10 @@ pub async fn run(
                 }
             },
             _ = ticks.tick() => Event::Sample,
+            _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
+                session.refresh_mappings()?;
+                continue;
+            }
         };
         session.observed.attachment.flush_log();
         match event {
@@ -178,10 +188,19 @@ impl Session {
     fn sample(&mut self) -> Result<()> {
         let now = Snapshot::quick(self.ebpf()?)?;
         self.history.push(Sample::of(&now));
-        self.observed.symbolizer.refresh()?;
+        self.refresh_mappings()?;
         print_status(&now, &self.previous, self.attached_ns);
         self.previous = now;
         Ok(())
+    }
+
+    /// New mappings (libraries loaded, the command's exec): symbolize and
+    /// unwind through them too.
+    fn refresh_mappings(&mut self) -> Result<()> {
+        self.observed.symbolizer.refresh()?;
+        self.observed
+            .attachment
+            .refresh_tables(&self.observed.process)
     }
 
     fn report(&mut self, reason: Reason) -> Result<Report> {
@@ -205,6 +224,8 @@ impl Session {
             group_depth: self.options.group_depth,
             history: &self.history,
             older_than_ns: self.options.older_than.map(|d| d.as_nanos() as u64),
+            walker: self.options.walker,
+            tabled_objects: self.observed.attachment.tabled_objects(),
         };
         build_report(
             &context,

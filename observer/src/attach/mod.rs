@@ -6,13 +6,16 @@
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
 
+pub mod unwind;
+
 use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::maps::ProgramArray;
 use aya::programs::{ProgramError, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::names;
+use observer_ebpf::{names, walker};
 
 use crate::error::UserError;
 use crate::plan::{ProbePlan, ProbeSite};
@@ -24,6 +27,18 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// How the entry probe walks the allocating stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackWalker {
+    /// `.eh_frame` unwind tables in BPF maps; frame pointers only where a
+    /// table has no row. Works on stock release builds.
+    Dwarf,
+    /// The kernel's frame-pointer walker: cheaper, but needs the target
+    /// built with `-C force-frame-pointers=yes`.
+    FramePointers,
+}
+
 /// Tuning for the kernel side.
 #[derive(Debug, Clone, Copy)]
 pub struct AttachOptions {
@@ -31,10 +46,15 @@ pub struct AttachOptions {
     pub max_live: u32,
     /// Forward the eBPF programs' aya-log messages (debugging only).
     pub ebpf_log: bool,
+    pub walker: StackWalker,
 }
 
 /// Loaded programs with their probes attached. Dropping it detaches.
 pub struct Attachment {
+    /// The tables of the DWARF walker (unmapped before the programs go).
+    tables: Option<unwind::UnwindTables>,
+    /// What was tabled, kept for the final report after detaching.
+    tabled: Vec<unwind::TabledObject>,
     /// `None` once detached.
     ebpf: Option<Ebpf>,
     /// Probes attached, for the report header.
@@ -61,7 +81,23 @@ impl Attachment {
     /// Detaches every probe and unloads the programs; the maps go with them.
     pub fn detach(&mut self) {
         self.logger = None;
+        if let Some(tables) = self.tables.take() {
+            self.tabled = tables.tabled.clone();
+        }
         self.ebpf = None;
+    }
+
+    /// The objects whose unwind tables are installed (DWARF walker).
+    pub fn tabled_objects(&self) -> &[unwind::TabledObject] {
+        self.tables.as_ref().map_or(&self.tabled, |t| &t.tabled)
+    }
+
+    /// Tables objects the process mapped since attach.
+    pub fn refresh_tables(&mut self, process: &crate::resolve::process::Process) -> Result<()> {
+        if let (Some(tables), Some(ebpf)) = (self.tables.as_mut(), self.ebpf.as_mut()) {
+            tables.refresh(ebpf, process)?;
+        }
+        Ok(())
     }
 }
 
@@ -92,8 +128,18 @@ pub fn check_privileges() -> Result<()> {
 /// buffer allocated under observation can be released unseen), then the
 /// allocate return probes, then the allocate entry probes (so every
 /// recorded entry also has its return probe).
-pub fn attach(plan: &ProbePlan, options: AttachOptions) -> Result<Attachment> {
-    let mut ebpf = load(plan, options)?;
+pub fn attach(
+    plan: &ProbePlan,
+    options: AttachOptions,
+    tables: Option<unwind::PreparedTables>,
+) -> Result<Attachment> {
+    let rows_capacity = tables.as_ref().map_or(1, |t| t.capacity);
+    let mut ebpf = load(plan, options, rows_capacity)?;
+    let tables = tables
+        .map(|prepared| unwind::UnwindTables::install(&mut ebpf, prepared))
+        .transpose()
+        .context("cannot install the unwind tables")?;
+    install_walker(&mut ebpf)?;
     let logger = options
         .ebpf_log
         .then(|| aya_log::EbpfLogger::init(&mut ebpf))
@@ -115,25 +161,48 @@ pub fn attach(plan: &ProbePlan, options: AttachOptions) -> Result<Attachment> {
         }
     }
     Ok(Attachment {
+        tables,
+        tabled: Vec::new(),
         ebpf: Some(ebpf),
         probe_count,
         logger,
     })
 }
 
-fn load(plan: &ProbePlan, options: AttachOptions) -> Result<Ebpf> {
+/// Puts `pool_walk_stack` in the tail-call slot the entry probe jumps to.
+fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
+    let program = uprobe_mut(ebpf, names::PROG_WALK)?;
+    program
+        .load()
+        .map_err(|err| load_error(names::PROG_WALK, err))?;
+    let fd = program.fd()?.try_clone()?;
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut(names::MAP_WALKERS)
+            .context("eBPF object has no map WALKERS")?,
+    )?;
+    slots.set(0, &fd, 0)?;
+    Ok(())
+}
+
+fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<Ebpf> {
     let size = plan.size.compiled();
     let alloc_id = plan.alloc_id.compiled();
     let release_id = plan.release_id.compiled();
     // aya-log's level global: 0 turns every log statement off.
     let log_level: u8 = if options.ebpf_log { 0xff } else { 0 };
+    let walker = match options.walker {
+        StackWalker::Dwarf => walker::DWARF,
+        StackWalker::FramePointers => walker::FRAME_POINTERS,
+    };
     EbpfLoader::new()
         .override_global(names::GLOBAL_TARGET_TGID, &plan.pid, true)
         .override_global(names::GLOBAL_SIZE_LOC, &size, true)
         .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
         .override_global(names::GLOBAL_RELEASE_ID_LOC, &release_id, true)
         .override_global(aya_log::LEVEL, &log_level, false)
+        .override_global(names::GLOBAL_WALKER, &walker, true)
         .map_max_entries(names::MAP_LIVE, options.max_live)
+        .map_max_entries(names::MAP_UNWIND_ROWS, rows_capacity.max(1))
         .load(EBPF_OBJECT)
         .map_err(|err| {
             if is_permission_error(&err) {

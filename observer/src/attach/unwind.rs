@@ -1,0 +1,326 @@
+//! Putting the unwind tables where the eBPF stack walker finds them: rows
+//! into an mmap-able array (written directly, no syscall per row), the page
+//! index and the process's executable mappings into maps. New mappings
+//! (libraries loaded later) are added while attached, as long as the row
+//! array has room.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, Map, MapData};
+use aya::Ebpf;
+use observer_ebpf::{names, MappingEntry, PageKey, PageRows, UnwindRow};
+use serde::Serialize;
+
+use crate::plan::unwind::{pages, ObjectTable};
+use crate::resolve::elf::ElfLayout;
+use crate::resolve::process::{Mapping, Process};
+
+/// Room left in the row array for objects mapped after attach.
+const SPARE_ROWS: usize = 1 << 18;
+
+/// One object whose table is installed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TabledObject {
+    pub path: String,
+    pub rows: usize,
+    /// Rows whose rules the walker cannot follow (it uses frame pointers there).
+    pub unsupported_rows: usize,
+}
+
+/// Tables built before the programs are loaded (the row array's size must
+/// be known then).
+pub struct PreparedTables {
+    objects: Vec<PreparedObject>,
+    pub capacity: u32,
+}
+
+struct PreparedObject {
+    key: (u64, String),
+    table: ObjectTable,
+    /// Where its addresses are mapped: (start, end, bias).
+    placements: Vec<(u64, u64, u64)>,
+}
+
+/// Builds the tables of every executable file the process maps.
+pub fn prepare(process: &Process) -> Result<PreparedTables> {
+    let mut objects: Vec<PreparedObject> = Vec::new();
+    for mapping in process.executable_mappings()? {
+        add_mapping(process.pid, &mut objects, &mapping);
+    }
+    let rows: usize = objects.iter().map(|o| o.table.rows.len()).sum();
+    let capacity = u32::try_from(rows + SPARE_ROWS).context("unwind tables too large")?;
+    Ok(PreparedTables { objects, capacity })
+}
+
+/// Tables for a program that is not running yet (`observer run`): built
+/// from its file, placed once the process maps it (`UnwindTables::refresh`).
+pub fn prepare_for_file(path: &std::path::Path) -> Result<PreparedTables> {
+    let elf = ElfLayout::read(path)?;
+    let table = ObjectTable::from_elf(&elf.data)?;
+    let capacity =
+        u32::try_from(table.rows.len() + SPARE_ROWS).context("unwind tables too large")?;
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?);
+    Ok(PreparedTables {
+        objects: vec![PreparedObject {
+            key: (inode, path.display().to_string()),
+            table,
+            placements: Vec::new(),
+        }],
+        capacity,
+    })
+}
+
+/// Reads the mapping's file and builds or reuses its object's table.
+fn add_mapping(pid: u32, objects: &mut Vec<PreparedObject>, mapping: &Mapping) {
+    let key = (mapping.inode, mapping.path.clone());
+    let Some(elf) = read_mapped_elf(pid, mapping) else {
+        return;
+    };
+    let Some(bias) = elf.load_bias(mapping.start, mapping.end, mapping.file_offset) else {
+        return;
+    };
+    let placement = (mapping.start, mapping.end, bias);
+    if let Some(object) = objects.iter_mut().find(|o| o.key == key) {
+        object.placements.push(placement);
+        return;
+    }
+    let table = ObjectTable::from_elf(&elf.data).unwrap_or_default();
+    objects.push(PreparedObject {
+        key,
+        table,
+        placements: vec![placement],
+    });
+}
+
+fn read_mapped_elf(pid: u32, mapping: &Mapping) -> Option<ElfLayout> {
+    let map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+    let in_namespace = format!("/proc/{pid}/root{}", mapping.path);
+    [map_files, in_namespace, mapping.path.clone()]
+        .iter()
+        .find_map(|path| ElfLayout::read(std::path::Path::new(path)).ok())
+}
+
+/// Installed tables; keeps the row array mapped for later additions.
+pub struct UnwindTables {
+    rows: RowsMmap,
+    used_rows: usize,
+    objects: BTreeMap<(u64, String), u32>,
+    /// (start, end, bias, object) of every tabled mapping.
+    mappings: Vec<MappingEntry>,
+    pub tabled: Vec<TabledObject>,
+}
+
+impl UnwindTables {
+    /// Writes the prepared tables into the loaded object's maps.
+    pub fn install(ebpf: &mut Ebpf, prepared: PreparedTables) -> Result<Self> {
+        let rows = RowsMmap::map(ebpf, prepared.capacity as usize)?;
+        let mut tables = Self {
+            rows,
+            used_rows: 0,
+            objects: BTreeMap::new(),
+            mappings: Vec::new(),
+            tabled: Vec::new(),
+        };
+        for object in prepared.objects {
+            tables.add_object(ebpf, object)?;
+        }
+        tables.write_mappings(ebpf)?;
+        Ok(tables)
+    }
+
+    /// Tables objects mapped since the last call (e.g. `dlopen`).
+    pub fn refresh(&mut self, ebpf: &mut Ebpf, process: &Process) -> Result<()> {
+        let Ok(current) = process.executable_mappings() else {
+            return Ok(());
+        };
+        let fresh: Vec<Mapping> = current
+            .into_iter()
+            .filter(|m| !self.mappings.iter().any(|e| e.start == m.start && e.end == m.end))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut prepared = Vec::new();
+        for mapping in &fresh {
+            let key = (mapping.inode, mapping.path.clone());
+            match self.objects.get(&key) {
+                // Tabled already (another mapping of it, or `run`'s program).
+                Some(&object) => self.place(process.pid, mapping, object),
+                None => add_mapping(process.pid, &mut prepared, mapping),
+            }
+        }
+        for object in prepared {
+            self.add_object(ebpf, object)?;
+        }
+        self.write_mappings(ebpf)
+    }
+
+    fn place(&mut self, pid: u32, mapping: &Mapping, object: u32) {
+        let Some(elf) = read_mapped_elf(pid, mapping) else {
+            return;
+        };
+        if let Some(bias) = elf.load_bias(mapping.start, mapping.end, mapping.file_offset) {
+            self.mappings.push(MappingEntry {
+                start: mapping.start,
+                end: mapping.end,
+                bias,
+                object,
+                tabled: 1,
+            });
+        }
+    }
+
+    fn add_object(&mut self, ebpf: &mut Ebpf, object: PreparedObject) -> Result<()> {
+        let id = match self.objects.get(&object.key) {
+            Some(&id) => id,
+            None => {
+                let rows = &object.table.rows;
+                if self.used_rows + rows.len() > self.rows.capacity {
+                    // Out of room: this object is walked with frame pointers.
+                    return Ok(());
+                }
+                let id = self.objects.len() as u32;
+                let base = self.used_rows as u32;
+                self.rows.write(self.used_rows, rows);
+                self.used_rows += rows.len();
+                write_pages(ebpf, id, rows, base)?;
+                self.objects.insert(object.key.clone(), id);
+                self.tabled.push(TabledObject {
+                    path: object.key.1.clone(),
+                    rows: rows.len(),
+                    unsupported_rows: object.table.unsupported_rows,
+                });
+                id
+            }
+        };
+        for (start, end, bias) in object.placements {
+            self.mappings.push(MappingEntry {
+                start,
+                end,
+                bias,
+                object: id,
+                tabled: 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes every tabled mapping into the address trie (idempotent).
+    fn write_mappings(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let mut trie: LpmTrie<&mut MapData, [u8; 8], MappingEntry> =
+            LpmTrie::try_from(map_mut(ebpf, names::MAP_UNWIND_MAPPINGS)?)?;
+        for mapping in &self.mappings {
+            for (prefix_len, base) in prefixes(mapping.start, mapping.end) {
+                trie.insert(&Key::new(prefix_len, base.to_be_bytes()), mapping, 0)
+                    .context("the mapping trie is full")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[start, end)` as aligned power-of-two blocks: (prefix length, base).
+fn prefixes(start: u64, end: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let mut size = if at == 0 { 1u64 << 63 } else { at & at.wrapping_neg() };
+        while size > end - at {
+            size >>= 1;
+        }
+        out.push((64 - size.trailing_zeros(), at));
+        at += size;
+    }
+    out
+}
+
+fn write_pages(ebpf: &mut Ebpf, object: u32, rows: &[UnwindRow], base: u32) -> Result<()> {
+    let mut index: HashMap<&mut MapData, PageKey, PageRows> =
+        HashMap::try_from(map_mut(ebpf, names::MAP_UNWIND_PAGES)?)?;
+    for (page, first, count) in pages(rows, base) {
+        index
+            .insert(PageKey { object, page }, PageRows { first, count }, 0)
+            .context("the unwind page index is full")?;
+    }
+    Ok(())
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("eBPF object has no map {name}"))
+}
+
+/// The row array, mapped into our address space (BPF_F_MMAPABLE).
+struct RowsMmap {
+    pointer: *mut UnwindRow,
+    length: usize,
+    capacity: usize,
+}
+
+impl RowsMmap {
+    fn map(ebpf: &mut Ebpf, capacity: usize) -> Result<Self> {
+        let Map::Array(data) = map_mut(ebpf, names::MAP_UNWIND_ROWS)? else {
+            bail!("{} is not an array", names::MAP_UNWIND_ROWS);
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let length = (capacity * size_of::<UnwindRow>()).div_ceil(page) * page;
+        // SAFETY: mapping a valid BPF array fd created with BPF_F_MMAPABLE,
+        // shared and writable, at offset 0 where its values start; the
+        // kernel checks the length against the map's size.
+        let pointer = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if pointer == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("cannot mmap the unwind rows");
+        }
+        Ok(Self {
+            pointer: pointer.cast(),
+            length,
+            capacity,
+        })
+    }
+
+    fn write(&mut self, at: usize, rows: &[UnwindRow]) {
+        assert!(at + rows.len() <= self.capacity, "row array overflow");
+        // SAFETY: the range was checked against the capacity the map was
+        // created with; UnwindRow is 8-byte POD, the array's element stride.
+        unsafe {
+            std::ptr::copy_nonoverlapping(rows.as_ptr(), self.pointer.add(at), rows.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_aligned_prefixes() {
+        assert_eq!(prefixes(0x1000, 0x3000), vec![(52, 0x1000), (52, 0x2000)]);
+        assert_eq!(prefixes(0x2000, 0x6000), vec![(51, 0x2000), (51, 0x4000)]);
+        assert_eq!(prefixes(0x1000, 0x2000), vec![(52, 0x1000)]);
+        let blocks = prefixes(0x5555_5555_0000, 0x5555_5566_3000);
+        let covered: u64 = blocks.iter().map(|(len, _)| 1u64 << (64 - len)).sum();
+        assert_eq!(covered, 0x11_3000);
+        assert!(blocks.iter().all(|(len, base)| base % (1u64 << (64 - len)) == 0));
+    }
+}
+
+impl Drop for RowsMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.pointer.cast(), self.length) };
+    }
+}
