@@ -24,14 +24,15 @@
 // available; the intrinsic lowers to BPF's native atomic add.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// Map helpers take `impl Borrow<V>`: passing a value instead of a reference
+// would copy records of over a kilobyte onto the 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     programs::{ProbeContext, RetProbeContext},
@@ -39,10 +40,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    counter, row_kind, stack_flags, walker, LiveBuf, LiveKey, Loc, MappingEntry, PageKey,
-    PageRows, Pending, SiteKey, SiteStats, StackRecord, UnwindRow, WalkState,
-    LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS,
-    MAX_MAPPING_PREFIXES, NO_STACK, PAGE_SHIFT,
+    counter, row_kind, stack_flags, walker, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows,
+    Pending, SiteKey, SiteStats, StackRecord, UnwindRow, WalkState, LOC_BASE_ARG_COUNT,
+    LOC_BASE_CONST, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, NO_STACK,
+    PAGE_SHIFT,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -345,8 +346,7 @@ fn caller_by_frame_pointer(walk: &mut WalkState, at_entry: bool) -> Step {
     if walk.bp == 0 || walk.bp < walk.sp {
         return Step::Broken;
     }
-    let (Some(return_address), Some(bp)) =
-        (read_user(walk.bp.wrapping_add(8)), read_user(walk.bp))
+    let (Some(return_address), Some(bp)) = (read_user(walk.bp.wrapping_add(8)), read_user(walk.bp))
     else {
         return Step::Broken;
     };
@@ -372,7 +372,7 @@ fn find_row(pc: u64) -> Option<UnwindRow> {
         page: vaddr >> PAGE_SHIFT,
     };
     // SAFETY: the value is copied out at once.
-    let rows = unsafe { UNWIND_PAGES.get(&key) }.copied()?;
+    let rows = unsafe { UNWIND_PAGES.get(key) }.copied()?;
     let (mut low, mut high) = (rows.first, rows.first.wrapping_add(rows.count));
     // Last row with row.pc <= vaddr; a page holds at most 2^17 rows. No
     // early exit: once high = low + 1 the steps change nothing, and fewer

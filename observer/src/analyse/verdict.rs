@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(baseline.outstanding_at(&frames, 3), (0, 0));
         // Cut short, it still agrees with the baseline site on what it has.
         assert_eq!(baseline.outstanding_at(&frames[..2], 16), (10, 2560));
-        assert_eq!(baseline.outstanding_at(&[frame("alloc", 1)], 16), (11, 2624));
+        assert_eq!(
+            baseline.outstanding_at(&[frame("alloc", 1)], 16),
+            (11, 2624)
+        );
         assert!(Baseline::parse("{\"version\":9,\"sites\":[]}", "b").is_err());
         assert!(Baseline::parse("", "b").is_err());
     }

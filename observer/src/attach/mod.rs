@@ -11,8 +11,8 @@ pub mod unwind;
 use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::maps::ProgramArray;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{ProgramError, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use observer_ebpf::{names, walker};

@@ -56,20 +56,28 @@ pub fn prepare(process: &Process) -> Result<PreparedTables> {
 }
 
 /// Tables for a program that is not running yet (`observer run`): built
-/// from its file, placed once the process maps it (`UnwindTables::refresh`).
+/// from its file and those of the libraries it will load, placed once the
+/// process maps them (`UnwindTables::refresh`).
 pub fn prepare_for_file(path: &std::path::Path) -> Result<PreparedTables> {
+    let mut objects = vec![prepared_file(path)?];
+    for library in crate::resolve::libraries::needed_libraries(path) {
+        if let Ok(object) = prepared_file(&library) {
+            objects.push(object);
+        }
+    }
+    let rows: usize = objects.iter().map(|o| o.table.rows.len()).sum();
+    let capacity = u32::try_from(rows + SPARE_ROWS).context("unwind tables too large")?;
+    Ok(PreparedTables { objects, capacity })
+}
+
+fn prepared_file(path: &std::path::Path) -> Result<PreparedObject> {
     let elf = ElfLayout::read(path)?;
     let table = ObjectTable::from_elf(&elf.data)?;
-    let capacity =
-        u32::try_from(table.rows.len() + SPARE_ROWS).context("unwind tables too large")?;
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?);
-    Ok(PreparedTables {
-        objects: vec![PreparedObject {
-            key: (inode, path.display().to_string()),
-            table,
-            placements: Vec::new(),
-        }],
-        capacity,
+    Ok(PreparedObject {
+        key: (inode, path.display().to_string()),
+        table,
+        placements: Vec::new(),
     })
 }
 
@@ -96,7 +104,10 @@ fn add_mapping(pid: u32, objects: &mut Vec<PreparedObject>, mapping: &Mapping) {
 }
 
 fn read_mapped_elf(pid: u32, mapping: &Mapping) -> Option<ElfLayout> {
-    let map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+    let map_files = format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        mapping.start, mapping.end
+    );
     let in_namespace = format!("/proc/{pid}/root{}", mapping.path);
     [map_files, in_namespace, mapping.path.clone()]
         .iter()
@@ -138,7 +149,12 @@ impl UnwindTables {
         };
         let fresh: Vec<Mapping> = current
             .into_iter()
-            .filter(|m| !self.mappings.iter().any(|e| e.start == m.start && e.end == m.end))
+            .filter(|m| {
+                !self
+                    .mappings
+                    .iter()
+                    .any(|e| e.start == m.start && e.end == m.end)
+            })
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -227,7 +243,11 @@ fn prefixes(start: u64, end: u64) -> Vec<(u32, u64)> {
     let mut out = Vec::new();
     let mut at = start;
     while at < end {
-        let mut size = if at == 0 { 1u64 << 63 } else { at & at.wrapping_neg() };
+        let mut size = if at == 0 {
+            1u64 << 63
+        } else {
+            at & at.wrapping_neg()
+        };
         while size > end - at {
             size >>= 1;
         }
@@ -302,6 +322,13 @@ impl RowsMmap {
     }
 }
 
+impl Drop for RowsMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.pointer.cast(), self.length) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,13 +341,8 @@ mod tests {
         let blocks = prefixes(0x5555_5555_0000, 0x5555_5566_3000);
         let covered: u64 = blocks.iter().map(|(len, _)| 1u64 << (64 - len)).sum();
         assert_eq!(covered, 0x11_3000);
-        assert!(blocks.iter().all(|(len, base)| base % (1u64 << (64 - len)) == 0));
-    }
-}
-
-impl Drop for RowsMmap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.pointer.cast(), self.length) };
+        assert!(blocks
+            .iter()
+            .all(|(len, base)| base % (1u64 << (64 - len)) == 0));
     }
 }

@@ -63,7 +63,8 @@ impl ObjectTable {
             let gimli::CieOrFde::Fde(partial) = entry else {
                 continue;
             };
-            let Ok(fde) = partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset))
+            let Ok(fde) =
+                partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset))
             else {
                 continue;
             };
@@ -243,22 +244,34 @@ mod tests {
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let table = ObjectTable::from_elf(&exe).unwrap();
         assert!(table.rows.len() > 1000, "{} rows", table.rows.len());
-        assert!(table.rows.windows(2).all(|w| w[0].pc < w[1].pc), "sorted, unique");
+        assert!(
+            table.rows.windows(2).all(|w| w[0].pc < w[1].pc),
+            "sorted, unique"
+        );
         // A function entry: CFA = rsp + 8, return address at CFA - 8.
         let elf = crate::resolve::elf::ElfInfo::read(&std::env::current_exe().unwrap()).unwrap();
         let me = elf
             .functions
             .iter()
-            .find(|f| f.demangled.ends_with("unwind::tests::own_binary_has_rows_for_its_functions"))
+            .find(|f| {
+                f.demangled
+                    .ends_with("unwind::tests::own_binary_has_rows_for_its_functions")
+            })
             .unwrap();
-        let at = table.rows.partition_point(|r| u64::from(r.pc) <= me.address) - 1;
+        let at = table
+            .rows
+            .partition_point(|r| u64::from(r.pc) <= me.address)
+            - 1;
         assert_eq!(
             (table.rows[at].kind, table.rows[at].cfa_offset),
             (row_kind::CFA_RSP, 8),
             "{:?}",
             table.rows[at]
         );
-        assert!(table.rows.iter().any(|r| r.kind == row_kind::END), "_start ends stacks");
+        assert!(
+            table.rows.iter().any(|r| r.kind == row_kind::END),
+            "_start ends stacks"
+        );
     }
 
     #[test]
@@ -298,6 +311,9 @@ mod tests {
             row(0x3_0000, row_kind::GAP, 0, 0),
         ];
         let index = pages(&rows, 100);
-        assert_eq!(index, vec![(0, 100, 1), (1, 100, 2), (2, 101, 1), (3, 102, 1)]);
+        assert_eq!(
+            index,
+            vec![(0, 100, 1), (1, 100, 2), (2, 101, 1), (3, 102, 1)]
+        );
     }
 }

@@ -140,7 +140,8 @@ pub struct ElfLayout {
 
 impl ElfLayout {
     pub fn read(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         let segments = load_segments(&file);

@@ -3,6 +3,7 @@
 
 pub mod dwarf;
 pub mod elf;
+pub mod libraries;
 pub mod pattern;
 pub mod process;
 
