@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | demo | test | lint`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -32,6 +33,8 @@ enum Task {
     Test,
     /// rustfmt check and clippy (userspace workspace, then the eBPF crate).
     Lint,
+    /// What the probes cost the target: ratios measured in one run.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Task::Demo { sessions } => demo::run(sessions),
         Task::Test => test::run(),
         Task::Lint => test::lint(),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
