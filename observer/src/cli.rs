@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
 use crate::plan::{Location, ProbeRequest};
+use crate::resolve::debuginfo::DebugOptions;
 use crate::render::{Format, Reporter};
 use crate::session::control::Request;
 use crate::session::SessionOptions;
@@ -132,6 +133,14 @@ pub struct SessionArgs {
     /// tables from .eh_frame), `frame-pointers` needs -C force-frame-pointers=yes.
     #[arg(long, value_enum, default_value_t = StackWalker::Dwarf)]
     pub stack_walker: StackWalker,
+    /// Root of a debug-file tree (`DIR/.build-id/xx/rest.debug`, debug links);
+    /// repeatable.
+    #[arg(long, value_name = "DIR", default_value = "/usr/lib/debug")]
+    pub debug_dir: Vec<PathBuf>,
+    /// A separate debug file; it serves the mapped object with the same
+    /// build id. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub debug_file: Vec<PathBuf>,
 }
 
 /// How reports look and where they go.
@@ -214,6 +223,13 @@ impl ProbeArgs {
 }
 
 impl SessionArgs {
+    pub fn debug_options(&self) -> DebugOptions {
+        DebugOptions {
+            dirs: self.debug_dir.clone(),
+            files: self.debug_file.clone(),
+        }
+    }
+
     pub fn attach_options(&self) -> AttachOptions {
         AttachOptions {
             max_live: self.max_live,

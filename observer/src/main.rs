@@ -9,7 +9,9 @@ use observer::attach::{self, Attachment, StackWalker};
 use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs, SessionArgs};
 use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
+use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
+use std::path::Path;
 use observer::resolve::process::Process;
 use observer::session::control::{self, Request};
 use observer::session::launch;
@@ -40,8 +42,13 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     let signals = Signals::install()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
-    let (plan, build_id) = plan(&process, process.exe_path(), &args.probes.request())?;
-    let symbolizer = Symbolizer::new(&process)?;
+    let (plan, build_id) = plan(
+        &process,
+        process.exe_path(),
+        &args.probes.request(),
+        &args.session.debug_options(),
+    )?;
+    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
     let tables = unwind_tables(&args.session, &process)?;
     let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
@@ -56,7 +63,12 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     attach::check_privileges()?;
     let mut launched = launch::spawn_paused(&args.command)?;
     let paused = Process::paused_child(launched.pid, &launched.program);
-    let (plan, build_id) = plan(&paused, launched.program.clone(), &args.probes.request())?;
+    let (plan, build_id) = plan(
+        &paused,
+        launched.program.clone(),
+        &args.probes.request(),
+        &args.session.debug_options(),
+    )?;
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
     let tables = unwind_tables_for_program(&args.session, &launched.program)?;
@@ -65,7 +77,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let process = Process::open(launched.pid)?;
     // The program is mapped now: let the walker use its table at once.
     attachment.refresh_tables(&process)?;
-    let symbolizer = Symbolizer::new(&process)?;
+    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
     let observed = observed(
         process,
         plan,
@@ -105,8 +117,9 @@ fn plan(
     process: &Process,
     binary: std::path::PathBuf,
     request: &ProbeRequest,
+    debug: &DebugOptions,
 ) -> Result<(ProbePlan, Option<String>)> {
-    let elf = ElfInfo::read(&binary)?;
+    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), debug)?;
     let plan = ProbePlan::new(process.pid, binary, &elf, &process.exe_display, request)?;
     Ok((plan, elf.build_id))
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::os::fd::AsRawFd as _;
 
 use anyhow::Result;
@@ -17,6 +18,8 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer as Blazesym};
 use serde::Serialize;
 
+use crate::resolve::debuginfo::{self, DebugInfo, DebugOptions};
+use crate::resolve::elf::ElfLayout;
 use crate::resolve::pattern::RustPath;
 use crate::resolve::process::{Mapping, Process};
 
@@ -35,18 +38,36 @@ pub struct Frame {
     pub module: Option<String>,
 }
 
+/// A mapped file, opened while the process lived, and its debug info.
+struct CachedFile {
+    file: File,
+    /// Loadable segments, to turn file offsets into addresses for a
+    /// separate debug file.
+    layout: Option<ElfLayout>,
+    debug: DebugInfo,
+}
+
 /// Mappings cached from a live process plus a blazesym symbolizer.
 pub struct Symbolizer {
     process: Process,
     mappings: Vec<Mapping>,
     /// Open files by (inode, path).
-    files: HashMap<(u64, String), File>,
+    files: HashMap<(u64, String), CachedFile>,
     blazesym: Blazesym,
+    debug_options: DebugOptions,
+}
+
+/// The debug information found for one mapped object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleDebugInfo {
+    pub module: String,
+    #[serde(flatten)]
+    pub debug: DebugInfo,
 }
 
 impl Symbolizer {
     /// Caches the process's executable mappings and opens their files.
-    pub fn new(process: &Process) -> Result<Self> {
+    pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
         let blazesym = Blazesym::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
@@ -56,6 +77,7 @@ impl Symbolizer {
             mappings: Vec::new(),
             files: HashMap::new(),
             blazesym,
+            debug_options,
         };
         symbolizer.refresh()?;
         Ok(symbolizer)
@@ -71,7 +93,8 @@ impl Symbolizer {
             let key = (mapping.inode, mapping.path.clone());
             if !self.files.contains_key(&key) {
                 if let Some(file) = open_mapped_file(self.process.pid, &mapping) {
-                    self.files.insert(key, file);
+                    let cached = self.describe(file, &mapping);
+                    self.files.insert(key, cached);
                 }
             }
             if !self.mappings.contains(&mapping) {
@@ -79,6 +102,41 @@ impl Symbolizer {
             }
         }
         Ok(())
+    }
+
+    /// Finds the file's debug information (its own DWARF, or a separate
+    /// file that belongs to it).
+    fn describe(&self, file: File, mapping: &Mapping) -> CachedFile {
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let layout = ElfLayout::read(Path::new(&path)).ok();
+        // The target's mount namespace, or plain paths when it shares ours.
+        let proc_root = PathBuf::from(format!("/proc/{}/root", self.process.pid));
+        let root = match std::fs::read_link(&proc_root) {
+            Ok(link) if link == Path::new("/") => PathBuf::from("/"),
+            _ => proc_root,
+        };
+        let debug = layout.as_ref().map_or(DebugInfo::NONE, |layout| {
+            debuginfo::locate(layout, Path::new(&mapping.path), &root, &self.debug_options)
+        });
+        CachedFile {
+            file,
+            layout: layout.map(ElfLayout::without_data),
+            debug,
+        }
+    }
+
+    /// Which debug information each mapped object has.
+    pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
+        let mut out: Vec<ModuleDebugInfo> = self
+            .files
+            .iter()
+            .map(|((_, path), cached)| ModuleDebugInfo {
+                module: path.clone(),
+                debug: cached.debug.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.module.cmp(&b.module));
+        out
     }
 
     /// Symbolizes a user stack (innermost address first, as the kernel
@@ -113,13 +171,29 @@ impl Symbolizer {
             return unknown(None);
         };
         let module = Some(mapping.path.clone());
-        let Some(file) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
+        let Some(cached) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
             return unknown(module);
         };
-        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let offset = Input::FileOffset(mapping.file_offset_of(lookup));
-        let with_debug = Source::Elf(Elf::new(path.clone()));
-        let Ok(Symbolized::Sym(sym)) = self.blazesym.symbolize_single(&with_debug, offset) else {
+        let path = format!("/proc/self/fd/{}", cached.file.as_raw_fd());
+        let file_offset = mapping.file_offset_of(lookup);
+        let offset = Input::FileOffset(file_offset);
+        // A separate debug file has the object's addresses, not its file
+        // layout: look it up by virtual address.
+        let separate = cached.debug.file.as_ref().zip(
+            cached
+                .layout
+                .as_ref()
+                .and_then(|l| l.address_of_file_offset(file_offset)),
+        );
+        let symbolized = match separate {
+            Some((debug_file, address)) => self
+                .blazesym
+                .symbolize_single(&Source::Elf(Elf::new(debug_file)), Input::VirtOffset(address)),
+            None => self
+                .blazesym
+                .symbolize_single(&Source::Elf(Elf::new(path.clone())), offset),
+        };
+        let Ok(Symbolized::Sym(sym)) = symbolized else {
             return unknown(module);
         };
         let mut frames = frames_of_symbol(address, &sym, module);

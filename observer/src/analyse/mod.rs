@@ -17,7 +17,7 @@ use crate::attach::unwind::TabledObject;
 use crate::attach::StackWalker;
 use crate::plan::{PlannedFunction, ProbePlan};
 use crate::snapshot::{Counters, Snapshot, StackEnding};
-use crate::symbolize::{Frame, Symbolizer};
+use crate::symbolize::{Frame, ModuleDebugInfo, Symbolizer};
 use group::{group_stacks, SiteGroup};
 use growth::{growth, Growth, History};
 
@@ -52,6 +52,9 @@ pub struct Report {
     pub counters: Counters,
     /// How stacks were walked, and the unwind tables installed for it.
     pub stacks: StackWalking,
+    /// Where each mapped object's DWARF came from (names and lines depend
+    /// on it).
+    pub debug_info: Vec<ModuleDebugInfo>,
     pub outstanding: Outstanding,
     /// `--older-than`: buffers younger than this are in flight, not counted.
     pub older_than_secs: Option<f64>,
@@ -234,6 +237,7 @@ pub fn build_report(
             release_id: plan.release_id.to_string(),
         },
         counters: snapshot.counters,
+        debug_info: symbolizer.debug_info(),
         stacks: StackWalking {
             walker: context.walker,
             tabled_objects: context.tabled_objects.to_vec(),

@@ -93,6 +93,7 @@ fn header(out: &mut String, report: &Report) {
     );
     counters(out, &report.counters);
     stacks(out, report);
+    debug_info(out, report);
     for warning in &report.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
@@ -177,6 +178,37 @@ fn stacks(out: &mut String, report: &Report) {
         "  stacks: {walker}; {} complete, {} cut at the depth limit, {} stopped early",
         c.stacks_complete, c.stacks_truncated, c.stacks_broken
     );
+}
+
+/// The debug information of the objects the shown stacks pass through.
+fn debug_info(out: &mut String, report: &Report) {
+    use crate::resolve::debuginfo::DebugSource;
+    let mut shown: Vec<String> = Vec::new();
+    for info in &report.debug_info {
+        let in_stacks = report
+            .sites
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.module.as_deref() == Some(&info.module)));
+        if !in_stacks {
+            continue;
+        }
+        let name = info.module.rsplit('/').next().unwrap_or(&info.module);
+        let how = match info.debug.source {
+            DebugSource::Embedded => "DWARF in the file",
+            DebugSource::None => "none (symbol names only)",
+            DebugSource::GivenFile => "--debug-file",
+            DebugSource::BuildId => "build-id file",
+            DebugSource::DebugLink => "debug link",
+        };
+        let source = match &info.debug.file {
+            Some(file) => format!("{how} {}", file.display()),
+            None => how.to_string(),
+        };
+        shown.push(format!("{name}: {source}"));
+    }
+    if !shown.is_empty() {
+        let _ = writeln!(out, "  debug info: {}", shown.join("; "));
+    }
 }
 
 fn site_block(out: &mut String, site: &Site, max_frames: usize) {

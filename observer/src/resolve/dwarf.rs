@@ -60,7 +60,7 @@ pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedRe
     if !elf.has_debug_info {
         return Ok(None);
     }
-    let file = object::File::parse(&*elf.data).context("re-parsing the ELF file")?;
+    let file = object::File::parse(elf.dwarf_data()).context("re-parsing the ELF file")?;
     let sections = gimli::DwarfSections::load(|id| load_section(&file, id))?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
     let origins = matching_subprograms(&dwarf, wanted)?;

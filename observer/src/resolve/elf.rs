@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
+use super::debuginfo::DebugOptions;
 use super::pattern::demangle;
 
 /// A defined function symbol.
@@ -44,6 +45,10 @@ pub struct ElfInfo {
     segments: Vec<LoadSegment>,
     /// The raw bytes, kept for DWARF and instruction decoding.
     pub data: std::sync::Arc<[u8]>,
+    /// A separate debug file's bytes, when symbols or DWARF came from one.
+    dwarf: Option<std::sync::Arc<[u8]>>,
+    /// That file.
+    pub debug_file: Option<PathBuf>,
 }
 
 impl ElfInfo {
@@ -71,7 +76,38 @@ impl ElfInfo {
             functions,
             segments,
             data: data.clone(),
+            dwarf: None,
+            debug_file: None,
         })
+    }
+
+    /// Reads `path`; when it has no symbol table (stripped), takes function
+    /// symbols and DWARF from its separate debug file, if one is found
+    /// (`original` is the path the process knows it by, for debug links).
+    pub fn read_with_debug(path: &Path, original: &Path, options: &DebugOptions) -> Result<Self> {
+        let mut elf = Self::read(path)?;
+        if elf.has_symtab && elf.has_debug_info {
+            return Ok(elf);
+        }
+        let layout = ElfLayout::read(path)?;
+        let found = super::debuginfo::locate(&layout, original, Path::new("/"), options);
+        let Some(debug_path) = found.file else {
+            return Ok(elf);
+        };
+        let debug = Self::read(&debug_path)?;
+        if !elf.has_symtab {
+            elf.functions = debug.functions;
+            elf.has_symtab = debug.has_symtab;
+        }
+        elf.has_debug_info = debug.has_debug_info;
+        elf.dwarf = Some(debug.data);
+        elf.debug_file = Some(debug_path);
+        Ok(elf)
+    }
+
+    /// The bytes that hold DWARF: the separate debug file's, or our own.
+    pub fn dwarf_data(&self) -> &[u8] {
+        self.dwarf.as_deref().unwrap_or(&self.data)
     }
 
     /// The file offset at which `address`'s bytes are stored.
@@ -136,6 +172,11 @@ pub struct ElfLayout {
     segments: Vec<LoadSegment>,
     /// The raw bytes (for unwind tables).
     pub data: Vec<u8>,
+    pub build_id: Option<String>,
+    /// True when `.debug_info` or `.debug_line` is present.
+    pub has_dwarf: bool,
+    /// `.gnu_debuglink`: the debug file's name and CRC-32.
+    pub debuglink: Option<(String, u32)>,
 }
 
 impl ElfLayout {
@@ -145,7 +186,36 @@ impl ElfLayout {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         let segments = load_segments(&file);
-        Ok(Self { segments, data })
+        let build_id = file.build_id().ok().flatten().map(hex);
+        let has_dwarf = [".debug_info", ".debug_line"]
+            .iter()
+            .any(|name| file.section_by_name(name).is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData));
+        let debuglink = file
+            .gnu_debuglink()
+            .ok()
+            .flatten()
+            .map(|(name, crc)| (String::from_utf8_lossy(name).into_owned(), crc));
+        Ok(Self {
+            segments,
+            data,
+            build_id,
+            has_dwarf,
+            debuglink,
+        })
+    }
+
+    /// The same without the file's bytes (kept for address translation).
+    pub fn without_data(mut self) -> Self {
+        self.data = Vec::new();
+        self
+    }
+
+    /// The virtual address stored at `file_offset` (inside a segment).
+    pub fn address_of_file_offset(&self, file_offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| file_offset >= s.file_offset && file_offset - s.file_offset < s.file_size)
+            .map(|s| file_offset - s.file_offset + s.address)
     }
 
     /// See [`ElfInfo::load_bias`].

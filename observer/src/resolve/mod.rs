@@ -1,6 +1,7 @@
 //! Stage 1 — resolve targets: the process, its executable, and every copy
 //! of the functions the user named.
 
+pub mod debuginfo;
 pub mod dwarf;
 pub mod elf;
 pub mod libraries;
