@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
 use crate::plan::{Location, ProbeRequest};
-use crate::resolve::debuginfo::DebugOptions;
 use crate::render::{Format, Reporter};
+use crate::resolve::debuginfo::DebugOptions;
 use crate::session::control::Request;
 use crate::session::SessionOptions;
 

@@ -11,12 +11,12 @@ use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
-use std::path::Path;
 use observer::resolve::process::Process;
 use observer::session::control::{self, Request};
 use observer::session::launch;
 use observer::session::{self, Observed, Outcome, Signals};
 use observer::symbolize::Symbolizer;
+use std::path::Path;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use blazesym::symbolize::source::{Elf, Source};
@@ -186,9 +186,10 @@ impl Symbolizer {
                 .and_then(|l| l.address_of_file_offset(file_offset)),
         );
         let symbolized = match separate {
-            Some((debug_file, address)) => self
-                .blazesym
-                .symbolize_single(&Source::Elf(Elf::new(debug_file)), Input::VirtOffset(address)),
+            Some((debug_file, address)) => self.blazesym.symbolize_single(
+                &Source::Elf(Elf::new(debug_file)),
+                Input::VirtOffset(address),
+            ),
             None => self
                 .blazesym
                 .symbolize_single(&Source::Elf(Elf::new(path.clone())), offset),

@@ -10,6 +10,7 @@
 //! loaded after an observer exits.
 
 mod ci_gate;
+mod corpus;
 mod detach;
 mod errors;
 mod growth_and_diff;

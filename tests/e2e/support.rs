@@ -242,9 +242,14 @@ pub struct Observer {
 impl Observer {
     /// Attaches to `pid` with the gateway's spec and waits until attached.
     pub fn attach(pid: u32, extra: &[&str]) -> Self {
+        Self::attach_with(pid, &SPEC, extra)
+    }
+
+    /// Attaches to `pid` with the probe options `spec`.
+    pub fn attach_with(pid: u32, spec: &[&str], extra: &[&str]) -> Self {
         let mut child = observer()
             .args(["attach", "--pid", &pid.to_string()])
-            .args(SPEC)
+            .args(spec)
             .args(["--format", "json"])
             .args(extra)
             .stdout(Stdio::piped())

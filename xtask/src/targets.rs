@@ -56,6 +56,101 @@ pub fn build_targets(variant: Variant) -> Result<()> {
     checked(&mut command)
 }
 
+/// How `leak-corpus` is built for the corpus tests: the ways production
+/// binaries are shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorpusBuild {
+    /// `cargo build --release` with no debug info at all.
+    Stock,
+    /// `debug = "line-tables-only"`.
+    LineTables,
+    /// Full DWARF moved to `debug/.build-id/xx/rest.debug`, binary stripped.
+    Split,
+}
+
+impl CorpusBuild {
+    pub const ALL: [CorpusBuild; 3] = [
+        CorpusBuild::Stock,
+        CorpusBuild::LineTables,
+        CorpusBuild::Split,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            CorpusBuild::Stock => "corpus-stock",
+            CorpusBuild::LineTables => "corpus-line-tables",
+            CorpusBuild::Split => "corpus-split",
+        }
+    }
+
+    fn debug(self) -> &'static str {
+        match self {
+            CorpusBuild::Stock => "false",
+            CorpusBuild::LineTables => "line-tables-only",
+            CorpusBuild::Split => "full",
+        }
+    }
+}
+
+/// Where the corpus builds live (`corpus-*/release/leak-corpus`, and the
+/// split build's debug tree in `corpus-split/debug`).
+pub fn corpus_dir() -> PathBuf {
+    root().join("target/targets")
+}
+
+/// Builds `leak-corpus` every [`CorpusBuild`] way.
+pub fn build_corpus() -> Result<()> {
+    for build in CorpusBuild::ALL {
+        println!("xtask: building leak-corpus ({build:?})");
+        let target_dir = corpus_dir().join(build.name());
+        checked(
+            cargo()
+                .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+                .args(["--package", "leak-corpus", "--target-dir"])
+                .arg(&target_dir)
+                .env("RUSTFLAGS", "")
+                .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug()),
+        )?;
+        if build == CorpusBuild::Split {
+            split_debug_info(&target_dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// What distributions do: keep the DWARF in a file named by build id,
+/// strip the binary of everything (symbol table included).
+fn split_debug_info(target_dir: &std::path::Path) -> Result<()> {
+    let binary = target_dir.join("release/leak-corpus");
+    let build_id = build_id(&binary)?;
+    let debug = target_dir
+        .join("debug/.build-id")
+        .join(&build_id[..2])
+        .join(format!("{}.debug", &build_id[2..]));
+    std::fs::create_dir_all(debug.parent().expect("has a parent"))?;
+    checked(
+        crate::cmd::command("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&binary)
+            .arg(&debug),
+    )?;
+    checked(
+        crate::cmd::command("objcopy")
+            .arg("--strip-all")
+            .arg(&binary),
+    )
+}
+
+/// The GNU build id, as `readelf -n` prints it.
+fn build_id(binary: &std::path::Path) -> Result<String> {
+    let notes = crate::cmd::output(crate::cmd::command("readelf").arg("-n").arg(binary))?;
+    String::from_utf8_lossy(&notes.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Build ID: "))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{} has no build id", binary.display()))
+}
+
 /// Runs the target programs' own unit tests (in the leaky variant's build).
 pub fn test_targets() -> Result<()> {
     checked(

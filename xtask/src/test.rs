@@ -4,7 +4,9 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, checked, command};
 use crate::setup;
-use crate::targets::{build_observer, build_targets, targets_dir, test_targets, Variant};
+use crate::targets::{
+    build_corpus, build_observer, build_targets, corpus_dir, targets_dir, test_targets, Variant,
+};
 
 /// Set-up, build, then every test: unit tests of the observer, xtask and
 /// the target programs, and the end-to-end tests, which load real eBPF
@@ -18,6 +20,7 @@ pub fn run() -> Result<()> {
     build_observer(false)?;
     build_targets(Variant::Leaky)?;
     build_targets(Variant::Fixed)?;
+    build_corpus()?;
     println!("xtask: unit tests of the target programs");
     test_targets()?;
     println!("xtask: observer unit and end-to-end tests");
@@ -26,6 +29,7 @@ pub fn run() -> Result<()> {
             .args(["test", "--workspace", "--exclude", "observer-ebpf"])
             .env("OBSERVER_TARGETS_DIR", targets_dir(Variant::Leaky))
             .env("OBSERVER_FIXED_TARGETS_DIR", targets_dir(Variant::Fixed))
+            .env("OBSERVER_CORPUS_DIR", corpus_dir())
             .args(["--", "--test-threads=1"]),
     )
 }

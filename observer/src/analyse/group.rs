@@ -46,12 +46,13 @@ pub fn group_stacks<'a>(
 pub fn group_frames(stacks: Vec<(SiteKey, Vec<Frame>)>, depth: usize) -> Vec<SiteGroup> {
     let mut groups: Vec<(Vec<FrameKey>, SiteGroup)> = Vec::new();
     for (key, frames) in stacks {
+        let collapsed = collapse_recursion(frames.iter().map(frame_key).collect());
         let depth = if depth == 0 {
-            frames.len()
+            collapsed.len()
         } else {
-            depth.min(frames.len())
+            depth.min(collapsed.len())
         };
-        let signature: Vec<FrameKey> = frames[..depth].iter().map(frame_key).collect();
+        let signature: Vec<FrameKey> = collapsed[..depth].to_vec();
         match groups.iter_mut().find(|(s, _)| *s == signature) {
             Some((_, group)) => {
                 keep_common_frames(group, &frames);
@@ -68,6 +69,28 @@ pub fn group_frames(stacks: Vec<(SiteKey, Vec<Frame>)>, depth: usize) -> Vec<Sit
         }
     }
     groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// Recursion repeats a short cycle of frames many times; for grouping, a
+/// run of repeats counts once, so the frames below the recursion (which
+/// tell call paths apart) stay within the grouping depth.
+fn collapse_recursion(frames: Vec<FrameKey>) -> Vec<FrameKey> {
+    const LONGEST_CYCLE: usize = 4;
+    let mut out: Vec<FrameKey> = Vec::with_capacity(frames.len());
+    for frame in frames {
+        out.push(frame);
+        'collapse: loop {
+            for cycle in 1..=LONGEST_CYCLE {
+                let n = out.len();
+                if n >= 2 * cycle && out[n - 2 * cycle..n - cycle] == out[n - cycle..] {
+                    out.truncate(n - cycle);
+                    continue 'collapse;
+                }
+            }
+            break;
+        }
+    }
+    out
 }
 
 fn keep_common_frames(group: &mut SiteGroup, frames: &[Frame]) {
@@ -133,6 +156,23 @@ pub mod tests {
         assert_eq!(groups[0].frames.len(), 2);
         assert!(groups[0].frames_truncated);
         assert!(!groups[1].frames_truncated);
+    }
+
+    #[test]
+    fn recursion_does_not_hide_the_call_path_below_it() {
+        let recursive = |bottom: &str| {
+            let mut frames = vec![frame("alloc", 1), frame("number", 2)];
+            for _ in 0..40 {
+                frames.push(frame("value", 3));
+                frames.push(frame("list", 4));
+            }
+            frames.push(frame(bottom, 5));
+            frames
+        };
+        let groups = group_frames(vec![(key(1), recursive("bad")), (key(2), recursive("good"))], 8);
+        assert_eq!(groups.len(), 2, "the paths differ below the recursion");
+        let keys: Vec<_> = recursive("x").iter().map(frame_key).collect();
+        assert_eq!(collapse_recursion(keys).len(), 5);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct ProbedCopy {
     pub file_offset: u64,
     pub first_instruction: String,
     pub execution: crate::plan::site::Execution,
+    /// For a function with several copies: which one (DWARF's name with
+    /// type arguments, or the address).
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,6 +355,7 @@ fn probed_function(role: &'static str, planned: &PlannedFunction) -> ProbedFunct
                 file_offset: site.file_offset,
                 first_instruction: site.first_instruction.text.clone(),
                 execution: site.first_instruction.execution,
+                label: site.label.clone(),
             })
             .collect(),
     }

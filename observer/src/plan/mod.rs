@@ -33,6 +33,9 @@ pub struct ProbeSite {
     pub symbol: FunctionSymbol,
     pub file_offset: u64,
     pub first_instruction: ProbedInstruction,
+    /// What tells this copy apart from the others, when there are several:
+    /// DWARF's name with type arguments (`take<app::Chat>`), or the address.
+    pub label: Option<String>,
 }
 
 /// A function and the probes planned on it.
@@ -110,6 +113,12 @@ fn check_locations(request: &ProbeRequest) -> Result<()> {
 fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<PlannedFunction> {
     let function = resolve_function(elf, exe_display, pattern)
         .map_err(|err| UserError::new(err.to_string()))?;
+    let dwarf_names = if function.copies.len() > 1 {
+        let mangled: Vec<&str> = function.copies.iter().map(|c| c.mangled.as_str()).collect();
+        crate::resolve::dwarf::names_by_linkage(elf, &mangled).unwrap_or_default()
+    } else {
+        Default::default()
+    };
     let sites = function
         .copies
         .iter()
@@ -127,6 +136,12 @@ fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<Plan
                 symbol: symbol.clone(),
                 file_offset,
                 first_instruction: site::decode_first(bytes, symbol.address),
+                label: (function.copies.len() > 1).then(|| {
+                    dwarf_names
+                        .get(&symbol.mangled)
+                        .cloned()
+                        .unwrap_or_else(|| format!("copy at {:#x}", symbol.address))
+                }),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -15,7 +15,7 @@ pub fn render(report: &Report, top: usize, max_frames: usize) -> String {
     header(&mut out, report);
     let shown = report.sites.iter().take(top);
     for site in shown {
-        site_block(&mut out, site, max_frames);
+        site_block(&mut out, report, site, max_frames);
     }
     let hidden = report.sites.len().saturating_sub(top);
     if hidden > 0 {
@@ -185,10 +185,11 @@ fn debug_info(out: &mut String, report: &Report) {
     use crate::resolve::debuginfo::DebugSource;
     let mut shown: Vec<String> = Vec::new();
     for info in &report.debug_info {
-        let in_stacks = report
-            .sites
-            .iter()
-            .any(|s| s.frames.iter().any(|f| f.module.as_deref() == Some(&info.module)));
+        let in_stacks = report.sites.iter().any(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.module.as_deref() == Some(&info.module))
+        });
         if !in_stacks {
             continue;
         }
@@ -211,7 +212,25 @@ fn debug_info(out: &mut String, report: &Report) {
     }
 }
 
-fn site_block(out: &mut String, site: &Site, max_frames: usize) {
+/// Which copies of a generic allocate function the site's stacks came from.
+fn copies(out: &mut String, report: &Report, site: &Site) {
+    let Some(allocate) = report.probes.first().filter(|p| p.copies.len() > 1) else {
+        return;
+    };
+    let mut labels: Vec<&str> = site
+        .stacks
+        .iter()
+        .filter_map(|s| allocate.copies.get(s.copy as usize))
+        .filter_map(|c| c.label.as_deref())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    if !labels.is_empty() {
+        let _ = writeln!(out, "     from copy: {}", labels.join(", "));
+    }
+}
+
+fn site_block(out: &mut String, report: &Report, site: &Site, max_frames: usize) {
     let mut line = format!(
         "#{:<3} {} buffers  {}  outstanding   ({} allocated since attach, {})",
         site.rank,
@@ -229,6 +248,7 @@ fn site_block(out: &mut String, site: &Site, max_frames: usize) {
         );
     }
     let _ = writeln!(out, "{line}");
+    copies(out, report, site);
     let _ = writeln!(out, "     {}", growth(&site.growth));
     if let Some(judgement) = &site.judgement {
         let mut line = match &judgement.suppressed_by {

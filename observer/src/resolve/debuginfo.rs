@@ -62,7 +62,12 @@ impl DebugInfo {
 /// Chooses the debug information of `object`, whose original path (as the
 /// process names it) is `original` and whose namespace root is `root`
 /// (`/proc/PID/root`, or `/`).
-pub fn locate(object: &ElfLayout, original: &Path, root: &Path, options: &DebugOptions) -> DebugInfo {
+pub fn locate(
+    object: &ElfLayout,
+    original: &Path,
+    root: &Path,
+    options: &DebugOptions,
+) -> DebugInfo {
     if object.has_dwarf {
         return DebugInfo {
             source: DebugSource::Embedded,
@@ -80,7 +85,10 @@ pub fn locate(object: &ElfLayout, original: &Path, root: &Path, options: &DebugO
         if build_id.len() > 2 {
             let (head, rest) = build_id.split_at(2);
             for dir in &options.dirs {
-                let candidate = dir.join(".build-id").join(head).join(format!("{rest}.debug"));
+                let candidate = dir
+                    .join(".build-id")
+                    .join(head)
+                    .join(format!("{rest}.debug"));
                 for path in [rooted(root, &candidate), candidate.clone()] {
                     if same_build_id(&path, build_id) {
                         return found(DebugSource::BuildId, path);
@@ -122,7 +130,10 @@ fn belongs(path: &Path, build_id: Option<&str>, crc: u32) -> bool {
     let Ok(data) = std::fs::read(path) else {
         return false;
     };
-    match (build_id, ElfLayout::read(path).ok().and_then(|d| d.build_id)) {
+    match (
+        build_id,
+        ElfLayout::read(path).ok().and_then(|d| d.build_id),
+    ) {
         (Some(ours), Some(theirs)) => ours == theirs,
         _ => crc32(&data) == crc,
     }
@@ -134,7 +145,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -153,7 +168,12 @@ mod tests {
     fn an_object_with_dwarf_uses_its_own() {
         let me = ElfLayout::read(&std::env::current_exe().unwrap()).unwrap();
         assert!(me.has_dwarf);
-        let info = locate(&me, Path::new("/x/y"), Path::new("/"), &DebugOptions::default());
+        let info = locate(
+            &me,
+            Path::new("/x/y"),
+            Path::new("/"),
+            &DebugOptions::default(),
+        );
         assert_eq!(info.source, DebugSource::Embedded);
     }
 
@@ -164,7 +184,10 @@ mod tests {
         let mut stripped = ElfLayout::read(&me).unwrap();
         stripped.has_dwarf = false;
         let build_id = stripped.build_id.clone().unwrap();
-        let by_id = dir.join(".build-id").join(&build_id[..2]).join(format!("{}.debug", &build_id[2..]));
+        let by_id = dir
+            .join(".build-id")
+            .join(&build_id[..2])
+            .join(format!("{}.debug", &build_id[2..]));
         std::fs::create_dir_all(by_id.parent().unwrap()).unwrap();
         std::fs::copy(&me, &by_id).unwrap();
         let options = DebugOptions {
@@ -172,14 +195,27 @@ mod tests {
             files: vec![],
         };
         let info = locate(&stripped, &me, Path::new("/"), &options);
-        assert_eq!(info, DebugInfo { source: DebugSource::BuildId, file: Some(by_id.clone()) });
+        assert_eq!(
+            info,
+            DebugInfo {
+                source: DebugSource::BuildId,
+                file: Some(by_id.clone())
+            }
+        );
         let given = DebugOptions {
             dirs: vec![],
             files: vec![PathBuf::from("/proc/self/exe"), by_id.clone()],
         };
-        assert_eq!(locate(&stripped, &me, Path::new("/"), &given).source, DebugSource::GivenFile);
+        assert_eq!(
+            locate(&stripped, &me, Path::new("/"), &given).source,
+            DebugSource::GivenFile
+        );
         stripped.build_id = Some("00".repeat(20));
-        assert_eq!(locate(&stripped, &me, Path::new("/"), &options), DebugInfo::NONE, "wrong build id");
+        assert_eq!(
+            locate(&stripped, &me, Path::new("/"), &options),
+            DebugInfo::NONE,
+            "wrong build id"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

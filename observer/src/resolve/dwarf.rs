@@ -2,7 +2,7 @@
 //! into what?
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use anyhow::{Context as _, Result};
@@ -80,6 +80,47 @@ pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedRe
         call_sites,
         callers: caller_names(elf, &caller_addresses),
     }))
+}
+
+/// DWARF's names of the functions with these linkage (mangled) names. For
+/// generic functions they carry the type arguments (`take<app::Chat>`),
+/// which legacy symbol mangling hides, so copies can be told apart.
+pub fn names_by_linkage(elf: &ElfInfo, mangled: &[&str]) -> Result<HashMap<String, String>> {
+    let mut names = HashMap::new();
+    if !elf.has_debug_info || mangled.is_empty() {
+        return Ok(names);
+    }
+    let file = object::File::parse(elf.dwarf_data()).context("re-parsing the ELF file")?;
+    let sections = gimli::DwarfSections::load(|id| load_section(&file, id))?;
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        while let Some(entry) = entries.next_dfs()? {
+            if entry.tag() != gimli::DW_TAG_subprogram {
+                continue;
+            }
+            let Some(linkage) = entry.attr_value(gimli::DW_AT_linkage_name) else {
+                continue;
+            };
+            let linkage = dwarf
+                .attr_string(&unit, linkage)?
+                .to_string_lossy()
+                .into_owned();
+            if !mangled.contains(&linkage.as_str()) {
+                continue;
+            }
+            if let Some(name) = entry.attr_value(gimli::DW_AT_name) {
+                let name = dwarf
+                    .attr_string(&unit, name)?
+                    .to_string_lossy()
+                    .into_owned();
+                names.insert(linkage, name);
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn load_section<'a>(

@@ -187,9 +187,10 @@ impl ElfLayout {
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         let segments = load_segments(&file);
         let build_id = file.build_id().ok().flatten().map(hex);
-        let has_dwarf = [".debug_info", ".debug_line"]
-            .iter()
-            .any(|name| file.section_by_name(name).is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData));
+        let has_dwarf = [".debug_info", ".debug_line"].iter().any(|name| {
+            file.section_by_name(name)
+                .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+        });
         let debuglink = file
             .gnu_debuglink()
             .ok()

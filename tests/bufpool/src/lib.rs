@@ -228,6 +228,71 @@ fn free_block(ptr: NonNull<u8>, capacity: usize) {
     unsafe { alloc::dealloc(ptr.as_ptr(), layout(capacity)) }
 }
 
+/// Values a [`TypedPool`] creates at a time.
+pub const TYPED_CHUNK: usize = 16;
+
+/// A pool of boxed values of one type, for pools of structured objects
+/// rather than bytes. Values come back with [`TypedPool::give_back`]; a
+/// box that is dropped instead is lost to the pool (and counted).
+pub struct TypedPool<T> {
+    free: Mutex<Vec<Box<T>>>,
+    handed_out: AtomicUsize,
+    created: AtomicUsize,
+}
+
+impl<T: Default> Default for TypedPool<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Default> TypedPool<T> {
+    pub fn new() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            handed_out: AtomicUsize::new(0),
+            created: AtomicUsize::new(0),
+        }
+    }
+
+    /// A value from the pool, in its default state. The pool grows by a
+    /// chunk of [`TYPED_CHUNK`] values when it runs dry.
+    pub fn take(&self) -> Box<T> {
+        let mut free = lock(&self.free);
+        if free.is_empty() {
+            free.reserve(TYPED_CHUNK);
+            for _ in 0..TYPED_CHUNK {
+                free.push(Box::default());
+            }
+            self.created.fetch_add(TYPED_CHUNK, Ordering::Relaxed);
+        }
+        let value = free.pop().expect("the free list was just refilled");
+        drop(free);
+        self.handed_out.fetch_add(1, Ordering::Relaxed);
+        value
+    }
+
+    /// Takes a value back for reuse. It is scrubbed here, so no data
+    /// survives from one user to the next; a free list grown past twice the
+    /// usual size is trimmed back.
+    pub fn give_back(&self, mut value: Box<T>) {
+        *value = T::default();
+        self.handed_out.fetch_sub(1, Ordering::Relaxed);
+        let mut free = lock(&self.free);
+        free.push(value);
+        if free.len() > 2 * MAX_FREE_PER_CLASS {
+            let excess = free.len() - MAX_FREE_PER_CLASS;
+            free.drain(..excess);
+            self.created.fetch_sub(excess, Ordering::Relaxed);
+        }
+    }
+
+    /// Values taken and not given back.
+    pub fn outstanding(&self) -> usize {
+        self.handed_out.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,244 @@
+//! The corpus: `leak-corpus` built the ways binaries ship (no debug info,
+//! line tables, split and stripped), leaking from known lines, observed
+//! with the in-kernel unwinder (no frame pointers anywhere).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const DEEP: [&str; 10] = [
+    "--alloc",
+    "bufpool::BufPool::allocate",
+    "--size",
+    "*(arg0+8)",
+    "--alloc-id",
+    "*arg0",
+    "--release",
+    "bufpool::BufPool::release",
+    "--release-id",
+    "*arg1",
+];
+const GENERIC: [&str; 10] = [
+    "--alloc",
+    "TypedPool<*>::take",
+    "--size",
+    "1",
+    "--alloc-id",
+    "ret",
+    "--release",
+    "TypedPool<*>::give_back",
+    "--release-id",
+    "arg1",
+];
+const PARSER: &str = "tests/leak-corpus/src/parser.rs";
+const LEAKS: i64 = 25;
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("OBSERVER_CORPUS_DIR")
+        .map(PathBuf::from)
+        .expect("OBSERVER_CORPUS_DIR is not set: run the tests with `cargo xtask test`")
+}
+
+/// A running `leak-corpus MODE`, waiting for the word to start.
+struct Corpus {
+    child: Guarded,
+    stdin: ChildStdin,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Corpus {
+    fn start(build: &str, mode: &str) -> Self {
+        let binary = corpus_dir().join(format!("corpus-{build}/release/leak-corpus"));
+        let mut child = Command::new(&binary)
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{}: {err}", binary.display()));
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next().unwrap().unwrap(), "ready");
+        Self {
+            child: Guarded(child),
+            stdin,
+            stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Lets it work and waits until it is done (it stays alive).
+    fn run(&mut self) {
+        self.stdin.write_all(b"go\n").unwrap();
+        let done = self.stdout.next().unwrap().unwrap();
+        assert!(done.starts_with("done"), "{done}");
+    }
+}
+
+/// Observes one run of `mode` in `build` and returns the report.
+fn observe(build: &str, mode: &str, spec: &[&str]) -> Value {
+    let mut corpus = Corpus::start(build, mode);
+    let debug_dir = corpus_dir().join("corpus-split/debug");
+    let extra = ["--debug-dir", debug_dir.to_str().unwrap()];
+    let mut observer = Observer::attach_with(corpus.pid(), spec, &extra);
+    corpus.run();
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    report
+}
+
+fn functions(site: &Value) -> Vec<String> {
+    frames(site)
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// The leak's site: the one holding buffers.
+fn leak(report: &Value) -> &Value {
+    let site = &sites(report)[0];
+    assert_eq!(int(&site["buffers"]), LEAKS, "{report:#}");
+    site
+}
+
+/// Walked to the process's entry: `main` is on the stack and every walk
+/// ended at an entry point.
+fn assert_reaches_main(site: &Value) {
+    let names = functions(site);
+    assert!(names.iter().any(|n| n == "leak_corpus::main"), "{names:?}");
+    for stack in site["stacks"].as_array().unwrap() {
+        assert_eq!(stack["ending"], "complete", "{site:#}");
+    }
+}
+
+/// 40 levels of nested lists, one physical `parse_value` frame each.
+fn assert_deep(site: &Value) {
+    let names = functions(site);
+    let levels = names.iter().filter(|n| n.ends_with("parse_value")).count();
+    assert!(levels >= 40, "{levels} parse_value frames in {names:?}");
+    assert!(names.len() >= 45, "{} frames", names.len());
+}
+
+#[test]
+fn stock_build_without_debug_info() {
+    if !ebpf_available() {
+        return;
+    }
+    let report = observe("stock", "deep", &DEEP);
+    let site = leak(&report);
+    // No DWARF: the inlined parse_number is not visible; the out-of-line
+    // function it was inlined into is, by its symbol.
+    assert_eq!(
+        frames(site)[1]["function"],
+        "leak_corpus::parser::Parser::parse_value"
+    );
+    let ours = frames(site)
+        .iter()
+        .filter(|f| f["module"].as_str().is_some_and(|m| m.ends_with("leak-corpus")));
+    assert!(ours.clone().count() > 40);
+    assert!(ours.into_iter().all(|f| f["line"].is_null()), "no line tables: {site:#}");
+    assert_deep(site);
+    assert_reaches_main(site);
+    let debug: Vec<&Value> = report["debug_info"].as_array().unwrap().iter().collect();
+    assert!(debug.iter().any(|d| d["module"]
+        .as_str()
+        .unwrap()
+        .ends_with("corpus-stock/release/leak-corpus")
+        && d["source"] == "none"));
+}
+
+#[test]
+fn line_tables_give_file_and_line() {
+    if !ebpf_available() {
+        return;
+    }
+    let report = observe("line-tables", "deep", &DEEP);
+    let site = leak(&report);
+    let call = frames(site)
+        .iter()
+        .find(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("parse_number"))
+        })
+        .unwrap_or_else(|| panic!("no parse_number frame: {site:#}"));
+    assert_eq!(call["inlined"], true);
+    assert!(call["file"].as_str().unwrap().ends_with(PARSER));
+    assert_eq!(call["line"], source_line(PARSER, "self.pool.allocate(32)"));
+    assert_deep(site);
+    assert_reaches_main(site);
+}
+
+#[test]
+fn split_debug_file_found_by_build_id_for_a_stripped_binary() {
+    if !ebpf_available() {
+        return;
+    }
+    let report = observe("split", "deep", &DEEP);
+    let site = leak(&report);
+    let call = frames(site)
+        .iter()
+        .find(|f| f["function"] == "leak_corpus::parser::Parser::parse_number")
+        .unwrap_or_else(|| panic!("no parse_number frame: {site:#}"));
+    assert_eq!(call["line"], source_line(PARSER, "self.pool.allocate(32)"));
+    assert_deep(site);
+    assert_reaches_main(site);
+    let exe = report["debug_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["module"]
+                .as_str()
+                .unwrap()
+                .ends_with("corpus-split/release/leak-corpus")
+        })
+        .expect("the executable's debug info");
+    assert_eq!(exe["source"], "build-id");
+    assert!(exe["file"].as_str().unwrap().contains("/.build-id/"));
+}
+
+#[test]
+fn generic_pool_copies_are_all_probed_and_told_apart() {
+    if !ebpf_available() {
+        return;
+    }
+    let report = observe("split", "generic", &GENERIC);
+    let copies = report["probes"][0]["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "one copy per message type");
+    let labels: Vec<&str> = copies
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert!(labels.iter().any(|l| l.contains("Chat")), "{labels:?}");
+    assert!(labels.iter().any(|l| l.contains("Presence")), "{labels:?}");
+    let site = leak(&report);
+    let copy = int(&site["stacks"][0]["copy"]) as usize;
+    assert!(
+        labels[copy].contains("Chat"),
+        "leaked envelopes are chats: {labels:?}"
+    );
+    assert!(functions(site).iter().any(|n| n.ends_with("Router::chat")));
+    assert_reaches_main(site);
+    // Without DWARF the copies are still told apart, by address.
+    let report = observe("stock", "generic", &GENERIC);
+    let labels: Vec<String> = report["probes"][0]["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        labels.iter().all(|l| l.starts_with("copy at 0x")),
+        "{labels:?}"
+    );
+    assert_ne!(labels[0], labels[1]);
+    assert_eq!(int(&leak(&report)["buffers"]), LEAKS);
+}
