@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
-use crate::plan::{Location, ProbeRequest};
+use crate::plan::{LocSpec, ProbeRequest};
 use crate::render::{Format, Reporter};
 use crate::resolve::debuginfo::DebugOptions;
 use crate::session::control::Request;
@@ -35,6 +35,31 @@ pub enum Command {
     Report(ReportArgs),
     /// What changed between two marks of a running session (or a mark and now).
     Diff(DiffArgs),
+    /// Everything the observer knows about functions of a binary before
+    /// probing them: copies, inlined instances, DWARF signature, inferred
+    /// locations, and the instructions a probe would replace.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The executable (or shared object).
+    pub binary: PathBuf,
+    /// Function paths, as for --alloc / --release.
+    #[arg(required = true)]
+    pub functions: Vec<String>,
+    /// See `attach --debug-dir`.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+    /// See `attach --debug-file`.
+    #[arg(long, value_name = "FILE")]
+    pub debug_file: Vec<PathBuf>,
+}
+
+impl InspectArgs {
+    pub fn debug_options(&self) -> DebugOptions {
+        debug_options(&self.debug_dir, &self.debug_file)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -92,18 +117,20 @@ pub struct ProbeArgs {
     /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic).
     #[arg(long, value_name = "FUNCTION")]
     pub alloc: String,
-    /// Buffer size in bytes, evaluated when allocate returns (`argN` = value at entry).
-    #[arg(long, value_name = "LOC", value_parser = Location::parse)]
-    pub size: Location,
-    /// Buffer identity, evaluated when allocate returns (`argN` = value at entry).
-    #[arg(long, value_name = "LOC", value_parser = Location::parse)]
-    pub alloc_id: Location,
+    /// Buffer size in bytes, evaluated when allocate returns (`argN` = value at
+    /// entry); `auto` reads it off DWARF (needs types).
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    pub size: LocSpec,
+    /// Buffer identity, evaluated when allocate returns (`argN` = value at
+    /// entry); `auto` reads it off DWARF.
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    pub alloc_id: LocSpec,
     /// The pool's release function.
     #[arg(long, value_name = "FUNCTION")]
     pub release: String,
-    /// Buffer identity at release's entry.
-    #[arg(long, value_name = "LOC", value_parser = Location::parse)]
-    pub release_id: Location,
+    /// Buffer identity at release's entry; `auto` reads it off DWARF.
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    pub release_id: LocSpec,
 }
 
 /// How the session runs.
@@ -133,9 +160,9 @@ pub struct SessionArgs {
     /// tables from .eh_frame), `frame-pointers` needs -C force-frame-pointers=yes.
     #[arg(long, value_enum, default_value_t = StackWalker::Dwarf)]
     pub stack_walker: StackWalker,
-    /// Root of a debug-file tree (`DIR/.build-id/xx/rest.debug`, debug links);
-    /// repeatable.
-    #[arg(long, value_name = "DIR", default_value = "/usr/lib/debug")]
+    /// Root of a debug-file tree (`DIR/.build-id/xx/rest.debug`, debug
+    /// links), searched before /usr/lib/debug; repeatable.
+    #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
     /// A separate debug file; it serves the mapped object with the same
     /// build id. Repeatable.
@@ -224,10 +251,7 @@ impl ProbeArgs {
 
 impl SessionArgs {
     pub fn debug_options(&self) -> DebugOptions {
-        DebugOptions {
-            dirs: self.debug_dir.clone(),
-            files: self.debug_file.clone(),
-        }
+        debug_options(&self.debug_dir, &self.debug_file)
     }
 
     pub fn attach_options(&self) -> AttachOptions {
@@ -304,6 +328,14 @@ impl DiffArgs {
             format: self.format,
         }
     }
+}
+
+/// The user's debug directories, then the system's.
+fn debug_options(dirs: &[PathBuf], files: &[PathBuf]) -> DebugOptions {
+    let mut options = DebugOptions::default();
+    options.dirs.splice(0..0, dirs.iter().cloned());
+    options.files = files.to_vec();
+    options
 }
 
 /// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.

@@ -9,6 +9,7 @@ pub mod analyse;
 pub mod attach;
 pub mod cli;
 pub mod error;
+pub mod inspect;
 pub mod plan;
 pub mod render;
 pub mod resolve;

@@ -27,6 +27,14 @@ async fn main() -> ExitCode {
         Command::Mark(args) => control_command(&args.target, args.request()),
         Command::Report(args) => control_command(&args.target, args.request()),
         Command::Diff(args) => control_command(&args.target, args.request()),
+        Command::Inspect(args) => {
+            observer::inspect::inspect(&args.binary, &args.functions, &args.debug_options()).map(
+                |text| {
+                    print!("{text}");
+                    Outcome { exit_code: 0 }
+                },
+            )
+        }
     };
     match outcome {
         Ok(outcome) => ExitCode::from(outcome.exit_code),

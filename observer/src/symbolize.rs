@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn symbolizes_own_function_after_caching() {
         let me = Process::open(std::process::id()).unwrap();
-        let symbolizer = Symbolizer::new(&me).unwrap();
+        let symbolizer = Symbolizer::new(&me, DebugOptions::default()).unwrap();
         let frames = symbolizer.symbolize_stack(&[marker_function()]);
         let outer = frames.last().unwrap();
         assert!(
@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn unknown_addresses_stay_unknown() {
         let me = Process::open(std::process::id()).unwrap();
-        let symbolizer = Symbolizer::new(&me).unwrap();
+        let symbolizer = Symbolizer::new(&me, DebugOptions::default()).unwrap();
         let frames = symbolizer.symbolize_stack(&[8]);
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].function, None);

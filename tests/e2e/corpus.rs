@@ -139,11 +139,16 @@ fn stock_build_without_debug_info() {
         frames(site)[1]["function"],
         "leak_corpus::parser::Parser::parse_value"
     );
-    let ours = frames(site)
-        .iter()
-        .filter(|f| f["module"].as_str().is_some_and(|m| m.ends_with("leak-corpus")));
+    let ours = frames(site).iter().filter(|f| {
+        f["module"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("leak-corpus"))
+    });
     assert!(ours.clone().count() > 40);
-    assert!(ours.into_iter().all(|f| f["line"].is_null()), "no line tables: {site:#}");
+    assert!(
+        ours.into_iter().all(|f| f["line"].is_null()),
+        "no line tables: {site:#}"
+    );
     assert_deep(site);
     assert_reaches_main(site);
     let debug: Vec<&Value> = report["debug_info"].as_array().unwrap().iter().collect();
@@ -241,4 +246,88 @@ fn generic_pool_copies_are_all_probed_and_told_apart() {
     );
     assert_ne!(labels[0], labels[1]);
     assert_eq!(int(&leak(&report)["buffers"]), LEAKS);
+}
+
+#[test]
+fn auto_locations_from_full_dwarf() {
+    if !ebpf_available() {
+        return;
+    }
+    let spec = [
+        "--alloc",
+        "bufpool::BufPool::allocate",
+        "--size",
+        "auto",
+        "--alloc-id",
+        "auto",
+        "--release",
+        "bufpool::BufPool::release",
+        "--release-id",
+        "auto",
+    ];
+    let report = observe("split", "deep", &spec);
+    let locations = &report["locations"];
+    assert_eq!(locations["alloc_id"], "*arg0");
+    assert_eq!(locations["size"], "*(arg0+8)");
+    assert_eq!(locations["release_id"], "*arg1");
+    assert_eq!(locations["inferred"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        int(&leak(&report)["bytes"]),
+        LEAKS * 64,
+        "32 bytes asked, the 64-byte class given"
+    );
+
+    // Without types (line tables only) `auto` is refused with the reason.
+    let mut corpus = Corpus::start("line-tables", "deep");
+    let pid = corpus.pid().to_string();
+    let mut args = vec!["attach", "--pid", pid.as_str()];
+    args.extend(spec);
+    let (code, _, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`auto` locations need DWARF with types"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    corpus.run();
+}
+
+#[test]
+fn inspect_shows_copies_signatures_and_probe_points() {
+    let binary = corpus_dir().join("corpus-split/release/leak-corpus");
+    let debug_dir = corpus_dir().join("corpus-split/debug");
+    let (code, stdout, stderr) = observer_command(&[
+        "inspect",
+        binary.to_str().unwrap(),
+        "BufPool::allocate",
+        "TypedPool<*>::take",
+        "--debug-dir",
+        debug_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("DWARF from") && stdout.contains("/.build-id/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("as --alloc-id auto: *arg0"), "{stdout}");
+    assert!(
+        stdout.contains("take<leak_corpus::router::Chat>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("take<leak_corpus::router::Presence>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("probe point: push rbp (emulated by the kernel)"),
+        "{stdout}"
+    );
+    let stock = corpus_dir().join("corpus-stock/release/leak-corpus");
+    let (code, _, stderr) =
+        observer_command(&["inspect", stock.to_str().unwrap(), "Parser::parse_number"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("probably inlined into its callers"),
+        "{stderr}"
+    );
 }

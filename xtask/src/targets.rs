@@ -120,8 +120,13 @@ pub fn build_corpus() -> Result<()> {
 
 /// What distributions do: keep the DWARF in a file named by build id,
 /// strip the binary of everything (symbol table included).
+/// Runs again only when cargo produced a new, unstripped binary.
 fn split_debug_info(target_dir: &std::path::Path) -> Result<()> {
     let binary = target_dir.join("release/leak-corpus");
+    let sections = crate::cmd::output(crate::cmd::command("readelf").arg("-S").arg(&binary))?;
+    if !String::from_utf8_lossy(&sections.stdout).contains(".debug_info") {
+        return Ok(());
+    }
     let build_id = build_id(&binary)?;
     let debug = target_dir
         .join("debug/.build-id")

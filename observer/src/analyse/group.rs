@@ -169,7 +169,10 @@ pub mod tests {
             frames.push(frame(bottom, 5));
             frames
         };
-        let groups = group_frames(vec![(key(1), recursive("bad")), (key(2), recursive("good"))], 8);
+        let groups = group_frames(
+            vec![(key(1), recursive("bad")), (key(2), recursive("good"))],
+            8,
+        );
         assert_eq!(groups.len(), 2, "the paths differ below the recursion");
         let keys: Vec<_> = recursive("x").iter().map(frame_key).collect();
         assert_eq!(collapse_recursion(keys).len(), 5);

@@ -106,6 +106,8 @@ pub struct Locations {
     pub size: String,
     pub alloc_id: String,
     pub release_id: String,
+    /// For `auto` locations: what was inferred and why.
+    pub inferred: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,6 +240,7 @@ pub fn build_report(
             size: plan.size.to_string(),
             alloc_id: plan.alloc_id.to_string(),
             release_id: plan.release_id.to_string(),
+            inferred: plan.inferred.clone(),
         },
         counters: snapshot.counters,
         debug_info: symbolizer.debug_info(),

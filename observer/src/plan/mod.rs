@@ -1,6 +1,7 @@
 //! Stage 2 — plan probes: which instruction of which file gets which eBPF
 //! program, with which value locations.
 
+pub mod infer;
 pub mod loc;
 pub mod site;
 pub mod unwind;
@@ -13,6 +14,7 @@ use site::ProbedInstruction;
 
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
+use crate::resolve::signature::{signature_at, Signature};
 use crate::resolve::{resolve_function, ResolvedFunction};
 
 /// What the user asked to observe.
@@ -20,9 +22,27 @@ use crate::resolve::{resolve_function, ResolvedFunction};
 pub struct ProbeRequest {
     pub alloc: String,
     pub release: String,
-    pub size: Location,
-    pub alloc_id: Location,
-    pub release_id: Location,
+    pub size: LocSpec,
+    pub alloc_id: LocSpec,
+    pub release_id: LocSpec,
+}
+
+/// A location as given on the command line: explicit, or `auto` (read off
+/// the functions' DWARF signatures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocSpec {
+    Given(Location),
+    Auto,
+}
+
+impl LocSpec {
+    /// `auto`, or the location language.
+    pub fn parse(text: &str) -> Result<Self, loc::LocError> {
+        if text.trim() == "auto" {
+            return Ok(Self::Auto);
+        }
+        Location::parse(text).map(Self::Given)
+    }
 }
 
 /// One probed copy of a function.
@@ -56,6 +76,8 @@ pub struct ProbePlan {
     pub size: Location,
     pub alloc_id: Location,
     pub release_id: Location,
+    /// What `auto` locations were inferred to, and why, for people.
+    pub inferred: Vec<String>,
 }
 
 impl ProbePlan {
@@ -68,17 +90,23 @@ impl ProbePlan {
         exe_display: &str,
         request: &ProbeRequest,
     ) -> Result<Self> {
-        check_locations(request)?;
         let alloc = plan_function(elf, exe_display, &request.alloc)?;
         let release = plan_function(elf, exe_display, &request.release)?;
+        let mut inferrer = Inferrer::new(elf, &alloc, &release);
+        let size = inferrer.resolve("--size", request.size, infer::size)?;
+        let alloc_id = inferrer.resolve("--alloc-id", request.alloc_id, infer::alloc_id)?;
+        let release_id = inferrer.resolve_release(request.release_id)?;
+        let inferred = inferrer.explanations;
+        check_locations(size, alloc_id, release_id)?;
         Ok(Self {
             pid,
             binary,
             alloc,
             release,
-            size: request.size,
-            alloc_id: request.alloc_id,
-            release_id: request.release_id,
+            size,
+            alloc_id,
+            release_id,
+            inferred,
         })
     }
 
@@ -88,18 +116,97 @@ impl ProbePlan {
     }
 }
 
-fn check_locations(request: &ProbeRequest) -> Result<()> {
-    if request.release_id.reads_return() {
+/// Fills in `auto` locations from the first copy of each function.
+struct Inferrer<'a> {
+    elf: &'a ElfInfo,
+    alloc: &'a PlannedFunction,
+    release: &'a PlannedFunction,
+    signatures: Option<(Signature, Signature)>,
+    explanations: Vec<String>,
+}
+
+impl<'a> Inferrer<'a> {
+    fn new(elf: &'a ElfInfo, alloc: &'a PlannedFunction, release: &'a PlannedFunction) -> Self {
+        Self {
+            elf,
+            alloc,
+            release,
+            signatures: None,
+            explanations: Vec::new(),
+        }
+    }
+
+    fn signatures(&mut self) -> Result<&(Signature, Signature)> {
+        if self.signatures.is_none() {
+            let read = |planned: &PlannedFunction| -> Result<Signature> {
+                let address = planned.sites[0].symbol.address;
+                signature_at(self.elf, address)?.ok_or_else(|| {
+                    UserError::new(format!(
+                        "`auto` locations need DWARF with types for {}, and {}: build with debug = 2 \
+                         (or give its debug file with --debug-file), or write the locations out",
+                        planned.function.name,
+                        if self.elf.has_debug_info {
+                            "this DWARF has none (line tables or `limited` debug info only)"
+                        } else {
+                            "the binary has no DWARF"
+                        }
+                    ))
+                    .into()
+                })
+            };
+            self.signatures = Some((read(self.alloc)?, read(self.release)?));
+        }
+        Ok(self.signatures.as_ref().expect("just set"))
+    }
+
+    fn resolve(
+        &mut self,
+        flag: &str,
+        spec: LocSpec,
+        infer: fn(&Signature) -> Result<infer::Inferred, String>,
+    ) -> Result<Location> {
+        match spec {
+            LocSpec::Given(location) => Ok(location),
+            LocSpec::Auto => {
+                let found = infer(&self.signatures()?.0).map_err(|why| {
+                    UserError::new(format!("{flag} auto: {why}; write it explicitly"))
+                })?;
+                self.explain(flag, &found);
+                Ok(found.location)
+            }
+        }
+    }
+
+    fn resolve_release(&mut self, spec: LocSpec) -> Result<Location> {
+        match spec {
+            LocSpec::Given(location) => Ok(location),
+            LocSpec::Auto => {
+                let (alloc, release) = self.signatures()?;
+                let found = infer::release_id(alloc, release).map_err(|why| {
+                    UserError::new(format!("--release-id auto: {why}; write it explicitly"))
+                })?;
+                self.explain("--release-id", &found);
+                Ok(found.location)
+            }
+        }
+    }
+
+    fn explain(&mut self, flag: &str, found: &infer::Inferred) {
+        self.explanations.push(format!(
+            "{flag} auto = {}: {}",
+            found.location, found.reason
+        ));
+    }
+}
+
+fn check_locations(_size: Location, alloc_id: Location, release_id: Location) -> Result<()> {
+    if release_id.reads_return() {
         return Err(UserError::new(format!(
-            "--release-id '{}' reads ret, but release is probed at entry only: use argN, e.g. '*arg1' for a buffer passed by reference",
-            request.release_id
+            "--release-id '{release_id}' reads ret, but release is probed at entry only: use argN, e.g. '*arg1' for a buffer passed by reference"
         ))
         .into());
     }
-    for (flag, location) in [
-        ("--alloc-id", request.alloc_id),
-        ("--release-id", request.release_id),
-    ] {
+    for (flag, location) in [("--alloc-id", alloc_id), ("--release-id", release_id)] {
         if location.is_constant() {
             return Err(UserError::new(format!(
                 "{flag} '{location}' is a constant, so every buffer would have the same id: give a register or memory location"

@@ -70,6 +70,23 @@ pub fn decode_first(bytes: &[u8], address: u64) -> ProbedInstruction {
     }
 }
 
+/// Up to `count` instructions from the start of `bytes`, as (address, text).
+pub fn decode_several(bytes: &[u8], address: u64, count: usize) -> Vec<(u64, String)> {
+    let mut decoder = Decoder::with_ip(64, bytes, address, DecoderOptions::NONE);
+    let mut formatter = IntelFormatter::new();
+    let mut out = Vec::new();
+    while decoder.can_decode() && out.len() < count {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            break;
+        }
+        let mut text = String::new();
+        formatter.format(&instruction, &mut text);
+        out.push((instruction.ip(), text));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

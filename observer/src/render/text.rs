@@ -91,6 +91,9 @@ fn header(out: &mut String, report: &Report) {
         "  locations: size {}  alloc-id {}  release-id {}",
         l.size, l.alloc_id, l.release_id
     );
+    for inference in &l.inferred {
+        let _ = writeln!(out, "    {inference}");
+    }
     counters(out, &report.counters);
     stacks(out, report);
     debug_info(out, report);

@@ -12,7 +12,7 @@ use object::{Object as _, ObjectSection as _};
 use super::elf::ElfInfo;
 use super::pattern::{demangle, RustPath};
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
+pub(crate) type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
 /// What DWARF says about a function that exists only inlined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +40,14 @@ impl fmt::Display for InlinedReport {
         };
         write!(
             f,
-            "DWARF shows {which} inlined at {} call site{} with no out-of-line copy",
+            "DWARF shows {which} inlined at {} call site{}",
             self.call_sites,
             if self.call_sites == 1 { "" } else { "s" }
         )?;
         if !self.callers.is_empty() {
-            write!(f, ", e.g. in {}", self.callers.join(", "))?;
+            write!(f, " (e.g. in {})", self.callers.join(", "))?;
         }
-        write!(
-            f,
-            ": probe a function it is inlined into, or a pool function that is not inlined"
-        )
+        Ok(())
     }
 }
 
@@ -60,12 +57,14 @@ pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedRe
     if !elf.has_debug_info {
         return Ok(None);
     }
-    let file = object::File::parse(elf.dwarf_data()).context("re-parsing the ELF file")?;
-    let sections = gimli::DwarfSections::load(|id| load_section(&file, id))?;
+    let sections = sections(elf)?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
     let origins = matching_subprograms(&dwarf, wanted)?;
-    let exact = origins.iter().any(|(_, _, exact)| *exact);
-    let origins: Vec<_> = origins.into_iter().filter(|o| o.2 == exact).collect();
+    // Best evidence first: the full path, then an async fn's or closure's
+    // body named after it, then a bare name (line tables only).
+    let best = origins.iter().map(|o| o.2).max().unwrap_or(Match::BareName);
+    let origins: Vec<_> = origins.into_iter().filter(|o| o.2 == best).collect();
+    let exact = best != Match::BareName;
     let Some((_, name, _)) = origins.first().cloned() else {
         return Ok(None);
     };
@@ -90,8 +89,7 @@ pub fn names_by_linkage(elf: &ElfInfo, mangled: &[&str]) -> Result<HashMap<Strin
     if !elf.has_debug_info || mangled.is_empty() {
         return Ok(names);
     }
-    let file = object::File::parse(elf.dwarf_data()).context("re-parsing the ELF file")?;
-    let sections = gimli::DwarfSections::load(|id| load_section(&file, id))?;
+    let sections = sections(elf)?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
@@ -123,6 +121,35 @@ pub fn names_by_linkage(elf: &ElfInfo, mangled: &[&str]) -> Result<HashMap<Strin
     Ok(names)
 }
 
+/// How a DWARF subprogram's name matched the pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Match {
+    BareName,
+    Body,
+    Path,
+}
+
+/// The DWARF sections of the binary or of its separate debug file.
+pub(crate) fn sections(elf: &ElfInfo) -> Result<gimli::DwarfSections<Cow<'_, [u8]>>> {
+    let file = object::File::parse(elf.dwarf_data()).context("re-parsing the ELF file")?;
+    Ok(gimli::DwarfSections::load(|id| load_section(&file, id))?)
+}
+
+/// A DIE's `DW_AT_name`, or "".
+pub(crate) fn name_of(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Result<String> {
+    Ok(match entry.attr_value(gimli::DW_AT_name) {
+        Some(value) => dwarf
+            .attr_string(unit, value)?
+            .to_string_lossy()
+            .into_owned(),
+        None => String::new(),
+    })
+}
+
 fn load_section<'a>(
     file: &object::File<'a>,
     id: gimli::SectionId,
@@ -138,7 +165,7 @@ fn load_section<'a>(
 fn matching_subprograms(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     wanted: &RustPath,
-) -> Result<Vec<(UnitSectionOffset, String, bool)>> {
+) -> Result<Vec<(UnitSectionOffset, String, Match)>> {
     let mut found = Vec::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
@@ -172,17 +199,18 @@ fn matching_subprograms(
                     let offset = entry.offset().to_unit_section_offset(&unit);
                     if let Some(full) = linkage {
                         let path = RustPath::parse(&full);
-                        let names_it = wanted.matches(&path)
-                            || path
-                                .enclosing_function()
-                                .is_some_and(|f| wanted.matches(&f));
-                        if names_it {
-                            found.push((offset, path.to_string(), true));
+                        if wanted.matches(&path) {
+                            found.push((offset, path.to_string(), Match::Path));
+                        } else if path
+                            .enclosing_function()
+                            .is_some_and(|f| wanted.matches(&f))
+                        {
+                            found.push((offset, path.to_string(), Match::Body));
                         }
                     } else if let Some(name) = name {
                         if namespaces.is_empty() {
                             if wanted.last_ident() == Some(name.as_str()) {
-                                found.push((offset, name, false));
+                                found.push((offset, name, Match::BareName));
                             }
                         } else {
                             let mut full: Vec<&str> =
@@ -190,7 +218,7 @@ fn matching_subprograms(
                             full.push(&name);
                             let path = RustPath::parse(&full.join("::"));
                             if wanted.matches(&path) {
-                                found.push((offset, path.to_string(), true));
+                                found.push((offset, path.to_string(), Match::Path));
                             }
                         }
                     }

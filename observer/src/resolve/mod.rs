@@ -7,6 +7,7 @@ pub mod elf;
 pub mod libraries;
 pub mod pattern;
 pub mod process;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -122,7 +123,10 @@ fn not_found_hints(elf: &ElfInfo, wanted: &RustPath) -> Vec<String> {
     }
     let mut hints = Vec::new();
     match dwarf::find_inlined(elf, wanted) {
-        Ok(Some(inlined)) => hints.push(inlined.to_string()),
+        Ok(Some(inlined)) => hints.push(format!(
+            "{inlined}, with no out-of-line copy: probe a function it is inlined into, or a pool \
+             function that is not inlined"
+        )),
         Ok(None) => {}
         Err(err) => hints.push(format!("(could not read its DWARF: {err:#})")),
     }

@@ -440,6 +440,9 @@ fn announce(observed: &Observed, control: Option<&ControlServer>) {
         describe(&plan.alloc),
         describe(&plan.release)
     );
+    for inference in &plan.inferred {
+        eprintln!("observer: {inference}");
+    }
     let control = control
         .map(|c| format!(", `observer mark|report|diff` via {}", c.path().display()))
         .unwrap_or_default();

@@ -18,7 +18,9 @@ pub struct Router {
     chats: TypedPool<Chat>,
     presences: TypedPool<Presence>,
     delivered: usize,
-    /// Messages to closed rooms, kept "for a retry" that never comes.
+    /// Messages to closed rooms, kept "for a retry" that never comes. The
+    /// boxes are the pool's envelopes, so they stay boxed.
+    #[allow(clippy::vec_box)]
     undeliverable: Vec<Box<Chat>>,
 }
 

@@ -1,0 +1,282 @@
+//! `--size/--alloc-id/--release-id auto`: locations read off the DWARF
+//! signatures of the pool's functions, with the x86-64 Rust ABI facts the
+//! README lists (hidden return slot for results over 16 bytes, results up
+//! to 16 bytes in rax:rdx, structs over 16 bytes passed by reference) and
+//! the parameters' own entry locations from DWARF.
+
+use super::loc::Location;
+use crate::resolve::signature::{EntryLocation, Parameter, Signature, TypeShape};
+
+/// A location found automatically, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inferred {
+    pub location: Location,
+    pub reason: String,
+}
+
+fn inferred(text: &str, reason: String) -> Result<Inferred, String> {
+    let location = Location::parse(text).map_err(|e| e.to_string())?;
+    Ok(Inferred { location, reason })
+}
+
+fn returned(signature: &Signature) -> Result<&TypeShape, String> {
+    signature
+        .returns
+        .as_ref()
+        .ok_or_else(|| "allocate returns nothing, so there is no buffer to follow".to_string())
+}
+
+/// The buffer's identity when allocate returns: the first pointer in what
+/// it returns.
+pub fn alloc_id(signature: &Signature) -> Result<Inferred, String> {
+    let result = returned(signature)?;
+    let offset = result
+        .first_pointer()
+        .ok_or_else(|| format!("{} holds no pointer to identify a buffer by", result.name))?;
+    if result.size > 16 {
+        return inferred(
+            &format!("*(arg0+{offset})"),
+            format!(
+                "{} ({} bytes) is returned through a hidden slot whose address is in rdi (arg0); its first pointer is at offset {offset}",
+                result.name, result.size
+            ),
+        );
+    }
+    match offset {
+        0 => inferred(
+            "ret",
+            format!("{} ({} bytes) is returned in rax; its first pointer is rax itself", result.name, result.size),
+        ),
+        _ => Err(format!(
+            "{} ({} bytes) is returned in rax:rdx with its pointer in rdx, which locations cannot read",
+            result.name, result.size
+        )),
+    }
+}
+
+const SIZE_NAMES: [&str; 6] = ["capacity", "cap", "len", "size", "bytes", "length"];
+
+/// The buffer's size: a size field of what allocate returns (what the pool
+/// really handed out), else a size parameter.
+pub fn size(signature: &Signature) -> Result<Inferred, String> {
+    let result = returned(signature)?;
+    if result.size > 16 {
+        if let Some((field, offset)) = result.scalar_named(&SIZE_NAMES) {
+            return inferred(
+                &format!("*(arg0+{offset})"),
+                format!("field `{field}` of the returned {} (offset {offset}, in the hidden return slot)", result.name),
+            );
+        }
+    }
+    let parameter = signature
+        .parameters
+        .iter()
+        .find(|p| {
+            SIZE_NAMES.contains(&p.name.as_str())
+                && matches!(p.location, EntryLocation::Register(_))
+        })
+        .ok_or_else(|| {
+            format!(
+                "neither {} nor a parameter is named like a size ({})",
+                result.name,
+                SIZE_NAMES.join(", ")
+            )
+        })?;
+    let EntryLocation::Register(register) = parameter.location else {
+        unreachable!("filtered above");
+    };
+    inferred(
+        &format!("arg{register}"),
+        format!("parameter `{}`, in arg{register} at entry", parameter.name),
+    )
+}
+
+/// The buffer's identity at release: the parameter of allocate's result
+/// type (or the last one that is not `self`).
+pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, String> {
+    let result = returned(alloc)?;
+    let parameter: &Parameter = release
+        .parameters
+        .iter()
+        .find(|p| p.shape.name == result.name && !result.name.is_empty())
+        .or_else(|| release.parameters.iter().rev().find(|p| p.name != "self"))
+        .ok_or_else(|| "release takes no parameter to identify the buffer by".to_string())?;
+    let offset = parameter.shape.first_pointer().ok_or_else(|| {
+        format!(
+            "parameter `{}` ({}) holds no pointer",
+            parameter.name, parameter.shape.name
+        )
+    })?;
+    match parameter.location {
+        EntryLocation::Memory(register) => inferred(
+            &format!("*(arg{register}+{offset})"),
+            format!(
+                "parameter `{}` ({}, {} bytes) is passed by reference in arg{register}; its first pointer is at offset {offset}",
+                parameter.name, parameter.shape.name, parameter.shape.size
+            ),
+        ),
+        EntryLocation::Register(register) if offset == 0 => inferred(
+            &format!("arg{register}"),
+            format!("parameter `{}` ({}) is in arg{register}", parameter.name, parameter.shape.name),
+        ),
+        EntryLocation::Register(register) if offset == 8 && register < 5 => inferred(
+            &format!("arg{}", register + 1),
+            format!(
+                "parameter `{}` ({}) is passed in two registers; its pointer is in the second, arg{}",
+                parameter.name,
+                parameter.shape.name,
+                register + 1
+            ),
+        ),
+        _ => Err(format!(
+            "DWARF does not say where parameter `{}` is at release's entry",
+            parameter.name
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::signature::{Field, TypeKind};
+
+    fn scalar(name: &str) -> TypeShape {
+        TypeShape {
+            name: name.into(),
+            size: 8,
+            kind: TypeKind::Scalar,
+        }
+    }
+
+    fn pointer() -> TypeShape {
+        TypeShape {
+            name: "*mut u8".into(),
+            size: 8,
+            kind: TypeKind::Pointer,
+        }
+    }
+
+    fn pooled_buf() -> TypeShape {
+        let field = |name: &str, offset, shape| Field {
+            name: name.into(),
+            offset,
+            shape,
+        };
+        TypeShape {
+            name: "PooledBuf".into(),
+            size: 24,
+            kind: TypeKind::Struct(vec![
+                field(
+                    "ptr",
+                    0,
+                    TypeShape {
+                        name: "NonNull<u8>".into(),
+                        size: 8,
+                        kind: TypeKind::Struct(vec![field("pointer", 0, pointer())]),
+                    },
+                ),
+                field("capacity", 8, scalar("usize")),
+                field("len", 16, scalar("usize")),
+            ]),
+        }
+    }
+
+    fn parameter(name: &str, shape: TypeShape, location: EntryLocation) -> Parameter {
+        Parameter {
+            name: name.into(),
+            shape,
+            location,
+        }
+    }
+
+    fn gateway_pool() -> (Signature, Signature) {
+        let allocate = Signature {
+            parameters: vec![
+                parameter("self", pointer(), EntryLocation::Register(1)),
+                parameter("size", scalar("usize"), EntryLocation::Register(2)),
+            ],
+            returns: Some(pooled_buf()),
+        };
+        let release = Signature {
+            parameters: vec![
+                parameter("self", pointer(), EntryLocation::Register(0)),
+                parameter("buf", pooled_buf(), EntryLocation::Memory(1)),
+            ],
+            returns: None,
+        };
+        (allocate, release)
+    }
+
+    #[test]
+    fn the_gateway_pool_as_the_readme_works_it_out() {
+        let (allocate, release) = gateway_pool();
+        assert_eq!(alloc_id(&allocate).unwrap().location.to_string(), "*arg0");
+        assert_eq!(size(&allocate).unwrap().location.to_string(), "*(arg0+8)");
+        assert_eq!(
+            release_id(&allocate, &release)
+                .unwrap()
+                .location
+                .to_string(),
+            "*arg1"
+        );
+    }
+
+    #[test]
+    fn boxed_values_come_back_in_rax() {
+        let boxed = TypeShape {
+            name: "Box<Chat>".into(),
+            size: 8,
+            kind: TypeKind::Struct(vec![Field {
+                name: "pointer".into(),
+                offset: 0,
+                shape: pointer(),
+            }]),
+        };
+        let take = Signature {
+            parameters: vec![parameter("self", pointer(), EntryLocation::Register(0))],
+            returns: Some(boxed.clone()),
+        };
+        let give_back = Signature {
+            parameters: vec![
+                parameter("self", pointer(), EntryLocation::Register(0)),
+                parameter("value", boxed, EntryLocation::Register(1)),
+            ],
+            returns: None,
+        };
+        assert_eq!(alloc_id(&take).unwrap().location.to_string(), "ret");
+        assert_eq!(
+            release_id(&take, &give_back).unwrap().location.to_string(),
+            "arg1"
+        );
+        assert!(size(&take).unwrap_err().contains("named like a size"));
+    }
+
+    #[test]
+    fn explains_what_cannot_be_inferred() {
+        let nothing = Signature {
+            parameters: vec![],
+            returns: None,
+        };
+        assert!(alloc_id(&nothing).unwrap_err().contains("returns nothing"));
+        let pair = Signature {
+            parameters: vec![],
+            returns: Some(TypeShape {
+                name: "(usize, *mut u8)".into(),
+                size: 16,
+                kind: TypeKind::Struct(vec![
+                    Field {
+                        name: "0".into(),
+                        offset: 0,
+                        shape: scalar("usize"),
+                    },
+                    Field {
+                        name: "1".into(),
+                        offset: 8,
+                        shape: pointer(),
+                    },
+                ]),
+            }),
+        };
+        assert!(alloc_id(&pair).unwrap_err().contains("rdx"));
+    }
+}
