@@ -331,3 +331,81 @@ fn inspect_shows_copies_signatures_and_probe_points() {
         "{stderr}"
     );
 }
+
+/// Runs `leak-corpus deep` (line tables) from a copy the observer cannot
+/// open by its path: `deleted` removes the file once it runs; `namespace`
+/// runs it from a tmpfs only its own mount namespace has.
+fn hidden_corpus(
+    how: &str,
+) -> (
+    Guarded,
+    ChildStdin,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let source = corpus_dir().join("corpus-line-tables/release/leak-corpus");
+    let dir = std::env::temp_dir().join(format!("observer-hidden-{}-{how}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("leak-corpus");
+    let mut command = if how == "deleted" {
+        std::fs::copy(&source, &copy).unwrap();
+        let mut command = Command::new(&copy);
+        command.arg("deep");
+        command
+    } else {
+        let script = format!(
+            "mount -t tmpfs none {0} && cp {1} {0}/leak-corpus && exec {0}/leak-corpus deep",
+            dir.display(),
+            source.display()
+        );
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+        command
+    };
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(stdout.next().unwrap().unwrap(), "ready");
+    if how == "deleted" {
+        std::fs::remove_file(&copy).unwrap();
+    }
+    assert!(
+        !copy.exists(),
+        "{how}: the observer must not find it by path"
+    );
+    (Guarded(child), stdin, stdout)
+}
+
+#[test]
+fn deleted_binaries_and_other_mount_namespaces_are_symbolized() {
+    if !ebpf_available() {
+        return;
+    }
+    for how in ["deleted", "namespace"] {
+        let (child, mut stdin, mut stdout) = hidden_corpus(how);
+        let mut observer = Observer::attach_with(child.0.id(), &DEEP, &[]);
+        stdin.write_all(b"go\n").unwrap();
+        assert!(stdout.next().unwrap().unwrap().starts_with("done"));
+        let report = observer.report();
+        let site = leak(&report);
+        let call = frames(site)
+            .iter()
+            .find(|f| {
+                f["function"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("parse_number"))
+            })
+            .unwrap_or_else(|| panic!("{how}: no parse_number frame: {site:#}"));
+        assert_eq!(
+            call["line"],
+            source_line(PARSER, "self.pool.allocate(32)"),
+            "{how}"
+        );
+        assert_reaches_main(site);
+        let (status, _) = observer.stop();
+        assert!(status.success(), "{how}");
+    }
+}
