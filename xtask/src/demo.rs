@@ -43,7 +43,7 @@ pub fn run(sessions: usize) -> Result<()> {
             "--release-id",
             "*arg1",
         ])
-        .args(["--interval", "1s", "--top", "4", "--frames", "8"])
+        .args(["--interval", "1s", "--top", "2", "--frames", "70"])
         .current_dir(root())
         .stderr(Stdio::piped());
     println!("demo: $ {}", shell_words(&observer));

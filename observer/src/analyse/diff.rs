@@ -156,6 +156,7 @@ mod tests {
             keys: keys.iter().map(|&id| key(id)).collect(),
             frames: vec![frame("alloc", 1), frame(function, 2)],
             frames_truncated: false,
+            tails: Vec::new(),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct SiteGroup {
     pub frames: Vec<Frame>,
     /// True when the stacks differ below `frames`.
     pub frames_truncated: bool,
+    /// Each kernel stack's own frames below the shared ones.
+    pub tails: Vec<(SiteKey, Vec<Frame>)>,
 }
 
 /// Symbolizes the stacks of `keys` and groups them.
@@ -57,18 +59,29 @@ pub fn group_frames(stacks: Vec<(SiteKey, Vec<Frame>)>, depth: usize) -> Vec<Sit
             Some((_, group)) => {
                 keep_common_frames(group, &frames);
                 group.keys.push(key);
+                group.tails.push((key, frames));
             }
             None => groups.push((
                 signature,
                 SiteGroup {
                     keys: vec![key],
-                    frames,
+                    frames: frames.clone(),
                     frames_truncated: false,
+                    tails: vec![(key, frames)],
                 },
             )),
         }
     }
-    groups.into_iter().map(|(_, group)| group).collect()
+    groups
+        .into_iter()
+        .map(|(_, mut group)| {
+            let shared = group.frames.len();
+            for (_, frames) in &mut group.tails {
+                frames.drain(..shared.min(frames.len()));
+            }
+            group
+        })
+        .collect()
 }
 
 /// Recursion repeats a short cycle of frames many times; for grouping, a

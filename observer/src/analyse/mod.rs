@@ -162,6 +162,9 @@ pub struct Site {
     pub frames: Vec<Frame>,
     /// True when `frames` stops where the grouped stacks start to differ.
     pub frames_truncated: bool,
+    /// Then: the rest of the stack holding the most buffers (or, if none
+    /// holds any, the most allocations), below `frames`.
+    pub largest_stack_rest: Vec<Frame>,
     /// The kernel stacks grouped here.
     pub stacks: Vec<SiteStack>,
 }
@@ -278,8 +281,18 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
         judgement: None,
         frames: group.frames,
         frames_truncated: group.frames_truncated,
+        largest_stack_rest: Vec::new(),
         stacks: Vec::new(),
     };
+    let heaviest = group.tails.iter().max_by_key(|(key, _)| {
+        snapshot
+            .sites
+            .get(key)
+            .map_or((0, 0), |s| (s.outstanding_buffers, s.total_allocations as i64))
+    });
+    if site.frames_truncated {
+        site.largest_stack_rest = heaviest.map(|(_, rest)| rest.clone()).unwrap_or_default();
+    }
     let age = |ns: u64| snapshot.taken_ns.saturating_sub(ns) as f64 / 1e9;
     for key in &group.keys {
         let Some(stats) = snapshot.sites.get(key) else {

@@ -287,9 +287,20 @@ fn site_block(out: &mut String, report: &Report, site: &Site, max_frames: usize)
     } else if site.frames_truncated {
         let _ = writeln!(
             out,
-            "      … {} stacks share the frames above and differ below",
+            "      … {} stacks share the frames above and differ below; the largest continues:",
             site.stacks.len()
         );
+        let budget = max_frames - site.frames.len();
+        for frame in site.largest_stack_rest.iter().take(budget) {
+            let _ = writeln!(out, "        {}", frame_line_in(frame, cwd.as_deref()));
+        }
+        if site.largest_stack_rest.len() > budget {
+            let _ = writeln!(
+                out,
+                "        … {} more frames (raise --frames)",
+                site.largest_stack_rest.len() - budget
+            );
+        }
     }
     out.push('\n');
 }
