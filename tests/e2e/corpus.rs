@@ -118,6 +118,23 @@ fn assert_reaches_main(site: &Value) {
     }
 }
 
+/// The frame of the inlined `parse_number` at its `allocate` call: named
+/// by its bare name with line tables only, by its path with full DWARF.
+fn allocating_parse_number(site: &Value) -> &Value {
+    let call = frames(site)
+        .iter()
+        .find(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("parse_number"))
+        })
+        .unwrap_or_else(|| panic!("no parse_number frame: {site:#}"));
+    assert_eq!(call["inlined"], true);
+    assert!(call["file"].as_str().unwrap().ends_with(PARSER));
+    assert_eq!(call["line"], source_line(PARSER, "self.pool.allocate(32)"));
+    call
+}
+
 /// 40 levels of nested lists, one physical `parse_value` frame each.
 fn assert_deep(site: &Value) {
     let names = functions(site);
@@ -166,17 +183,7 @@ fn line_tables_give_file_and_line() {
     }
     let report = observe("line-tables", "deep", &DEEP);
     let site = leak(&report);
-    let call = frames(site)
-        .iter()
-        .find(|f| {
-            f["function"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("parse_number"))
-        })
-        .unwrap_or_else(|| panic!("no parse_number frame: {site:#}"));
-    assert_eq!(call["inlined"], true);
-    assert!(call["file"].as_str().unwrap().ends_with(PARSER));
-    assert_eq!(call["line"], source_line(PARSER, "self.pool.allocate(32)"));
+    assert_eq!(allocating_parse_number(site)["function"], "parse_number");
     assert_deep(site);
     assert_reaches_main(site);
 }
@@ -188,11 +195,10 @@ fn split_debug_file_found_by_build_id_for_a_stripped_binary() {
     }
     let report = observe("split", "deep", &DEEP);
     let site = leak(&report);
-    let call = frames(site)
-        .iter()
-        .find(|f| f["function"] == "leak_corpus::parser::Parser::parse_number")
-        .unwrap_or_else(|| panic!("no parse_number frame: {site:#}"));
-    assert_eq!(call["line"], source_line(PARSER, "self.pool.allocate(32)"));
+    assert_eq!(
+        allocating_parse_number(site)["function"],
+        "leak_corpus::parser::Parser::parse_number"
+    );
     assert_deep(site);
     assert_reaches_main(site);
     let exe = report["debug_info"]
@@ -391,19 +397,7 @@ fn deleted_binaries_and_other_mount_namespaces_are_symbolized() {
         assert!(stdout.next().unwrap().unwrap().starts_with("done"));
         let report = observer.report();
         let site = leak(&report);
-        let call = frames(site)
-            .iter()
-            .find(|f| {
-                f["function"]
-                    .as_str()
-                    .is_some_and(|n| n.ends_with("parse_number"))
-            })
-            .unwrap_or_else(|| panic!("{how}: no parse_number frame: {site:#}"));
-        assert_eq!(
-            call["line"],
-            source_line(PARSER, "self.pool.allocate(32)"),
-            "{how}"
-        );
+        allocating_parse_number(site);
         assert_reaches_main(site);
         let (status, _) = observer.stop();
         assert!(status.success(), "{how}");

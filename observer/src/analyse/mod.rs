@@ -285,10 +285,9 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
         stacks: Vec::new(),
     };
     let heaviest = group.tails.iter().max_by_key(|(key, _)| {
-        snapshot
-            .sites
-            .get(key)
-            .map_or((0, 0), |s| (s.outstanding_buffers, s.total_allocations as i64))
+        snapshot.sites.get(key).map_or((0, 0), |s| {
+            (s.outstanding_buffers, s.total_allocations as i64)
+        })
     });
     if site.frames_truncated {
         site.largest_stack_rest = heaviest.map(|(_, rest)| rest.clone()).unwrap_or_default();

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::ControlFlow;
 
 use anyhow::{Context as _, Result};
 use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitSectionOffset};
@@ -89,6 +90,30 @@ pub fn names_by_linkage(elf: &ElfInfo, mangled: &[&str]) -> Result<HashMap<Strin
     if !elf.has_debug_info || mangled.is_empty() {
         return Ok(names);
     }
+    for_each_subprogram(elf, |dwarf, unit, entry| {
+        if let Some(linkage) = entry.attr_value(gimli::DW_AT_linkage_name) {
+            let linkage = dwarf
+                .attr_string(unit, linkage)?
+                .to_string_lossy()
+                .into_owned();
+            if mangled.contains(&linkage.as_str()) {
+                names.insert(linkage, name_of(dwarf, unit, entry)?);
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(names)
+}
+
+/// Calls `visit` with every subprogram DIE until it says stop.
+pub(crate) fn for_each_subprogram(
+    elf: &ElfInfo,
+    mut visit: impl FnMut(
+        &gimli::Dwarf<Slice<'_>>,
+        &gimli::Unit<Slice<'_>>,
+        &gimli::DebuggingInformationEntry<Slice<'_>>,
+    ) -> Result<ControlFlow<()>>,
+) -> Result<()> {
     let sections = sections(elf)?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
     let mut units = dwarf.units();
@@ -96,29 +121,12 @@ pub fn names_by_linkage(elf: &ElfInfo, mangled: &[&str]) -> Result<HashMap<Strin
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
         while let Some(entry) = entries.next_dfs()? {
-            if entry.tag() != gimli::DW_TAG_subprogram {
-                continue;
-            }
-            let Some(linkage) = entry.attr_value(gimli::DW_AT_linkage_name) else {
-                continue;
-            };
-            let linkage = dwarf
-                .attr_string(&unit, linkage)?
-                .to_string_lossy()
-                .into_owned();
-            if !mangled.contains(&linkage.as_str()) {
-                continue;
-            }
-            if let Some(name) = entry.attr_value(gimli::DW_AT_name) {
-                let name = dwarf
-                    .attr_string(&unit, name)?
-                    .to_string_lossy()
-                    .into_owned();
-                names.insert(linkage, name);
+            if entry.tag() == gimli::DW_TAG_subprogram && visit(&dwarf, &unit, entry)?.is_break() {
+                return Ok(());
             }
         }
     }
-    Ok(names)
+    Ok(())
 }
 
 /// How a DWARF subprogram's name matched the pattern.

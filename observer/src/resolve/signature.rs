@@ -5,9 +5,11 @@
 //! `debug = "limited"` carry no types.
 
 use anyhow::Result;
-use gimli::{AttributeValue, EndianSlice, LittleEndian, Reader as _, UnitOffset};
+use gimli::{AttributeValue, Reader as _, UnitOffset};
 
-use super::dwarf::{name_of, Slice};
+use std::ops::ControlFlow;
+
+use super::dwarf::{for_each_subprogram, name_of, Slice};
 use super::elf::ElfInfo;
 type Unit<'a> = gimli::Unit<Slice<'a>>;
 
@@ -104,32 +106,24 @@ pub fn signature_at(elf: &ElfInfo, address: u64) -> Result<Option<Signature>> {
     if !elf.has_debug_info {
         return Ok(None);
     }
-    let sections = super::dwarf::sections(elf)?;
-    let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        let unit = dwarf.unit(header)?;
-        let mut entries = unit.entries();
-        while let Some(entry) = entries.next_dfs()? {
-            if entry.tag() != gimli::DW_TAG_subprogram {
-                continue;
-            }
-            let low_pc = entry
-                .attr_value(gimli::DW_AT_low_pc)
-                .map(|v| dwarf.attr_address(&unit, v))
-                .transpose()?
-                .flatten();
-            if low_pc != Some(address) {
-                continue;
-            }
-            let signature = read_signature(&dwarf, &unit, entry.offset(), address)?;
-            // Line-tables-only DWARF has the function but no parameters or
-            // types: that is "no signature", not `fn()`.
-            let typeless = signature.parameters.is_empty() && signature.returns.is_none();
-            return Ok((!typeless).then_some(signature));
+    let mut found = None;
+    for_each_subprogram(elf, |dwarf, unit, entry| {
+        let low_pc = entry
+            .attr_value(gimli::DW_AT_low_pc)
+            .map(|v| dwarf.attr_address(unit, v))
+            .transpose()?
+            .flatten();
+        if low_pc != Some(address) {
+            return Ok(ControlFlow::Continue(()));
         }
-    }
-    Ok(None)
+        let signature = read_signature(dwarf, unit, entry.offset(), address)?;
+        // Line-tables-only DWARF has the function but no parameters or
+        // types: that is "no signature", not `fn()`.
+        let typeless = signature.parameters.is_empty() && signature.returns.is_none();
+        found = (!typeless).then_some(signature);
+        Ok(ControlFlow::Break(()))
+    })?;
+    Ok(found)
 }
 
 fn read_signature(
