@@ -14,6 +14,15 @@ pub const LOC_BASE_ARG_COUNT: u8 = 6;
 pub const LOC_BASE_RET: u8 = 6;
 /// [`Loc::base`]: the constant 0; with `final_offset` this is a literal.
 pub const LOC_BASE_CONST: u8 = 7;
+/// [`Loc::base`] values `LOC_BASE_REGISTER + n`: general register `n` in
+/// DWARF numbering (0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp,
+/// 8–15 r8–r15) when the probe fires. Only for probes evaluated where they
+/// fire (release), such as a release inlined into its callers.
+pub const LOC_BASE_REGISTER: u8 = 16;
+
+/// Release probes with their own identity location (inlined instances,
+/// whose registers differ per site), keyed by attach cookie.
+pub const MAX_RELEASE_SITES: u32 = 1024;
 
 /// A compiled location: where a value lives when a probe fires.
 ///
@@ -289,6 +298,7 @@ pub mod names {
     pub const MAP_UNWIND_PAGES: &str = "UNWIND_PAGES";
     pub const MAP_UNWIND_MAPPINGS: &str = "UNWIND_MAPPINGS";
     pub const MAP_WALKERS: &str = "WALKERS";
+    pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
     pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";

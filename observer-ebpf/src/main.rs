@@ -31,8 +31,13 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
+    bindings::{
+        pt_regs, BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST,
+    },
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
+    },
     macros::{map, uprobe, uretprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     programs::{ProbeContext, RetProbeContext},
@@ -42,8 +47,8 @@ use aya_log_ebpf::debug;
 use observer_ebpf::{
     counter, row_kind, stack_flags, walker, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows,
     Pending, SiteKey, SiteStats, StackRecord, UnwindRow, WalkState, LOC_BASE_ARG_COUNT,
-    LOC_BASE_CONST, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, NO_STACK,
-    PAGE_SHIFT,
+    LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS,
+    MAX_MAPPING_PREFIXES, MAX_RELEASE_SITES, NO_STACK, PAGE_SHIFT,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -88,6 +93,11 @@ static UNWIND_PAGES: HashMap<PageKey, PageRows> = HashMap::with_max_entries(1 <<
 #[map]
 static UNWIND_MAPPINGS: LpmTrie<[u8; 8], MappingEntry> =
     LpmTrie::with_max_entries(MAX_MAPPING_PREFIXES, BPF_F_NO_PREALLOC);
+
+/// Release probes whose identity location differs from `RELEASE_ID_LOC`
+/// (a release inlined at several sites), by attach cookie.
+#[map]
+static RELEASE_LOCS: HashMap<u32, Loc> = HashMap::with_max_entries(MAX_RELEASE_SITES, 0);
 
 /// Slot 0: `pool_walk_stack`, which tail-calls itself.
 #[map]
@@ -476,7 +486,7 @@ fn on_alloc_return(ctx: &RetProbeContext) {
         unsafe { ((*pending).args, (*pending).entered_ns, (*pending).site) };
     let _ = PENDING.remove(pid_tgid);
     let ret: u64 = ctx.ret();
-    let Ok(id) = evaluate(&ALLOC_ID_LOC.load(), &args, ret) else {
+    let Ok(id) = evaluate(&ALLOC_ID_LOC.load(), &args, ret, None) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         debug!(ctx, "alloc id unreadable (ret {:x})", ret);
         return;
@@ -507,7 +517,15 @@ fn on_release_enter(ctx: &ProbeContext) {
     };
     count(counter::RELEASE_CALLS);
     let args = entry_args(ctx);
-    let Ok(id) = evaluate(&RELEASE_ID_LOC.load(), &args, 0) else {
+    let cookie = attach_cookie(ctx) as u32;
+    // SAFETY: the value is copied out at once.
+    let loc = match unsafe { RELEASE_LOCS.get(cookie) } {
+        Some(loc) => *loc,
+        None => RELEASE_ID_LOC.load(),
+    };
+    // SAFETY: the probe's own register snapshot.
+    let regs = unsafe { &*ctx.regs };
+    let Ok(id) = evaluate(&loc, &args, 0, Some(regs)) else {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };
@@ -606,7 +624,7 @@ fn attach_cookie<C: aya_ebpf::EbpfContext>(ctx: &C) -> u64 {
 
 #[inline(always)]
 fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64) -> u64 {
-    match evaluate(loc, args, ret) {
+    match evaluate(loc, args, ret, None) {
         Ok(size) => size,
         Err(()) => {
             count(counter::SIZE_READ_ERRORS);
@@ -617,11 +635,19 @@ fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64)
 
 /// Evaluates a compiled location (see [`Loc`]).
 #[inline(always)]
-fn evaluate(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64) -> Result<u64, ()> {
-    let mut value = match loc.base {
-        LOC_BASE_RET => ret,
-        LOC_BASE_CONST => 0,
-        base if base < LOC_BASE_ARG_COUNT => args[base as usize],
+fn evaluate(
+    loc: &Loc,
+    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    ret: u64,
+    regs: Option<&pt_regs>,
+) -> Result<u64, ()> {
+    let mut value = match (loc.base, regs) {
+        (LOC_BASE_RET, _) => ret,
+        (LOC_BASE_CONST, _) => 0,
+        (base, _) if base < LOC_BASE_ARG_COUNT => args[base as usize],
+        (base, Some(regs)) if base >= LOC_BASE_REGISTER => {
+            register(regs, base - LOC_BASE_REGISTER)?
+        }
         _ => return Err(()),
     };
     let mut step = 0;
@@ -636,6 +662,39 @@ fn evaluate(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64) -> R
         step += 1;
     }
     Ok(value.wrapping_add(loc.final_offset as u64))
+}
+
+/// General register `number` (DWARF numbering) from a probe's registers.
+///
+/// Read with a helper rather than a field load: the verifier forbids
+/// loads through a context pointer moved by a variable offset, which is
+/// what a field chosen at run time compiles to.
+#[inline(always)]
+fn register(regs: &pt_regs, number: u8) -> Result<u64, ()> {
+    // pt_regs slot (in u64s) of each DWARF register, 0 rax … 15 r15.
+    let slot: usize = match number {
+        0 => 10,
+        1 => 12,
+        2 => 11,
+        3 => 5,
+        4 => 13,
+        5 => 14,
+        6 => 4,
+        7 => 19,
+        8 => 9,
+        9 => 8,
+        10 => 7,
+        11 => 6,
+        12 => 3,
+        13 => 2,
+        14 => 1,
+        15 => 0,
+        _ => return Err(()),
+    };
+    let base = regs as *const pt_regs as *const u64;
+    // SAFETY: `slot` is below pt_regs' 21 u64 fields, so the address is
+    // inside the probe's register snapshot; the helper checks the read.
+    unsafe { bpf_probe_read_kernel(base.add(slot)) }.map_err(|_| ())
 }
 
 #[cfg(not(test))]

@@ -9,12 +9,13 @@ use anyhow::Result;
 
 use crate::error::UserError;
 use crate::plan::infer;
+use crate::plan::inlined;
 use crate::plan::site::{decode_first, decode_several};
 use crate::resolve::debuginfo::DebugOptions;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
-use crate::resolve::signature::{signature_at, EntryLocation, Signature, TypeShape};
-use crate::resolve::{dwarf, resolve_function};
+use crate::resolve::signature::{register_text, signature_at, EntryLocation, Signature, TypeShape};
+use crate::resolve::{dwarf, resolve_function, ResolveError};
 
 /// Renders what the observer knows about each of `patterns` in `binary`.
 pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Result<String> {
@@ -35,8 +36,18 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
     );
     for pattern in patterns {
         out.push('\n');
-        let function = resolve_function(&elf, &display, pattern)
-            .map_err(|err| UserError::new(err.to_string()))?;
+        let function = match resolve_function(&elf, &display, pattern) {
+            Ok(function) => function,
+            Err(err @ ResolveError::NotFound { .. }) => {
+                let found = inlined::find(&elf, pattern)?;
+                if found.instances.is_empty() {
+                    return Err(UserError::new(err.to_string()).into());
+                }
+                describe_inlined(&mut out, &elf, &found);
+                continue;
+            }
+            Err(err) => return Err(UserError::new(err.to_string()).into()),
+        };
         let _ = writeln!(
             out,
             "{} — {} cop{}",
@@ -83,7 +94,7 @@ fn describe_copy(
             .unwrap_or_default()
     );
     match signature_at(elf, copy.address) {
-        Ok(Some(signature)) => describe_signature(out, &signature),
+        Ok(Some(signature)) => describe_signature(out, &signature, Role::Either),
         Ok(None) => {
             let _ = writeln!(
                 out,
@@ -102,14 +113,72 @@ fn describe_copy(
     }
 }
 
-fn describe_signature(out: &mut String, signature: &Signature) {
+/// A function with no out-of-line copy: its inlined instances, where each
+/// is entered, and what a release probe there would read.
+fn describe_inlined(out: &mut String, elf: &ElfInfo, found: &inlined::Found) {
+    let instances = &found.instances;
+    let _ = writeln!(
+        out,
+        "{} — no out-of-line copy; inlined at {} place{}. As --release it is probed where \
+         control enters each (with --release-id auto); as --alloc it cannot be followed (an \
+         inlined call's result has no location), so probe a function that is not inlined",
+        instances[0].function,
+        instances.len(),
+        if instances.len() == 1 { "" } else { "s" }
+    );
+    for (index, instance) in instances.iter().enumerate() {
+        let entries: Vec<String> = instance
+            .entries
+            .iter()
+            .map(|e| format!("{:#x}", e.address))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  instance #{index}: in {}, {} address range{}, entered at {}",
+            inlined::caller_label(elf, instance),
+            instance.ranges.len(),
+            if instance.ranges.len() == 1 { "" } else { "s" },
+            if entries.is_empty() {
+                "(unknown: no function symbol holds its code)".to_string()
+            } else {
+                entries.join(", ")
+            }
+        );
+        for entry in &instance.entries {
+            let _ = writeln!(out, "    at {:#x}:", entry.address);
+            describe_signature(out, &entry.signature, Role::Release);
+            let bytes = elf.bytes_at(entry.address, 16).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    probe point: {}",
+                decode_first(bytes, entry.address)
+            );
+        }
+    }
+    for caller in &found.with_computed_jumps {
+        let _ = writeln!(
+            out,
+            "  warning: {caller} has computed jumps; entries through them are not found"
+        );
+    }
+}
+
+/// Which inferences a signature is shown with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Either,
+    Release,
+}
+
+fn describe_signature(out: &mut String, signature: &Signature, role: Role) {
     let parameters: Vec<String> = signature
         .parameters
         .iter()
         .map(|p| {
             let place = match p.location {
-                EntryLocation::Register(n) => format!("arg{n}"),
-                EntryLocation::Memory(n) => format!("*arg{n}, by reference"),
+                EntryLocation::Register(n) => register_text(n),
+                EntryLocation::Memory(n) => format!("*{}, by reference", register_text(n)),
+                EntryLocation::Pair(a, b) => format!("{} + {}", register_text(a), register_text(b)),
                 EntryLocation::Unknown => "location unknown".into(),
             };
             format!("{}: {} [{place}]", p.name, shape(&p.shape))
@@ -138,7 +207,11 @@ fn describe_signature(out: &mut String, signature: &Signature) {
         }),
     };
     let as_release = ("--release-id", infer::release_id(&unknown, signature));
-    for (flag, found) in as_allocate.into_iter().chain([as_release]) {
+    let shown: Vec<_> = match role {
+        Role::Either => as_allocate.into_iter().chain([as_release]).collect(),
+        Role::Release => vec![as_release],
+    };
+    for (flag, found) in shown {
         let _ = match found {
             Ok(found) => writeln!(
                 out,

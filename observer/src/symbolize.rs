@@ -145,12 +145,14 @@ impl Symbolizer {
     pub fn symbolize_stack(&self, addresses: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::new();
         for (depth, &address) in addresses.iter().enumerate() {
-            let lookup = if depth == 0 {
-                address
+            if depth == 0 {
+                // The probed function's first instruction: line tables often
+                // give it to a call inlined later in the body (the prologue
+                // is scheduled with it), which is not on this stack yet.
+                frames.extend(self.symbolize_one(address, address).pop());
             } else {
-                address.saturating_sub(1)
-            };
-            frames.extend(self.symbolize_one(address, lookup));
+                frames.extend(self.symbolize_one(address, address.saturating_sub(1)));
+            }
         }
         frames
     }

@@ -34,7 +34,20 @@ const GENERIC: [&str; 10] = [
     "--release-id",
     "arg1",
 ];
+const INLINED: [&str; 10] = [
+    "--alloc",
+    "FramePool<*>::get",
+    "--size",
+    "512",
+    "--alloc-id",
+    "auto",
+    "--release",
+    "FramePool<*>::put",
+    "--release-id",
+    "auto",
+];
 const PARSER: &str = "tests/leak-corpus/src/parser.rs";
+const FRAMES: &str = "tests/leak-corpus/src/frames.rs";
 const LEAKS: i64 = 25;
 
 fn corpus_dir() -> PathBuf {
@@ -299,17 +312,109 @@ fn auto_locations_from_full_dwarf() {
 }
 
 #[test]
-fn inspect_shows_copies_signatures_and_probe_points() {
+fn release_inlined_everywhere_is_probed_where_control_enters_each_instance() {
+    if !ebpf_available() {
+        return;
+    }
+    let report = observe("split", "inlined", &INLINED);
+    let release = &report["probes"][1];
+    assert_eq!(release["inlined"], true, "{release:#}");
+    let labels: Vec<&str> = release["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    for caller in ["Reassembler::fragment", "Reassembler::keep_alive"] {
+        assert!(labels.iter().any(|l| l.contains(caller)), "{labels:?}");
+    }
+    // Every release was seen, once, with the right id: all but the leaked
+    // frames matched, none unknown, no id handed out twice.
+    let counters = &report["counters"];
+    assert_eq!(
+        int(&counters["releases"]),
+        int(&counters["allocations"]) - LEAKS,
+        "{counters:#}"
+    );
+    assert_eq!(int(&counters["release_calls"]), int(&counters["releases"]));
+    assert_eq!(int(&counters["unknown_releases"]), 0);
+    assert_eq!(int(&counters["reallocated_ids"]), 0);
+    assert!(report["locations"]["release_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("per inlined instance"));
+    let site = leak(&report);
+    assert_eq!(int(&site["bytes"]), LEAKS * 512);
+    let names = functions(site);
+    assert_eq!(names[0], "bufpool::FramePool<_>::get", "{names:?}");
+    let fragment = frames(site)
+        .iter()
+        .find(|f| f["function"] == "leak_corpus::frames::Reassembler::fragment")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(fragment["line"], source_line(FRAMES, "self.pool.get()"));
+    assert_reaches_main(site);
+}
+
+#[test]
+fn inlined_release_needs_auto_and_full_dwarf() {
+    let pid_of = |corpus: &Corpus| corpus.pid().to_string();
+    let mut given = INLINED;
+    given[9] = "r13";
+    let mut corpus = Corpus::start("split", "inlined");
+    let debug_dir = corpus_dir().join("corpus-split/debug");
+    let pid = pid_of(&corpus);
+    let mut args = vec!["attach", "--pid", pid.as_str()];
+    args.extend(given);
+    args.extend(["--debug-dir", debug_dir.to_str().unwrap()]);
+    let (code, _, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("use --release-id auto"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    corpus.run();
+
+    // Line tables name the instances but not where the frame is.
+    let mut corpus = Corpus::start("line-tables", "inlined");
+    let pid = pid_of(&corpus);
+    let mut args = vec!["attach", "--pid", pid.as_str()];
+    let mut explicit_alloc = INLINED;
+    explicit_alloc[5] = "ret";
+    args.extend(explicit_alloc);
+    let (code, _, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("inlined at"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    corpus.run();
+}
+
+/// `observer inspect` on the split build, with its debug directory.
+fn inspect_split(patterns: &[&str]) -> (Option<i32>, String, String) {
     let binary = corpus_dir().join("corpus-split/release/leak-corpus");
     let debug_dir = corpus_dir().join("corpus-split/debug");
-    let (code, stdout, stderr) = observer_command(&[
-        "inspect",
-        binary.to_str().unwrap(),
-        "BufPool::allocate",
-        "TypedPool<*>::take",
-        "--debug-dir",
-        debug_dir.to_str().unwrap(),
-    ]);
+    let mut args = vec!["inspect", binary.to_str().unwrap()];
+    args.extend(patterns);
+    args.extend(["--debug-dir", debug_dir.to_str().unwrap()]);
+    observer_command(&args)
+}
+
+#[test]
+fn inspect_lists_inlined_instances_and_their_entries() {
+    let (code, stdout, stderr) = inspect_split(&["FramePool<*>::put"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("no out-of-line copy; inlined at 2 places"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("in leak_corpus::frames::Reassembler::fragment"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("entered at 0x"), "{stdout}");
+    assert!(stdout.contains("as --release-id auto: r"), "{stdout}");
+}
+
+#[test]
+fn inspect_shows_copies_signatures_and_probe_points() {
+    let (code, stdout, stderr) = inspect_split(&["BufPool::allocate", "TypedPool<*>::take"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains("DWARF from") && stdout.contains("/.build-id/"),

@@ -86,6 +86,9 @@ pub struct ProbedFunction {
     /// "allocate" or "release".
     pub role: &'static str,
     pub function: String,
+    /// True when the copies are inlined instances probed inside their
+    /// callers, not function entries.
+    pub inlined: bool,
     pub copies: Vec<ProbedCopy>,
 }
 
@@ -242,7 +245,7 @@ pub fn build_report(
         locations: Locations {
             size: plan.size.to_string(),
             alloc_id: plan.alloc_id.to_string(),
-            release_id: plan.release_id.to_string(),
+            release_id: plan.release_id_text(),
             inferred: plan.inferred.clone(),
         },
         counters: snapshot.counters,
@@ -251,7 +254,12 @@ pub fn build_report(
             walker: context.walker,
             tabled_objects: context.tabled_objects.to_vec(),
         },
-        warnings: warnings(&snapshot.counters),
+        warnings: plan
+            .warnings
+            .iter()
+            .cloned()
+            .chain(warnings(&snapshot.counters))
+            .collect(),
         outstanding: Outstanding {
             buffers: sites.iter().map(|s| s.buffers).sum(),
             bytes: sites.iter().map(|s| s.bytes).sum(),
@@ -361,6 +369,7 @@ fn probed_function(role: &'static str, planned: &PlannedFunction) -> ProbedFunct
     ProbedFunction {
         role,
         function: planned.function.name.clone(),
+        inlined: planned.inlined,
         copies: planned
             .sites
             .iter()

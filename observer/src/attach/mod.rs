@@ -11,11 +11,11 @@ pub mod unwind;
 use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::ProgramArray;
+use aya::maps::{HashMap, ProgramArray};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{ProgramError, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{names, walker};
+use observer_ebpf::{names, walker, Loc};
 
 use crate::error::UserError;
 use crate::plan::{ProbePlan, ProbeSite};
@@ -140,6 +140,7 @@ pub fn attach(
         .transpose()
         .context("cannot install the unwind tables")?;
     install_walker(&mut ebpf)?;
+    install_release_locations(&mut ebpf, plan)?;
     let logger = options
         .ebpf_log
         .then(|| aya_log::EbpfLogger::init(&mut ebpf))
@@ -181,6 +182,25 @@ fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
             .context("eBPF object has no map WALKERS")?,
     )?;
     slots.set(0, &fd, 0)?;
+    Ok(())
+}
+
+/// Gives release probes with their own identity location (inlined
+/// instances) that location, keyed by their attach cookie.
+fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
+    let mut locations: HashMap<_, u32, Loc> = HashMap::try_from(
+        ebpf.map_mut(names::MAP_RELEASE_LOCS)
+            .context("eBPF object has no map RELEASE_LOCS")?,
+    )?;
+    for site in &plan.release.sites {
+        if let Some(location) = site.release_id {
+            locations
+                .insert(site.cookie, location.compiled(), 0)
+                .with_context(|| {
+                    format!("cannot store the location of release site {}", site.cookie)
+                })?;
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! the parameters' own entry locations from DWARF.
 
 use super::loc::Location;
-use crate::resolve::signature::{EntryLocation, Parameter, Signature, TypeShape};
+use crate::resolve::signature::{
+    next_argument, register_text, EntryLocation, Parameter, Signature, TypeShape,
+};
 
 /// A location found automatically, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +87,10 @@ pub fn size(signature: &Signature) -> Result<Inferred, String> {
     let EntryLocation::Register(register) = parameter.location else {
         unreachable!("filtered above");
     };
+    let register = register_text(register);
     inferred(
-        &format!("arg{register}"),
-        format!("parameter `{}`, in arg{register} at entry", parameter.name),
+        &register,
+        format!("parameter `{}`, in {register} at entry", parameter.name),
     )
 }
 
@@ -107,29 +110,57 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
             parameter.name, parameter.shape.name
         )
     })?;
+    let describe = |place: &str| {
+        format!(
+            "parameter `{}` ({}) {place}",
+            parameter.name, parameter.shape.name
+        )
+    };
     match parameter.location {
-        EntryLocation::Memory(register) => inferred(
-            &format!("*(arg{register}+{offset})"),
-            format!(
-                "parameter `{}` ({}, {} bytes) is passed by reference in arg{register}; its first pointer is at offset {offset}",
-                parameter.name, parameter.shape.name, parameter.shape.size
+        EntryLocation::Memory(register) => {
+            let register = register_text(register);
+            inferred(
+                &format!("*({register}+{offset})"),
+                describe(&format!(
+                    "is passed by reference in {register} ({} bytes); its first pointer is at offset {offset}",
+                    parameter.shape.size
+                )),
+            )
+        }
+        EntryLocation::Register(register) if offset == 0 => {
+            let register = register_text(register);
+            inferred(&register, describe(&format!("is in {register}")))
+        }
+        EntryLocation::Pair(first, second) if offset == 0 || offset == 8 => {
+            let (register, which) = if offset == 0 {
+                (first, "first")
+            } else {
+                (second, "second")
+            };
+            let register = register_text(register);
+            inferred(
+                &register,
+                describe(&format!(
+                    "is passed in two registers; its pointer is in the {which}, {register}"
+                )),
+            )
+        }
+        // DWARF named only the first register of a pair at a function's
+        // entry: the ABI puts the second half in the next argument register.
+        EntryLocation::Register(register) if offset == 8 => match next_argument(register) {
+            Some(second) => inferred(
+                &register_text(second),
+                describe(&format!(
+                    "is passed in two registers; its pointer is in the second, {}",
+                    register_text(second)
+                )),
             ),
-        ),
-        EntryLocation::Register(register) if offset == 0 => inferred(
-            &format!("arg{register}"),
-            format!("parameter `{}` ({}) is in arg{register}", parameter.name, parameter.shape.name),
-        ),
-        EntryLocation::Register(register) if offset == 8 && register < 5 => inferred(
-            &format!("arg{}", register + 1),
-            format!(
-                "parameter `{}` ({}) is passed in two registers; its pointer is in the second, arg{}",
-                parameter.name,
-                parameter.shape.name,
-                register + 1
-            ),
-        ),
+            None => Err(describe(
+                "has its pointer in a register DWARF does not name",
+            )),
+        },
         _ => Err(format!(
-            "DWARF does not say where parameter `{}` is at release's entry",
+            "DWARF does not say where parameter `{}` is when release starts",
             parameter.name
         )),
     }
@@ -192,15 +223,15 @@ mod tests {
     fn gateway_pool() -> (Signature, Signature) {
         let allocate = Signature {
             parameters: vec![
-                parameter("self", pointer(), EntryLocation::Register(1)),
-                parameter("size", scalar("usize"), EntryLocation::Register(2)),
+                parameter("self", pointer(), EntryLocation::Register(4)),
+                parameter("size", scalar("usize"), EntryLocation::Register(1)),
             ],
             returns: Some(pooled_buf()),
         };
         let release = Signature {
             parameters: vec![
-                parameter("self", pointer(), EntryLocation::Register(0)),
-                parameter("buf", pooled_buf(), EntryLocation::Memory(1)),
+                parameter("self", pointer(), EntryLocation::Register(5)),
+                parameter("buf", pooled_buf(), EntryLocation::Memory(4)),
             ],
             returns: None,
         };
@@ -223,23 +254,15 @@ mod tests {
 
     #[test]
     fn boxed_values_come_back_in_rax() {
-        let boxed = TypeShape {
-            name: "Box<Chat>".into(),
-            size: 8,
-            kind: TypeKind::Struct(vec![Field {
-                name: "pointer".into(),
-                offset: 0,
-                shape: pointer(),
-            }]),
-        };
+        let boxed = boxed_chat();
         let take = Signature {
             parameters: vec![parameter("self", pointer(), EntryLocation::Register(0))],
             returns: Some(boxed.clone()),
         };
         let give_back = Signature {
             parameters: vec![
-                parameter("self", pointer(), EntryLocation::Register(0)),
-                parameter("value", boxed, EntryLocation::Register(1)),
+                parameter("self", pointer(), EntryLocation::Register(5)),
+                parameter("value", boxed, EntryLocation::Register(4)),
             ],
             returns: None,
         };
@@ -249,6 +272,27 @@ mod tests {
             "arg1"
         );
         assert!(size(&take).unwrap_err().contains("named like a size"));
+        // Inlined into a caller, the value may sit in any register.
+        let inlined = Signature {
+            parameters: vec![parameter("value", boxed_chat(), EntryLocation::Register(3))],
+            returns: None,
+        };
+        assert_eq!(
+            release_id(&take, &inlined).unwrap().location.to_string(),
+            "rbx"
+        );
+    }
+
+    fn boxed_chat() -> TypeShape {
+        TypeShape {
+            name: "Box<Chat>".into(),
+            size: 8,
+            kind: TypeKind::Struct(vec![Field {
+                name: "pointer".into(),
+                offset: 0,
+                shape: pointer(),
+            }]),
+        }
     }
 
     #[test]

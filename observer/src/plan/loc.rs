@@ -4,6 +4,8 @@
 //! loc  := term [('+' | '-') int]
 //! term := 'arg' N        N = 0..5: rdi rsi rdx rcx r8 r9 at function entry
 //!       | 'ret'          rax when the function returns
+//!       | REGISTER       rax rbx rcx rdx rsi rdi rbp rsp r8..r15 where the
+//!                        probe fires (release only: inlined release sites)
 //!       | '*' term       the u64 in target memory at term
 //!       | '*(' loc ')'   the u64 in target memory at loc
 //!       | int            a literal (sizes of fixed-size pools)
@@ -16,7 +18,15 @@
 
 use std::fmt;
 
-use observer_ebpf::{Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RET, MAX_LOC_STEPS};
+use observer_ebpf::{
+    Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_LOC_STEPS,
+};
+
+/// General registers by DWARF number.
+pub const REGISTER_NAMES: [&str; 16] = [
+    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
 
 /// A location that failed to parse, with what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +87,12 @@ impl Location {
         self.compiled.needs_return()
     }
 
+    /// True when the location reads a general register directly (valid only
+    /// where the probe fires, i.e. for release).
+    pub fn reads_register(&self) -> bool {
+        self.compiled.base >= LOC_BASE_REGISTER
+    }
+
     /// True for a literal: no register, no memory.
     pub fn is_constant(&self) -> bool {
         self.compiled.base == LOC_BASE_CONST
@@ -89,6 +105,9 @@ impl fmt::Display for Location {
         let mut text = match loc.base {
             LOC_BASE_RET => "ret".to_string(),
             LOC_BASE_CONST => return write!(f, "{}", loc.final_offset),
+            n if n >= LOC_BASE_REGISTER => {
+                REGISTER_NAMES[usize::from(n - LOC_BASE_REGISTER)].into()
+            }
             n => format!("arg{n}"),
         };
         for &offset in &loc.offsets[..loc.steps as usize] {
@@ -167,6 +186,17 @@ impl Parser<'_> {
             self.reject_identifier_tail()?;
             return Ok(LOC_BASE_RET);
         }
+        // Longest names first, so r1x never reads as r1.
+        let mut names: Vec<(usize, &str)> = REGISTER_NAMES.iter().copied().enumerate().collect();
+        names.sort_by_key(|(_, name)| std::cmp::Reverse(name.len()));
+        for (number, name) in names {
+            if let Some(after) = self.rest.strip_prefix(name) {
+                if !after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                    self.rest = after;
+                    return Ok(LOC_BASE_REGISTER + number as u8);
+                }
+            }
+        }
         if self.rest.starts_with(|c: char| c.is_ascii_digit()) {
             self.pending_offset = self.integer()?;
             return Ok(LOC_BASE_CONST);
@@ -237,6 +267,20 @@ mod tests {
     }
 
     #[test]
+    fn general_registers() {
+        let loc = compiled("*(rbx+8)");
+        assert_eq!(loc.base, LOC_BASE_REGISTER + 3);
+        assert_eq!(compiled("r12").base, LOC_BASE_REGISTER + 12);
+        assert_eq!(compiled("r8").base, LOC_BASE_REGISTER + 8);
+        assert!(Location::parse("rbx").unwrap().reads_register());
+        assert!(!Location::parse("arg1").unwrap().reads_register());
+        assert_eq!(
+            Location::parse("*(r15+16)").unwrap().to_string(),
+            "*(r15+16)"
+        );
+    }
+
+    #[test]
     fn literals() {
         let loc = compiled("4096");
         assert_eq!((loc.base, loc.final_offset), (LOC_BASE_CONST, 4096));
@@ -266,7 +310,7 @@ mod tests {
             ("", "unexpected end"),
             ("arg6", "only arg0..arg5"),
             ("argx", "only arg0..arg5"),
-            ("rax", "unexpected 'r'"),
+            ("rzx", "unexpected 'r'"),
             ("*(arg0+8", "missing ')'"),
             ("arg0+", "expected a number"),
             ("arg0 arg1", "unexpected 'arg1'"),

@@ -1,7 +1,9 @@
 //! Stage 2 — plan probes: which instruction of which file gets which eBPF
 //! program, with which value locations.
 
+pub mod flow;
 pub mod infer;
+pub mod inlined;
 pub mod loc;
 pub mod site;
 pub mod unwind;
@@ -15,7 +17,7 @@ use site::ProbedInstruction;
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::signature::{signature_at, Signature};
-use crate::resolve::{resolve_function, ResolvedFunction};
+use crate::resolve::{resolve_function, ResolveError, ResolvedFunction};
 
 /// What the user asked to observe.
 #[derive(Debug, Clone)]
@@ -56,6 +58,10 @@ pub struct ProbeSite {
     /// What tells this copy apart from the others, when there are several:
     /// DWARF's name with type arguments (`take<app::Chat>`), or the address.
     pub label: Option<String>,
+    /// Where this site finds the buffer's identity, when it differs from
+    /// the plan's `release_id`: an inlined instance of release, whose
+    /// values sit in whatever registers its caller chose.
+    pub release_id: Option<Location>,
 }
 
 /// A function and the probes planned on it.
@@ -63,6 +69,8 @@ pub struct ProbeSite {
 pub struct PlannedFunction {
     pub function: ResolvedFunction,
     pub sites: Vec<ProbeSite>,
+    /// True when the sites are inlined instances, not function entries.
+    pub inlined: bool,
 }
 
 /// Everything the attach stage needs.
@@ -78,6 +86,9 @@ pub struct ProbePlan {
     pub release_id: Location,
     /// What `auto` locations were inferred to, and why, for people.
     pub inferred: Vec<String>,
+    /// What planning could not cover and every report must say (inlined
+    /// release instances left unprobed).
+    pub warnings: Vec<String>,
 }
 
 impl ProbePlan {
@@ -91,12 +102,26 @@ impl ProbePlan {
         request: &ProbeRequest,
     ) -> Result<Self> {
         let alloc = plan_function(elf, exe_display, &request.alloc)?;
-        let release = plan_function(elf, exe_display, &request.release)?;
-        let mut inferrer = Inferrer::new(elf, &alloc, &release);
+        let mut inferrer = Inferrer::new(elf, &alloc);
         let size = inferrer.resolve("--size", request.size, infer::size)?;
         let alloc_id = inferrer.resolve("--alloc-id", request.alloc_id, infer::alloc_id)?;
-        let release_id = inferrer.resolve_release(request.release_id)?;
-        let inferred = inferrer.explanations;
+        let (release, release_id) = match resolve_function(elf, exe_display, &request.release) {
+            Ok(function) => {
+                let release = plan_copies(elf, exe_display, function)?;
+                let release_id = inferrer.resolve_release(&release, request.release_id)?;
+                (release, release_id)
+            }
+            Err(err @ ResolveError::NotFound { .. }) => {
+                inlined::plan_release(elf, exe_display, request, &mut inferrer)?
+                    .ok_or_else(|| UserError::new(err.to_string()))?
+            }
+            Err(err) => return Err(UserError::new(err.to_string()).into()),
+        };
+        let Inferrer {
+            explanations: inferred,
+            warnings,
+            ..
+        } = inferrer;
         check_locations(size, alloc_id, release_id)?;
         Ok(Self {
             pid,
@@ -107,7 +132,18 @@ impl ProbePlan {
             alloc_id,
             release_id,
             inferred,
+            warnings,
         })
+    }
+
+    /// The release identity location as people read it: one location, or
+    /// one per inlined instance.
+    pub fn release_id_text(&self) -> String {
+        if self.release.inlined {
+            format!("per inlined instance ({} sites)", self.release.sites.len())
+        } else {
+            self.release_id.to_string()
+        }
     }
 
     /// The allocate copy a site's cookie refers to.
@@ -117,46 +153,47 @@ impl ProbePlan {
 }
 
 /// Fills in `auto` locations from the first copy of each function.
-struct Inferrer<'a> {
+pub(crate) struct Inferrer<'a> {
     elf: &'a ElfInfo,
     alloc: &'a PlannedFunction,
-    release: &'a PlannedFunction,
-    signatures: Option<(Signature, Signature)>,
+    alloc_signature: Option<Signature>,
     explanations: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl<'a> Inferrer<'a> {
-    fn new(elf: &'a ElfInfo, alloc: &'a PlannedFunction, release: &'a PlannedFunction) -> Self {
+    fn new(elf: &'a ElfInfo, alloc: &'a PlannedFunction) -> Self {
         Self {
             elf,
             alloc,
-            release,
-            signatures: None,
+            alloc_signature: None,
             explanations: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
-    fn signatures(&mut self) -> Result<&(Signature, Signature)> {
-        if self.signatures.is_none() {
-            let read = |planned: &PlannedFunction| -> Result<Signature> {
-                let address = planned.sites[0].symbol.address;
-                signature_at(self.elf, address)?.ok_or_else(|| {
-                    UserError::new(format!(
-                        "`auto` locations need DWARF with types for {}, and {}: build with debug = 2 \
-                         (or give its debug file with --debug-file), or write the locations out",
-                        planned.function.name,
-                        if self.elf.has_debug_info {
-                            "this DWARF has none (line tables or `limited` debug info only)"
-                        } else {
-                            "the binary has no DWARF"
-                        }
-                    ))
-                    .into()
-                })
-            };
-            self.signatures = Some((read(self.alloc)?, read(self.release)?));
+    fn alloc_signature(&mut self) -> Result<&Signature> {
+        if self.alloc_signature.is_none() {
+            self.alloc_signature = Some(self.read_signature(self.alloc)?);
         }
-        Ok(self.signatures.as_ref().expect("just set"))
+        Ok(self.alloc_signature.as_ref().expect("just set"))
+    }
+
+    fn read_signature(&self, planned: &PlannedFunction) -> Result<Signature> {
+        let address = planned.sites[0].symbol.address;
+        signature_at(self.elf, address)?.ok_or_else(|| {
+            UserError::new(format!(
+                "`auto` locations need DWARF with types for {}, and {}: build with debug = 2 \
+                 (or give its debug file with --debug-file), or write the locations out",
+                planned.function.name,
+                if self.elf.has_debug_info {
+                    "this DWARF has none (line tables or `limited` debug info only)"
+                } else {
+                    "the binary has no DWARF"
+                }
+            ))
+            .into()
+        })
     }
 
     fn resolve(
@@ -168,7 +205,7 @@ impl<'a> Inferrer<'a> {
         match spec {
             LocSpec::Given(location) => Ok(location),
             LocSpec::Auto => {
-                let found = infer(&self.signatures()?.0).map_err(|why| {
+                let found = infer(self.alloc_signature()?).map_err(|why| {
                     UserError::new(format!("{flag} auto: {why}; write it explicitly"))
                 })?;
                 self.explain(flag, &found);
@@ -177,14 +214,15 @@ impl<'a> Inferrer<'a> {
         }
     }
 
-    fn resolve_release(&mut self, spec: LocSpec) -> Result<Location> {
+    fn resolve_release(&mut self, release: &PlannedFunction, spec: LocSpec) -> Result<Location> {
         match spec {
             LocSpec::Given(location) => Ok(location),
             LocSpec::Auto => {
-                let (alloc, release) = self.signatures()?;
-                let found = infer::release_id(alloc, release).map_err(|why| {
-                    UserError::new(format!("--release-id auto: {why}; write it explicitly"))
-                })?;
+                let release = self.read_signature(release)?;
+                let found =
+                    infer::release_id(self.alloc_signature()?, &release).map_err(|why| {
+                        UserError::new(format!("--release-id auto: {why}; write it explicitly"))
+                    })?;
                 self.explain("--release-id", &found);
                 Ok(found.location)
             }
@@ -199,7 +237,16 @@ impl<'a> Inferrer<'a> {
     }
 }
 
-fn check_locations(_size: Location, alloc_id: Location, release_id: Location) -> Result<()> {
+fn check_locations(size: Location, alloc_id: Location, release_id: Location) -> Result<()> {
+    for (flag, location) in [("--size", size), ("--alloc-id", alloc_id)] {
+        if location.reads_register() {
+            return Err(UserError::new(format!(
+                "{flag} '{location}' reads a register directly, which only release probes can: \
+                 use argN (the registers saved at allocate's entry) or ret"
+            ))
+            .into());
+        }
+    }
     if release_id.reads_return() {
         return Err(UserError::new(format!(
             "--release-id '{release_id}' reads ret, but release is probed at entry only: use argN, e.g. '*arg1' for a buffer passed by reference"
@@ -220,6 +267,15 @@ fn check_locations(_size: Location, alloc_id: Location, release_id: Location) ->
 fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<PlannedFunction> {
     let function = resolve_function(elf, exe_display, pattern)
         .map_err(|err| UserError::new(err.to_string()))?;
+    plan_copies(elf, exe_display, function)
+}
+
+/// One probe at the entry of each out-of-line copy.
+fn plan_copies(
+    elf: &ElfInfo,
+    exe_display: &str,
+    function: ResolvedFunction,
+) -> Result<PlannedFunction> {
     let dwarf_names = if function.copies.len() > 1 {
         let mangled: Vec<&str> = function.copies.iter().map(|c| c.mangled.as_str()).collect();
         crate::resolve::dwarf::names_by_linkage(elf, &mangled).unwrap_or_default()
@@ -249,8 +305,13 @@ fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<Plan
                         .cloned()
                         .unwrap_or_else(|| format!("copy at {:#x}", symbol.address))
                 }),
+                release_id: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(PlannedFunction { function, sites })
+    Ok(PlannedFunction {
+        function,
+        sites,
+        inlined: false,
+    })
 }

@@ -132,10 +132,11 @@ fn probe_summary(probe: &ProbedFunction) -> String {
         _ => "unknown cost",
     };
     format!(
-        "{} {} ×{} [{}: {cost}]",
+        "{} {} ×{}{} [{}: {cost}]",
         probe.role,
         probe.function,
         probe.copies.len(),
+        if probe.inlined { " inlined" } else { "" },
         first.map_or("?", |c| c.first_instruction.as_str())
     )
 }

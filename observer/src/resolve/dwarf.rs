@@ -2,7 +2,7 @@
 //! into what?
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
 
@@ -69,7 +69,7 @@ pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedRe
     let Some((_, name, _)) = origins.first().cloned() else {
         return Ok(None);
     };
-    let offsets: HashSet<UnitSectionOffset> = origins.iter().map(|o| o.0).collect();
+    let offsets = abstract_instances(&dwarf, origins.iter().map(|o| (o.0, ())).collect())?;
     let (call_sites, caller_addresses) = inlined_instances(&dwarf, &offsets)?;
     if call_sites == 0 {
         return Ok(None);
@@ -131,7 +131,7 @@ pub(crate) fn for_each_subprogram(
 
 /// How a DWARF subprogram's name matched the pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Match {
+pub(crate) enum Match {
     BareName,
     Body,
     Path,
@@ -170,7 +170,7 @@ fn load_section<'a>(
 
 /// Subprogram DIEs whose name matches, with whether the match used a full
 /// path.
-fn matching_subprograms(
+pub(crate) fn matching_subprograms(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     wanted: &RustPath,
 ) -> Result<Vec<(UnitSectionOffset, String, Match)>> {
@@ -217,7 +217,12 @@ fn matching_subprograms(
                         }
                     } else if let Some(name) = name {
                         if namespaces.is_empty() {
-                            if wanted.last_ident() == Some(name.as_str()) {
+                            // Generic functions keep their arguments in
+                            // the bare name (`put<512>`).
+                            let bare = RustPath::parse(&name);
+                            if wanted.last_ident().is_some()
+                                && wanted.last_ident() == bare.last_ident()
+                            {
                                 found.push((offset, name, Match::BareName));
                             }
                         } else {
@@ -242,7 +247,7 @@ fn matching_subprograms(
 /// the out-of-line function each one sits in.
 fn inlined_instances(
     dwarf: &gimli::Dwarf<Slice<'_>>,
-    origins: &HashSet<UnitSectionOffset>,
+    origins: &HashMap<UnitSectionOffset, ()>,
 ) -> Result<(usize, Vec<u64>)> {
     let mut count = 0;
     let mut callers = Vec::new();
@@ -263,12 +268,8 @@ fn inlined_instances(
             if entry.tag() != gimli::DW_TAG_inlined_subroutine {
                 continue;
             }
-            let origin = match entry.attr_value(gimli::DW_AT_abstract_origin) {
-                Some(AttributeValue::UnitRef(offset)) => offset.to_unit_section_offset(&unit),
-                Some(AttributeValue::DebugInfoRef(offset)) => UnitSectionOffset(offset.0),
-                _ => continue,
-            };
-            if origins.contains(&origin) {
+            let origin = reference(&unit, entry.attr_value(gimli::DW_AT_abstract_origin));
+            if origin.is_some_and(|o| origins.contains_key(&o)) {
                 count += 1;
                 // Dead code keeps DWARF with address 0; it is not a real site.
                 if let Some(address) = enclosing_low_pc {
@@ -278,6 +279,45 @@ fn inlined_instances(
         }
     }
     Ok((count, callers))
+}
+
+/// The subprograms inlined instances can point at: the matched ones, and
+/// the abstract instances that complete them (rustc declares a method
+/// inside its type and defines its abstract instance elsewhere, linked by
+/// DW_AT_specification, with no name of its own).
+pub(crate) fn abstract_instances<T: Clone>(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    mut origins: HashMap<UnitSectionOffset, T>,
+) -> Result<HashMap<UnitSectionOffset, T>> {
+    let mut completing = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        while let Some(entry) = entries.next_dfs()? {
+            if entry.tag() != gimli::DW_TAG_subprogram {
+                continue;
+            }
+            let specification = reference(&unit, entry.attr_value(gimli::DW_AT_specification));
+            if let Some(name) = specification.and_then(|s| origins.get(&s)) {
+                completing.push((entry.offset().to_unit_section_offset(&unit), name.clone()));
+            }
+        }
+    }
+    origins.extend(completing);
+    Ok(origins)
+}
+
+/// A DIE reference attribute as a section offset.
+pub(crate) fn reference(
+    unit: &gimli::Unit<Slice<'_>>,
+    value: Option<AttributeValue<Slice<'_>>>,
+) -> Option<UnitSectionOffset> {
+    match value? {
+        AttributeValue::UnitRef(offset) => Some(offset.to_unit_section_offset(unit)),
+        AttributeValue::DebugInfoRef(offset) => Some(UnitSectionOffset(offset.0)),
+        _ => None,
+    }
 }
 
 /// Names of up to three distinct functions starting at `addresses`.

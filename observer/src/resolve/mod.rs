@@ -124,8 +124,10 @@ fn not_found_hints(elf: &ElfInfo, wanted: &RustPath) -> Vec<String> {
     let mut hints = Vec::new();
     match dwarf::find_inlined(elf, wanted) {
         Ok(Some(inlined)) => hints.push(format!(
-            "{inlined}, with no out-of-line copy: probe a function it is inlined into, or a pool \
-             function that is not inlined"
+            "{inlined}, with no out-of-line copy: as --alloc, probe a function it is inlined \
+             into, or a pool function that is not inlined (an inlined call's result has no \
+             location); as --release, full DWARF lets the observer probe each instance with \
+             --release-id auto"
         )),
         Ok(None) => {}
         Err(err) => hints.push(format!("(could not read its DWARF: {err:#})")),

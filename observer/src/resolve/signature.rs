@@ -9,8 +9,16 @@ use gimli::{AttributeValue, Reader as _, UnitOffset};
 
 use std::ops::ControlFlow;
 
-use super::dwarf::{for_each_subprogram, name_of, Slice};
+use std::collections::HashMap;
+use std::ops::Range;
+
+use gimli::UnitSectionOffset;
+
+use super::dwarf::{
+    abstract_instances, for_each_subprogram, matching_subprograms, name_of, reference, Match, Slice,
+};
 use super::elf::ElfInfo;
+use super::pattern::RustPath;
 type Unit<'a> = gimli::Unit<Slice<'a>>;
 
 /// The shape of a type, as far as locating a buffer's identity needs.
@@ -39,16 +47,41 @@ pub struct Field {
     pub shape: TypeShape,
 }
 
-/// Where a parameter is when the function starts.
+/// Where a parameter is when the function (or an inlined instance of it)
+/// starts. Registers are in DWARF numbering (0 rax … 15 r15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryLocation {
-    /// In this argument register (0..5 = rdi rsi rdx rcx r8 r9).
-    Register(u8),
-    /// In memory at the address held by this argument register (a struct
-    /// passed by reference).
-    Memory(u8),
+    /// In this register.
+    Register(u16),
+    /// In memory at the address held by this register (a struct passed by
+    /// reference).
+    Memory(u16),
+    /// A 16-byte value split over two registers: bytes 0..8, then 8..16.
+    Pair(u16, u16),
     /// DWARF says something else, or nothing.
     Unknown,
+}
+
+/// How the location language names a register: `argN` for the argument
+/// registers (as at a function's entry), the register's name otherwise.
+pub fn register_text(dwarf_register: u16) -> String {
+    match ARGUMENT_REGISTERS.iter().position(|&r| r == dwarf_register) {
+        Some(index) => format!("arg{index}"),
+        None => crate::plan::loc::REGISTER_NAMES
+            .get(usize::from(dwarf_register))
+            .map_or_else(
+                || format!("dwarf register {dwarf_register}"),
+                |n| n.to_string(),
+            ),
+    }
+}
+
+/// The argument register after this one (the second half of a pair).
+pub fn next_argument(dwarf_register: u16) -> Option<u16> {
+    let index = ARGUMENT_REGISTERS
+        .iter()
+        .position(|&r| r == dwarf_register)?;
+    ARGUMENT_REGISTERS.get(index + 1).copied()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +128,143 @@ impl TypeShape {
             _ => None,
         })
     }
+}
+
+/// An inlined instance of a function: the code it became inside its
+/// caller, and where its parameters are at each place control enters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlinedInstance {
+    /// The inlined function's path, as DWARF names it.
+    pub function: String,
+    /// The inlined function it sits in, when it was inlined into another
+    /// inlined call (the caller's symbol does not show that).
+    pub via: Option<String>,
+    /// Its address ranges (not sorted by how control runs through them).
+    pub ranges: Vec<Range<u64>>,
+    pub entries: Vec<InlinedEntry>,
+}
+
+/// A place control enters an inlined instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlinedEntry {
+    pub address: u64,
+    /// The parameters' locations at that address.
+    pub signature: Signature,
+}
+
+/// Every inlined instance of the function `wanted` names (by its full path:
+/// bare line-table names are not enough to trust). `entries_of` says where
+/// control enters an instance with these ranges; the parameters' locations
+/// are read at each of those addresses.
+pub fn inlined_calls(
+    elf: &ElfInfo,
+    wanted: &RustPath,
+    mut entries_of: impl FnMut(&[Range<u64>]) -> Vec<u64>,
+) -> Result<Vec<InlinedInstance>> {
+    if !elf.has_debug_info {
+        return Ok(Vec::new());
+    }
+    let sections = super::dwarf::sections(elf)?;
+    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
+    let declarations: HashMap<UnitSectionOffset, String> = matching_subprograms(&dwarf, wanted)?
+        .into_iter()
+        .filter(|(_, _, how)| *how == Match::Path)
+        .map(|(offset, name, _)| (offset, name))
+        .collect();
+    if declarations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let origins = abstract_instances(&dwarf, declarations)?;
+    let mut instances = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        // The inlined calls around the current DIE: (depth, origin).
+        let mut enclosing: Vec<(isize, Option<UnitOffset>)> = Vec::new();
+        while let Some(entry) = entries.next_dfs()? {
+            let depth = entry.depth();
+            enclosing.retain(|(d, _)| *d < depth);
+            if entry.tag() != gimli::DW_TAG_inlined_subroutine {
+                continue;
+            }
+            let via = enclosing.last().and_then(|(_, origin)| *origin);
+            enclosing.push((depth, referenced(entry, gimli::DW_AT_abstract_origin)));
+            let origin = reference(&unit, entry.attr_value(gimli::DW_AT_abstract_origin));
+            let Some(function) = origin.and_then(|o| origins.get(&o)) else {
+                continue;
+            };
+            let via = via
+                .map(|at| function_path(&dwarf, &unit, at))
+                .transpose()?
+                .flatten();
+            let ranges = code_ranges(&dwarf, &unit, entry)?;
+            if ranges.is_empty() {
+                continue;
+            }
+            let entries = entries_of(&ranges)
+                .into_iter()
+                .map(|address| {
+                    Ok(InlinedEntry {
+                        address,
+                        signature: read_signature(&dwarf, &unit, entry.offset(), address)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            instances.push(InlinedInstance {
+                function: function.clone(),
+                via,
+                ranges,
+                entries,
+            });
+        }
+    }
+    Ok(instances)
+}
+
+/// The address ranges of a DIE's code; dead code (address 0) left out.
+fn code_ranges<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    unit: &Unit<'a>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'a>>,
+) -> Result<Vec<Range<u64>>> {
+    let mut out = Vec::new();
+    let mut ranges = dwarf.die_ranges(unit, entry)?;
+    while let Some(range) = ranges.next()? {
+        if range.begin != 0 && range.begin < range.end {
+            out.push(range.begin..range.end);
+        }
+    }
+    Ok(out)
+}
+
+/// A subprogram's path: its demangled linkage name, else its own or its
+/// declaration's name.
+fn function_path(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    mut at: UnitOffset,
+) -> Result<Option<String>> {
+    for _ in 0..4 {
+        let entry = unit.entry(at)?;
+        if let Some(value) = entry.attr_value(gimli::DW_AT_linkage_name) {
+            let mangled = dwarf
+                .attr_string(unit, value)?
+                .to_string_lossy()
+                .into_owned();
+            return Ok(Some(
+                RustPath::parse(&super::pattern::demangle(&mangled)).to_string(),
+            ));
+        }
+        match referenced(&entry, gimli::DW_AT_specification) {
+            Some(next) => at = next,
+            None => {
+                let name = name_of(dwarf, unit, &entry)?;
+                return Ok((!name.is_empty()).then_some(name));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// DWARF x86-64 register numbers of the argument registers, in order.
@@ -144,10 +314,9 @@ fn read_signature(
         let origin = referenced(entry, gimli::DW_AT_abstract_origin);
         let name = attribute_string(dwarf, unit, entry.offset(), origin, gimli::DW_AT_name)?
             .unwrap_or_default();
-        let Some(type_offset) = type_of(unit, entry.offset(), origin)? else {
+        let Some(shape) = type_of(dwarf, unit, entry.offset(), origin)? else {
             continue;
         };
-        let shape = shape(dwarf, unit, type_offset, 0)?;
         let location = entry_location(dwarf, unit, entry, entry_pc)?;
         parameters.push(Parameter {
             name,
@@ -170,8 +339,8 @@ fn return_type(
     let mut at = concrete;
     for _ in 0..4 {
         let entry = unit.entry(at)?;
-        if let Some(AttributeValue::UnitRef(ty)) = entry.attr_value(gimli::DW_AT_type) {
-            return shape(dwarf, unit, ty, 0).map(Some);
+        if let Some(value) = entry.attr_value(gimli::DW_AT_type) {
+            return shape_of_reference(dwarf, unit, value);
         }
         match referenced(&entry, gimli::DW_AT_specification)
             .or_else(|| referenced(&entry, gimli::DW_AT_abstract_origin))
@@ -193,18 +362,43 @@ fn referenced(
     }
 }
 
+/// The shape of the type of the DIE at `at`, or of its abstract origin.
 fn type_of(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     at: UnitOffset,
     origin: Option<UnitOffset>,
-) -> Result<Option<UnitOffset>> {
+) -> Result<Option<TypeShape>> {
     for offset in [Some(at), origin].into_iter().flatten() {
-        if let Some(AttributeValue::UnitRef(ty)) = unit.entry(offset)?.attr_value(gimli::DW_AT_type)
-        {
-            return Ok(Some(ty));
+        if let Some(value) = unit.entry(offset)?.attr_value(gimli::DW_AT_type) {
+            return shape_of_reference(dwarf, unit, value);
         }
     }
     Ok(None)
+}
+
+/// Follows a type reference, into another unit when it points there
+/// (inlining across crates leaves a caller's unit pointing at the types of
+/// the crate that defined the function).
+fn shape_of_reference(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    value: AttributeValue<Slice<'_>>,
+) -> Result<Option<TypeShape>> {
+    match value {
+        AttributeValue::UnitRef(ty) => shape(dwarf, unit, ty, 0).map(Some),
+        AttributeValue::DebugInfoRef(target) => {
+            let mut units = dwarf.units();
+            while let Some(header) = units.next()? {
+                if let Some(ty) = target.to_unit_offset(&header) {
+                    let other = dwarf.unit(header)?;
+                    return shape(dwarf, &other, ty, 0).map(Some);
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn attribute_string(
@@ -328,22 +522,54 @@ fn entry_location(
         return Ok(EntryLocation::Unknown);
     };
     let bytes = expression.0.to_slice()?;
-    Ok(match bytes.first() {
-        // DW_OP_reg0..31
-        Some(&op) if (0x50..0x70).contains(&op) => {
-            argument(u16::from(op - 0x50)).map_or(EntryLocation::Unknown, EntryLocation::Register)
-        }
-        // DW_OP_breg0..31 with offset 0: the value is in memory there.
-        Some(&op) if (0x70..0x90).contains(&op) && bytes.get(1) == Some(&0) => {
-            argument(u16::from(op - 0x70)).map_or(EntryLocation::Unknown, EntryLocation::Memory)
-        }
-        _ => EntryLocation::Unknown,
-    })
+    Ok(location_of_expression(&bytes))
 }
 
-fn argument(dwarf_register: u16) -> Option<u8> {
-    ARGUMENT_REGISTERS
-        .iter()
-        .position(|&r| r == dwarf_register)
-        .map(|index| index as u8)
+/// Reads the simple shapes of a location expression; computed locations
+/// (arithmetic, implicit values, partial pieces) are not followed.
+fn location_of_expression(bytes: &[u8]) -> EntryLocation {
+    const PIECE: u8 = 0x93;
+    let register = |op: u8| (0x50..0x60).contains(&op).then(|| u16::from(op - 0x50));
+    match *bytes {
+        // DW_OP_reg0..15
+        [op] => register(op).map_or(EntryLocation::Unknown, EntryLocation::Register),
+        // DW_OP_breg0..15 with offset 0: the value is in memory there.
+        [op, 0] if (0x70..0x80).contains(&op) => EntryLocation::Memory(u16::from(op - 0x70)),
+        // DW_OP_regA DW_OP_piece 8 DW_OP_regB DW_OP_piece 8
+        [a, PIECE, 8, b, PIECE, 8] => match (register(a), register(b)) {
+            (Some(a), Some(b)) => EntryLocation::Pair(a, b),
+            _ => EntryLocation::Unknown,
+        },
+        _ => EntryLocation::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_register_memory_and_pair_locations() {
+        assert_eq!(location_of_expression(&[0x55]), EntryLocation::Register(5));
+        assert_eq!(location_of_expression(&[0x74, 0]), EntryLocation::Memory(4));
+        assert_eq!(location_of_expression(&[0x74, 8]), EntryLocation::Unknown);
+        assert_eq!(
+            location_of_expression(&[0x53, 0x93, 8, 0x5c, 0x93, 8]),
+            EntryLocation::Pair(3, 12)
+        );
+        // Only half of the value is described: not trusted.
+        assert_eq!(
+            location_of_expression(&[0x53, 0x93, 8]),
+            EntryLocation::Unknown
+        );
+    }
+
+    #[test]
+    fn names_argument_registers_by_position() {
+        assert_eq!(register_text(5), "arg0");
+        assert_eq!(register_text(9), "arg5");
+        assert_eq!(register_text(3), "rbx");
+        assert_eq!(next_argument(4), Some(1));
+        assert_eq!(next_argument(9), None);
+    }
 }

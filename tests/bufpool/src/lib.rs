@@ -293,6 +293,89 @@ impl<T: Default> TypedPool<T> {
     }
 }
 
+/// A fixed-size frame borrowed from a [`FramePool`]. Like a
+/// [`PooledBuf`], it is not given back when it goes out of scope: the owner
+/// must call [`FramePool::put`], and a dropped frame is lost.
+pub struct Frame<const N: usize> {
+    ptr: NonNull<[u8; N]>,
+}
+
+impl<const N: usize> std::ops::Deref for Frame<N> {
+    type Target = [u8; N];
+
+    fn deref(&self) -> &[u8; N] {
+        // SAFETY: the frame owns this allocation until it is put back.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<const N: usize> std::ops::DerefMut for Frame<N> {
+    fn deref_mut(&mut self) -> &mut [u8; N] {
+        // SAFETY: as for Deref, and `&mut self` makes the access unique.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+/// A single-threaded pool of fixed-size frames, for hot loops that want
+/// no locking. Handing a frame back is a couple of stores, so it is marked
+/// `#[inline]` like most such pools, and the compiler copies it into every
+/// caller: the binary has no `put` function to probe, only its inlined
+/// instances.
+pub struct FramePool<const N: usize> {
+    free: std::cell::RefCell<Vec<NonNull<[u8; N]>>>,
+    handed_out: std::cell::Cell<usize>,
+}
+
+impl<const N: usize> Default for FramePool<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FramePool<N> {
+    pub fn new() -> Self {
+        Self {
+            free: std::cell::RefCell::new(Vec::with_capacity(TYPED_CHUNK)),
+            handed_out: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A zeroed frame; the pool grows by [`TYPED_CHUNK`] frames when empty.
+    pub fn get(&self) -> Frame<N> {
+        let mut free = self.free.borrow_mut();
+        if free.is_empty() {
+            free.extend((0..TYPED_CHUNK).map(|_| NonNull::from(Box::leak(Box::new([0; N])))));
+        }
+        let ptr = free.pop().expect("the free list was just refilled");
+        let mut frame = Frame { ptr };
+        frame.fill(0);
+        self.handed_out.set(self.handed_out.get() + 1);
+        frame
+    }
+
+    /// Takes a frame back.
+    #[inline]
+    pub fn put(&self, frame: Frame<N>) {
+        self.handed_out.set(self.handed_out.get() - 1);
+        self.free.borrow_mut().push(frame.ptr);
+    }
+
+    /// Frames handed out and not put back.
+    pub fn outstanding(&self) -> usize {
+        self.handed_out.get()
+    }
+}
+
+impl<const N: usize> Drop for FramePool<N> {
+    fn drop(&mut self) {
+        for ptr in self.free.get_mut().drain(..) {
+            // SAFETY: every free frame came from Box::leak in `get` and is
+            // owned by the pool alone.
+            drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! `leak-corpus deep|generic [--count N]`
+//! `leak-corpus deep|generic|inlined [--count N]`
 //!
 //! Prints `ready`, waits for a line on stdin, does its work, prints
 //! `done`, and exits when stdin closes. Each mode leaks pool buffers from
@@ -7,8 +7,11 @@
 //!   buffer for every number and loses it when a number is malformed (the
 //!   `?` returns before the release), 40 levels down;
 //! - `generic`: a message router with one generic pool per message type
-//!   forgets to give back the envelopes of messages it drops.
+//!   forgets to give back the envelopes of messages it drops;
+//! - `inlined`: a packet reassembler drops the frames of fragments with a
+//!   bad checksum; the pool's `put` is inlined into every caller.
 
+mod frames;
 mod parser;
 mod router;
 
@@ -25,8 +28,9 @@ fn main() -> ExitCode {
     let work: fn(usize) -> usize = match mode.as_str() {
         "deep" => parser::run,
         "generic" => router::run,
+        "inlined" => frames::run,
         _ => {
-            eprintln!("usage: leak-corpus deep|generic [--count N]");
+            eprintln!("usage: leak-corpus deep|generic|inlined [--count N]");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,109 @@
+//! Where control enters an inlined instance.
+//!
+//! An inlined function's code is scattered over address ranges inside its
+//! caller, and the lowest address is often not where it starts: LLVM moves
+//! blocks (a loop's tail, a cold path) and rustc emits no DW_AT_entry_pc.
+//! The addresses that run once per call are those control reaches from
+//! outside the instance: the targets of the caller's edges into its ranges.
+
+use std::ops::Range;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl};
+
+/// The instructions of an inlined instance that control reaches from the
+/// rest of its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entries {
+    /// Sorted addresses.
+    pub addresses: Vec<u64>,
+    /// The caller has computed jumps (jump tables), whose targets are not
+    /// known here: entries through them would be missed.
+    pub computed_jumps: bool,
+}
+
+/// Entries of the instance covering `ranges`, in the caller whose machine
+/// code is `code`, starting at `code_address`.
+pub fn entries(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Entries {
+    let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
+    let mut addresses = Vec::new();
+    let mut computed_jumps = false;
+    if inside(code_address) {
+        addresses.push(code_address);
+    }
+    let mut decoder = Decoder::with_ip(64, code, code_address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            continue;
+        }
+        if inside(instruction.ip()) {
+            continue;
+        }
+        let next = instruction.next_ip();
+        let (falls_through, target) = match instruction.flow_control() {
+            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => (true, None),
+            FlowControl::ConditionalBranch => (true, Some(instruction.near_branch_target())),
+            FlowControl::UnconditionalBranch => (false, Some(instruction.near_branch_target())),
+            FlowControl::IndirectBranch => {
+                computed_jumps = true;
+                (false, None)
+            }
+            // ret, ud2, int3 padding, and the rest end a path here.
+            _ => (false, None),
+        };
+        for successor in [falls_through.then_some(next), target]
+            .into_iter()
+            .flatten()
+        {
+            if inside(successor) {
+                addresses.push(successor);
+            }
+        }
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    Entries {
+        addresses,
+        computed_jumps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop whose body jumps over an inlined block placed at the lowest
+    /// address, then jumps back into its middle:
+    ///
+    /// ```text
+    /// 0x00 jmp 0x04        (over the block)
+    /// 0x02 nop             block, never fallen into
+    /// 0x03 nop             block
+    /// 0x04 jne 0x03        caller: into the block's middle
+    /// 0x06 ret
+    /// ```
+    #[test]
+    fn entries_are_branch_targets_not_the_lowest_address() {
+        let code = [0xeb, 0x02, 0x90, 0x90, 0x75, 0xfd, 0xc3];
+        let found = entries(&code, 0x1000, std::slice::from_ref(&(0x1002..0x1004)));
+        assert_eq!(found.addresses, vec![0x1003]);
+        assert!(!found.computed_jumps);
+    }
+
+    #[test]
+    fn falling_into_a_range_is_an_entry_and_computed_jumps_are_noticed() {
+        // nop; nop (inlined); jmp rax
+        let code = [0x90, 0x90, 0xff, 0xe0];
+        let found = entries(&code, 0x2000, std::slice::from_ref(&(0x2001..0x2002)));
+        assert_eq!(found.addresses, vec![0x2001]);
+        assert!(found.computed_jumps);
+    }
+
+    #[test]
+    fn code_inside_the_instance_is_not_an_entry_to_itself() {
+        // nop (outside); nop; jmp back to 0x3001 (both inside)
+        let code = [0x90, 0x90, 0xeb, 0xfd];
+        let found = entries(&code, 0x3000, std::slice::from_ref(&(0x3001..0x3004)));
+        assert_eq!(found.addresses, vec![0x3001]);
+    }
+}

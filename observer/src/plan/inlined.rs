@@ -1,0 +1,248 @@
+//! Planning a release that the compiler inlined into every caller.
+//!
+//! Such a release has no entry to probe, but DWARF records each inlined
+//! instance (`DW_TAG_inlined_subroutine`): where its code starts and where
+//! its parameters are there. Each instance gets its own uprobe at that
+//! address and its own identity location, because every caller keeps the
+//! buffer in a register of its own choosing. An inlined *allocate* cannot be
+//! followed this way: its result has no DWARF location at the instance's
+//! end, so allocate must stay out of line.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use anyhow::Result;
+use observer_ebpf::MAX_RELEASE_SITES;
+
+use super::site::decode_first;
+use super::{flow, infer};
+use super::{Inferrer, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSite};
+use crate::error::UserError;
+use crate::resolve::elf::{ElfInfo, FunctionSymbol};
+use crate::resolve::pattern::RustPath;
+use crate::resolve::signature::{inlined_calls, InlinedInstance};
+use crate::resolve::ResolvedFunction;
+
+/// How many per-entry explanations a report lists before summarising.
+const EXPLAINED_ENTRIES: usize = 6;
+
+/// Plans one probe per place control enters an inlined instance of the
+/// release function, or `None` when DWARF knows no inlined instance.
+/// Also returns the first site's location (the default the eBPF side falls
+/// back to; every site carries its own).
+pub(super) fn plan_release(
+    elf: &ElfInfo,
+    exe_display: &str,
+    request: &ProbeRequest,
+    inferrer: &mut Inferrer<'_>,
+) -> Result<Option<(PlannedFunction, Location)>> {
+    let Found {
+        instances,
+        with_computed_jumps,
+    } = find(elf, &request.release)?;
+    if instances.is_empty() {
+        return Ok(None);
+    }
+    let name = instances[0].function.clone();
+    if let LocSpec::Given(location) = request.release_id {
+        return Err(UserError::new(format!(
+            "'{}' has no out-of-line copy in {exe_display}: it is inlined at {} places, each keeping \
+             the buffer in its own registers, so one --release-id '{location}' cannot fit them all: \
+             use --release-id auto (needs DWARF with types, debug = 2)",
+            request.release,
+            instances.len()
+        ))
+        .into());
+    }
+    let alloc = inferrer.alloc_signature()?.clone();
+    let mut sites = Vec::new();
+    let mut skipped = Vec::new();
+    for instance in &instances {
+        let caller = caller_label(elf, instance);
+        if instance.entries.is_empty() {
+            skipped.push(format!("{caller}: no function symbol holds its code"));
+        }
+        for entry in &instance.entries {
+            let found = match infer::release_id(&alloc, &entry.signature) {
+                Ok(found) => found,
+                Err(why) => {
+                    skipped.push(format!("{caller} at {:#x}: {why}", entry.address));
+                    continue;
+                }
+            };
+            let Some(site) = site_at(
+                elf,
+                &name,
+                entry.address,
+                &caller,
+                found.location,
+                sites.len(),
+            ) else {
+                skipped.push(format!(
+                    "{caller}: {:#x} is outside the loaded code",
+                    entry.address
+                ));
+                continue;
+            };
+            if sites.len() < EXPLAINED_ENTRIES {
+                inferrer.explanations.push(format!(
+                    "--release-id auto, inlined in {caller}, entered at {:#x} = {}: {}",
+                    entry.address, found.location, found.reason
+                ));
+            }
+            sites.push(site);
+        }
+    }
+    check_coverage(request, exe_display, &instances, &sites, &skipped)?;
+    if sites.len() > EXPLAINED_ENTRIES {
+        inferrer.explanations.push(format!(
+            "--release-id auto: … and {} more entries into inlined instances, each with its own location",
+            sites.len() - EXPLAINED_ENTRIES
+        ));
+    }
+    if !skipped.is_empty() {
+        inferrer.warnings.push(format!(
+            "{} places where control enters inlined {name} are not probed, so buffers released \
+             there look outstanding: {}",
+            skipped.len(),
+            skipped.join("; ")
+        ));
+    }
+    if !with_computed_jumps.is_empty() {
+        inferrer.warnings.push(format!(
+            "{} use computed jumps, which may enter inlined {name} where no probe is: \
+             buffers released that way look outstanding",
+            with_computed_jumps
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let fallback = sites[0].release_id.expect("inlined sites carry a location");
+    let function = ResolvedFunction {
+        pattern: request.release.clone(),
+        name,
+        copies: sites.iter().map(|s| s.symbol.clone()).collect(),
+    };
+    Ok(Some((
+        PlannedFunction {
+            function,
+            sites,
+            inlined: true,
+        },
+        fallback,
+    )))
+}
+
+/// The inlined instances of `pattern`, with where control enters each.
+pub struct Found {
+    pub instances: Vec<InlinedInstance>,
+    /// Callers with computed jumps, through which entries may be missed.
+    pub with_computed_jumps: BTreeSet<String>,
+}
+
+/// Finds the inlined instances of the function `pattern` names (full DWARF
+/// needed) and where control enters each.
+pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
+    let mut with_computed_jumps = BTreeSet::new();
+    let instances = inlined_calls(elf, &RustPath::parse(pattern), |ranges| {
+        let Some(caller) = caller_of(elf, ranges) else {
+            return Vec::new();
+        };
+        let code = elf
+            .bytes_at(caller.address, caller.size as usize)
+            .unwrap_or_default();
+        let found = flow::entries(code, caller.address, ranges);
+        if found.computed_jumps {
+            with_computed_jumps.insert(function_name(caller));
+        }
+        found.addresses
+    })?;
+    Ok(Found {
+        instances,
+        with_computed_jumps,
+    })
+}
+
+/// Where an instance sits, for people: the inlined call it is part of, if
+/// any, and the function symbol holding its code.
+pub fn caller_label(elf: &ElfInfo, instance: &InlinedInstance) -> String {
+    let symbol = caller_of(elf, &instance.ranges).map_or_else(
+        || format!("code at {:#x}", instance.ranges[0].start),
+        function_name,
+    );
+    match &instance.via {
+        Some(via) if *via != symbol => format!("{via} (in {symbol})"),
+        _ => symbol,
+    }
+}
+
+/// Refuses plans that probe nothing, or more places than the kernel side
+/// keeps locations for.
+fn check_coverage(
+    request: &ProbeRequest,
+    exe_display: &str,
+    instances: &[InlinedInstance],
+    sites: &[ProbeSite],
+    skipped: &[String],
+) -> Result<()> {
+    if sites.is_empty() {
+        return Err(UserError::new(format!(
+            "'{}' has no out-of-line copy in {exe_display}, and none of its {} inlined instances \
+             can be probed ({}): un-inline it, or probe the function that calls it",
+            request.release,
+            instances.len(),
+            skipped.join("; ")
+        ))
+        .into());
+    }
+    if sites.len() > MAX_RELEASE_SITES as usize {
+        return Err(UserError::new(format!(
+            "'{}' is inlined at {} places, more than the {MAX_RELEASE_SITES} release probes the \
+             observer keeps locations for: probe the functions that call it instead",
+            request.release,
+            sites.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The probe for one entry, or `None` when its address is not in a
+/// loadable segment.
+fn site_at(
+    elf: &ElfInfo,
+    name: &str,
+    address: u64,
+    caller: &str,
+    location: Location,
+    index: usize,
+) -> Option<ProbeSite> {
+    let file_offset = elf.file_offset(address)?;
+    let bytes = elf.bytes_at(address, 16).unwrap_or_default();
+    Some(ProbeSite {
+        cookie: u32::try_from(index).ok()?,
+        symbol: FunctionSymbol {
+            mangled: format!("{name} inlined at {address:#x}"),
+            demangled: name.to_string(),
+            address,
+            size: 0,
+        },
+        file_offset,
+        first_instruction: decode_first(bytes, address),
+        label: Some(format!("inlined in {caller}")),
+        release_id: Some(location),
+    })
+}
+
+/// The function symbol whose code holds the instance.
+fn caller_of<'e>(elf: &'e ElfInfo, ranges: &[Range<u64>]) -> Option<&'e FunctionSymbol> {
+    let start = ranges.iter().map(|r| r.start).min()?;
+    elf.functions
+        .iter()
+        .find(|f| f.address <= start && start < f.address + f.size.max(1))
+}
+
+fn function_name(function: &FunctionSymbol) -> String {
+    RustPath::parse(&function.demangled).to_string()
+}
