@@ -237,10 +237,7 @@ fn site_at(
 
 /// The function symbol whose code holds the instance.
 fn caller_of<'e>(elf: &'e ElfInfo, ranges: &[Range<u64>]) -> Option<&'e FunctionSymbol> {
-    let start = ranges.iter().map(|r| r.start).min()?;
-    elf.functions
-        .iter()
-        .find(|f| f.address <= start && start < f.address + f.size.max(1))
+    elf.function_containing(ranges.iter().map(|r| r.start).min()?)
 }
 
 fn function_name(function: &FunctionSymbol) -> String {

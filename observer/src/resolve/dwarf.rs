@@ -69,8 +69,21 @@ pub fn find_inlined(elf: &ElfInfo, wanted: &RustPath) -> Result<Option<InlinedRe
     let Some((_, name, _)) = origins.first().cloned() else {
         return Ok(None);
     };
-    let offsets = abstract_instances(&dwarf, origins.iter().map(|o| (o.0, ())).collect())?;
-    let (call_sites, caller_addresses) = inlined_instances(&dwarf, &offsets)?;
+    let origins = abstract_instances(&dwarf, origins.into_iter().map(|o| (o.0, o.1)).collect())?;
+    let mut call_sites = 0;
+    let mut caller_addresses = Vec::new();
+    for_each_inlined_call(&dwarf, &origins, |unit, entry, _, _| {
+        call_sites += 1;
+        // Dead code keeps DWARF with address 0; it is not a real site.
+        if let Some(start) = code_ranges(&dwarf, unit, entry)?
+            .iter()
+            .map(|r| r.start)
+            .min()
+        {
+            caller_addresses.push(start);
+        }
+        Ok(())
+    })?;
     if call_sites == 0 {
         return Ok(None);
     }
@@ -243,52 +256,71 @@ pub(crate) fn matching_subprograms(
     Ok(found)
 }
 
-/// Counts inlined instances of `origins` and collects the entry address of
-/// the out-of-line function each one sits in.
-fn inlined_instances(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    origins: &HashMap<UnitSectionOffset, ()>,
-) -> Result<(usize, Vec<u64>)> {
-    let mut count = 0;
-    let mut callers = Vec::new();
+/// Calls `visit` for every inlined call of the subprograms in `origins`
+/// (DIE offsets, with the name to report), with the unit, the call's DIE,
+/// that name, and the abstract origin of the inlined call it sits in, if
+/// it was inlined into another inlined call.
+pub(crate) fn for_each_inlined_call<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    origins: &HashMap<UnitSectionOffset, String>,
+    mut visit: impl FnMut(
+        &gimli::Unit<Slice<'a>>,
+        &gimli::DebuggingInformationEntry<Slice<'a>>,
+        &str,
+        Option<gimli::UnitOffset>,
+    ) -> Result<()>,
+) -> Result<()> {
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
-        let mut enclosing_low_pc = None;
         let mut entries = unit.entries();
+        // The inlined calls around the current DIE: (depth, origin).
+        let mut enclosing: Vec<(isize, Option<gimli::UnitOffset>)> = Vec::new();
         while let Some(entry) = entries.next_dfs()? {
-            if entry.tag() == gimli::DW_TAG_subprogram && entry.depth() <= 1 {
-                enclosing_low_pc = entry
-                    .attr_value(gimli::DW_AT_low_pc)
-                    .map(|value| dwarf.attr_address(&unit, value))
-                    .transpose()?
-                    .flatten()
-                    .filter(|&address| address != 0);
-            }
+            let depth = entry.depth();
+            enclosing.retain(|(d, _)| *d < depth);
             if entry.tag() != gimli::DW_TAG_inlined_subroutine {
                 continue;
             }
-            let origin = reference(&unit, entry.attr_value(gimli::DW_AT_abstract_origin));
-            if origin.is_some_and(|o| origins.contains_key(&o)) {
-                count += 1;
-                // Dead code keeps DWARF with address 0; it is not a real site.
-                if let Some(address) = enclosing_low_pc {
-                    callers.push(address);
-                }
+            let via = enclosing.last().and_then(|(_, origin)| *origin);
+            let origin = entry.attr_value(gimli::DW_AT_abstract_origin);
+            let local_origin = match origin {
+                Some(AttributeValue::UnitRef(offset)) => Some(offset),
+                _ => None,
+            };
+            enclosing.push((depth, local_origin));
+            if let Some(function) = reference(&unit, origin).and_then(|o| origins.get(&o)) {
+                visit(&unit, entry, function, via)?;
             }
         }
     }
-    Ok((count, callers))
+    Ok(())
+}
+
+/// The address ranges of a DIE's code; dead code (address 0) left out.
+pub(crate) fn code_ranges<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    unit: &gimli::Unit<Slice<'a>>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'a>>,
+) -> Result<Vec<std::ops::Range<u64>>> {
+    let mut out = Vec::new();
+    let mut ranges = dwarf.die_ranges(unit, entry)?;
+    while let Some(range) = ranges.next()? {
+        if range.begin != 0 && range.begin < range.end {
+            out.push(range.begin..range.end);
+        }
+    }
+    Ok(out)
 }
 
 /// The subprograms inlined instances can point at: the matched ones, and
 /// the abstract instances that complete them (rustc declares a method
 /// inside its type and defines its abstract instance elsewhere, linked by
 /// DW_AT_specification, with no name of its own).
-pub(crate) fn abstract_instances<T: Clone>(
+pub(crate) fn abstract_instances(
     dwarf: &gimli::Dwarf<Slice<'_>>,
-    mut origins: HashMap<UnitSectionOffset, T>,
-) -> Result<HashMap<UnitSectionOffset, T>> {
+    mut origins: HashMap<UnitSectionOffset, String>,
+) -> Result<HashMap<UnitSectionOffset, String>> {
     let mut completing = Vec::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
@@ -320,11 +352,11 @@ pub(crate) fn reference(
     }
 }
 
-/// Names of up to three distinct functions starting at `addresses`.
+/// Names of up to three distinct functions holding `addresses`.
 fn caller_names(elf: &ElfInfo, addresses: &[u64]) -> Vec<String> {
     let mut names = Vec::new();
-    for address in addresses {
-        let Some(function) = elf.functions.iter().find(|f| f.address == *address) else {
+    for &address in addresses {
+        let Some(function) = elf.function_containing(address) else {
             continue;
         };
         let name = RustPath::parse(&function.demangled).to_string();

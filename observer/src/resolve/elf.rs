@@ -126,6 +126,13 @@ impl ElfInfo {
         load_bias(&self.segments, start, end, file_offset)
     }
 
+    /// The function symbol whose code holds `address`.
+    pub fn function_containing(&self, address: u64) -> Option<&FunctionSymbol> {
+        self.functions
+            .iter()
+            .find(|f| f.address <= address && address < f.address + f.size.max(1))
+    }
+
     /// Up to `len` bytes stored at `address`.
     pub fn bytes_at(&self, address: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(self.file_offset(address)?).ok()?;

@@ -15,7 +15,8 @@ use std::ops::Range;
 use gimli::UnitSectionOffset;
 
 use super::dwarf::{
-    abstract_instances, for_each_subprogram, matching_subprograms, name_of, reference, Match, Slice,
+    abstract_instances, code_ranges, for_each_inlined_call, for_each_subprogram,
+    matching_subprograms, name_of, Match, Slice,
 };
 use super::elf::ElfInfo;
 use super::pattern::RustPath;
@@ -176,66 +177,33 @@ pub fn inlined_calls(
     }
     let origins = abstract_instances(&dwarf, declarations)?;
     let mut instances = Vec::new();
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        let unit = dwarf.unit(header)?;
-        let mut entries = unit.entries();
-        // The inlined calls around the current DIE: (depth, origin).
-        let mut enclosing: Vec<(isize, Option<UnitOffset>)> = Vec::new();
-        while let Some(entry) = entries.next_dfs()? {
-            let depth = entry.depth();
-            enclosing.retain(|(d, _)| *d < depth);
-            if entry.tag() != gimli::DW_TAG_inlined_subroutine {
-                continue;
-            }
-            let via = enclosing.last().and_then(|(_, origin)| *origin);
-            enclosing.push((depth, referenced(entry, gimli::DW_AT_abstract_origin)));
-            let origin = reference(&unit, entry.attr_value(gimli::DW_AT_abstract_origin));
-            let Some(function) = origin.and_then(|o| origins.get(&o)) else {
-                continue;
-            };
-            let via = via
-                .map(|at| function_path(&dwarf, &unit, at))
-                .transpose()?
-                .flatten();
-            let ranges = code_ranges(&dwarf, &unit, entry)?;
-            if ranges.is_empty() {
-                continue;
-            }
-            let entries = entries_of(&ranges)
-                .into_iter()
-                .map(|address| {
-                    Ok(InlinedEntry {
-                        address,
-                        signature: read_signature(&dwarf, &unit, entry.offset(), address)?,
-                    })
+    for_each_inlined_call(&dwarf, &origins, |unit, entry, function, via| {
+        let ranges = code_ranges(&dwarf, unit, entry)?;
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let via = via
+            .map(|at| function_path(&dwarf, unit, at))
+            .transpose()?
+            .flatten();
+        let entries = entries_of(&ranges)
+            .into_iter()
+            .map(|address| {
+                Ok(InlinedEntry {
+                    address,
+                    signature: read_signature(&dwarf, unit, entry.offset(), address)?,
                 })
-                .collect::<Result<Vec<_>>>()?;
-            instances.push(InlinedInstance {
-                function: function.clone(),
-                via,
-                ranges,
-                entries,
-            });
-        }
-    }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        instances.push(InlinedInstance {
+            function: function.to_string(),
+            via,
+            ranges,
+            entries,
+        });
+        Ok(())
+    })?;
     Ok(instances)
-}
-
-/// The address ranges of a DIE's code; dead code (address 0) left out.
-fn code_ranges<'a>(
-    dwarf: &gimli::Dwarf<Slice<'a>>,
-    unit: &Unit<'a>,
-    entry: &gimli::DebuggingInformationEntry<Slice<'a>>,
-) -> Result<Vec<Range<u64>>> {
-    let mut out = Vec::new();
-    let mut ranges = dwarf.die_ranges(unit, entry)?;
-    while let Some(range) = ranges.next()? {
-        if range.begin != 0 && range.begin < range.end {
-            out.push(range.begin..range.end);
-        }
-    }
-    Ok(out)
 }
 
 /// A subprogram's path: its demangled linkage name, else its own or its
@@ -312,9 +280,17 @@ fn read_signature(
             continue;
         }
         let origin = referenced(entry, gimli::DW_AT_abstract_origin);
-        let name = attribute_string(dwarf, unit, entry.offset(), origin, gimli::DW_AT_name)?
-            .unwrap_or_default();
-        let Some(shape) = type_of(dwarf, unit, entry.offset(), origin)? else {
+        let name = match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_name)? {
+            Some(value) => dwarf
+                .attr_string(unit, value)?
+                .to_string_lossy()
+                .into_owned(),
+            None => String::new(),
+        };
+        let Some(ty) = own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? else {
+            continue;
+        };
+        let Some(shape) = shape_of_reference(dwarf, unit, ty)? else {
             continue;
         };
         let location = entry_location(dwarf, unit, entry, entry_pc)?;
@@ -362,16 +338,17 @@ fn referenced(
     }
 }
 
-/// The shape of the type of the DIE at `at`, or of its abstract origin.
-fn type_of(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    unit: &Unit<'_>,
+/// An attribute of the DIE at `at`, or else of its abstract origin (an
+/// inlined or concrete parameter leaves its name and type there).
+fn own_or_origin_attr<'a>(
+    unit: &Unit<'a>,
     at: UnitOffset,
     origin: Option<UnitOffset>,
-) -> Result<Option<TypeShape>> {
+    attr: gimli::DwAt,
+) -> Result<Option<AttributeValue<Slice<'a>>>> {
     for offset in [Some(at), origin].into_iter().flatten() {
-        if let Some(value) = unit.entry(offset)?.attr_value(gimli::DW_AT_type) {
-            return shape_of_reference(dwarf, unit, value);
+        if let Some(value) = unit.entry(offset)?.attr_value(attr) {
+            return Ok(Some(value));
         }
     }
     Ok(None)
@@ -399,26 +376,6 @@ fn shape_of_reference(
         }
         _ => Ok(None),
     }
-}
-
-fn attribute_string(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    unit: &Unit<'_>,
-    at: UnitOffset,
-    origin: Option<UnitOffset>,
-    attr: gimli::DwAt,
-) -> Result<Option<String>> {
-    for offset in [Some(at), origin].into_iter().flatten() {
-        if let Some(value) = unit.entry(offset)?.attr_value(attr) {
-            return Ok(Some(
-                dwarf
-                    .attr_string(unit, value)?
-                    .to_string_lossy()
-                    .into_owned(),
-            ));
-        }
-    }
-    Ok(None)
 }
 
 /// The shape of the type at `offset` (typedefs and qualifiers skipped).
