@@ -20,10 +20,6 @@ pub const LOC_BASE_CONST: u8 = 7;
 /// fire (release), such as a release inlined into its callers.
 pub const LOC_BASE_REGISTER: u8 = 16;
 
-/// Release probes with their own identity location (inlined instances,
-/// whose registers differ per site), keyed by attach cookie.
-pub const MAX_RELEASE_SITES: u32 = 1024;
-
 /// A compiled location: where a value lives when a probe fires.
 ///
 /// Evaluation: `v = base; for each of the first `steps` offsets: v = *(u64*)(v + offset);
@@ -303,7 +299,6 @@ pub mod names {
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
     pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
     pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
-    pub const GLOBAL_RELEASE_ID_LOC: &str = "RELEASE_ID_LOC";
     pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";
     pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";

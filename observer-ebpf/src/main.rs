@@ -48,7 +48,7 @@ use observer_ebpf::{
     counter, row_kind, stack_flags, walker, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows,
     Pending, SiteKey, SiteStats, StackRecord, UnwindRow, WalkState, LOC_BASE_ARG_COUNT,
     LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS,
-    MAX_MAPPING_PREFIXES, MAX_RELEASE_SITES, NO_STACK, PAGE_SHIFT,
+    MAX_MAPPING_PREFIXES, NO_STACK, PAGE_SHIFT,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -58,8 +58,6 @@ static TARGET_TGID: Global<u32> = Global::new(0);
 static SIZE_LOC: Global<Loc> = Global::new(Loc::ZERO);
 #[unsafe(no_mangle)]
 static ALLOC_ID_LOC: Global<Loc> = Global::new(Loc::ZERO);
-#[unsafe(no_mangle)]
-static RELEASE_ID_LOC: Global<Loc> = Global::new(Loc::ZERO);
 /// [`walker`] constant: how stacks are walked.
 #[unsafe(no_mangle)]
 static WALKER: Global<u32> = Global::new(walker::DWARF);
@@ -94,10 +92,11 @@ static UNWIND_PAGES: HashMap<PageKey, PageRows> = HashMap::with_max_entries(1 <<
 static UNWIND_MAPPINGS: LpmTrie<[u8; 8], MappingEntry> =
     LpmTrie::with_max_entries(MAX_MAPPING_PREFIXES, BPF_F_NO_PREALLOC);
 
-/// Release probes whose identity location differs from `RELEASE_ID_LOC`
-/// (a release inlined at several sites), by attach cookie.
+/// Where each release probe finds the buffer's identity, by attach cookie
+/// (one entry per probe; the loader sizes it). Per probe because an
+/// inlined release keeps the value in a register its caller chose.
 #[map]
-static RELEASE_LOCS: HashMap<u32, Loc> = HashMap::with_max_entries(MAX_RELEASE_SITES, 0);
+static RELEASE_LOCS: Array<Loc> = Array::with_max_entries(1, 0);
 
 /// Slot 0: `pool_walk_stack`, which tail-calls itself.
 #[map]
@@ -518,14 +517,13 @@ fn on_release_enter(ctx: &ProbeContext) {
     count(counter::RELEASE_CALLS);
     let args = entry_args(ctx);
     let cookie = attach_cookie(ctx) as u32;
-    // SAFETY: the value is copied out at once.
-    let loc = match unsafe { RELEASE_LOCS.get(cookie) } {
-        Some(loc) => *loc,
-        None => RELEASE_ID_LOC.load(),
-    };
     // SAFETY: the probe's own register snapshot.
     let regs = unsafe { &*ctx.regs };
-    let Ok(id) = evaluate(&loc, &args, 0, Some(regs)) else {
+    let id = RELEASE_LOCS
+        .get(cookie)
+        .ok_or(())
+        .and_then(|loc| evaluate(loc, &args, 0, Some(regs)));
+    let Ok(id) = id else {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };

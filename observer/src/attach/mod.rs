@@ -11,7 +11,7 @@ pub mod unwind;
 use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{HashMap, ProgramArray};
+use aya::maps::{Array, ProgramArray};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{ProgramError, UProbe};
 use aya::{Ebpf, EbpfLoader};
@@ -185,21 +185,20 @@ fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Gives release probes with their own identity location (inlined
-/// instances) that location, keyed by their attach cookie.
+/// Gives every release probe its identity location, at its attach cookie:
+/// the site's own (an inlined instance), else the plan's.
 fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
-    let mut locations: HashMap<_, u32, Loc> = HashMap::try_from(
+    let mut locations: Array<_, Loc> = Array::try_from(
         ebpf.map_mut(names::MAP_RELEASE_LOCS)
             .context("eBPF object has no map RELEASE_LOCS")?,
     )?;
     for site in &plan.release.sites {
-        if let Some(location) = site.release_id {
-            locations
-                .insert(site.cookie, location.compiled(), 0)
-                .with_context(|| {
-                    format!("cannot store the location of release site {}", site.cookie)
-                })?;
-        }
+        let location = site.release_id.unwrap_or(plan.release_id);
+        locations
+            .set(site.cookie, location.compiled(), 0)
+            .with_context(|| {
+                format!("cannot store the location of release site {}", site.cookie)
+            })?;
     }
     Ok(())
 }
@@ -207,7 +206,6 @@ fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
 fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<Ebpf> {
     let size = plan.size.compiled();
     let alloc_id = plan.alloc_id.compiled();
-    let release_id = plan.release_id.compiled();
     // aya-log's level global: 0 turns every log statement off.
     let log_level: u8 = if options.ebpf_log { 0xff } else { 0 };
     let walker = match options.walker {
@@ -218,10 +216,10 @@ fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<
         .override_global(names::GLOBAL_TARGET_TGID, &plan.pid, true)
         .override_global(names::GLOBAL_SIZE_LOC, &size, true)
         .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
-        .override_global(names::GLOBAL_RELEASE_ID_LOC, &release_id, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .override_global(names::GLOBAL_WALKER, &walker, true)
         .map_max_entries(names::MAP_LIVE, options.max_live)
+        .map_max_entries(names::MAP_RELEASE_LOCS, release_sites(plan))
         .map_max_entries(names::MAP_UNWIND_ROWS, rows_capacity.max(1))
         .load(EBPF_OBJECT)
         .map_err(|err| {
@@ -232,6 +230,19 @@ fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<
             }
         })
         .context("cannot load the eBPF programs")
+}
+
+/// Entries `RELEASE_LOCS` needs: one per release probe (cookies are
+/// 0..n).
+fn release_sites(plan: &ProbePlan) -> u32 {
+    let highest = plan
+        .release
+        .sites
+        .iter()
+        .map(|s| s.cookie)
+        .max()
+        .unwrap_or(0);
+    highest + 1
 }
 
 fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use anyhow::Result;
-use observer_ebpf::MAX_RELEASE_SITES;
 
 use super::site::decode_first;
 use super::{flow, infer};
@@ -23,13 +22,18 @@ use crate::resolve::pattern::RustPath;
 use crate::resolve::signature::{inlined_calls, InlinedInstance};
 use crate::resolve::ResolvedFunction;
 
+/// At most this many probes for the entries into one inlined release:
+/// beyond it the user is better served probing its callers.
+const MAX_RELEASE_SITES: usize = 1024;
+
 /// How many per-entry explanations a report lists before summarising.
 const EXPLAINED_ENTRIES: usize = 6;
 
 /// Plans one probe per place control enters an inlined instance of the
 /// release function, or `None` when DWARF knows no inlined instance.
-/// Also returns the first site's location (the default the eBPF side falls
-/// back to; every site carries its own).
+/// Also returns the first site's location, for the plan's `release_id`
+/// (checked and reported like any other); every site is probed with its
+/// own.
 pub(super) fn plan_release(
     elf: &ElfInfo,
     exe_display: &str,
@@ -118,7 +122,7 @@ pub(super) fn plan_release(
                 .join(", ")
         ));
     }
-    let fallback = sites[0].release_id.expect("inlined sites carry a location");
+    let first = sites[0].release_id.expect("inlined sites carry a location");
     let function = ResolvedFunction {
         pattern: request.release.clone(),
         name,
@@ -130,7 +134,7 @@ pub(super) fn plan_release(
             sites,
             inlined: true,
         },
-        fallback,
+        first,
     )))
 }
 
@@ -196,7 +200,7 @@ fn check_coverage(
         ))
         .into());
     }
-    if sites.len() > MAX_RELEASE_SITES as usize {
+    if sites.len() > MAX_RELEASE_SITES {
         return Err(UserError::new(format!(
             "'{}' is inlined at {} places, more than the {MAX_RELEASE_SITES} release probes the \
              observer keeps locations for: probe the functions that call it instead",

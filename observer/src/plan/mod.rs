@@ -83,6 +83,8 @@ pub struct ProbePlan {
     pub release: PlannedFunction,
     pub size: Location,
     pub alloc_id: Location,
+    /// Release's identity location; for an inlined release, its first
+    /// site's (each site carries its own in [`ProbeSite::release_id`]).
     pub release_id: Location,
     /// What `auto` locations were inferred to, and why, for people.
     pub inferred: Vec<String>,
