@@ -276,32 +276,21 @@ fn site_block(out: &mut String, report: &Report, site: &Site, max_frames: usize)
         let _ = writeln!(out, "      (stack not captured)");
     }
     let cwd = std::env::current_dir().ok();
-    for frame in site.frames.iter().take(max_frames) {
-        let _ = writeln!(out, "      {}", frame_line_in(frame, cwd.as_deref()));
-    }
-    if site.frames.len() > max_frames {
-        let _ = writeln!(
-            out,
-            "      … {} more frames (raise --frames)",
-            site.frames.len() - max_frames
-        );
-    } else if site.frames_truncated {
+    let cut = write_frames(out, &site.frames, max_frames, "      ", cwd.as_deref());
+    if !cut && site.frames_truncated {
         let _ = writeln!(
             out,
             "      … {} stacks share the frames above and differ below; the largest continues:",
             site.stacks.len()
         );
         let budget = max_frames - site.frames.len();
-        for frame in site.largest_stack_rest.iter().take(budget) {
-            let _ = writeln!(out, "        {}", frame_line_in(frame, cwd.as_deref()));
-        }
-        if site.largest_stack_rest.len() > budget {
-            let _ = writeln!(
-                out,
-                "        … {} more frames (raise --frames)",
-                site.largest_stack_rest.len() - budget
-            );
-        }
+        write_frames(
+            out,
+            &site.largest_stack_rest,
+            budget,
+            "        ",
+            cwd.as_deref(),
+        );
     }
     out.push('\n');
 }
@@ -336,6 +325,29 @@ fn signed_rate(bytes_per_min: f64) -> String {
 /// One frame, paths relative to the working directory.
 pub fn frame_line(frame: &Frame) -> String {
     frame_line_in(frame, std::env::current_dir().ok().as_deref())
+}
+
+/// Writes up to `budget` frames, then how many more there are; true when
+/// some were left out.
+fn write_frames(
+    out: &mut String,
+    frames: &[Frame],
+    budget: usize,
+    indent: &str,
+    cwd: Option<&Path>,
+) -> bool {
+    for frame in frames.iter().take(budget) {
+        let _ = writeln!(out, "{indent}{}", frame_line_in(frame, cwd));
+    }
+    let cut = frames.len() > budget;
+    if cut {
+        let _ = writeln!(
+            out,
+            "{indent}… {} more frames (raise --frames)",
+            frames.len() - budget
+        );
+    }
+    cut
 }
 
 fn frame_line_in(frame: &Frame, cwd: Option<&Path>) -> String {
