@@ -221,66 +221,173 @@ pub struct WalkState {
     pub done: u32,
 }
 
-/// What the allocate entry probe saves for the return probe, per thread,
-/// with the stack being walked. Too large for the BPF stack: it is built
-/// in place in the `PENDING` map.
+/// Allocate calls one thread may have in flight at once (nested or
+/// recursive calls); deeper ones are counted, not tracked.
+pub const MAX_NESTED_ALLOCS: usize = 4;
+
+/// One allocate call between its entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// The stack pointer at entry: the address of the return-address slot.
+    pub entry_sp: u64,
+    /// The return address the caller pushed (read before any uretprobe
+    /// replaced it).
+    pub return_address: u64,
+    /// Non-zero while the slot holds the original return address again
+    /// because a panic started unwinding: the value (the kernel's uretprobe
+    /// trampoline) to put back if the panic is caught inside the call.
+    pub trampoline: u64,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub entered_ns: u64,
+    /// The argument registers at entry (`argN` in locations).
+    pub args: [u64; LOC_BASE_ARG_COUNT as usize],
+    pub site: SiteKey,
+}
+
+/// Per-thread state (`PENDING[pid_tgid]`): the allocate calls in flight,
+/// innermost last, and the scratch of the stack walk in progress. Too
+/// large for the BPF stack: it lives in the map and is reused for the
+/// thread's life (removed when the thread exits).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct Pending {
-    pub args: [u64; LOC_BASE_ARG_COUNT as usize],
-    pub entered_ns: u64,
-    pub site: SiteKey,
+pub struct ThreadState {
+    /// Calls in `frames[..depth]`.
+    pub depth: u32,
+    /// The frame whose stack the walker is filling in.
+    pub walking: u32,
+    pub frames: [InFlight; MAX_NESTED_ALLOCS],
     pub walk: WalkState,
     pub stack: StackRecord,
 }
 
-/// Indices into the per-CPU `COUNTERS` array. Every event the kernel side
-/// could not record has one, so the report can say what was lost.
-pub mod counter {
-    /// Allocations recorded in the live table.
-    pub const ALLOCATIONS: u32 = 0;
-    /// Releases that matched a recorded allocation.
-    pub const RELEASES: u32 = 1;
-    /// Releases of an id the live table did not hold (allocated before
-    /// attach, lost, or a wrong `--release-id`).
-    pub const UNKNOWN_RELEASES: u32 = 2;
-    /// Allocations not recorded because the live table was full.
-    pub const LIVE_MAP_FULL: u32 = 3;
-    /// Allocations whose user stack could not be captured.
-    pub const STACK_ERRORS: u32 = 4;
-    /// Allocate entries whose return was never seen (thread died, longjmp,
-    /// unwinding, or re-entry).
-    pub const ENTRIES_WITHOUT_RETURN: u32 = 5;
-    /// Allocate returns without a saved entry (call in flight at attach).
-    pub const RETURNS_WITHOUT_ENTRY: u32 = 6;
-    /// The alloc id location could not be read.
-    pub const ALLOC_ID_READ_ERRORS: u32 = 7;
-    /// The release id location could not be read.
-    pub const RELEASE_ID_READ_ERRORS: u32 = 8;
-    /// The size location could not be read (buffer tracked with size 0).
-    pub const SIZE_READ_ERRORS: u32 = 9;
-    /// An allocation returned an id that was still live: its release was
-    /// missed; the older record was dropped.
-    pub const REALLOCATED_IDS: u32 = 10;
-    /// The site table was full: a buffer is tracked but not counted per site.
-    pub const SITE_MAP_FULL: u32 = 11;
-    /// Allocate calls entered (after the tgid filter).
-    pub const ALLOC_CALLS: u32 = 12;
-    /// Release calls entered (after the tgid filter).
-    pub const RELEASE_CALLS: u32 = 13;
-    /// Frames unwound with `.eh_frame` rows.
-    pub const FRAMES_UNWOUND: u32 = 14;
-    /// Frames unwound with frame pointers because no row covered the address.
-    pub const FRAMES_BY_FRAME_POINTER: u32 = 15;
-    /// Stacks walked to their entry point.
-    pub const STACKS_COMPLETE: u32 = 16;
-    /// Stacks cut at the maximum depth.
-    pub const STACKS_TRUNCATED: u32 = 17;
-    /// Stacks that stopped early (see `stack_flags::BROKEN`).
-    pub const STACKS_BROKEN: u32 = 18;
-    /// Number of counters; the array is sized by this.
-    pub const COUNT: u32 = 19;
+/// How an allocate probe site is reached ([`EntrySite::kind`]).
+pub mod entry_kind {
+    /// The probe is on the function's first instruction.
+    pub const FUNCTION: u32 = 0;
+    /// The probe is on a `call` of the function (its first instruction
+    /// cannot be probed): the callee has not been entered yet.
+    pub const CALL_SITE: u32 = 1;
 }
+
+/// What the allocate entry probe must know about the site it fires at,
+/// by attach cookie (`ENTRY_SITES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntrySite {
+    /// [`entry_kind`].
+    pub kind: u32,
+    /// Length of the `call` instruction (call sites).
+    pub call_length: u32,
+    /// Callee address minus the call instruction's address (call sites).
+    pub callee_delta: i64,
+}
+
+/// Addresses the kernel maps its uretprobe trampoline at: the page just
+/// below the top of the user address space (4- and 5-level paging), where
+/// `__create_xol_area` asks for it. The one actually used is read from
+/// `/proc/PID/maps` (`[uprobes]`) as soon as it exists and stored in
+/// `TRAMPOLINE`; these cover the moments before.
+pub const TRAMPOLINE_HINTS: [u64; 2] = [0x7fff_ffff_e000, 0x00ff_ffff_ffff_e000];
+
+/// What a counter counts, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Calls and their outcomes.
+    Event,
+    /// Something the kernel side could not record: the picture is
+    /// incomplete by this much.
+    Lost,
+    /// How stacks were walked.
+    Stack,
+    /// What happened to the target that the report must mention.
+    Target,
+    /// Filled in by userspace when it reads the counters.
+    Derived,
+}
+
+/// One counter: its slot, its name in reports and JSON, what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterInfo {
+    pub index: u32,
+    pub name: &'static str,
+    pub kind: CounterKind,
+    pub meaning: &'static str,
+}
+
+/// Declares the counters once: the slot constants both sides use, and the
+/// table userspace reads and reports them by.
+macro_rules! counters {
+    ($($index:literal $constant:ident $name:ident $kind:ident $meaning:literal;)*) => {
+        /// Indices into the per-CPU `COUNTERS` array. Every event the
+        /// kernel side could not record has one, so every report can say
+        /// what was lost.
+        pub mod counter {
+            $(
+                #[doc = $meaning]
+                pub const $constant: u32 = $index;
+            )*
+            /// Number of counters; the array is sized by this.
+            pub const COUNT: u32 = [$($index),*].len() as u32;
+        }
+
+        /// Every counter, in slot order.
+        pub const COUNTERS: [CounterInfo; counter::COUNT as usize] = [$(
+            CounterInfo {
+                index: $index,
+                name: stringify!($name),
+                kind: CounterKind::$kind,
+                meaning: $meaning,
+            },
+        )*];
+    };
+}
+
+counters! {
+    0 ALLOC_CALLS alloc_calls Event "allocate calls entered";
+    1 ALLOCATIONS allocations Event "allocations recorded in the live table";
+    2 RELEASE_CALLS release_calls Event "release calls entered";
+    3 RELEASES releases Event "releases that matched a recorded allocation";
+    4 UNKNOWN_RELEASES unknown_releases Event "releases of an id the live table did not hold (allocated before attach, or locations that disagree)";
+    5 ALLOC_UNWOUND alloc_unwound Event "allocate calls a panic unwound through: they returned nothing, so they are not allocations";
+    6 IN_FLIGHT in_flight Derived "allocate calls in flight when the counters were read";
+    7 ENTRIES_WITHOUT_RETURN entries_without_return Lost "allocate calls whose return was never seen although their frame is gone";
+    8 EXITED_IN_ALLOCATE exited_in_allocate Lost "allocate calls in flight when their thread exited";
+    9 NESTED_TOO_DEEP nested_too_deep Lost "allocate calls nested deeper than the per-thread limit, not tracked";
+    10 THREADS_FULL threads_full Lost "allocate calls not tracked because the per-thread table was full";
+    11 ALLOC_ID_READ_ERRORS alloc_id_read_errors Lost "allocate returns whose id location could not be read";
+    12 LIVE_MAP_FULL live_map_full Lost "allocations not recorded because the live table was full";
+    13 RETURNS_WITHOUT_ENTRY returns_without_entry Lost "allocate returns whose entry was not recorded (calls in flight at attach, or nested too deep)";
+    14 RELEASE_ID_READ_ERRORS release_id_read_errors Lost "release calls whose id location could not be read";
+    15 SIZE_READ_ERRORS size_read_errors Lost "allocations whose size location could not be read (tracked with size 0)";
+    16 SITE_MAP_FULL site_map_full Lost "allocations tracked but not counted per site because the site table was full";
+    17 STACK_ERRORS stack_errors Lost "allocations whose stack could not be stored (counted under a site without frames)";
+    18 REALLOCATED_IDS reallocated_ids Lost "allocations that returned an id still live: the release of the older buffer was missed";
+    19 FRAMES_UNWOUND frames_unwound Stack "frames unwound with .eh_frame rows";
+    20 FRAMES_BY_FRAME_POINTER frames_by_frame_pointer Stack "frames unwound with frame pointers because no row covered the address";
+    21 STACKS_COMPLETE stacks_complete Stack "stacks walked to their entry point";
+    22 STACKS_TRUNCATED stacks_truncated Stack "stacks cut at the maximum depth";
+    23 STACKS_BROKEN stacks_broken Stack "stacks that stopped early";
+    24 UNWIND_REPAIRS unwind_repairs Target "return addresses put back so a panic could unwind through allocate";
+    25 UNWIND_REPAIR_FAILURES unwind_repair_failures Target "return addresses that could not be put back before an unwind";
+    26 CAUGHT_INSIDE caught_inside Target "panics caught inside allocate: its return probe was put back in place";
+    27 FORKS forks Target "processes the target forked (their allocations are not observed)";
+    28 EXECS execs Target "times the target replaced its program with exec (the probes went with the old one)";
+}
+
+/// Every allocate call ends up in exactly one of these (after the
+/// entry was counted in `ALLOC_CALLS`), so they sum to it.
+pub const ALLOC_CALL_OUTCOMES: [u32; 9] = [
+    counter::ALLOCATIONS,
+    counter::ALLOC_UNWOUND,
+    counter::IN_FLIGHT,
+    counter::ENTRIES_WITHOUT_RETURN,
+    counter::EXITED_IN_ALLOCATE,
+    counter::NESTED_TOO_DEEP,
+    counter::THREADS_FULL,
+    counter::ALLOC_ID_READ_ERRORS,
+    counter::LIVE_MAP_FULL,
+];
 
 /// Names of the maps and globals, shared so a rename breaks the build, not
 /// the attach.
@@ -289,6 +396,8 @@ pub mod names {
     pub const MAP_SITES: &str = "SITES";
     pub const MAP_LIVE: &str = "LIVE";
     pub const MAP_PENDING: &str = "PENDING";
+    pub const MAP_ENTRY_SITES: &str = "ENTRY_SITES";
+    pub const MAP_TRAMPOLINE: &str = "TRAMPOLINE";
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_UNWIND_ROWS: &str = "UNWIND_ROWS";
     pub const MAP_UNWIND_PAGES: &str = "UNWIND_PAGES";
@@ -303,6 +412,13 @@ pub mod names {
     pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
     pub const PROG_WALK: &str = "pool_walk_stack";
+    pub const PROG_ALLOC_RETURN_SITE: &str = "pool_alloc_return_site";
+    pub const PROG_UNWIND_START: &str = "pool_unwind_start";
+    pub const PROG_UNWIND_CAUGHT: &str = "pool_unwind_caught";
+    pub const PROG_PANIC_CAUGHT: &str = "pool_panic_caught";
+    pub const PROG_THREAD_EXIT: &str = "pool_thread_exit";
+    pub const PROG_NEW_TASK: &str = "pool_new_task";
+    pub const PROG_EXEC: &str = "pool_exec";
 }
 
 #[cfg(feature = "user")]
@@ -320,7 +436,11 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LiveBuf {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InFlight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EntrySite {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackRecord {}
     // SAFETY: as above.

@@ -1,19 +1,34 @@
 //! eBPF programs of the pool observer.
 //!
 //! Programs that follow a buffer pool inside one process:
-//! - `pool_alloc_enter` (uprobe at allocate's entry): saves the argument
-//!   registers and a timestamp for this thread, then walks the user stack
-//!   (tail-calling `pool_walk_stack`) and interns it in `STACKS`;
+//! - `pool_alloc_enter` (uprobe at allocate's entry, or at a `call` of it
+//!   when its first instruction cannot be probed): pushes the call on the
+//!   thread's in-flight list (argument registers, return-address slot,
+//!   timestamp), then walks the user stack (tail-calling
+//!   `pool_walk_stack`) and interns it in `STACKS`;
 //! - `pool_walk_stack` (never attached; reached by tail call): unwinds a
 //!   few frames per call with the `.eh_frame`-derived tables userspace put
 //!   in `UNWIND_*`, falling back to frame pointers where no row covers an
 //!   address;
-//! - `pool_alloc_return` (uretprobe on allocate): evaluates the buffer's id
-//!   and size (`argN` = the registers saved at entry, so a return slot passed
-//!   in a register is readable once filled), records the buffer in `LIVE`
-//!   and adds it to its site's aggregates in `SITES`;
-//! - `pool_release_enter` (uprobe at release's entry): removes the buffer
-//!   from `LIVE` and subtracts it from its site.
+//! - `pool_alloc_return` (uretprobe on allocate) and `pool_alloc_return_site`
+//!   (uprobe on the instruction after each call of allocate): pop the call
+//!   whose return-address slot is just below the stack pointer, evaluate
+//!   the buffer's id and size (`argN` = the registers saved at entry),
+//!   record the buffer in `LIVE` and add it to its site in `SITES`;
+//! - `pool_release_enter` (uprobe at release's entry, its inlined
+//!   instances, or its call sites): removes the buffer from `LIVE` and
+//!   subtracts it from its site;
+//! - `pool_unwind_start` (uprobe on `_Unwind_RaiseException` and
+//!   `_Unwind_ForcedUnwind`): a panic is about to unwind; every in-flight
+//!   allocate whose return address a uretprobe replaced gets the original
+//!   back, so the unwinder can pass through its frame (the target would
+//!   abort otherwise);
+//! - `pool_unwind_caught` (uprobe on Rust's `__rust_panic_cleanup`, where
+//!   a panic is caught): the calls the panic unwound are counted and
+//!   dropped; one caught inside allocate gets its uretprobe back;
+//! - `pool_thread_exit`, `pool_new_task`, `pool_exec` (raw tracepoints):
+//!   calls in flight in an exiting thread are counted, forks and execs of
+//!   the target are counted for the report.
 //!
 //! Userspace only ever reads aggregates; nothing here sends per-event data.
 //! Requires Linux ≥ 5.15 (attach cookies, atomic fetch-add on map values,
@@ -36,19 +51,19 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_probe_read_user, bpf_probe_write_user,
     },
-    macros::{map, uprobe, uretprobe},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext as _, Global,
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    counter, row_kind, stack_flags, walker, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows,
-    Pending, SiteKey, SiteStats, StackRecord, UnwindRow, WalkState, LOC_BASE_ARG_COUNT,
-    LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_FRAMES, MAX_LOC_STEPS,
-    MAX_MAPPING_PREFIXES, NO_STACK, PAGE_SHIFT,
+    counter, entry_kind, row_kind, stack_flags, walker, EntrySite, InFlight, LiveBuf, LiveKey, Loc,
+    MappingEntry, PageKey, PageRows, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow,
+    WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_FRAMES,
+    MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -65,10 +80,14 @@ static WALKER: Global<u32> = Global::new(walker::DWARF);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-// Sizes below are defaults; userspace resizes LIVE (--max-live) and
-// UNWIND_ROWS (to the tables it built).
+// Sizes below are defaults; userspace resizes LIVE (--max-live),
+// UNWIND_ROWS (to the tables it built) and the per-probe arrays.
+
+/// Per-thread in-flight calls and walk scratch; an entry lives as long as
+/// its thread (removed by `pool_thread_exit`). Preallocated: it is written
+/// from uprobes, where older kernels refuse run-time allocated hash maps.
 #[map]
-static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(2048, 0);
+static PENDING: HashMap<u64, ThreadState> = HashMap::with_max_entries(2048, 0);
 
 #[map]
 static LIVE: HashMap<LiveKey, LiveBuf> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
@@ -98,6 +117,15 @@ static UNWIND_MAPPINGS: LpmTrie<[u8; 8], MappingEntry> =
 #[map]
 static RELEASE_LOCS: Array<Loc> = Array::with_max_entries(1, 0);
 
+/// How each allocate entry probe is placed, by attach cookie.
+#[map]
+static ENTRY_SITES: Array<EntrySite> = Array::with_max_entries(1, 0);
+
+/// Slot 0: the address of the target's uretprobe trampoline, once
+/// userspace has seen it in `/proc/PID/maps` (0 before).
+#[map]
+static TRAMPOLINE: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Slot 0: `pool_walk_stack`, which tail-calls itself.
 #[map]
 static WALKERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -107,21 +135,49 @@ static WALKERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// program keep the verifier's work small (~45k instructions).
 const FRAMES_PER_CALL: usize = 8;
 const MAX_TAIL_CALLS: u32 = (MAX_FRAMES / FRAMES_PER_CALL) as u32;
+/// `MAX_NESTED_ALLOCS - 1`, a mask that keeps frame indices in bounds in
+/// a way every verifier tracks.
+const NESTED_MASK: usize = MAX_NESTED_ALLOCS - 1;
+const _: () = assert!(MAX_NESTED_ALLOCS.is_power_of_two());
+
+/// `index` masked into `frames`, in a way the optimizer cannot fold into
+/// an earlier comparison: verifiers bound the register the mask is
+/// applied to, not one a bound was checked on earlier.
+#[inline(always)]
+fn frame_index(index: usize) -> usize {
+    core::hint::black_box(index) & NESTED_MASK
+}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const EEXIST: i32 = -17;
+/// `_Unwind_Exception::private_2`: where the unwinder notes the frame that
+/// will catch the exception, after its search phase: the stack pointer of
+/// that frame (the CFA of the frame it called), in libgcc and in LLVM's
+/// libunwind alike. A call whose return-address slot is below it was
+/// unwound; one at or above it is alive.
+const EXCEPTION_HANDLER_OFFSET: u64 = 24;
+const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// A zeroed record to create `PENDING` entries from: it does not fit on
-/// the 512-byte BPF stack.
-static EMPTY_PENDING: Pending = Pending {
-    args: [0; LOC_BASE_ARG_COUNT as usize],
+const EMPTY_IN_FLIGHT: InFlight = InFlight {
+    entry_sp: 0,
+    return_address: 0,
+    trampoline: 0,
     entered_ns: 0,
+    args: [0; LOC_BASE_ARG_COUNT as usize],
     site: SiteKey {
         stack_id: 0,
         probe: 0,
         _pad: 0,
     },
+};
+
+/// A zeroed state to create `PENDING` entries from: it does not fit on
+/// the 512-byte BPF stack.
+static EMPTY_STATE: ThreadState = ThreadState {
+    depth: 0,
+    walking: 0,
+    frames: [EMPTY_IN_FLIGHT; MAX_NESTED_ALLOCS],
     walk: WalkState {
         pc: 0,
         sp: 0,
@@ -145,7 +201,15 @@ pub fn pool_alloc_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn pool_alloc_return(ctx: RetProbeContext) -> u32 {
-    on_alloc_return(&ctx);
+    // SAFETY: the probe's own register snapshot.
+    on_alloc_return(unsafe { &*ctx.regs });
+    0
+}
+
+#[uprobe]
+pub fn pool_alloc_return_site(ctx: ProbeContext) -> u32 {
+    // SAFETY: the probe's own register snapshot.
+    on_alloc_return(unsafe { &*ctx.regs });
     0
 }
 
@@ -161,6 +225,53 @@ pub fn pool_walk_stack(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[uprobe]
+pub fn pool_unwind_start(ctx: ProbeContext) -> u32 {
+    on_unwind_start(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pool_unwind_caught(ctx: ProbeContext) -> u32 {
+    on_unwind_caught(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pool_panic_caught(ctx: ProbeContext) -> u32 {
+    // Without uretprobes no return address was ever replaced: only count
+    // and drop the calls the panic unwound (no user-memory writes, so this
+    // loads on locked-down kernels).
+    if let Some(state) = thread_with_calls() {
+        drop_unwound_calls(&ctx, state);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn pool_thread_exit(_ctx: RawTracePointContext) -> i32 {
+    on_thread_exit();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn pool_new_task(ctx: RawTracePointContext) -> i32 {
+    // task_newtask(struct task_struct *task, unsigned long clone_flags)
+    let flags: u64 = ctx.arg(1);
+    if target_thread().is_some() && flags & CLONE_THREAD == 0 {
+        count(counter::FORKS);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn pool_exec(_ctx: RawTracePointContext) -> i32 {
+    if target_thread().is_some() {
+        count(counter::EXECS);
+    }
+    0
+}
+
 /// Returns the current `pid_tgid` when the current process is the target.
 #[inline(always)]
 fn target_thread() -> Option<u64> {
@@ -170,12 +281,28 @@ fn target_thread() -> Option<u64> {
 
 #[inline(always)]
 fn count(index: u32) {
+    count_by(index, 1);
+}
+
+#[inline(always)]
+fn count_by(index: u32, delta: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU array lookup, so
         // it points at this CPU's u64 for `index`; programs do not migrate
         // CPUs while running, so nothing else writes it concurrently.
-        unsafe { *slot += 1 };
+        unsafe { *slot += delta };
     }
+}
+
+/// This thread's state, created on its first allocate call.
+#[inline(always)]
+fn thread_state(pid_tgid: u64) -> Option<*mut ThreadState> {
+    if let Some(state) = PENDING.get_ptr_mut(pid_tgid) {
+        return Some(state);
+    }
+    // A full table refuses the insert; the lookup below then fails too.
+    let _ = PENDING.insert(pid_tgid, &EMPTY_STATE, BPF_NOEXIST as u64);
+    PENDING.get_ptr_mut(pid_tgid)
 }
 
 fn on_alloc_enter(ctx: &ProbeContext) {
@@ -183,76 +310,175 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         return;
     };
     count(counter::ALLOC_CALLS);
-    if PENDING
-        .insert(pid_tgid, &EMPTY_PENDING, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        count(counter::ENTRIES_WITHOUT_RETURN);
-        if PENDING
-            .insert(pid_tgid, &EMPTY_PENDING, BPF_ANY as u64)
-            .is_err()
-        {
-            return;
-        }
-    }
-    let Some(pending) = PENDING.get_ptr_mut(pid_tgid) else {
+    // SAFETY: the probe's own register snapshot.
+    let regs = unsafe { &*ctx.regs };
+    let cookie = attach_cookie(ctx) as u32;
+    let site = ENTRY_SITES.get(cookie).copied().unwrap_or_default();
+    let at_call = site.kind == entry_kind::CALL_SITE;
+    // At a call site the callee has not been entered: its return-address
+    // slot will be just below the stack pointer, holding the address of
+    // the instruction after the call.
+    let (entry_sp, return_address) = if at_call {
+        (
+            regs.rsp.wrapping_sub(8),
+            regs.rip.wrapping_add(u64::from(site.call_length)),
+        )
+    } else {
+        (regs.rsp, read_user(regs.rsp).unwrap_or(0))
+    };
+    let Some(state) = thread_state(pid_tgid) else {
+        count(counter::THREADS_FULL);
         return;
     };
-    // SAFETY: `pending` points at this thread's own PENDING element, which
-    // only this thread's probes touch, and the regs pointer is the probe's
-    // context.
+    // SAFETY: `state` is this thread's own PENDING element, which only
+    // this thread's probes touch, and the map keeps it in place.
     unsafe {
-        (*pending).args = entry_args(ctx);
-        (*pending).entered_ns = bpf_ktime_get_ns();
-        (*pending).site.probe = attach_cookie(ctx) as u32;
-        let regs = &*ctx.regs;
-        (*pending).walk.pc = regs.rip;
-        (*pending).walk.sp = regs.rsp;
-        (*pending).walk.bp = regs.rbp;
-        (*pending).walk.hash = FNV_OFFSET;
+        // A new call at or above an older one's slot means that one's
+        // frame is gone.
+        drop_gone_calls(state, entry_sp, true);
+        let depth = (*state).depth as usize;
+        if depth >= MAX_NESTED_ALLOCS {
+            count(counter::NESTED_TOO_DEEP);
+            return;
+        }
+        let index = frame_index(depth);
+        let frame = &mut (*state).frames[index];
+        frame.entry_sp = entry_sp;
+        frame.return_address = return_address;
+        frame.trampoline = 0;
+        frame.entered_ns = bpf_ktime_get_ns();
+        frame.args = entry_args(ctx);
+        frame.site = SiteKey {
+            stack_id: NO_STACK,
+            probe: cookie,
+            _pad: 0,
+        };
+        (*state).depth = depth as u32 + 1;
+        (*state).walking = index as u32;
     }
+    // SAFETY: as above.
+    unsafe {
+        start_walk(
+            state,
+            regs,
+            at_call.then(|| regs.rip.wrapping_add(site.callee_delta as u64)),
+            return_address,
+        )
+    };
     if WALKER.load() == walker::FRAME_POINTERS {
-        kernel_frame_pointer_walk(ctx, pending);
+        kernel_frame_pointer_walk(ctx, state, at_call, return_address);
     } else {
         // SAFETY: WALKERS holds pool_walk_stack, a program of the same type;
         // on success control does not come back.
         unsafe { WALKERS.tail_call(ctx, 0) };
         // SAFETY: as above; only reached if the tail call failed.
-        unsafe { (*pending).stack.flags |= stack_flags::BROKEN };
+        unsafe { (*state).stack.flags |= stack_flags::BROKEN };
     }
-    finish_walk(pending);
+    finish_walk(state);
+}
+
+/// Resets the walk scratch to start at the probe. At a call site the
+/// callee is recorded as frame 0 and the walk goes on from the return
+/// address, as if the call had happened.
+///
+/// # Safety
+/// `state` must be this thread's own PENDING element.
+#[inline(always)]
+unsafe fn start_walk(
+    state: *mut ThreadState,
+    regs: &pt_regs,
+    callee: Option<u64>,
+    return_address: u64,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*state).stack.len = 0;
+        (*state).stack.flags = 0;
+        (*state).walk = WalkState {
+            pc: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+            hash: FNV_OFFSET,
+            tail_calls: 0,
+            done: 0,
+        };
+        if let Some(callee) = callee {
+            (*state).stack.frames[0] = callee;
+            (*state).stack.len = 1;
+            (*state).walk.hash = (FNV_OFFSET ^ callee).wrapping_mul(FNV_PRIME);
+            (*state).walk.pc = return_address;
+        }
+    }
+}
+
+/// Drops the in-flight calls whose frames are gone: those whose slot is
+/// below `boundary` (or at it, when `inclusive`). A call a panic unwound
+/// (its return address was put back) is counted as unwound; any other as
+/// a call whose return was never seen.
+///
+/// # Safety
+/// `state` must be this thread's own PENDING element.
+#[inline(always)]
+unsafe fn drop_gone_calls(state: *mut ThreadState, boundary: u64, inclusive: bool) {
+    for _ in 0..MAX_NESTED_ALLOCS {
+        // SAFETY: guaranteed by the caller.
+        let depth = unsafe { (*state).depth } as usize;
+        if depth == 0 {
+            break;
+        }
+        // SAFETY: as above; the index is masked into the array.
+        let top = unsafe { &(*state).frames[frame_index(depth - 1)] };
+        let gone = if inclusive {
+            top.entry_sp <= boundary
+        } else {
+            top.entry_sp < boundary
+        };
+        if !gone {
+            break;
+        }
+        count(if top.trampoline != 0 {
+            counter::ALLOC_UNWOUND
+        } else {
+            counter::ENTRIES_WITHOUT_RETURN
+        });
+        // SAFETY: as above.
+        unsafe { (*state).depth = depth as u32 - 1 };
+    }
 }
 
 /// Unwinds up to [`FRAMES_PER_CALL`] frames, then tail-calls itself until
 /// the stack ends, or finishes it.
 fn walk_stack(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(pending) = PENDING.get_ptr_mut(pid_tgid) else {
+    let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
         return;
     };
     for _ in 0..FRAMES_PER_CALL {
         // SAFETY: this thread's own PENDING element (see on_alloc_enter).
-        if unsafe { (*pending).walk.done } != 0 {
+        if unsafe { (*state).walk.done } != 0 {
             break;
         }
         // SAFETY: as above.
-        unsafe { unwind_one(&mut (*pending).walk, &mut (*pending).stack) };
+        unsafe { unwind_one(&mut *state) };
     }
     // SAFETY: as above.
     unsafe {
-        if (*pending).walk.done == 0 && (*pending).walk.tail_calls < MAX_TAIL_CALLS {
-            (*pending).walk.tail_calls += 1;
+        if (*state).walk.done == 0 && (*state).walk.tail_calls < MAX_TAIL_CALLS {
+            (*state).walk.tail_calls += 1;
             WALKERS.tail_call(ctx, 0);
         }
-        if (*pending).walk.done == 0 {
-            (*pending).stack.flags |= stack_flags::TRUNCATED;
+        if (*state).walk.done == 0 {
+            (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(pending);
+    finish_walk(state);
 }
 
 /// Records the frame at `walk.pc`, then moves `walk` to the caller.
-fn unwind_one(walk: &mut WalkState, stack: &mut StackRecord) {
+fn unwind_one(state: &mut ThreadState) {
+    let frames = &state.frames;
+    let walk = &mut state.walk;
+    let stack = &mut state.stack;
     let len = stack.len as usize;
     let Some(slot) = stack.frames.get_mut(len) else {
         stack.flags |= stack_flags::TRUNCATED;
@@ -269,13 +495,13 @@ fn unwind_one(walk: &mut WalkState, stack: &mut StackRecord) {
         walk.pc.wrapping_sub(1)
     };
     let outcome = match find_row(lookup) {
-        Some(row) => caller_by_row(walk, &row),
+        Some(row) => caller_by_row(walk, &row, frames),
         None => Step::NoRow,
     };
     let outcome = match outcome {
         Step::NoRow => {
             stack.flags |= stack_flags::USED_FRAME_POINTERS;
-            caller_by_frame_pointer(walk, len == 0)
+            caller_by_frame_pointer(walk, len == 0, frames)
         }
         other => other,
     };
@@ -309,7 +535,11 @@ enum Step {
     Broken,
 }
 
-fn caller_by_row(walk: &mut WalkState, row: &UnwindRow) -> Step {
+fn caller_by_row(
+    walk: &mut WalkState,
+    row: &UnwindRow,
+    frames: &[InFlight; MAX_NESTED_ALLOCS],
+) -> Step {
     let offset = row.cfa_offset as i64 as u64;
     let cfa = match row.kind {
         row_kind::END => return Step::End,
@@ -326,7 +556,7 @@ fn caller_by_row(walk: &mut WalkState, row: &UnwindRow) -> Step {
     if cfa <= walk.sp {
         return Step::Broken;
     }
-    let Some(return_address) = read_user(cfa.wrapping_sub(8)) else {
+    let Some(return_address) = read_return_address(cfa.wrapping_sub(8), frames) else {
         return Step::Broken;
     };
     if row.rbp_offset_words != 0 {
@@ -343,9 +573,13 @@ fn caller_by_row(walk: &mut WalkState, row: &UnwindRow) -> Step {
 
 /// Without a row: at the probed function's first instruction the return
 /// address is at rsp; further up, the frame-pointer chain.
-fn caller_by_frame_pointer(walk: &mut WalkState, at_entry: bool) -> Step {
+fn caller_by_frame_pointer(
+    walk: &mut WalkState,
+    at_entry: bool,
+    frames: &[InFlight; MAX_NESTED_ALLOCS],
+) -> Step {
     if at_entry {
-        let Some(return_address) = read_user(walk.sp) else {
+        let Some(return_address) = read_return_address(walk.sp, frames) else {
             return Step::Broken;
         };
         walk.sp = walk.sp.wrapping_add(8);
@@ -355,14 +589,42 @@ fn caller_by_frame_pointer(walk: &mut WalkState, at_entry: bool) -> Step {
     if walk.bp == 0 || walk.bp < walk.sp {
         return Step::Broken;
     }
-    let (Some(return_address), Some(bp)) = (read_user(walk.bp.wrapping_add(8)), read_user(walk.bp))
-    else {
+    let (Some(return_address), Some(bp)) = (
+        read_return_address(walk.bp.wrapping_add(8), frames),
+        read_user(walk.bp),
+    ) else {
         return Step::Broken;
     };
     walk.sp = walk.bp.wrapping_add(16);
     walk.bp = bp;
     walk.pc = return_address;
     Step::Moved { dwarf: false }
+}
+
+/// The return address stored at `slot`; where a uretprobe replaced it with
+/// its trampoline (an outer allocate call in flight), the original.
+#[inline(always)]
+fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Option<u64> {
+    let value = read_user(slot)?;
+    if !is_trampoline(value) {
+        return Some(value);
+    }
+    for frame in frames {
+        if frame.entry_sp == slot {
+            return Some(frame.return_address);
+        }
+    }
+    Some(value)
+}
+
+/// True for the address of the kernel's uretprobe trampoline in this
+/// process: what a hijacked return-address slot holds.
+#[inline(always)]
+fn is_trampoline(value: u64) -> bool {
+    let learned = TRAMPOLINE.get(0).copied().unwrap_or(0);
+    (learned != 0 && value == learned)
+        || value == TRAMPOLINE_HINTS[0]
+        || value == TRAMPOLINE_HINTS[1]
 }
 
 /// The unwind row in effect at `pc`, if a tabled object maps it.
@@ -406,28 +668,40 @@ fn find_mapping(pc: u64) -> Option<MappingEntry> {
 }
 
 /// The kernel's frame-pointer walk into the record (the comparison path).
-fn kernel_frame_pointer_walk(ctx: &ProbeContext, pending: *mut Pending) {
+/// At a call site the callee goes first and the call is reported by its
+/// return address, as the unwinder does.
+fn kernel_frame_pointer_walk(
+    ctx: &ProbeContext,
+    state: *mut ThreadState,
+    at_call: bool,
+    return_address: u64,
+) {
     // SAFETY: the buffer is this thread's PENDING element's frame array,
-    // MAX_FRAMES u64s long; bpf_get_stack writes at most `size` bytes.
+    // MAX_FRAMES u64s long; bpf_get_stack writes at most `size` bytes, to
+    // the part after the callee's slot when there is one.
     unsafe {
-        let frames = &raw mut (*pending).stack.frames;
-        let size = (MAX_FRAMES * 8) as u32;
+        let skip = if at_call { 1 } else { 0 };
+        let frames = (&raw mut (*state).stack.frames).cast::<u64>().add(skip);
+        let size = ((MAX_FRAMES - skip) * 8) as u32;
         let written = bpf_get_stack(ctx.as_ptr(), frames.cast(), size, BPF_F_USER_STACK as u64);
         if written < 0 {
-            (*pending).stack.flags |= stack_flags::BROKEN;
+            (*state).stack.flags |= stack_flags::BROKEN;
             return;
         }
-        let len = (written as usize / 8).min(MAX_FRAMES);
-        (*pending).stack.len = len as u32;
+        let len = (written as usize / 8 + skip).min(MAX_FRAMES);
+        if at_call && len > 1 {
+            (*state).stack.frames[1] = return_address;
+        }
+        (*state).stack.len = len as u32;
         let mut hash = FNV_OFFSET;
         for index in 0..MAX_FRAMES {
             if index >= len {
                 break;
             }
-            hash = (hash ^ (*pending).stack.frames[index]).wrapping_mul(FNV_PRIME);
+            hash = (hash ^ (*state).stack.frames[index]).wrapping_mul(FNV_PRIME);
         }
-        (*pending).walk.hash = hash;
-        (*pending).stack.flags |= if len == MAX_FRAMES {
+        (*state).walk.hash = hash;
+        (*state).stack.flags |= if len == MAX_FRAMES {
             stack_flags::TRUNCATED
         } else {
             stack_flags::COMPLETE
@@ -435,13 +709,13 @@ fn kernel_frame_pointer_walk(ctx: &ProbeContext, pending: *mut Pending) {
     }
 }
 
-/// Interns the walked stack and names the site after it.
-fn finish_walk(pending: *mut Pending) {
+/// Interns the walked stack and names the walked call's site after it.
+fn finish_walk(state: *mut ThreadState) {
     // SAFETY: this thread's own PENDING element (see on_alloc_enter); the
     // stack record is passed to the map by pointer, never copied to the
-    // BPF stack.
+    // BPF stack; the frame index is masked into the array.
     unsafe {
-        let flags = (*pending).stack.flags;
+        let flags = (*state).stack.flags;
         count(if flags & stack_flags::BROKEN != 0 {
             counter::STACKS_BROKEN
         } else if flags & stack_flags::TRUNCATED != 0 {
@@ -449,18 +723,20 @@ fn finish_walk(pending: *mut Pending) {
         } else {
             counter::STACKS_COMPLETE
         });
-        let mut id = (*pending).walk.hash;
+        let mut id = (*state).walk.hash;
         if id == NO_STACK {
             id -= 1;
         }
-        let stack = &raw const (*pending).stack;
-        match STACKS.insert(id, &*stack, BPF_NOEXIST as u64) {
-            Ok(()) | Err(EEXIST) => (*pending).site.stack_id = id,
+        let stack = &raw const (*state).stack;
+        let index = frame_index((*state).walking as usize);
+        (*state).frames[index].site.stack_id = match STACKS.insert(id, &*stack, BPF_NOEXIST as u64)
+        {
+            Ok(()) | Err(EEXIST) => id,
             Err(_) => {
                 count(counter::STACK_ERRORS);
-                (*pending).site.stack_id = NO_STACK;
+                NO_STACK
             }
-        }
+        };
     }
 }
 
@@ -471,23 +747,49 @@ fn read_user(address: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user(address as *const u64) }.ok()
 }
 
-fn on_alloc_return(ctx: &RetProbeContext) {
+/// An allocate call returns (uretprobe, or the instruction after a call):
+/// the call whose return-address slot is just below the stack pointer.
+fn on_alloc_return(regs: &pt_regs) {
     let Some(pid_tgid) = target_thread() else {
         return;
     };
-    let Some(pending) = PENDING.get_ptr(pid_tgid) else {
+    let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
         count(counter::RETURNS_WITHOUT_ENTRY);
         return;
     };
-    // SAFETY: this thread's own PENDING element; only the small fields are
-    // copied (the record is too large for the BPF stack).
-    let (args, entered_ns, site) =
-        unsafe { ((*pending).args, (*pending).entered_ns, (*pending).site) };
-    let _ = PENDING.remove(pid_tgid);
-    let ret: u64 = ctx.ret();
+    let slot = regs.rsp.wrapping_sub(8);
+    // SAFETY: this thread's own PENDING element; only the small fields of
+    // the call are copied (the state is too large for the BPF stack); the
+    // index is masked into the array.
+    let call = unsafe {
+        // Calls deeper than this one were left without returning.
+        drop_gone_calls(state, slot, false);
+        let depth = (*state).depth as usize;
+        if depth == 0 {
+            count(counter::RETURNS_WITHOUT_ENTRY);
+            return;
+        }
+        let top = &(*state).frames[frame_index(depth - 1)];
+        if top.entry_sp != slot {
+            count(counter::RETURNS_WITHOUT_ENTRY);
+            return;
+        }
+        let call = (top.args, top.entered_ns, top.site);
+        (*state).depth = depth as u32 - 1;
+        call
+    };
+    record_allocation(regs.rax, pid_tgid, call.0, call.1, call.2);
+}
+
+fn record_allocation(
+    ret: u64,
+    pid_tgid: u64,
+    args: [u64; LOC_BASE_ARG_COUNT as usize],
+    entered_ns: u64,
+    site: SiteKey,
+) {
     let Ok(id) = evaluate(&ALLOC_ID_LOC.load(), &args, ret, None) else {
         count(counter::ALLOC_ID_READ_ERRORS);
-        debug!(ctx, "alloc id unreadable (ret {:x})", ret);
         return;
     };
     let size = evaluate_size(&SIZE_LOC.load(), &args, ret);
@@ -508,6 +810,146 @@ fn on_alloc_return(ctx: &RetProbeContext) {
     }
     add_to_site(&site, 1, size as i64);
     count(counter::ALLOCATIONS);
+}
+
+/// A panic is about to unwind this thread's stack. Every in-flight
+/// allocate above the unwinder whose return address a uretprobe replaced
+/// gets the original back: the unwinder finds no unwind information for
+/// the trampoline and would make the target abort.
+fn on_unwind_start(ctx: &ProbeContext) {
+    let Some(pid_tgid) = target_thread() else {
+        return;
+    };
+    let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
+        return;
+    };
+    // SAFETY: the probe's own register snapshot.
+    let sp = unsafe { (*ctx.regs).rsp };
+    for index in 0..MAX_NESTED_ALLOCS {
+        // SAFETY: this thread's own PENDING element; index < the array's length.
+        let frame = unsafe {
+            if index >= (*state).depth as usize {
+                break;
+            }
+            &mut (*state).frames[index]
+        };
+        // Only a live frame (above the unwinder) whose slot still holds
+        // the trampoline: never write into memory a finished call left.
+        if frame.trampoline != 0 || frame.entry_sp <= sp {
+            continue;
+        }
+        let Some(value) = read_user(frame.entry_sp) else {
+            continue;
+        };
+        if value == frame.return_address || !is_trampoline(value) {
+            continue;
+        }
+        // SAFETY: writes 8 bytes of the target's stack, at the slot that
+        // held this call's return address and now holds the trampoline
+        // (checked just above); the helper fails rather than fault.
+        let written = unsafe {
+            bpf_probe_write_user(
+                frame.entry_sp as *mut u64,
+                &frame.return_address as *const u64,
+            )
+        };
+        match written {
+            Ok(()) => {
+                frame.trampoline = value;
+                count(counter::UNWIND_REPAIRS);
+            }
+            Err(_) => {
+                count(counter::UNWIND_REPAIR_FAILURES);
+                debug!(ctx, "return address at {:x} not restored", frame.entry_sp);
+            }
+        }
+    }
+}
+
+/// A panic is caught (`__rust_panic_cleanup(exception)`). The unwinder
+/// noted the catching frame in the exception: calls below it were
+/// unwound; a call the panic did not leave (caught inside allocate) gets
+/// its trampoline back so its return is still seen.
+fn on_unwind_caught(ctx: &ProbeContext) {
+    let Some(state) = thread_with_calls() else {
+        return;
+    };
+    drop_unwound_calls(ctx, state);
+    rearm_live_calls(state);
+}
+
+/// This thread's state, when the current process is the target and the
+/// thread has one.
+#[inline(always)]
+fn thread_with_calls() -> Option<*mut ThreadState> {
+    PENDING.get_ptr_mut(target_thread()?)
+}
+
+/// Counts and drops the in-flight calls below the frame that caught the
+/// exception `__rust_panic_cleanup` received.
+fn drop_unwound_calls(ctx: &ProbeContext, state: *mut ThreadState) {
+    let exception: u64 = ctx.arg(0).unwrap_or(0);
+    let Some(handler) = read_user(exception.wrapping_add(EXCEPTION_HANDLER_OFFSET)) else {
+        return;
+    };
+    for _ in 0..MAX_NESTED_ALLOCS {
+        // SAFETY: this thread's own PENDING element; the index is masked.
+        let depth = unsafe { (*state).depth } as usize;
+        if depth == 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let top = unsafe { &(*state).frames[frame_index(depth - 1)] };
+        if top.entry_sp >= handler {
+            break;
+        }
+        count(counter::ALLOC_UNWOUND);
+        // SAFETY: as above.
+        unsafe { (*state).depth = depth as u32 - 1 };
+    }
+}
+
+/// Puts the trampoline back for the calls still alive whose return
+/// address was restored when the panic started.
+fn rearm_live_calls(state: *mut ThreadState) {
+    for index in 0..MAX_NESTED_ALLOCS {
+        // SAFETY: this thread's own PENDING element; index < the array's
+        // length.
+        let frame = unsafe {
+            if index >= (*state).depth as usize {
+                break;
+            }
+            &mut (*state).frames[index]
+        };
+        if frame.trampoline == 0 {
+            continue;
+        }
+        // SAFETY: the slot is this live call's return-address slot, where
+        // on_unwind_start put the original back; the trampoline returns.
+        let written = unsafe {
+            bpf_probe_write_user(frame.entry_sp as *mut u64, &frame.trampoline as *const u64)
+        };
+        match written {
+            Ok(()) => count(counter::CAUGHT_INSIDE),
+            Err(_) => count(counter::UNWIND_REPAIR_FAILURES),
+        }
+        frame.trampoline = 0;
+    }
+}
+
+/// A thread of the target exits: its calls in flight will never return.
+fn on_thread_exit() {
+    let Some(pid_tgid) = target_thread() else {
+        return;
+    };
+    if let Some(state) = PENDING.get_ptr(pid_tgid) {
+        // SAFETY: this thread's own PENDING element, read before removal.
+        let depth = unsafe { (*state).depth };
+        if depth > 0 {
+            count_by(counter::EXITED_IN_ALLOCATE, u64::from(depth));
+        }
+        let _ = PENDING.remove(pid_tgid);
+    }
 }
 
 fn on_release_enter(ctx: &ProbeContext) {

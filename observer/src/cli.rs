@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
+use crate::plan::returns::ReturnChoice;
 use crate::plan::{LocSpec, ProbeRequest};
 use crate::render::{Format, Reporter};
 use crate::resolve::debuginfo::DebugOptions;
@@ -131,6 +132,16 @@ pub struct ProbeArgs {
     /// Buffer identity at release's entry; `auto` reads it off DWARF.
     #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
     pub release_id: LocSpec,
+    /// How allocate's returns are observed: `auto` picks the cheapest way a
+    /// panic cannot turn into an abort of the target (uretprobes where no
+    /// panic can unwind through allocate; uretprobes repaired on unwind,
+    /// which needs CAP_SYS_ADMIN; else probes after each call of allocate).
+    #[arg(long, value_enum, default_value_t = ReturnChoice::Auto)]
+    pub returns: ReturnChoice,
+    /// Use plain uretprobes even where a panic unwinding through allocate
+    /// would abort the target (it would, while attached).
+    #[arg(long)]
+    pub accept_abort_on_panic: bool,
 }
 
 /// How the session runs.
@@ -245,6 +256,8 @@ impl ProbeArgs {
             size: self.size,
             alloc_id: self.alloc_id,
             release_id: self.release_id,
+            returns: self.returns,
+            accept_abort_on_panic: self.accept_abort_on_panic,
         }
     }
 }

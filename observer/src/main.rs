@@ -12,6 +12,7 @@ use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
 use observer::resolve::process::Process;
+use observer::resolve::unwinder::{self, Unwinder};
 use observer::session::control::{self, Request};
 use observer::session::launch;
 use observer::session::{self, Observed, Outcome, Signals};
@@ -55,6 +56,7 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
         process.exe_path(),
         &args.probes.request(),
         &args.session.debug_options(),
+        |elf| unwinder::of_process(&process, elf, &process.exe_path()),
     )?;
     let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
     let tables = unwind_tables(&args.session, &process)?;
@@ -76,6 +78,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         launched.program.clone(),
         &args.probes.request(),
         &args.session.debug_options(),
+        |elf| unwinder::of_program(elf, &launched.program),
     )?;
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
@@ -126,9 +129,20 @@ fn plan(
     binary: std::path::PathBuf,
     request: &ProbeRequest,
     debug: &DebugOptions,
+    find_unwinder: impl FnOnce(&ElfInfo) -> Result<Unwinder, String>,
 ) -> Result<(ProbePlan, Option<String>)> {
     let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), debug)?;
-    let plan = ProbePlan::new(process.pid, binary, &elf, &process.exe_display, request)?;
+    let unwinder = find_unwinder(&elf);
+    let repair = attach::repair::ability(Some(process.pid));
+    let plan = ProbePlan::new(
+        process.pid,
+        binary,
+        &elf,
+        &process.exe_display,
+        request,
+        &unwinder,
+        &repair,
+    )?;
     Ok((plan, elf.build_id))
 }
 

@@ -10,71 +10,72 @@ use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use observer_ebpf::{
-    counter, names, stack_flags, LiveBuf, LiveKey, SiteKey, SiteStats, StackRecord, NO_STACK,
+    counter, names, stack_flags, CounterInfo, CounterKind, LiveBuf, LiveKey, SiteKey, SiteStats,
+    StackRecord, ThreadState, ALLOC_CALL_OUTCOMES, COUNTERS, NO_STACK,
 };
 use serde::Serialize;
 
-/// The kernel side's event counters, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// The counters of [`observer_ebpf::COUNTERS`], summed over CPUs; index
+/// with the `observer_ebpf::counter` constants. Serialized as an object
+/// keyed by each counter's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
-    pub alloc_calls: u64,
-    pub allocations: u64,
-    pub release_calls: u64,
-    pub releases: u64,
-    pub unknown_releases: u64,
-    pub live_map_full: u64,
-    pub site_map_full: u64,
-    pub stack_errors: u64,
-    pub entries_without_return: u64,
-    pub returns_without_entry: u64,
-    pub alloc_id_read_errors: u64,
-    pub release_id_read_errors: u64,
-    pub size_read_errors: u64,
-    pub reallocated_ids: u64,
-    pub frames_unwound: u64,
-    pub frames_by_frame_pointer: u64,
-    pub stacks_complete: u64,
-    pub stacks_truncated: u64,
-    pub stacks_broken: u64,
+    values: [u64; counter::COUNT as usize],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            values: [0; counter::COUNT as usize],
+        }
+    }
+}
+
+impl std::ops::Index<u32> for Counters {
+    type Output = u64;
+
+    fn index(&self, index: u32) -> &u64 {
+        &self.values[index as usize]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Counters {
+    fn index_mut(&mut self, index: u32) -> &mut u64 {
+        &mut self.values[index as usize]
+    }
 }
 
 impl Counters {
-    fn from_slots(slots: &[u64; counter::COUNT as usize]) -> Self {
-        let at = |index: u32| slots[index as usize];
-        Self {
-            alloc_calls: at(counter::ALLOC_CALLS),
-            allocations: at(counter::ALLOCATIONS),
-            release_calls: at(counter::RELEASE_CALLS),
-            releases: at(counter::RELEASES),
-            unknown_releases: at(counter::UNKNOWN_RELEASES),
-            live_map_full: at(counter::LIVE_MAP_FULL),
-            site_map_full: at(counter::SITE_MAP_FULL),
-            stack_errors: at(counter::STACK_ERRORS),
-            entries_without_return: at(counter::ENTRIES_WITHOUT_RETURN),
-            returns_without_entry: at(counter::RETURNS_WITHOUT_ENTRY),
-            alloc_id_read_errors: at(counter::ALLOC_ID_READ_ERRORS),
-            release_id_read_errors: at(counter::RELEASE_ID_READ_ERRORS),
-            size_read_errors: at(counter::SIZE_READ_ERRORS),
-            reallocated_ids: at(counter::REALLOCATED_IDS),
-            frames_unwound: at(counter::FRAMES_UNWOUND),
-            frames_by_frame_pointer: at(counter::FRAMES_BY_FRAME_POINTER),
-            stacks_complete: at(counter::STACKS_COMPLETE),
-            stacks_truncated: at(counter::STACKS_TRUNCATED),
-            stacks_broken: at(counter::STACKS_BROKEN),
-        }
+    /// Every counter with its description, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static CounterInfo, u64)> + '_ {
+        COUNTERS.iter().map(|info| (info, self[info.index]))
     }
 
     /// Events the kernel side could not record fully, all kinds together.
     pub fn not_recorded(&self) -> u64 {
-        self.live_map_full
-            + self.site_map_full
-            + self.stack_errors
-            + self.entries_without_return
-            + self.returns_without_entry
-            + self.alloc_id_read_errors
-            + self.release_id_read_errors
-            + self.size_read_errors
-            + self.reallocated_ids
+        self.iter()
+            .filter(|(info, _)| info.kind == CounterKind::Lost)
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    /// The allocate calls no outcome accounts for: 0 whenever the counters
+    /// were read while the target was quiet (each call ends in exactly
+    /// one of [`ALLOC_CALL_OUTCOMES`]).
+    pub fn unaccounted_alloc_calls(&self) -> i64 {
+        let outcomes: u64 = ALLOC_CALL_OUTCOMES.iter().map(|&i| self[i]).sum();
+        self[counter::ALLOC_CALLS] as i64 - outcomes as i64
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(COUNTERS.len()))?;
+        for (info, value) in self.iter() {
+            map.serialize_entry(info.name, &value)?;
+        }
+        map.end()
     }
 }
 
@@ -186,14 +187,25 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 
 fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
     let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, names::MAP_COUNTERS)?)?;
-    let mut slots = [0u64; counter::COUNT as usize];
-    for (index, slot) in slots.iter_mut().enumerate() {
+    let mut counters = Counters::default();
+    for info in &COUNTERS {
         let per_cpu = array
-            .get(&(index as u32), 0)
-            .with_context(|| format!("reading counter {index}"))?;
-        *slot = per_cpu.iter().sum();
+            .get(&info.index, 0)
+            .with_context(|| format!("reading counter {}", info.name))?;
+        counters[info.index] = per_cpu.iter().sum();
     }
-    Ok(Counters::from_slots(&slots))
+    counters[counter::IN_FLIGHT] = in_flight_calls(ebpf)?;
+    Ok(counters)
+}
+
+/// Allocate calls entered and not yet returned, over all threads.
+fn in_flight_calls(ebpf: &Ebpf) -> Result<u64> {
+    let threads: HashMap<&MapData, u64, ThreadState> =
+        HashMap::try_from(map(ebpf, names::MAP_PENDING)?)?;
+    Ok(collect_live_map(threads.iter())?
+        .iter()
+        .map(|(_, state)| u64::from(state.depth))
+        .sum())
 }
 
 fn read_sites(ebpf: &Ebpf) -> Result<BTreeMap<SiteKey, SiteStats>> {

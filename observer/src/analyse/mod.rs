@@ -11,7 +11,7 @@ pub mod verdict;
 
 use serde::Serialize;
 
-use observer_ebpf::NO_STACK;
+use observer_ebpf::{counter, NO_STACK};
 
 use crate::attach::unwind::TabledObject;
 use crate::attach::StackWalker;
@@ -48,6 +48,8 @@ pub struct Report {
     /// Seconds between attach and this snapshot.
     pub attached_secs: f64,
     pub probes: Vec<ProbedFunction>,
+    /// How allocate's returns are observed (safe against panics).
+    pub returns: Returns,
     pub locations: Locations,
     pub counters: Counters,
     /// How stacks were walked, and the unwind tables installed for it.
@@ -102,6 +104,16 @@ pub struct ProbedCopy {
     /// For a function with several copies: which one (DWARF's name with
     /// type arguments, or the address).
     pub label: Option<String>,
+}
+
+/// The return method of the plan, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Returns {
+    /// `uretprobe`, `uretprobe-with-repair`, `call-sites` or
+    /// `uretprobe-unprotected`.
+    pub method: &'static str,
+    /// The method and why it was chosen, in words.
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,6 +254,10 @@ pub fn build_report(
             probed_function("allocate", &plan.alloc),
             probed_function("release", &plan.release),
         ],
+        returns: Returns {
+            method: plan.returns.name(),
+            description: plan.returns.to_string(),
+        },
         locations: Locations {
             size: plan.size.to_string(),
             alloc_id: plan.alloc_id.to_string(),
@@ -337,27 +353,38 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
 }
 
 /// Plain-language warnings for counters that mean the observation is
-/// incomplete or the locations are probably wrong.
+/// incomplete, the locations are probably wrong, or the target did
+/// something the observation does not follow.
 pub fn warnings(c: &Counters) -> Vec<String> {
     let mut out = Vec::new();
-    if c.releases == 0 && c.unknown_releases > 0 && c.allocations > 0 {
+    if c[counter::RELEASES] == 0 && c[counter::UNKNOWN_RELEASES] > 0 && c[counter::ALLOCATIONS] > 0
+    {
         out.push(format!(
             "no release matched a recorded allocation ({} unknown releases): --release-id \
              probably does not name the value --alloc-id names",
-            c.unknown_releases
+            c[counter::UNKNOWN_RELEASES]
         ));
     }
-    let explained: [(u64, &str); 8] = [
-        (c.stacks_broken, "{n} allocation stacks stopped early (no unwind row and no frame pointer, or unreadable stack): their sites show only the frames found"),
-        (c.alloc_id_read_errors, "--alloc-id could not be read {n} times: check the location"),
-        (c.release_id_read_errors, "--release-id could not be read {n} times: check the location"),
-        (c.size_read_errors, "--size could not be read {n} times (those buffers count 0 bytes): check the location"),
-        (c.live_map_full, "the live-buffer table was full {n} times; those allocations are not tracked (raise --max-live)"),
-        (c.site_map_full, "the site table was full {n} times; per-site totals undercount"),
-        (c.stack_errors, "{n} allocation stacks could not be captured; their buffers are counted under a site without frames"),
-        (c.reallocated_ids, "{n} allocations returned an id that was still live: releases are being missed (another release path, or an inlined release)"),
+    let explained: [(u32, &str); 16] = [
+        (counter::STACKS_BROKEN, "{n} allocation stacks stopped early (no unwind row and no frame pointer, or unreadable stack): their sites show only the frames found"),
+        (counter::ALLOC_ID_READ_ERRORS, "--alloc-id could not be read {n} times: check the location"),
+        (counter::RELEASE_ID_READ_ERRORS, "--release-id could not be read {n} times: check the location"),
+        (counter::SIZE_READ_ERRORS, "--size could not be read {n} times (those buffers count 0 bytes): check the location"),
+        (counter::LIVE_MAP_FULL, "the live-buffer table was full {n} times; those allocations are not tracked (raise --max-live)"),
+        (counter::SITE_MAP_FULL, "the site table was full {n} times; per-site totals undercount"),
+        (counter::STACK_ERRORS, "{n} allocation stacks could not be captured; their buffers are counted under a site without frames"),
+        (counter::REALLOCATED_IDS, "{n} allocations returned an id that was still live: releases are being missed (another release path, or an inlined release)"),
+        (counter::ENTRIES_WITHOUT_RETURN, "{n} allocate calls ended without their return being seen (a call the return probes do not cover, or a frame left by a jump): those buffers are not tracked"),
+        (counter::EXITED_IN_ALLOCATE, "{n} allocate calls were in flight when their thread exited"),
+        (counter::NESTED_TOO_DEEP, "{n} allocate calls were nested more than 4 deep on one thread and not tracked"),
+        (counter::THREADS_FULL, "{n} allocate calls were not tracked because the per-thread table was full"),
+        (counter::UNWIND_REPAIR_FAILURES, "{n} return addresses could not be put back for a panic unwinding through allocate: the target may have aborted"),
+        (counter::FORKS, "the target started {n} processes (fork/spawn): buffers a forked copy allocates are not observed"),
+        (counter::EXECS, "the target replaced its program with exec {n} times: the probes went with the old program, and this report names the old binary"),
+        (counter::RETURNS_WITHOUT_ENTRY, "{n} allocate returns had no recorded entry (calls in flight at attach, or nested too deep)"),
     ];
-    for (count, text) in explained {
+    for (index, text) in explained {
+        let count = c[index];
         if count > 0 {
             out.push(text.replace("{n}", &count.to_string()));
         }
@@ -392,12 +419,10 @@ mod tests {
     #[test]
     fn counters_that_mean_trouble_are_explained() {
         assert!(warnings(&Counters::default()).is_empty());
-        let mismatched = Counters {
-            allocations: 10,
-            unknown_releases: 7,
-            stack_errors: 2,
-            ..Counters::default()
-        };
+        let mut mismatched = Counters::default();
+        mismatched[counter::ALLOCATIONS] = 10;
+        mismatched[counter::UNKNOWN_RELEASES] = 7;
+        mismatched[counter::STACK_ERRORS] = 2;
         let text = warnings(&mismatched).join("\n");
         assert!(text.contains("no release matched a recorded allocation (7 unknown releases)"));
         assert!(text.contains("2 allocation stacks could not be captured"));

@@ -6,6 +6,7 @@
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
 
+pub mod repair;
 pub mod unwind;
 
 use std::num::NonZeroU32;
@@ -13,12 +14,15 @@ use std::num::NonZeroU32;
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
-use aya::programs::{ProgramError, UProbe};
+use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{names, walker, Loc};
+use observer_ebpf::{entry_kind, names, walker, EntrySite, Loc};
 
 use crate::error::UserError;
+use crate::plan::returns::ReturnMethod;
 use crate::plan::{ProbePlan, ProbeSite};
+use crate::resolve::unwinder::ProbePoint;
+use std::path::PathBuf;
 
 /// The compiled eBPF object, built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
@@ -60,6 +64,8 @@ pub struct Attachment {
     /// Probes attached, for the report header.
     pub probe_count: usize,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The uretprobe trampoline address last given to the kernel side.
+    trampoline: u64,
 }
 
 impl Attachment {
@@ -92,6 +98,30 @@ impl Attachment {
         self.tables.as_ref().map_or(&self.tabled, |t| &t.tabled)
     }
 
+    /// Gives the kernel side the address of the target's uretprobe
+    /// trampoline once the kernel has mapped it (`[uprobes]` in the
+    /// target's maps), so repairs recognise hijacked return addresses
+    /// wherever the kernel placed it.
+    pub fn learn_trampoline(&mut self, pid: u32) -> Result<()> {
+        let Some(address) = trampoline_address(pid) else {
+            return Ok(());
+        };
+        if address == self.trampoline {
+            return Ok(());
+        }
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return Ok(());
+        };
+        let mut slot: Array<_, u64> = Array::try_from(
+            ebpf.map_mut(names::MAP_TRAMPOLINE)
+                .context("eBPF object has no map TRAMPOLINE")?,
+        )?;
+        slot.set(0, address, 0)
+            .context("cannot store the trampoline address")?;
+        self.trampoline = address;
+        Ok(())
+    }
+
     /// Tables objects the process mapped since attach.
     pub fn refresh_tables(&mut self, process: &crate::resolve::process::Process) -> Result<()> {
         if let (Some(tables), Some(ebpf)) = (self.tables.as_mut(), self.ebpf.as_mut()) {
@@ -101,16 +131,19 @@ impl Attachment {
     }
 }
 
+/// Where the kernel mapped the process's uretprobe trampoline, if it has.
+fn trampoline_address(pid: u32) -> Option<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .find(|line| line.ends_with("[uprobes]"))
+        .and_then(|line| line.split('-').next())
+        .and_then(|start| u64::from_str_radix(start, 16).ok())
+}
+
 /// Fails with a [`UserError`] unless this process may load eBPF programs and
 /// open uprobe perf events.
 pub fn check_privileges() -> Result<()> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .context("no CapEff line in /proc/self/status")?;
+    let effective = effective_capabilities()?;
     let has = |cap: u32| effective & (1u64 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
@@ -122,12 +155,30 @@ pub fn check_privileges() -> Result<()> {
     .into())
 }
 
+/// This process's effective capability set (`CapEff` in /proc/self/status).
+pub fn effective_capabilities() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .context("no CapEff line in /proc/self/status")
+}
+
+/// True when this process has CAP_SYS_ADMIN in its effective set.
+pub fn has_sys_admin() -> bool {
+    effective_capabilities().is_ok_and(|caps| caps & (1u64 << CAP_SYS_ADMIN) != 0)
+}
+
 /// Loads the programs configured for `plan` and attaches every probe.
 ///
-/// Order matters for honest accounting: release probes go first (so no
-/// buffer allocated under observation can be released unseen), then the
-/// allocate return probes, then the allocate entry probes (so every
-/// recorded entry also has its return probe).
+/// Order matters for honest accounting and for the target's safety: the
+/// tracepoints that see threads exit go first; then release probes (so
+/// no buffer allocated under observation can be released unseen); then
+/// the unwinder repair (before any uretprobe can replace a return
+/// address); then allocate's return probes, then its entry probes (so
+/// every recorded entry also has its return probe).
 pub fn attach(
     plan: &ProbePlan,
     options: AttachOptions,
@@ -141,33 +192,147 @@ pub fn attach(
         .context("cannot install the unwind tables")?;
     install_walker(&mut ebpf)?;
     install_release_locations(&mut ebpf, plan)?;
+    install_entry_sites(&mut ebpf, plan)?;
     let logger = options
         .ebpf_log
         .then(|| aya_log::EbpfLogger::init(&mut ebpf))
         .transpose()
         .context("cannot start the eBPF log reader")?;
     let pid = NonZeroU32::new(plan.pid).context("PID 0")?;
+    attach_tracepoints(&mut ebpf)?;
     let mut probe_count = 0;
-    for (program, sites) in [
-        (names::PROG_RELEASE_ENTER, &plan.release.sites),
-        (names::PROG_ALLOC_RETURN, &plan.alloc.sites),
-        (names::PROG_ALLOC_ENTER, &plan.alloc.sites),
-    ] {
-        let uprobe = uprobe_mut(&mut ebpf, program)?;
+    let mut attach_all = |ebpf: &mut Ebpf, program: &str, targets: &[ProbeTarget]| -> Result<()> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let uprobe = uprobe_mut(ebpf, program)?;
         uprobe.load().map_err(|err| load_error(program, err))?;
-        for site in sites {
-            attach_site(uprobe, plan, site, pid)
-                .with_context(|| format!("cannot attach {program} to {}", site.symbol.demangled))?;
+        for target in targets {
+            attach_target(uprobe, target, pid, plan.pid)
+                .with_context(|| format!("cannot attach {program} to {}", target.what))?;
             probe_count += 1;
         }
+        Ok(())
+    };
+    attach_all(
+        &mut ebpf,
+        names::PROG_RELEASE_ENTER,
+        &targets_of(plan, &plan.release.sites),
+    )?;
+    match &plan.returns {
+        ReturnMethod::Repaired { unwinder, .. } => {
+            let starts: Vec<ProbeTarget> = unwinder.starts.iter().map(ProbeTarget::from).collect();
+            attach_all(&mut ebpf, names::PROG_UNWIND_START, &starts)?;
+            let catch: Vec<ProbeTarget> = unwinder.catch.iter().map(ProbeTarget::from).collect();
+            attach_all(&mut ebpf, names::PROG_UNWIND_CAUGHT, &catch)?;
+        }
+        ReturnMethod::CallSites {
+            unwinder: Some(unwinder),
+            ..
+        } => {
+            let catch: Vec<ProbeTarget> = unwinder.catch.iter().map(ProbeTarget::from).collect();
+            attach_all(&mut ebpf, names::PROG_PANIC_CAUGHT, &catch)?;
+        }
+        _ => {}
     }
+    match &plan.returns {
+        ReturnMethod::CallSites { sites, .. } => attach_all(
+            &mut ebpf,
+            names::PROG_ALLOC_RETURN_SITE,
+            &targets_of(plan, sites),
+        )?,
+        _ => attach_all(
+            &mut ebpf,
+            names::PROG_ALLOC_RETURN,
+            &targets_of(plan, &plan.alloc.sites),
+        )?,
+    }
+    attach_all(
+        &mut ebpf,
+        names::PROG_ALLOC_ENTER,
+        &targets_of(plan, &plan.alloc.sites),
+    )?;
     Ok(Attachment {
         tables,
         tabled: Vec::new(),
         ebpf: Some(ebpf),
         probe_count,
         logger,
+        trampoline: 0,
     })
+}
+
+/// One uprobe to place: a file, an offset in it, a cookie.
+struct ProbeTarget {
+    path: PathBuf,
+    file_offset: u64,
+    cookie: u32,
+    /// For error messages.
+    what: String,
+}
+
+impl From<&ProbePoint> for ProbeTarget {
+    fn from(point: &ProbePoint) -> Self {
+        Self {
+            path: point.path.clone(),
+            file_offset: point.file_offset,
+            cookie: 0,
+            what: format!("{} in {}", point.symbol, point.object),
+        }
+    }
+}
+
+fn targets_of(plan: &ProbePlan, sites: &[ProbeSite]) -> Vec<ProbeTarget> {
+    sites
+        .iter()
+        .map(|site| ProbeTarget {
+            path: plan.binary.clone(),
+            file_offset: site.file_offset,
+            cookie: site.cookie,
+            what: site.symbol.demangled.clone(),
+        })
+        .collect()
+}
+
+/// The raw tracepoints that follow the target's threads and processes.
+fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<()> {
+    for (program, tracepoint) in [
+        (names::PROG_THREAD_EXIT, "sched_process_exit"),
+        (names::PROG_NEW_TASK, "task_newtask"),
+        (names::PROG_EXEC, "sched_process_exec"),
+    ] {
+        let raw: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("eBPF object has no program {program}"))?
+            .try_into()?;
+        raw.load().map_err(|err| load_error(program, err))?;
+        raw.attach(tracepoint)
+            .with_context(|| format!("cannot attach {program} to the {tracepoint} tracepoint"))?;
+    }
+    Ok(())
+}
+
+/// Tells the entry probe how each allocate site is placed (function entry
+/// or call site), by cookie.
+fn install_entry_sites(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
+    let mut entries: Array<_, EntrySite> = Array::try_from(
+        ebpf.map_mut(names::MAP_ENTRY_SITES)
+            .context("eBPF object has no map ENTRY_SITES")?,
+    )?;
+    for site in &plan.alloc.sites {
+        let entry = match site.call {
+            Some(call) => EntrySite {
+                kind: entry_kind::CALL_SITE,
+                call_length: u32::from(call.length),
+                callee_delta: call.callee.wrapping_sub(site.probe_address) as i64,
+            },
+            None => EntrySite::default(),
+        };
+        entries
+            .set(site.cookie, entry, 0)
+            .with_context(|| format!("cannot describe allocate site {}", site.cookie))?;
+    }
+    Ok(())
 }
 
 /// Puts `pool_walk_stack` in the tail-call slot the entry probe jumps to.
@@ -220,6 +385,7 @@ fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<
         .override_global(names::GLOBAL_WALKER, &walker, true)
         .map_max_entries(names::MAP_LIVE, options.max_live)
         .map_max_entries(names::MAP_RELEASE_LOCS, release_sites(plan))
+        .map_max_entries(names::MAP_ENTRY_SITES, plan.alloc.sites.len().max(1) as u32)
         .map_max_entries(names::MAP_UNWIND_ROWS, rows_capacity.max(1))
         .load(EBPF_OBJECT)
         .map_err(|err| {
@@ -252,24 +418,24 @@ fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
     Ok(program.try_into()?)
 }
 
-fn attach_site(
+fn attach_target(
     uprobe: &mut UProbe,
-    plan: &ProbePlan,
-    site: &ProbeSite,
+    target: &ProbeTarget,
     pid: NonZeroU32,
+    raw_pid: u32,
 ) -> Result<()> {
     let point = UProbeAttachPoint {
-        location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-        cookie: Some(u64::from(site.cookie)),
+        location: UProbeAttachLocation::AbsoluteOffset(target.file_offset),
+        cookie: Some(u64::from(target.cookie)),
     };
     uprobe
-        .attach(point, &plan.binary, UProbeScope::OneProcess(pid))
+        .attach(point, &target.path, UProbeScope::OneProcess(pid))
         .map(|_| ())
         .map_err(|err| {
-            if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
+            if std::path::Path::new(&format!("/proc/{raw_pid}")).exists() {
                 anyhow!(err)
             } else {
-                UserError::new(format!("process {} exited while attaching", plan.pid)).into()
+                UserError::new(format!("process {raw_pid} exited while attaching")).into()
             }
         })
 }

@@ -236,6 +236,8 @@ fn site_at(
         first_instruction: decode_first(bytes, address),
         label: Some(format!("inlined in {caller}")),
         release_id: Some(location),
+        call: None,
+        probe_address: address,
     })
 }
 

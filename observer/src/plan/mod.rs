@@ -1,22 +1,28 @@
 //! Stage 2 — plan probes: which instruction of which file gets which eBPF
 //! program, with which value locations.
 
+pub mod callers;
 pub mod flow;
 pub mod infer;
 pub mod inlined;
 pub mod loc;
+pub mod returns;
 pub mod site;
 pub mod unwind;
+pub mod unwinding;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 pub use loc::Location;
-use site::ProbedInstruction;
+use returns::{RepairAbility, ReturnChoice, ReturnInputs, ReturnMethod};
+use site::{Execution, ProbedInstruction};
 
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
+use crate::resolve::pattern::RustPath;
 use crate::resolve::signature::{signature_at, Signature};
+use crate::resolve::unwinder::Unwinder;
 use crate::resolve::{resolve_function, ResolveError, ResolvedFunction};
 
 /// What the user asked to observe.
@@ -27,6 +33,10 @@ pub struct ProbeRequest {
     pub size: LocSpec,
     pub alloc_id: LocSpec,
     pub release_id: LocSpec,
+    /// How allocate's returns are observed (`--returns`).
+    pub returns: ReturnChoice,
+    /// Use uretprobes even where a panic would abort the target.
+    pub accept_abort_on_panic: bool,
 }
 
 /// A location as given on the command line: explicit, or `auto` (read off
@@ -62,6 +72,20 @@ pub struct ProbeSite {
     /// the plan's `release_id`: an inlined instance of release, whose
     /// values sit in whatever registers its caller chose.
     pub release_id: Option<Location>,
+    /// Set when the probe is on a `call` of the function instead of its
+    /// first instruction (which the kernel refuses to probe).
+    pub call: Option<CallEntry>,
+    /// The ELF address of the probed instruction.
+    pub probe_address: u64,
+}
+
+/// A function entered through a probe on its caller's `call` instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallEntry {
+    /// Length of the call instruction.
+    pub length: u8,
+    /// The function's address.
+    pub callee: u64,
 }
 
 /// A function and the probes planned on it.
@@ -91,6 +115,8 @@ pub struct ProbePlan {
     /// What planning could not cover and every report must say (inlined
     /// release instances left unprobed).
     pub warnings: Vec<String>,
+    /// How allocate's returns are observed.
+    pub returns: ReturnMethod,
 }
 
 impl ProbePlan {
@@ -102,6 +128,8 @@ impl ProbePlan {
         elf: &ElfInfo,
         exe_display: &str,
         request: &ProbeRequest,
+        unwinder: &Result<Unwinder, String>,
+        repair: &RepairAbility,
     ) -> Result<Self> {
         let alloc = plan_function(elf, exe_display, &request.alloc)?;
         let mut inferrer = Inferrer::new(elf, &alloc);
@@ -121,10 +149,26 @@ impl ProbePlan {
         };
         let Inferrer {
             explanations: inferred,
-            warnings,
+            mut warnings,
             ..
         } = inferrer;
         check_locations(size, alloc_id, release_id)?;
+        let returns = returns::choose(&ReturnInputs {
+            elf,
+            alloc: &alloc,
+            choice: request.returns,
+            accept_abort: request.accept_abort_on_panic,
+            unwinder,
+            repair,
+        })?;
+        if let ReturnMethod::CallSites { unseen, .. } = &returns {
+            if !unseen.is_empty() {
+                warnings.push(format!(
+                    "allocate returns are seen at its call sites, which miss {}: those calls count as entries without return",
+                    unseen.join(", ")
+                ));
+            }
+        }
         Ok(Self {
             pid,
             binary,
@@ -135,6 +179,7 @@ impl ProbePlan {
             release_id,
             inferred,
             warnings,
+            returns,
         })
     }
 
@@ -272,7 +317,8 @@ fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<Plan
     plan_copies(elf, exe_display, function)
 }
 
-/// One probe at the entry of each out-of-line copy.
+/// One probe at the entry of each out-of-line copy; where the kernel
+/// refuses a copy's first instruction, one on each direct call of it.
 fn plan_copies(
     elf: &ElfInfo,
     exe_display: &str,
@@ -284,36 +330,100 @@ fn plan_copies(
     } else {
         Default::default()
     };
-    let sites = function
-        .copies
-        .iter()
-        .enumerate()
-        .map(|(index, symbol)| {
-            let file_offset = elf.file_offset(symbol.address).ok_or_else(|| {
-                UserError::new(format!(
-                    "{} at {:#x} is not inside a loadable segment of {exe_display}",
-                    symbol.demangled, symbol.address
-                ))
-            })?;
-            let bytes = elf.bytes_at(symbol.address, 16).unwrap_or_default();
-            Ok(ProbeSite {
-                cookie: index as u32,
-                symbol: symbol.clone(),
-                file_offset,
-                first_instruction: site::decode_first(bytes, symbol.address),
-                label: (function.copies.len() > 1).then(|| {
-                    dwarf_names
-                        .get(&symbol.mangled)
-                        .cloned()
-                        .unwrap_or_else(|| format!("copy at {:#x}", symbol.address))
-                }),
-                release_id: None,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut sites = Vec::new();
+    for symbol in &function.copies {
+        let label = (function.copies.len() > 1).then(|| {
+            dwarf_names
+                .get(&symbol.mangled)
+                .cloned()
+                .unwrap_or_else(|| format!("copy at {:#x}", symbol.address))
+        });
+        let entry = entry_site(elf, exe_display, symbol, label.clone())?;
+        if entry.first_instruction.execution == Execution::Refused {
+            sites.extend(call_site_entries(elf, exe_display, symbol, &entry, label)?);
+        } else {
+            sites.push(entry);
+        }
+    }
+    for (index, site) in sites.iter_mut().enumerate() {
+        site.cookie = index as u32;
+    }
     Ok(PlannedFunction {
         function,
         sites,
         inlined: false,
     })
+}
+
+fn entry_site(
+    elf: &ElfInfo,
+    exe_display: &str,
+    symbol: &FunctionSymbol,
+    label: Option<String>,
+) -> Result<ProbeSite> {
+    let file_offset = elf.file_offset(symbol.address).ok_or_else(|| {
+        UserError::new(format!(
+            "{} at {:#x} is not inside a loadable segment of {exe_display}",
+            symbol.demangled, symbol.address
+        ))
+    })?;
+    let bytes = elf.bytes_at(symbol.address, 16).unwrap_or_default();
+    Ok(ProbeSite {
+        cookie: 0,
+        symbol: symbol.clone(),
+        file_offset,
+        first_instruction: site::decode_first(bytes, symbol.address),
+        label,
+        release_id: None,
+        call: None,
+        probe_address: symbol.address,
+    })
+}
+
+/// Probes on the direct calls of a function whose first instruction the
+/// kernel refuses: the `call` instructions, which it emulates; the
+/// arguments are in their registers already.
+fn call_site_entries(
+    elf: &ElfInfo,
+    exe_display: &str,
+    symbol: &FunctionSymbol,
+    entry: &ProbeSite,
+    label: Option<String>,
+) -> Result<Vec<ProbeSite>> {
+    let found = callers::find(elf, &[symbol.address]);
+    let name = RustPath::parse(&symbol.demangled).to_string();
+    if found.calls.is_empty() {
+        return Err(UserError::new(format!(
+            "the kernel refuses to probe {name}'s first instruction ({}: a lock or segment prefix),              and {exe_display} has no direct call of it to probe instead: probe a function that              calls it",
+            entry.first_instruction.text
+        ))
+        .into());
+    }
+    let mut sites = Vec::new();
+    for call in &found.calls {
+        let Some(file_offset) = elf.file_offset(call.address) else {
+            continue;
+        };
+        let bytes = elf.bytes_at(call.address, 16).unwrap_or_default();
+        sites.push(ProbeSite {
+            cookie: 0,
+            symbol: symbol.clone(),
+            file_offset,
+            first_instruction: site::decode_first(bytes, call.address),
+            label: Some(match &label {
+                Some(label) => format!(
+                    "{label}, called from {} at {:#x}",
+                    call.caller, call.address
+                ),
+                None => format!("called from {} at {:#x}", call.caller, call.address),
+            }),
+            release_id: None,
+            call: Some(CallEntry {
+                length: call.length,
+                callee: symbol.address,
+            }),
+            probe_address: call.address,
+        });
+    }
+    Ok(sites)
 }

@@ -9,6 +9,7 @@ use crate::analyse::{CommandOutcome, ProbedFunction, Reason, Report, Site};
 use crate::plan::site::Execution;
 use crate::snapshot::Counters;
 use crate::symbolize::Frame;
+use observer_ebpf::{counter, CounterKind};
 
 pub fn render(report: &Report, top: usize, max_frames: usize) -> String {
     let mut out = String::new();
@@ -85,6 +86,7 @@ fn header(out: &mut String, report: &Report) {
     );
     let probes: Vec<String> = report.probes.iter().map(probe_summary).collect();
     let _ = writeln!(out, "  probes: {}", probes.join("; "));
+    let _ = writeln!(out, "  returns: {}", report.returns.description);
     let l = &report.locations;
     let _ = writeln!(
         out,
@@ -129,6 +131,7 @@ fn probe_summary(probe: &ProbedFunction) -> String {
     let cost = match first.map(|c| c.execution) {
         Some(Execution::Emulated) => "emulated",
         Some(Execution::SingleStep) => "single-stepped",
+        Some(Execution::Refused) => "refused by the kernel",
         _ => "unknown cost",
     };
     format!(
@@ -144,23 +147,29 @@ fn probe_summary(probe: &ProbedFunction) -> String {
 fn counters(out: &mut String, c: &Counters) {
     let _ = writeln!(
         out,
-        "  events: {} allocations tracked of {} calls, {} releases matched of {} calls, {} unknown releases",
-        c.allocations, c.alloc_calls, c.releases, c.release_calls, c.unknown_releases
+        "  events: {} allocations tracked of {} calls ({} unwound by a panic, {} in flight), {} releases matched of {} calls, {} unknown releases",
+        c[counter::ALLOCATIONS],
+        c[counter::ALLOC_CALLS],
+        c[counter::ALLOC_UNWOUND],
+        c[counter::IN_FLIGHT],
+        c[counter::RELEASES],
+        c[counter::RELEASE_CALLS],
+        c[counter::UNKNOWN_RELEASES]
     );
-    let _ = writeln!(
-        out,
-        "  not recorded: {} live-map full, {} site-map full, {} stack errors, {} entries without return, \
-         {} returns without entry, {} alloc-id / {} release-id / {} size read errors, {} reallocated ids",
-        c.live_map_full,
-        c.site_map_full,
-        c.stack_errors,
-        c.entries_without_return,
-        c.returns_without_entry,
-        c.alloc_id_read_errors,
-        c.release_id_read_errors,
-        c.size_read_errors,
-        c.reallocated_ids
-    );
+    let lost: Vec<String> = c
+        .iter()
+        .filter(|(info, _)| info.kind == CounterKind::Lost)
+        .map(|(info, value)| format!("{value} {}", info.name.replace('_', " ")))
+        .collect();
+    let _ = writeln!(out, "  not recorded: {}", lost.join(", "));
+    let target: Vec<String> = c
+        .iter()
+        .filter(|(info, value)| info.kind == CounterKind::Target && *value > 0)
+        .map(|(info, value)| format!("{value} {}", info.name.replace('_', " ")))
+        .collect();
+    if !target.is_empty() {
+        let _ = writeln!(out, "  target: {}", target.join(", "));
+    }
 }
 
 fn stacks(out: &mut String, report: &Report) {
@@ -171,8 +180,8 @@ fn stacks(out: &mut String, report: &Report) {
             format!(
                 "unwind tables ({} objects, {rows} rows): {} frames, {} by frame pointers where no row",
                 report.stacks.tabled_objects.len(),
-                c.frames_unwound,
-                c.frames_by_frame_pointer
+                c[counter::FRAMES_UNWOUND],
+                c[counter::FRAMES_BY_FRAME_POINTER]
             )
         }
         crate::attach::StackWalker::FramePointers => "the kernel's frame-pointer walker".into(),
@@ -180,7 +189,9 @@ fn stacks(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "  stacks: {walker}; {} complete, {} cut at the depth limit, {} stopped early",
-        c.stacks_complete, c.stacks_truncated, c.stacks_broken
+        c[counter::STACKS_COMPLETE],
+        c[counter::STACKS_TRUNCATED],
+        c[counter::STACKS_BROKEN]
     );
 }
 

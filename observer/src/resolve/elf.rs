@@ -141,6 +141,70 @@ impl ElfInfo {
     }
 }
 
+/// What a GOT slot holds once the dynamic loader has run: calls through it
+/// (`call [rip+slot]`, how Rust calls other crates' functions) go there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GotSlot {
+    /// A function of this object, at this address.
+    Local(u64),
+    /// An imported symbol.
+    Import(String),
+}
+
+impl ElfInfo {
+    /// The GOT slots (`.got`, `.got.plt`) and what each holds, by slot
+    /// address, from the dynamic relocations that fill them.
+    pub fn got_slots(&self) -> std::collections::BTreeMap<u64, GotSlot> {
+        use object::{ObjectSymbolTable as _, RelocationTarget};
+        let mut slots = std::collections::BTreeMap::new();
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return slots;
+        };
+        let got: Vec<(u64, u64)> = file
+            .sections()
+            .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
+            .map(|s| (s.address(), s.address() + s.size()))
+            .collect();
+        let Some(relocations) = file.dynamic_relocations() else {
+            return slots;
+        };
+        let symbols = file.dynamic_symbol_table();
+        for (slot, relocation) in relocations {
+            if !got.iter().any(|&(start, end)| (start..end).contains(&slot)) {
+                continue;
+            }
+            let held = match relocation.target() {
+                RelocationTarget::Absolute => GotSlot::Local(relocation.addend() as u64),
+                RelocationTarget::Symbol(index) => {
+                    let Some(symbol) = symbols.as_ref().and_then(|t| t.symbol_by_index(index).ok())
+                    else {
+                        continue;
+                    };
+                    if symbol.is_definition() && symbol.address() != 0 {
+                        GotSlot::Local(symbol.address())
+                    } else {
+                        let name = symbol.name().unwrap_or("?");
+                        GotSlot::Import(name.split('@').next().unwrap_or(name).to_string())
+                    }
+                }
+                _ => continue,
+            };
+            slots.insert(slot, held);
+        }
+        slots
+    }
+
+    /// True when `address` is inside `.got` or `.got.plt`.
+    pub fn in_got(&self, address: u64) -> bool {
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return false;
+        };
+        file.sections()
+            .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
+            .any(|s| (s.address()..s.address() + s.size()).contains(&address))
+    }
+}
+
 fn load_bias(segments: &[LoadSegment], start: u64, end: u64, file_offset: u64) -> Option<u64> {
     let map_end = file_offset + (end - start);
     let overlap = |s: &LoadSegment| {

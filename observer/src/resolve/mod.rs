@@ -8,6 +8,7 @@ pub mod libraries;
 pub mod pattern;
 pub mod process;
 pub mod signature;
+pub mod unwinder;
 
 use std::collections::BTreeMap;
 use std::fmt;

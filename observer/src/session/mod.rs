@@ -31,6 +31,7 @@ use crate::snapshot::{monotonic_ns, read_stacks, Snapshot};
 use crate::symbolize::Symbolizer;
 use control::{ControlServer, Request};
 use launch::Launched;
+use observer_ebpf::counter;
 
 /// Signal streams, installed before attaching so no signal is missed.
 pub struct Signals {
@@ -124,7 +125,9 @@ pub async fn run(
     // during its first second so their unwind tables are in place early.
     let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut startup = tokio::time::interval(Duration::from_millis(10));
-    let watch_startup = observed.launched.is_some();
+    // Also when attaching: the kernel maps its uretprobe trampoline at the
+    // first probe hit, and the repair wants to know where.
+    let watch_startup = true;
     let mut session = Session {
         observed,
         options,
@@ -197,6 +200,9 @@ impl Session {
     /// New mappings (libraries loaded, the command's exec): symbolize and
     /// unwind through them too.
     fn refresh_mappings(&mut self) -> Result<()> {
+        self.observed
+            .attachment
+            .learn_trampoline(self.observed.process.pid)?;
         self.observed.symbolizer.refresh()?;
         self.observed
             .attachment
@@ -440,6 +446,7 @@ fn announce(observed: &Observed, control: Option<&ControlServer>) {
         describe(&plan.alloc),
         describe(&plan.release)
     );
+    eprintln!("observer: allocate returns: {}", plan.returns);
     for inference in &plan.inferred {
         eprintln!("observer: {inference}");
     }
@@ -469,9 +476,9 @@ fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
         buffers - previous_buffers,
         bytes_now - previous_bytes,
         now.sites.values().filter(|s| s.outstanding_buffers > 0).count(),
-        c.allocations,
-        c.releases,
-        c.unknown_releases,
+        c[counter::ALLOCATIONS],
+        c[counter::RELEASES],
+        c[counter::UNKNOWN_RELEASES],
         c.not_recorded(),
     );
 }

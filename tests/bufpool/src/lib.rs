@@ -6,6 +6,10 @@
 //! A buffer that is dropped instead stays allocated and counted as
 //! outstanding forever.
 
+mod budget;
+
+pub use budget::{BudgetPool, BUDGET_BUFFER};
+
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;

@@ -1,4 +1,4 @@
-//! `leak-corpus deep|generic|inlined [--count N]`
+//! `leak-corpus deep|generic|inlined|budget|budget-tokio [--count N]`
 //!
 //! Prints `ready`, waits for a line on stdin, does its work, prints
 //! `done`, and exits when stdin closes. Each mode leaks pool buffers from
@@ -9,8 +9,13 @@
 //! - `generic`: a message router with one generic pool per message type
 //!   forgets to give back the envelopes of messages it drops;
 //! - `inlined`: a packet reassembler drops the frames of fragments with a
-//!   bad checksum; the pool's `put` is inlined into every caller.
+//!   bad checksum; the pool's `put` is inlined into every caller;
+//! - `budget`, `budget-tokio`: a request handler on a pool with a byte
+//!   budget whose `allocate` panics for requests it cannot cover (80 per
+//!   leak); the panics are caught (`catch_unwind`, or tokio tasks), and a
+//!   malformed request returns before its release.
 
+mod budget;
 mod frames;
 mod parser;
 mod router;
@@ -29,8 +34,10 @@ fn main() -> ExitCode {
         "deep" => parser::run,
         "generic" => router::run,
         "inlined" => frames::run,
+        "budget" => budget::run,
+        "budget-tokio" => budget::run_tokio,
         _ => {
-            eprintln!("usage: leak-corpus deep|generic|inlined [--count N]");
+            eprintln!("usage: leak-corpus deep|generic|inlined|budget|budget-tokio [--count N]");
             return ExitCode::from(2);
         }
     };

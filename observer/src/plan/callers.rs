@@ -1,0 +1,270 @@
+//! Who calls a function, found by decoding the program: every direct
+//! `call` and tail `jmp` to it (also through the GOT, which is how Rust
+//! calls a function of another crate in a PIE), and whether its address
+//! is taken (then it may also be called through a pointer, which no
+//! decoding can follow).
+//!
+//! Used where a function's own entry cannot carry a probe (the kernel
+//! refuses its first instruction) or its return must not be hijacked: the
+//! `call` instructions (which the kernel emulates) and the instructions
+//! after them stand in for the function's entry and return.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
+use object::{Object as _, ObjectSection as _, RelocationTarget};
+
+use crate::resolve::elf::{ElfInfo, FunctionSymbol, GotSlot};
+use crate::resolve::pattern::RustPath;
+
+/// One direct transfer of control to a target function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSite {
+    /// Address of the `call` (or `jmp`) instruction.
+    pub address: u64,
+    /// Its length: the return address of a call is `address + length`.
+    pub length: u8,
+    /// The function called.
+    pub callee: u64,
+    /// The function the instruction is in, for people.
+    pub caller: String,
+}
+
+impl CallSite {
+    /// Where a call returns to.
+    pub fn return_address(&self) -> u64 {
+        self.address + u64::from(self.length)
+    }
+}
+
+/// Every way the program reaches a set of functions that decoding can see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Callers {
+    /// `call` instructions, by address.
+    pub calls: Vec<CallSite>,
+    /// Tail calls (`jmp` to the function from another one): it returns to
+    /// its caller's caller, which is not known here.
+    pub tail_calls: Vec<CallSite>,
+    /// Where the address is taken (code or data), so calls through
+    /// pointers may exist, for people.
+    pub address_taken: Vec<String>,
+}
+
+/// Finds the direct callers of the functions starting at `targets`.
+pub fn find(elf: &ElfInfo, targets: &[u64]) -> Callers {
+    let targets: BTreeSet<u64> = targets.iter().copied().collect();
+    let got: BTreeMap<u64, u64> = elf
+        .got_slots()
+        .into_iter()
+        .filter_map(|(slot, held)| match held {
+            GotSlot::Local(address) if targets.contains(&address) => Some((slot, address)),
+            _ => None,
+        })
+        .collect();
+    let scan = Scan {
+        targets: &targets,
+        got: &got,
+    };
+    let mut callers = Callers::default();
+    let mut seen = BTreeSet::new();
+    for function in &elf.functions {
+        if function.size == 0 || !seen.insert(function.address) {
+            continue;
+        }
+        let Some(code) = elf.bytes_at(function.address, function.size as usize) else {
+            continue;
+        };
+        scan.function(function, code, &mut callers);
+    }
+    callers.address_taken.extend(data_references(elf, &targets));
+    callers.calls.sort_by_key(|c| c.address);
+    callers.tail_calls.sort_by_key(|c| c.address);
+    callers
+}
+
+/// What a scan looks for: the target functions, and the GOT slots that
+/// hold their addresses.
+struct Scan<'a> {
+    targets: &'a BTreeSet<u64>,
+    got: &'a BTreeMap<u64, u64>,
+}
+
+impl Scan<'_> {
+    fn function(&self, function: &FunctionSymbol, code: &[u8], callers: &mut Callers) {
+        let name = || RustPath::parse(&function.demangled).to_string();
+        let mut decoder = Decoder::with_ip(64, code, function.address, DecoderOptions::NONE);
+        let mut instruction = Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut instruction);
+            if instruction.is_invalid() {
+                continue;
+            }
+            let site = |callee| CallSite {
+                address: instruction.ip(),
+                length: instruction.len() as u8,
+                callee,
+                caller: name(),
+            };
+            let through_got = (instruction.memory_base() == Register::RIP)
+                .then(|| self.got.get(&instruction.ip_rel_memory_address()).copied())
+                .flatten();
+            match instruction.flow_control() {
+                FlowControl::Call if self.targets.contains(&instruction.near_branch_target()) => {
+                    callers.calls.push(site(instruction.near_branch_target()));
+                }
+                FlowControl::IndirectCall if through_got.is_some() => {
+                    callers.calls.push(site(through_got.expect("checked")));
+                }
+                FlowControl::UnconditionalBranch
+                    if self.targets.contains(&instruction.near_branch_target())
+                        && !self.targets.contains(&function.address) =>
+                {
+                    callers
+                        .tail_calls
+                        .push(site(instruction.near_branch_target()));
+                }
+                FlowControl::IndirectBranch if through_got.is_some() => {
+                    callers.tail_calls.push(site(through_got.expect("checked")));
+                }
+                _ => {
+                    let taken = through_got.or_else(|| {
+                        referenced_address(&instruction).filter(|a| self.targets.contains(a))
+                    });
+                    if let Some(taken) = taken {
+                        callers.address_taken.push(format!(
+                            "{} at {:#x} ({taken:#x})",
+                            name(),
+                            instruction.ip()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An address an instruction materializes (`lea r, [rip+X]`, or an
+/// immediate in a non-PIE program).
+fn referenced_address(instruction: &Instruction) -> Option<u64> {
+    if instruction.memory_base() == Register::RIP && instruction.op_count() > 0 {
+        return Some(instruction.ip_rel_memory_address());
+    }
+    (0..instruction.op_count()).find_map(|operand| match instruction.op_kind(operand) {
+        OpKind::Immediate32to64 | OpKind::Immediate64 => Some(instruction.immediate64()),
+        OpKind::Immediate32 => Some(u64::from(instruction.immediate32())),
+        _ => None,
+    })
+}
+
+/// Pointers to the targets stored in data: relocations a PIE's loader
+/// applies (vtables, function pointer tables), and aligned absolute words
+/// in writable or read-only data of a fixed-address program.
+fn data_references(elf: &ElfInfo, targets: &BTreeSet<u64>) -> Vec<String> {
+    let Ok(file) = object::File::parse(&*elf.data) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if let Some(relocations) = file.dynamic_relocations() {
+        for (offset, relocation) in relocations {
+            // GOT slots are for calls; loads from them are found in code.
+            if elf.in_got(offset) {
+                continue;
+            }
+            let value = match relocation.target() {
+                RelocationTarget::Absolute => relocation.addend() as u64,
+                RelocationTarget::Symbol(index) => file
+                    .symbol_by_index(index)
+                    .map(|s| object::ObjectSymbol::address(&s))
+                    .unwrap_or(0)
+                    .wrapping_add(relocation.addend() as u64),
+                _ => continue,
+            };
+            if targets.contains(&value) {
+                found.push(format!("a pointer in data at {offset:#x}"));
+            }
+        }
+    }
+    if file.kind() == object::ObjectKind::Executable {
+        for section in file.sections() {
+            let name = section.name().unwrap_or("");
+            if !matches!(name, ".data" | ".data.rel.ro" | ".rodata") {
+                continue;
+            }
+            let Ok(bytes) = section.data() else { continue };
+            for (index, word) in bytes.chunks_exact(8).enumerate() {
+                let value = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+                if targets.contains(&value) {
+                    found.push(format!(
+                        "a pointer in {name} at {:#x}",
+                        section.address() + index as u64 * 8
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(name: &str, address: u64, size: u64) -> FunctionSymbol {
+        FunctionSymbol {
+            mangled: name.into(),
+            demangled: name.into(),
+            address,
+            size,
+        }
+    }
+
+    #[test]
+    fn calls_tail_calls_and_taken_addresses_are_told_apart() {
+        // 0x1000: call 0x2000 ; lea rax,[rip+0x2000-0x100c] ; jmp 0x2000
+        let code = [
+            0xe8, 0xfb, 0x0f, 0x00, 0x00, // call 0x2000
+            0x48, 0x8d, 0x05, 0xf4, 0x0f, 0x00, 0x00, // lea rax, [rip+0xff4] = 0x2000
+            0xe9, 0xef, 0x0f, 0x00, 0x00, // jmp 0x2000
+        ];
+        let mut callers = Callers::default();
+        let targets = BTreeSet::from([0x2000]);
+        let got = BTreeMap::new();
+        let scan = Scan {
+            targets: &targets,
+            got: &got,
+        };
+        scan.function(&function("a::caller", 0x1000, 17), &code, &mut callers);
+        assert_eq!(
+            callers.calls,
+            vec![CallSite {
+                address: 0x1000,
+                length: 5,
+                callee: 0x2000,
+                caller: "a::caller".into()
+            }]
+        );
+        assert_eq!(callers.calls[0].return_address(), 0x1005);
+        assert_eq!(callers.tail_calls.len(), 1);
+        assert_eq!(callers.tail_calls[0].address, 0x100c);
+        assert_eq!(callers.address_taken, vec!["a::caller at 0x1005 (0x2000)"]);
+    }
+
+    #[test]
+    fn finds_the_callers_of_a_function_in_this_test_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let elf = ElfInfo::read(&exe).unwrap();
+        let callee = elf
+            .functions
+            .iter()
+            .find(|f| f.demangled.ends_with("plan::callers::find"))
+            .expect("this module's find");
+        let found = find(&elf, &[callee.address]);
+        assert!(
+            found
+                .calls
+                .iter()
+                .any(|c| c.caller.contains("finds_the_callers_of_a_function")),
+            "{found:?}"
+        );
+    }
+}
