@@ -284,6 +284,18 @@ impl SessionArgs {
     }
 }
 
+impl OutputArgs {
+    /// Checks `--output`, `--chart` and `--flamegraph` before anything is
+    /// attached, so a report is never lost at the end of a session.
+    pub fn check_destinations(&self) -> anyhow::Result<()> {
+        crate::render::check_destinations(&[
+            ("--output", self.output.as_deref()),
+            ("--chart", self.chart.as_deref()),
+            ("--flamegraph", self.flamegraph.as_deref()),
+        ])
+    }
+}
+
 impl GateArgs {
     /// Loads the baseline and suppressions (bad files are user errors).
     pub fn gate(&self, group_depth: usize) -> anyhow::Result<Gate> {

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
 async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let signals = Signals::install()?;
+    args.output.check_destinations()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
     let (plan, build_id) = plan(
@@ -68,6 +69,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let signals = Signals::install()?;
     let gate = args.gate.gate(args.output.group_depth)?;
+    args.output.check_destinations()?;
     attach::check_privileges()?;
     let mut launched = launch::spawn_paused(&args.command)?;
     let paused = Process::paused_child(launched.pid, &launched.program);
