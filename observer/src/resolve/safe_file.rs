@@ -11,15 +11,19 @@
 //!   `openat2(2)` and `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS` relative to
 //!   the target's root directory, so neither `..` nor an absolute symbolic
 //!   link leaves it, and no `/proc` magic link is crossed (Linux ≥ 5.6;
-//!   without `openat2` such paths are refused, never opened another way);
+//!   without `openat2` such paths are refused, never opened another way),
+//!   with the target's file-system credentials, so a target that shares the
+//!   host's root still cannot read through the observer what it could not
+//!   read itself;
 //! - [`open_trusted`] for paths the user gave (`--debug-file`, `observer
 //!   inspect BINARY`, `observer run`'s program) and for the kernel's own
 //!   references to a file (`/proc/PID/map_files/…`, `/proc/PID/exe`).
 //!
-//! Either way the result must be a regular file (checked with `fstat` on
-//! the opened descriptor, so it cannot be swapped in between), is opened
-//! with `O_NONBLOCK | O_NOCTTY | O_CLOEXEC` (opening a FIFO or a terminal
-//! never blocks or adopts it), and is read only up to [`MAX_FILE_BYTES`].
+//! Either way the path is first opened as an `O_PATH` handle, which opens
+//! nothing: only when `fstat` on it shows a regular file within the bound is
+//! that very inode opened for reading (through `/proc/self/fd`), with
+//! `O_NONBLOCK | O_NOCTTY | O_CLOEXEC`. No FIFO, device or terminal is ever
+//! opened, and files are read only up to [`MAX_FILE_BYTES`].
 
 use std::ffi::CString;
 use std::fs::File;
@@ -58,6 +62,8 @@ pub enum Refused {
         "openat2(2) is unavailable (Linux ≥ 5.6 needed), so paths named by the target are not followed"
     )]
     NoOpenat2,
+    #[error("the target's own user may not read it")]
+    TargetMayNot,
     #[error("{0}")]
     Io(#[source] io::Error),
 }
@@ -67,6 +73,19 @@ impl Refused {
     /// most candidate paths, not worth reporting).
     pub fn is_missing(&self) -> bool {
         matches!(self, Refused::Missing)
+    }
+
+    /// The same, for a file opened with a target's credentials: a denied
+    /// permission is the target's, not ours.
+    fn as_target(self) -> Self {
+        match &self {
+            Refused::Io(err)
+                if matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
+            {
+                Refused::TargetMayNot
+            }
+            _ => self,
+        }
     }
 
     fn from_open_error(err: io::Error) -> Self {
@@ -180,36 +199,71 @@ fn describe_type(kind: &std::fs::FileType) -> &'static str {
 /// file (`/proc/PID/map_files/START-END`, `/proc/PID/exe`): symbolic links
 /// are followed, but the result must be a regular file within the bound.
 pub fn open_trusted(path: &Path) -> Result<SafeFile, Refused> {
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(Refused::from_open_error)?;
+    open_for_reading(handle.into())
+}
+
+/// Turns a handle (`O_PATH`: nothing was opened for reading yet, so no
+/// device or FIFO saw an open) into a readable regular file, checking what
+/// it is before opening it.
+fn open_for_reading(handle: OwnedFd) -> Result<SafeFile, Refused> {
+    let handle = File::from(handle);
+    let checked = SafeFile::checked(handle)?;
+    // Reopening through /proc/self/fd opens exactly the inode the handle
+    // holds, with the permission checks of the calling thread.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(OPEN_FLAGS)
-        .open(path)
+        .open(checked.fd_path())
         .map_err(Refused::from_open_error)?;
-    SafeFile::checked(file)
+    let reopened = SafeFile::checked(file)?;
+    if (reopened.device, reopened.inode) != (checked.device, checked.inode) {
+        return Err(Refused::Io(io::Error::other("the file changed while opening")));
+    }
+    Ok(reopened)
 }
 
-/// The root directory of a target's filesystem view (`/proc/PID/root`),
-/// inside which every path the target names is resolved.
+/// A directory inside which untrusted names are resolved — the root of a
+/// target's filesystem view (`/proc/PID/root`), or a trusted directory
+/// whose entries a target names — and the credentials to open them with.
 #[derive(Debug)]
 pub struct TargetRoot {
     directory: OwnedFd,
-    /// For messages: `/proc/PID/root` or `/`.
+    /// For messages: `/proc/PID/root`, `/` or the directory.
     display: PathBuf,
+    credentials: Credentials,
 }
 
 impl TargetRoot {
-    /// The root of process `pid` (its chroot or mount namespace included).
+    /// The root of process `pid` (its chroot or mount namespace included),
+    /// opened with its file-system credentials, so that it cannot read
+    /// through the observer a file it could not read itself (a target
+    /// sharing the host's root still names host files).
     pub fn of_process(pid: u32) -> io::Result<Self> {
-        Self::at(Path::new(&format!("/proc/{pid}/root")))
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let credentials = Credentials::parse(&status)
+            .ok_or_else(|| io::Error::other(format!("no credentials in /proc/{pid}/status")))?;
+        Self::at(Path::new(&format!("/proc/{pid}/root")), credentials)
     }
 
-    /// The observer's own root, for programs it is about to run and files
-    /// the user named (their debug links are still the file's say).
+    /// The observer's own root, with its own credentials: for a program it
+    /// is about to run and files the user named (their debug links are
+    /// still only the file's say, so they are confined all the same).
     pub fn host() -> io::Result<Self> {
-        Self::at(Path::new("/"))
+        Self::confined_to(Path::new("/"))
     }
 
-    fn at(path: &Path) -> io::Result<Self> {
+    /// A trusted directory (a debug directory) whose entries are named by
+    /// a target: resolved inside it, with the observer's credentials.
+    pub fn confined_to(directory: &Path) -> io::Result<Self> {
+        Self::at(directory, Credentials::own()?)
+    }
+
+    fn at(path: &Path, credentials: Credentials) -> io::Result<Self> {
         // O_PATH: a handle on the directory for openat2, nothing more. The
         // magic link /proc/PID/root itself is the kernel's and is followed.
         let directory = std::fs::OpenOptions::new()
@@ -219,6 +273,7 @@ impl TargetRoot {
         Ok(Self {
             directory: directory.into(),
             display: path.to_path_buf(),
+            credentials,
         })
     }
 
@@ -228,9 +283,10 @@ impl TargetRoot {
     }
 
     /// Opens `path` as the target would see it, confined to its root: `..`
-    /// stops at the root, absolute symbolic links start from it, and /proc
-    /// magic links are refused. Needs openat2(2) (Linux ≥ 5.6); without it
-    /// the answer is [`Refused::NoOpenat2`], never a less careful open.
+    /// stops at the root, absolute symbolic links start from it, /proc
+    /// magic links are refused, and permissions are checked with the
+    /// target's credentials. Needs openat2(2) (Linux ≥ 5.6); without it the
+    /// answer is [`Refused::NoOpenat2`], never a less careful open.
     pub fn open(&self, path: &Path) -> Result<SafeFile, Refused> {
         let relative = path.strip_prefix("/").unwrap_or(path);
         let relative = if relative.as_os_str().is_empty() {
@@ -240,8 +296,99 @@ impl TargetRoot {
         };
         let name = CString::new(relative.as_os_str().as_bytes())
             .map_err(|_| Refused::Io(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        let fd = openat2_in_root(&self.directory, &name).map_err(Refused::from_open_error)?;
-        SafeFile::checked(File::from(fd))
+        self.credentials.run_as(|| {
+            let handle =
+                openat2_in_root(&self.directory, &name).map_err(Refused::from_open_error)?;
+            open_for_reading(handle)
+        })?
+        .map_err(Refused::as_target)
+    }
+}
+
+/// File-system credentials: who the kernel checks permissions for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Credentials {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl Credentials {
+    fn own() -> io::Result<Self> {
+        let status = std::fs::read_to_string("/proc/thread-self/status")?;
+        Self::parse(&status).ok_or_else(|| io::Error::other("no credentials in our own status"))
+    }
+
+    /// The file-system uid and gid (fourth of the `Uid:`/`Gid:` fields)
+    /// and the supplementary groups of a `/proc/PID/status`.
+    fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+        let fourth = |name: &str| -> Option<u32> { field(name)?.split_whitespace().nth(3)?.parse().ok() };
+        let groups = field("Groups:")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<u32>, _>>()
+            .ok()?;
+        Some(Self {
+            uid: fourth("Uid:")?,
+            gid: fourth("Gid:")?,
+            groups,
+        })
+    }
+
+    /// Runs `open` with these credentials: directly when they are ours,
+    /// else on a short-lived thread that takes them on (Linux credentials
+    /// are per thread; the thread ends with the open, so nothing else ever
+    /// runs with them, and ours are never changed).
+    fn run_as<T: Send>(&self, open: impl FnOnce() -> T + Send) -> Result<T, Refused> {
+        if Credentials::own().is_ok_and(|own| own == *self) {
+            return Ok(open());
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.assume_on_this_thread()?;
+                    Ok(open())
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Refused::Io(io::Error::other("opening thread panicked"))))
+        })
+    }
+
+    fn assume_on_this_thread(&self) -> Result<(), Refused> {
+        let cannot = |what: &str| {
+            Refused::Io(io::Error::other(format!(
+                "cannot take on the target's {what} to open its files (needs root or CAP_SETUID/CAP_SETGID)"
+            )))
+        };
+        // SAFETY: raw system calls that change only the calling thread's
+        // credentials (glibc's setgroups would change every thread's);
+        // `groups` outlives the call and its length is passed.
+        let groups = unsafe {
+            libc::syscall(
+                libc::SYS_setgroups,
+                self.groups.len(),
+                self.groups.as_ptr(),
+            )
+        };
+        if groups != 0 {
+            return Err(cannot("groups"));
+        }
+        // SAFETY: setfsgid/setfsuid change only this thread's file-system
+        // ids; calling each twice reads back the value now in force.
+        let (gid, uid) = unsafe {
+            libc::setfsgid(self.gid);
+            let gid = libc::setfsgid(self.gid);
+            libc::setfsuid(self.uid);
+            (gid, libc::setfsuid(self.uid))
+        };
+        if gid as libc::gid_t != self.gid {
+            return Err(cannot("group"));
+        }
+        if uid as libc::uid_t != self.uid {
+            return Err(cannot("user"));
+        }
+        Ok(())
     }
 }
 
@@ -253,12 +400,13 @@ struct OpenHow {
     resolve: u64,
 }
 
-/// `openat2(root, name, O_RDONLY | OPEN_FLAGS, RESOLVE_IN_ROOT |
-/// RESOLVE_NO_MAGICLINKS)`, retried when the kernel reports a concurrent
-/// rename that could have let the walk escape (EAGAIN).
+/// `openat2(root, name, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+/// (a handle only: what it is gets checked before it is opened), retried
+/// when the kernel reports a concurrent rename that could have let the
+/// walk escape (EAGAIN).
 fn openat2_in_root(root: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
     let how = OpenHow {
-        flags: (libc::O_RDONLY | OPEN_FLAGS) as u64,
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
@@ -309,7 +457,7 @@ mod tests {
     #[test]
     fn a_file_inside_the_root_is_read() {
         let dir = planted_root();
-        let root = TargetRoot::at(dir.path()).unwrap();
+        let root = TargetRoot::confined_to(dir.path()).unwrap();
         let file = root.open(Path::new("/inside/data")).unwrap();
         assert_eq!(file.read_all().unwrap(), b"inside");
         let relative = root.open(Path::new("inside/data")).unwrap();
@@ -325,7 +473,7 @@ mod tests {
         symlink(outside.path().join("secret"), dir.path().join("absolute")).unwrap();
         let climb = format!("../../../../../../..{}", outside.path().display());
         symlink(format!("{climb}/secret"), dir.path().join("climbing")).unwrap();
-        let root = TargetRoot::at(dir.path()).unwrap();
+        let root = TargetRoot::confined_to(dir.path()).unwrap();
         for path in ["/absolute", "/climbing", &format!("{climb}/secret")] {
             let err = root.open(Path::new(path)).unwrap_err();
             assert!(err.is_missing(), "{path}: {err}");
@@ -342,17 +490,63 @@ mod tests {
     fn magic_links_are_not_crossed() {
         let dir = planted_root();
         symlink("/proc/self/root/etc/passwd", dir.path().join("magic")).unwrap();
-        let root = TargetRoot::at(Path::new("/")).unwrap();
+        let root = TargetRoot::host().unwrap();
         let inside = dir.path().join("magic");
         let err = root.open(&inside).unwrap_err();
         assert!(matches!(err, Refused::LinkLoop), "{err}");
     }
 
     #[test]
+    fn a_target_reads_only_what_its_own_user_may() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = planted_root();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        mode(&dir.path().join("inside"), 0o755);
+        mode(&dir.path().join("inside/data"), 0o644);
+        let canary_dir = tempfile::tempdir().unwrap();
+        let canary = canary_dir.path().join("canary");
+        std::fs::write(&canary, b"root only").unwrap();
+        mode(&canary, 0o600);
+        mode(canary_dir.path(), 0o755);
+        symlink(&canary, dir.path().join("inside/link")).unwrap();
+        let nobody = Credentials {
+            uid: 65534,
+            gid: 65534,
+            groups: Vec::new(),
+        };
+        let as_nobody = TargetRoot::at(Path::new("/"), nobody).unwrap();
+        let inside = dir.path().join("inside");
+        let err = as_nobody.open(&inside.join("link")).unwrap_err();
+        assert!(matches!(err, Refused::TargetMayNot), "{err}");
+        let data = as_nobody.open(&inside.join("data")).unwrap();
+        assert_eq!(data.read_all().unwrap(), b"inside");
+        // The observer's own credentials were never changed.
+        assert_eq!(std::fs::read(&canary).unwrap(), b"root only");
+        assert!(TargetRoot::host().unwrap().open(&inside.join("link")).is_ok());
+    }
+
+    #[test]
+    fn credentials_come_from_the_status_file() {
+        let status = "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t20\t21\t22\t23\nGroups:\t4 27 \n";
+        assert_eq!(
+            Credentials::parse(status),
+            Some(Credentials {
+                uid: 1003,
+                gid: 23,
+                groups: vec![4, 27]
+            })
+        );
+        assert_eq!(Credentials::parse("Uid:\t1\n"), None);
+    }
+
+    #[test]
     fn fifos_devices_and_directories_are_refused_without_blocking() {
         let dir = planted_root();
         mkfifo(&dir.path().join("fifo"));
-        let root = TargetRoot::at(dir.path()).unwrap();
+        let root = TargetRoot::confined_to(dir.path()).unwrap();
         let err = root.open(Path::new("/fifo")).unwrap_err();
         assert!(matches!(err, Refused::NotRegular("FIFO")), "{err}");
         let err = open_trusted(&dir.path().join("fifo")).unwrap_err();
