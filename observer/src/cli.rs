@@ -57,8 +57,9 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
-    pub fn debug_options(&self) -> DebugOptions {
-        debug_options(&self.debug_dir, &self.debug_file)
+    /// See [`DebugOptions::new`]: given debug files are checked.
+    pub fn debug_options(&self) -> anyhow::Result<DebugOptions> {
+        DebugOptions::new(&self.debug_dir, &self.debug_file)
     }
 }
 
@@ -250,8 +251,9 @@ impl ProbeArgs {
 }
 
 impl SessionArgs {
-    pub fn debug_options(&self) -> DebugOptions {
-        debug_options(&self.debug_dir, &self.debug_file)
+    /// See [`DebugOptions::new`]: given debug files are checked.
+    pub fn debug_options(&self) -> anyhow::Result<DebugOptions> {
+        DebugOptions::new(&self.debug_dir, &self.debug_file)
     }
 
     pub fn attach_options(&self) -> AttachOptions {
@@ -340,14 +342,6 @@ impl DiffArgs {
             format: self.format,
         }
     }
-}
-
-/// The user's debug directories, then the system's.
-fn debug_options(dirs: &[PathBuf], files: &[PathBuf]) -> DebugOptions {
-    let mut options = DebugOptions::default();
-    options.dirs.splice(0..0, dirs.iter().cloned());
-    options.files = files.to_vec();
-    options
 }
 
 /// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.

@@ -27,14 +27,13 @@ async fn main() -> ExitCode {
         Command::Mark(args) => control_command(&args.target, args.request()),
         Command::Report(args) => control_command(&args.target, args.request()),
         Command::Diff(args) => control_command(&args.target, args.request()),
-        Command::Inspect(args) => {
-            observer::inspect::inspect(&args.binary, &args.functions, &args.debug_options()).map(
-                |text| {
-                    print!("{text}");
-                    Outcome { exit_code: 0 }
-                },
-            )
-        }
+        Command::Inspect(args) => args
+            .debug_options()
+            .and_then(|debug| observer::inspect::inspect(&args.binary, &args.functions, &debug))
+            .map(|text| {
+                print!("{text}");
+                Outcome { exit_code: 0 }
+            }),
     };
     match outcome {
         Ok(outcome) => ExitCode::from(outcome.exit_code),
@@ -51,13 +50,9 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     args.output.check_destinations()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
-    let (plan, build_id) = plan(
-        &process,
-        process.exe_path(),
-        &args.probes.request(),
-        &args.session.debug_options(),
-    )?;
-    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
+    let debug = args.session.debug_options()?;
+    let (plan, build_id) = plan(&process, process.exe_path(), &args.probes.request(), &debug)?;
+    let symbolizer = Symbolizer::new(&process, debug)?;
     let tables = unwind_tables(&args.session, &process)?;
     let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
@@ -73,11 +68,12 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     attach::check_privileges()?;
     let mut launched = launch::spawn_paused(&args.command)?;
     let paused = Process::paused_child(launched.pid, &launched.program);
+    let debug = args.session.debug_options()?;
     let (plan, build_id) = plan(
         &paused,
         launched.program.clone(),
         &args.probes.request(),
-        &args.session.debug_options(),
+        &debug,
     )?;
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
@@ -87,7 +83,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let process = Process::open(launched.pid)?;
     // The program is mapped now: let the walker use its table at once.
     attachment.refresh_tables(&process)?;
-    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
+    let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(
         process,
         plan,
@@ -129,7 +125,8 @@ fn plan(
     request: &ProbeRequest,
     debug: &DebugOptions,
 ) -> Result<(ProbePlan, Option<String>)> {
-    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), debug)?;
+    let root = process.root()?;
+    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), &root, debug)?;
     let plan = ProbePlan::new(process.pid, binary, &elf, &process.exe_display, request)?;
     Ok((plan, elf.build_id))
 }

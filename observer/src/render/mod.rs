@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn an_unwritable_directory_is_found_before_writing() {
         // Root writes anywhere; a read-only file system stops it too.
-        let err = check_destinations(&[("--output", Some(Path::new("/proc/report.json")))])
-            .unwrap_err();
+        let err =
+            check_destinations(&[("--output", Some(Path::new("/proc/report.json")))]).unwrap_err();
         let text = err.downcast_ref::<UserError>().unwrap().to_string();
         assert!(text.contains("cannot create a file in /proc"), "{text}");
     }

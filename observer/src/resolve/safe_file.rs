@@ -143,6 +143,11 @@ impl SafeFile {
         self.device
     }
 
+    /// The open file, for holding on to it.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// A path that reopens exactly this file (`/proc/self/fd/N`), for
     /// libraries that want a path; valid while `self` lives.
     pub fn fd_path(&self) -> PathBuf {
@@ -195,6 +200,30 @@ fn describe_type(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// A file that exists only in memory, holding `bytes`, sealed so that
+/// nothing (not even we) can change or truncate it: for handing derived
+/// bytes to a library that wants a path (`/proc/self/fd/N`).
+pub fn sealed_memory_file(name: &str, bytes: &[u8]) -> io::Result<File> {
+    use std::io::Write as _;
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string; memfd_create returns
+    // a new descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Opens a path the user gave, or one of the kernel's own references to a
 /// file (`/proc/PID/map_files/START-END`, `/proc/PID/exe`): symbolic links
 /// are followed, but the result must be a regular file within the bound.
@@ -222,7 +251,9 @@ fn open_for_reading(handle: OwnedFd) -> Result<SafeFile, Refused> {
         .map_err(Refused::from_open_error)?;
     let reopened = SafeFile::checked(file)?;
     if (reopened.device, reopened.inode) != (checked.device, checked.inode) {
-        return Err(Refused::Io(io::Error::other("the file changed while opening")));
+        return Err(Refused::Io(io::Error::other(
+            "the file changed while opening",
+        )));
     }
     Ok(reopened)
 }
@@ -296,12 +327,13 @@ impl TargetRoot {
         };
         let name = CString::new(relative.as_os_str().as_bytes())
             .map_err(|_| Refused::Io(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        self.credentials.run_as(|| {
-            let handle =
-                openat2_in_root(&self.directory, &name).map_err(Refused::from_open_error)?;
-            open_for_reading(handle)
-        })?
-        .map_err(Refused::as_target)
+        self.credentials
+            .run_as(|| {
+                let handle =
+                    openat2_in_root(&self.directory, &name).map_err(Refused::from_open_error)?;
+                open_for_reading(handle)
+            })?
+            .map_err(Refused::as_target)
     }
 }
 
@@ -323,7 +355,8 @@ impl Credentials {
     /// and the supplementary groups of a `/proc/PID/status`.
     fn parse(status: &str) -> Option<Self> {
         let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-        let fourth = |name: &str| -> Option<u32> { field(name)?.split_whitespace().nth(3)?.parse().ok() };
+        let fourth =
+            |name: &str| -> Option<u32> { field(name)?.split_whitespace().nth(3)?.parse().ok() };
         let groups = field("Groups:")?
             .split_whitespace()
             .map(str::parse)
@@ -364,13 +397,8 @@ impl Credentials {
         // SAFETY: raw system calls that change only the calling thread's
         // credentials (glibc's setgroups would change every thread's);
         // `groups` outlives the call and its length is passed.
-        let groups = unsafe {
-            libc::syscall(
-                libc::SYS_setgroups,
-                self.groups.len(),
-                self.groups.as_ptr(),
-            )
-        };
+        let groups =
+            unsafe { libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) };
         if groups != 0 {
             return Err(cannot("groups"));
         }
@@ -525,12 +553,16 @@ mod tests {
         assert_eq!(data.read_all().unwrap(), b"inside");
         // The observer's own credentials were never changed.
         assert_eq!(std::fs::read(&canary).unwrap(), b"root only");
-        assert!(TargetRoot::host().unwrap().open(&inside.join("link")).is_ok());
+        assert!(TargetRoot::host()
+            .unwrap()
+            .open(&inside.join("link"))
+            .is_ok());
     }
 
     #[test]
     fn credentials_come_from_the_status_file() {
-        let status = "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t20\t21\t22\t23\nGroups:\t4 27 \n";
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t20\t21\t22\t23\nGroups:\t4 27 \n";
         assert_eq!(
             Credentials::parse(status),
             Some(Credentials {
@@ -558,7 +590,9 @@ mod tests {
         );
         let err = root.open(Path::new("/inside")).unwrap_err();
         assert!(matches!(err, Refused::NotRegular("directory")), "{err}");
-        assert!(open_trusted(&dir.path().join("none")).unwrap_err().is_missing());
+        assert!(open_trusted(&dir.path().join("none"))
+            .unwrap_err()
+            .is_missing());
     }
 
     #[test]
@@ -589,6 +623,19 @@ mod tests {
             .unwrap();
         let err = opened.read_at_most(8).unwrap_err();
         assert!(matches!(err, Refused::TooLarge { size: 16 }), "{err}");
+    }
+
+    #[test]
+    fn memory_files_are_sealed() {
+        let file = sealed_memory_file("test", b"bytes").unwrap();
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
+        assert!(file.set_len(1).is_err(), "cannot shrink");
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(
+            std::io::Write::write_all(&mut writer, b"x").is_err(),
+            "cannot write"
+        );
     }
 
     #[test]
