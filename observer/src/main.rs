@@ -54,10 +54,11 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     let (plan, build_id) = plan(&process, process.exe_path(), &args.probes.request(), &debug)?;
     let symbolizer = Symbolizer::new(&process, debug)?;
     let tables = unwind_tables(&args.session, &process)?;
+    let control = session::open_control(args.session.control.as_deref(), process.pid)?;
     let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
     let options = args.session.session_options(&args.output, None);
-    session::run(observed, signals, options).await
+    session::run(observed, signals, options, control).await
 }
 
 async fn run_command(args: RunArgs) -> Result<Outcome> {
@@ -78,6 +79,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
     let tables = unwind_tables_for_program(&args.session, &launched.program)?;
+    let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
     let mut attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     launched.release()?;
     let process = Process::open(launched.pid)?;
@@ -93,7 +95,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         Some(launched),
     );
     let options = args.session.session_options(&args.output, Some(gate));
-    session::run(observed, signals, options).await
+    session::run(observed, signals, options, control).await
 }
 
 fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
