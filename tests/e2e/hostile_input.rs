@@ -67,9 +67,8 @@ impl OpenWatch {
         assert!(fd >= 0);
         let name = CString::new(path.as_os_str().as_bytes()).unwrap();
         // SAFETY: `fd` is our inotify descriptor, `name` a valid C string.
-        let watch = unsafe {
-            libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS)
-        };
+        let watch =
+            unsafe { libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
         assert!(watch >= 0);
         // SAFETY: the fd is new and owned by nothing else.
         Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
@@ -238,7 +237,12 @@ fn planted_links_in_the_output_directory_are_not_followed() {
     let secrets = tempfile::tempdir().unwrap();
     let canary = canary(secrets.path());
     let out = tempfile::tempdir().unwrap();
-    let planted = ["report.json.tmp", "chart.svg.tmp", "flame.svg.tmp", "chart.svg"];
+    let planted = [
+        "report.json.tmp",
+        "chart.svg.tmp",
+        "flame.svg.tmp",
+        "chart.svg",
+    ];
     for name in planted {
         symlink(&canary, out.path().join(name)).unwrap();
     }
@@ -345,7 +349,11 @@ fn bad_destinations_are_reported_before_attaching() {
         "nothing written"
     );
     gateway.chat(2, 1);
-    assert_eq!(gateway.stop(), 2, "nothing attached, the gateway served as before");
+    assert_eq!(
+        gateway.stop(),
+        2,
+        "nothing attached, the gateway served as before"
+    );
 }
 
 #[test]

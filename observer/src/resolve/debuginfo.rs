@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(located.info.source, DebugSource::BuildId);
         assert_eq!(located.info.file, Some(by_id.clone()));
         assert_eq!(located.file.unwrap().data, std::fs::read(&me).unwrap());
-        let given = DebugOptions::new(&[], &[by_id.clone()]).unwrap();
+        let given = DebugOptions::new(&[], std::slice::from_ref(&by_id)).unwrap();
         assert_eq!(
             locate(&stripped, &me, &host(), &given).info.source,
             DebugSource::GivenFile
@@ -455,7 +455,7 @@ mod tests {
             (PathBuf::from("/dev/null"), "not a regular file"),
         ];
         for (path, expected) in cases {
-            let err = DebugOptions::new(&[], &[path.clone()]).unwrap_err();
+            let err = DebugOptions::new(&[], std::slice::from_ref(&path)).unwrap_err();
             let user = err.downcast_ref::<UserError>().expect("a user error");
             assert!(user.to_string().contains(expected), "{path:?}: {user}");
         }

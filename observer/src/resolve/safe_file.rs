@@ -77,7 +77,7 @@ impl Refused {
 
     /// The same, for a file opened with a target's credentials: a denied
     /// permission is the target's, not ours.
-    fn as_target(self) -> Self {
+    fn for_target(self) -> Self {
         match &self {
             Refused::Io(err)
                 if matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
@@ -333,7 +333,7 @@ impl TargetRoot {
                     openat2_in_root(&self.directory, &name).map_err(Refused::from_open_error)?;
                 open_for_reading(handle)
             })?
-            .map_err(Refused::as_target)
+            .map_err(Refused::for_target)
     }
 }
 
