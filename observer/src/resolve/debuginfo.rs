@@ -3,6 +3,11 @@
 //! (`/usr/lib/debug/.build-id/xx/rest.debug`), through `.gnu_debuglink`,
 //! or given with `--debug-file`. A separate file is only used when it
 //! belongs to the object (same build id, or the debug link's CRC).
+//!
+//! The object's path and its debug link are the target's say: every file
+//! they lead to is opened through [`super::safe_file`], inside the target's
+//! root and with its credentials, and a debug link must be a plain file
+//! name. What is turned down is kept, with why, for the report.
 
 use std::path::{Path, PathBuf};
 
