@@ -279,7 +279,6 @@ impl SessionArgs {
             },
             chart: output.chart.clone(),
             flamegraph: output.flamegraph.clone(),
-            control: self.control.clone(),
             gate,
             walker: self.stack_walker,
         }

@@ -250,7 +250,7 @@ impl Search<'_> {
             let in_target = root.open(&path);
             candidates.push((path.clone(), in_target));
             let on_host = TargetRoot::confined_to(debug_dir)
-                .map_err(Refused::Io)
+                .map_err(Refused::from_open_error)
                 .and_then(|dir| dir.open(&relative));
             candidates.push((path, on_host));
         }

@@ -88,7 +88,7 @@ impl Refused {
         }
     }
 
-    fn from_open_error(err: io::Error) -> Self {
+    pub(crate) fn from_open_error(err: io::Error) -> Self {
         match err.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => Refused::Missing,
             Some(libc::ELOOP) => Refused::LinkLoop,

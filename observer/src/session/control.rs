@@ -263,6 +263,8 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Incoming>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
+            // Out of descriptors or the like: give it a moment to pass.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {

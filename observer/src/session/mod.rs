@@ -62,8 +62,6 @@ pub struct SessionOptions {
     pub reporter: Reporter,
     pub chart: Option<PathBuf>,
     pub flamegraph: Option<PathBuf>,
-    /// Control socket path; `None` for the default of the target's PID.
-    pub control: Option<PathBuf>,
     /// `observer run`: how to judge the final report.
     pub gate: Option<Gate>,
     pub walker: crate::attach::StackWalker,
