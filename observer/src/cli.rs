@@ -58,8 +58,9 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
-    pub fn debug_options(&self) -> DebugOptions {
-        debug_options(&self.debug_dir, &self.debug_file)
+    /// See [`DebugOptions::new`]: given debug files are checked.
+    pub fn debug_options(&self) -> anyhow::Result<DebugOptions> {
+        DebugOptions::new(&self.debug_dir, &self.debug_file)
     }
 }
 
@@ -263,8 +264,9 @@ impl ProbeArgs {
 }
 
 impl SessionArgs {
-    pub fn debug_options(&self) -> DebugOptions {
-        debug_options(&self.debug_dir, &self.debug_file)
+    /// See [`DebugOptions::new`]: given debug files are checked.
+    pub fn debug_options(&self) -> anyhow::Result<DebugOptions> {
+        DebugOptions::new(&self.debug_dir, &self.debug_file)
     }
 
     pub fn attach_options(&self) -> AttachOptions {
@@ -290,10 +292,21 @@ impl SessionArgs {
             },
             chart: output.chart.clone(),
             flamegraph: output.flamegraph.clone(),
-            control: self.control.clone(),
             gate,
             walker: self.stack_walker,
         }
+    }
+}
+
+impl OutputArgs {
+    /// Checks `--output`, `--chart` and `--flamegraph` before anything is
+    /// attached, so a report is never lost at the end of a session.
+    pub fn check_destinations(&self) -> anyhow::Result<()> {
+        crate::render::check_destinations(&[
+            ("--output", self.output.as_deref()),
+            ("--chart", self.chart.as_deref()),
+            ("--flamegraph", self.flamegraph.as_deref()),
+        ])
     }
 }
 
@@ -341,14 +354,6 @@ impl DiffArgs {
             format: self.format,
         }
     }
-}
-
-/// The user's debug directories, then the system's.
-fn debug_options(dirs: &[PathBuf], files: &[PathBuf]) -> DebugOptions {
-    let mut options = DebugOptions::default();
-    options.dirs.splice(0..0, dirs.iter().cloned());
-    options.files = files.to_vec();
-    options
 }
 
 /// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.

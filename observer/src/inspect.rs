@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::error::UserError;
 use crate::plan::infer;
@@ -14,12 +14,14 @@ use crate::plan::site::{decode_first, decode_several};
 use crate::resolve::debuginfo::DebugOptions;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
+use crate::resolve::safe_file::TargetRoot;
 use crate::resolve::signature::{register_text, signature_at, EntryLocation, Signature, TypeShape};
 use crate::resolve::{dwarf, resolve_function, ResolveError};
 
 /// Renders what the observer knows about each of `patterns` in `binary`.
 pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Result<String> {
-    let elf = ElfInfo::read_with_debug(binary, binary, debug)?;
+    let root = TargetRoot::host().context("cannot open /")?;
+    let elf = ElfInfo::read_with_debug(binary, binary, &root, debug)?;
     let display = binary.display().to_string();
     let mut out = String::new();
     let dwarf = match (&elf.debug_file, elf.has_debug_info) {
@@ -34,6 +36,9 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
         elf.functions.len(),
         if elf.has_symtab { "" } else { " (stripped)" }
     );
+    for rejected in &elf.debug_rejected {
+        let _ = writeln!(out, "  debug file not used: {rejected}");
+    }
     for pattern in patterns {
         out.push('\n');
         let function = match resolve_function(&elf, &display, pattern) {

@@ -28,14 +28,13 @@ async fn main() -> ExitCode {
         Command::Mark(args) => control_command(&args.target, args.request()),
         Command::Report(args) => control_command(&args.target, args.request()),
         Command::Diff(args) => control_command(&args.target, args.request()),
-        Command::Inspect(args) => {
-            observer::inspect::inspect(&args.binary, &args.functions, &args.debug_options()).map(
-                |text| {
-                    print!("{text}");
-                    Outcome { exit_code: 0 }
-                },
-            )
-        }
+        Command::Inspect(args) => args
+            .debug_options()
+            .and_then(|debug| observer::inspect::inspect(&args.binary, &args.functions, &debug))
+            .map(|text| {
+                print!("{text}");
+                Outcome { exit_code: 0 }
+            }),
     };
     match outcome {
         Ok(outcome) => ExitCode::from(outcome.exit_code),
@@ -49,46 +48,52 @@ async fn main() -> ExitCode {
 async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let signals = Signals::install()?;
+    args.output.check_destinations()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
+    let debug = args.session.debug_options()?;
     let (plan, build_id) = plan(
         &process,
         process.exe_path(),
         &args.probes.request(),
-        &args.session.debug_options(),
+        &debug,
         |elf| unwinder::of_process(&process, elf, &process.exe_path()),
     )?;
-    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
+    let symbolizer = Symbolizer::new(&process, debug)?;
     let tables = unwind_tables(&args.session, &process)?;
+    let control = session::open_control(args.session.control.as_deref(), process.pid)?;
     let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
     let options = args.session.session_options(&args.output, None);
-    session::run(observed, signals, options).await
+    session::run(observed, signals, options, control).await
 }
 
 async fn run_command(args: RunArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let signals = Signals::install()?;
     let gate = args.gate.gate(args.output.group_depth)?;
+    args.output.check_destinations()?;
     attach::check_privileges()?;
     let mut launched = launch::spawn_paused(&args.command)?;
     let paused = Process::paused_child(launched.pid, &launched.program);
+    let debug = args.session.debug_options()?;
     let (plan, build_id) = plan(
         &paused,
         launched.program.clone(),
         &args.probes.request(),
-        &args.session.debug_options(),
+        &debug,
         |elf| unwinder::of_program(elf, &launched.program),
     )?;
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
     let tables = unwind_tables_for_program(&args.session, &launched.program)?;
+    let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
     let mut attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
     launched.release()?;
     let process = Process::open(launched.pid)?;
     // The program is mapped now: let the walker use its table at once.
     attachment.refresh_tables(&process)?;
-    let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
+    let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(
         process,
         plan,
@@ -98,7 +103,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         Some(launched),
     );
     let options = args.session.session_options(&args.output, Some(gate));
-    session::run(observed, signals, options).await
+    session::run(observed, signals, options, control).await
 }
 
 fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
@@ -131,7 +136,8 @@ fn plan(
     debug: &DebugOptions,
     find_unwinder: impl FnOnce(&ElfInfo) -> Result<Unwinder, String>,
 ) -> Result<(ProbePlan, Option<String>)> {
-    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), debug)?;
+    let root = process.root()?;
+    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), &root, debug)?;
     let unwinder = find_unwinder(&elf);
     let repair = attach::repair::ability(Some(process.pid));
     let plan = ProbePlan::new(

@@ -5,10 +5,17 @@
 //! Addresses only mean something against the process's mappings, which die
 //! with it. So the mappings are cached while the process lives and every
 //! mapped file is opened then (through `/proc/PID/map_files`, which also
-//! reaches deleted files and other mount namespaces); symbolization reads
-//! the files through those descriptors, and works after the target exited.
+//! reaches deleted files and other mount namespaces, else by its path
+//! inside the target's root); symbolization reads the files through those
+//! descriptors, and works after the target exited.
+//!
+//! blazesym is only ever given `/proc/self/fd/N` of a file opened safely
+//! ([`crate::resolve::safe_file`]), with its own debug directories off; a
+//! file that names other files (a debug link, a dwz alternate file) is
+//! given as a sealed in-memory copy in which those sections have no name,
+//! because blazesym would otherwise open whatever they name by path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
@@ -19,9 +26,10 @@ use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer as Blazesym};
 use serde::Serialize;
 
 use crate::resolve::debuginfo::{self, DebugInfo, DebugOptions};
-use crate::resolve::elf::ElfLayout;
+use crate::resolve::elf::{without_link_sections, ElfLayout};
 use crate::resolve::pattern::RustPath;
 use crate::resolve::process::{Mapping, Process};
+use crate::resolve::safe_file::{sealed_memory_file, SafeFile, TargetRoot};
 
 /// One frame of a symbolized stack, innermost first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,11 +48,52 @@ pub struct Frame {
 
 /// A mapped file, opened while the process lived, and its debug info.
 struct CachedFile {
-    file: File,
+    object: ForBlazesym,
     /// Loadable segments, to turn file offsets into addresses for a
     /// separate debug file.
-    layout: Option<ElfLayout>,
+    layout: ElfLayout,
     debug: DebugInfo,
+    /// The separate debug file, when [`DebugInfo::file`] names one.
+    debug_file: Option<ForBlazesym>,
+}
+
+/// A file as blazesym gets it: a descriptor we hold, by its
+/// `/proc/self/fd/N` path, never a path blazesym would resolve itself.
+struct ForBlazesym {
+    handle: File,
+    /// False when only the symbol table may be used (a copy without link
+    /// sections could not be made).
+    dwarf: bool,
+}
+
+impl ForBlazesym {
+    /// `file`, whose bytes are `data`: as it is when it names no other
+    /// file, else a sealed in-memory copy whose link sections have no name.
+    fn new(file: SafeFile, data: &[u8]) -> Self {
+        match without_link_sections(data) {
+            None => Self {
+                handle: file.into_file(),
+                dwarf: true,
+            },
+            Some(copy) => match sealed_memory_file("observer-elf", &copy) {
+                Ok(handle) => Self {
+                    handle,
+                    dwarf: true,
+                },
+                Err(_) => Self {
+                    handle: file.into_file(),
+                    dwarf: false,
+                },
+            },
+        }
+    }
+
+    fn source(&self) -> Elf {
+        Elf {
+            debug_syms: self.dwarf,
+            ..Elf::new(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+        }
+    }
 }
 
 /// Mappings cached from a live process plus a blazesym symbolizer.
@@ -53,6 +102,8 @@ pub struct Symbolizer {
     mappings: Vec<Mapping>,
     /// Open files by (inode, path).
     files: HashMap<(u64, String), CachedFile>,
+    /// Mapped files that could not be read, and why.
+    unreadable: BTreeMap<String, String>,
     blazesym: Blazesym,
     debug_options: DebugOptions,
 }
@@ -68,14 +119,17 @@ pub struct ModuleDebugInfo {
 impl Symbolizer {
     /// Caches the process's executable mappings and opens their files.
     pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
+        // No debug directories of its own: it only reads what we open.
         let blazesym = Blazesym::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
+            .set_debug_dirs(Some(Vec::<PathBuf>::new()))
             .build();
         let mut symbolizer = Self {
             process: process.clone(),
             mappings: Vec::new(),
             files: HashMap::new(),
+            unreadable: BTreeMap::new(),
             blazesym,
             debug_options,
         };
@@ -89,12 +143,20 @@ impl Symbolizer {
         let Ok(current) = self.process.executable_mappings() else {
             return Ok(());
         };
+        // Opened for new mappings only, with the target's credentials now.
+        let mut root: Option<Option<TargetRoot>> = None;
         for mapping in current {
             let key = (mapping.inode, mapping.path.clone());
-            if !self.files.contains_key(&key) {
-                if let Some(file) = open_mapped_file(self.process.pid, &mapping) {
-                    let cached = self.describe(file, &mapping);
-                    self.files.insert(key, cached);
+            if !self.files.contains_key(&key) && !self.unreadable.contains_key(&mapping.path) {
+                let root = root.get_or_insert_with(|| self.process.root().ok());
+                match self.open_and_describe(&mapping, root.as_ref()) {
+                    Ok(cached) => {
+                        self.files.insert(key, cached);
+                    }
+                    Err(Some(why)) => {
+                        self.unreadable.insert(mapping.path.clone(), why);
+                    }
+                    Err(None) => {}
                 }
             }
             if !self.mappings.contains(&mapping) {
@@ -104,29 +166,49 @@ impl Symbolizer {
         Ok(())
     }
 
-    /// Finds the file's debug information (its own DWARF, or a separate
-    /// file that belongs to it).
-    fn describe(&self, file: File, mapping: &Mapping) -> CachedFile {
-        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let layout = ElfLayout::read(Path::new(&path)).ok();
-        // The target's mount namespace, or plain paths when it shares ours.
-        let proc_root = PathBuf::from(format!("/proc/{}/root", self.process.pid));
-        let root = match std::fs::read_link(&proc_root) {
-            Ok(link) if link == Path::new("/") => PathBuf::from("/"),
-            _ => proc_root,
+    /// Opens the mapped file and finds its debug information (its own
+    /// DWARF, or a separate file that belongs to it). `Err(Some(why))` when
+    /// the file is there but was not read.
+    fn open_and_describe(
+        &self,
+        mapping: &Mapping,
+        root: Option<&TargetRoot>,
+    ) -> std::result::Result<CachedFile, Option<String>> {
+        let file = mapping
+            .open_file(self.process.pid, root)
+            .map_err(|err| (!err.is_missing()).then(|| err.to_string()))?;
+        let data = file.read_all().map_err(|err| Some(err.to_string()))?;
+        // Not ELF (or unparsable): nothing to symbolize with.
+        let layout = ElfLayout::parse(data).map_err(|_| None)?;
+        let located = match root {
+            Some(root) => {
+                debuginfo::locate(&layout, Path::new(&mapping.path), root, &self.debug_options)
+            }
+            None => debuginfo::Located {
+                info: DebugInfo::NONE,
+                file: None,
+            },
         };
-        let debug = layout.as_ref().map_or(DebugInfo::NONE, |layout| {
-            debuginfo::locate(layout, Path::new(&mapping.path), &root, &self.debug_options)
-        });
-        CachedFile {
-            file,
-            layout: layout.map(ElfLayout::without_data),
-            debug,
-        }
+        let object = ForBlazesym::new(file, &layout.data);
+        Ok(CachedFile {
+            object,
+            layout: layout.without_data(),
+            debug: located.info,
+            debug_file: located
+                .file
+                .map(|debug| ForBlazesym::new(debug.file, &debug.data)),
+        })
     }
 
     /// Which debug information each mapped object has.
     pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
+        let unreadable = self.unreadable.iter().map(|(path, why)| ModuleDebugInfo {
+            module: path.clone(),
+            debug: DebugInfo {
+                rejected: vec![format!("{path}: not read: {why}")],
+                ..DebugInfo::NONE
+            },
+        });
         let mut out: Vec<ModuleDebugInfo> = self
             .files
             .iter()
@@ -134,6 +216,7 @@ impl Symbolizer {
                 module: path.clone(),
                 debug: cached.debug.clone(),
             })
+            .chain(unreadable)
             .collect();
         out.sort_by(|a, b| a.module.cmp(&b.module));
         out
@@ -176,25 +259,22 @@ impl Symbolizer {
         let Some(cached) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
             return unknown(module);
         };
-        let path = format!("/proc/self/fd/{}", cached.file.as_raw_fd());
         let file_offset = mapping.file_offset_of(lookup);
         let offset = Input::FileOffset(file_offset);
         // A separate debug file has the object's addresses, not its file
         // layout: look it up by virtual address.
-        let separate = cached.debug.file.as_ref().zip(
-            cached
-                .layout
-                .as_ref()
-                .and_then(|l| l.address_of_file_offset(file_offset)),
-        );
+        let separate = cached
+            .debug_file
+            .as_ref()
+            .zip(cached.layout.address_of_file_offset(file_offset));
         let symbolized = match separate {
             Some((debug_file, address)) => self.blazesym.symbolize_single(
-                &Source::Elf(Elf::new(debug_file)),
+                &Source::Elf(debug_file.source()),
                 Input::VirtOffset(address),
             ),
             None => self
                 .blazesym
-                .symbolize_single(&Source::Elf(Elf::new(path.clone())), offset),
+                .symbolize_single(&Source::Elf(cached.object.source()), offset),
         };
         let Ok(Symbolized::Sym(sym)) = symbolized else {
             return unknown(module);
@@ -208,7 +288,7 @@ impl Symbolizer {
         {
             let symbols_only = Source::Elf(Elf {
                 debug_syms: false,
-                ..Elf::new(path)
+                ..cached.object.source()
             });
             if let Ok(Symbolized::Sym(sym)) = self.blazesym.symbolize_single(&symbols_only, offset)
             {
@@ -276,21 +356,6 @@ fn strip_legacy_hash(name: &str) -> &str {
         }
         _ => name,
     }
-}
-
-/// Opens the file behind a mapping, preferring the kernel's own reference.
-fn open_mapped_file(pid: u32, mapping: &Mapping) -> Option<File> {
-    let map_files = format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        mapping.start, mapping.end
-    );
-    let in_namespace = format!("/proc/{pid}/root{}", mapping.path);
-    for path in [&map_files, &in_namespace, &mapping.path] {
-        if let Ok(file) = File::open(path) {
-            return Some(file);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

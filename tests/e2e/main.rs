@@ -14,5 +14,6 @@ mod corpus;
 mod detach;
 mod errors;
 mod growth_and_diff;
+mod hostile_input;
 mod leak_report;
 mod support;

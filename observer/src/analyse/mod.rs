@@ -240,6 +240,7 @@ pub fn build_report(
     }
     let plan = context.plan;
     let all_keys: Vec<_> = snapshot.sites.keys().copied().collect();
+    let debug_info = symbolizer.debug_info();
     Report {
         version: REPORT_VERSION,
         reason,
@@ -265,7 +266,7 @@ pub fn build_report(
             inferred: plan.inferred.clone(),
         },
         counters: snapshot.counters,
-        debug_info: symbolizer.debug_info(),
+        debug_info: debug_info.clone(),
         stacks: StackWalking {
             walker: context.walker,
             tabled_objects: context.tabled_objects.to_vec(),
@@ -275,6 +276,7 @@ pub fn build_report(
             .iter()
             .cloned()
             .chain(warnings(&snapshot.counters))
+            .chain(debug_warnings(&debug_info))
             .collect(),
         outstanding: Outstanding {
             buffers: sites.iter().map(|s| s.buffers).sum(),
@@ -350,6 +352,23 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
         });
     }
     site
+}
+
+/// One warning per file the target pointed the observer at that it did not
+/// use (a debug link to a FIFO, a file the target may not read…): the
+/// frames of that object have fewer names, and the user should know why.
+fn debug_warnings(debug_info: &[ModuleDebugInfo]) -> Vec<String> {
+    debug_info
+        .iter()
+        .flat_map(|info| {
+            info.debug.rejected.iter().map(move |why| {
+                format!(
+                    "debug information for {}: {why}, so it was not used",
+                    info.module
+                )
+            })
+        })
+        .collect()
 }
 
 /// Plain-language warnings for counters that mean the observation is

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::plan::unwind::{pages, ObjectTable};
 use crate::resolve::elf::ElfLayout;
 use crate::resolve::process::{Mapping, Process};
+use crate::resolve::safe_file::{open_trusted, TargetRoot};
 
 /// Room left in the row array for objects mapped after attach.
 const SPARE_ROWS: usize = 1 << 18;
@@ -47,8 +48,9 @@ struct PreparedObject {
 /// Builds the tables of every executable file the process maps.
 pub fn prepare(process: &Process) -> Result<PreparedTables> {
     let mut objects: Vec<PreparedObject> = Vec::new();
+    let root = process.root().ok();
     for mapping in process.executable_mappings()? {
-        add_mapping(process.pid, &mut objects, &mapping);
+        add_mapping(process.pid, root.as_ref(), &mut objects, &mapping);
     }
     let rows: usize = objects.iter().map(|o| o.table.rows.len()).sum();
     let capacity = u32::try_from(rows + SPARE_ROWS).context("unwind tables too large")?;
@@ -70,21 +72,27 @@ pub fn prepare_for_file(path: &std::path::Path) -> Result<PreparedTables> {
     Ok(PreparedTables { objects, capacity })
 }
 
+/// A file the user named (`run`'s program) or one of its libraries.
 fn prepared_file(path: &std::path::Path) -> Result<PreparedObject> {
-    let elf = ElfLayout::read(path)?;
+    let file = open_trusted(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let elf = ElfLayout::read_file(&file)?;
     let table = ObjectTable::from_elf(&elf.data)?;
-    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?);
     Ok(PreparedObject {
-        key: (inode, path.display().to_string()),
+        key: (file.inode(), path.display().to_string()),
         table,
         placements: Vec::new(),
     })
 }
 
 /// Reads the mapping's file and builds or reuses its object's table.
-fn add_mapping(pid: u32, objects: &mut Vec<PreparedObject>, mapping: &Mapping) {
+fn add_mapping(
+    pid: u32,
+    root: Option<&TargetRoot>,
+    objects: &mut Vec<PreparedObject>,
+    mapping: &Mapping,
+) {
     let key = (mapping.inode, mapping.path.clone());
-    let Some(elf) = read_mapped_elf(pid, mapping) else {
+    let Some(elf) = read_mapped_elf(pid, root, mapping) else {
         return;
     };
     let Some(bias) = elf.load_bias(mapping.start, mapping.end, mapping.file_offset) else {
@@ -103,15 +111,11 @@ fn add_mapping(pid: u32, objects: &mut Vec<PreparedObject>, mapping: &Mapping) {
     });
 }
 
-fn read_mapped_elf(pid: u32, mapping: &Mapping) -> Option<ElfLayout> {
-    let map_files = format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        mapping.start, mapping.end
-    );
-    let in_namespace = format!("/proc/{pid}/root{}", mapping.path);
-    [map_files, in_namespace, mapping.path.clone()]
-        .iter()
-        .find_map(|path| ElfLayout::read(std::path::Path::new(path)).ok())
+/// The mapping's file, opened safely (see [`Mapping::open_file`]); an
+/// object that cannot be read is walked with frame pointers.
+fn read_mapped_elf(pid: u32, root: Option<&TargetRoot>, mapping: &Mapping) -> Option<ElfLayout> {
+    let file = mapping.open_file(pid, root).ok()?;
+    ElfLayout::read_file(&file).ok()
 }
 
 /// Installed tables; keeps the row array mapped for later additions.
@@ -160,12 +164,13 @@ impl UnwindTables {
             return Ok(());
         }
         let mut prepared = Vec::new();
+        let root = process.root().ok();
         for mapping in &fresh {
             let key = (mapping.inode, mapping.path.clone());
             match self.objects.get(&key) {
                 // Tabled already (another mapping of it, or `run`'s program).
-                Some(&object) => self.place(process.pid, mapping, object),
-                None => add_mapping(process.pid, &mut prepared, mapping),
+                Some(&object) => self.place(process.pid, root.as_ref(), mapping, object),
+                None => add_mapping(process.pid, root.as_ref(), &mut prepared, mapping),
             }
         }
         for object in prepared {
@@ -174,8 +179,8 @@ impl UnwindTables {
         self.write_mappings(ebpf)
     }
 
-    fn place(&mut self, pid: u32, mapping: &Mapping, object: u32) {
-        let Some(elf) = read_mapped_elf(pid, mapping) else {
+    fn place(&mut self, pid: u32, root: Option<&TargetRoot>, mapping: &Mapping, object: u32) {
+        let Some(elf) = read_mapped_elf(pid, root, mapping) else {
             return;
         };
         if let Some(bias) = elf.load_bias(mapping.start, mapping.end, mapping.file_offset) {

@@ -29,7 +29,7 @@ struct Line {
 }
 
 pub fn write(path: &Path, report: &Report, history: &History) -> Result<()> {
-    super::replace_file(path, &render(report, history))
+    super::replace_file(path, render(report, history).as_bytes())
 }
 
 pub fn render(report: &Report, history: &History) -> String {

@@ -21,6 +21,6 @@ pub fn write(path: &Path, report: &Report) -> Result<bool> {
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg)
         .context("drawing the flame graph")?;
-    super::replace_file(path, &String::from_utf8_lossy(&svg))?;
+    super::replace_file(path, &svg)?;
     Ok(true)
 }

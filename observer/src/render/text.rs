@@ -216,10 +216,13 @@ fn debug_info(out: &mut String, report: &Report) {
             DebugSource::BuildId => "build-id file",
             DebugSource::DebugLink => "debug link",
         };
-        let source = match &info.debug.file {
+        let mut source = match &info.debug.file {
             Some(file) => format!("{how} {}", file.display()),
             None => how.to_string(),
         };
+        if !info.debug.rejected.is_empty() {
+            source.push_str(&format!(" (not used: {})", info.debug.rejected.join("; ")));
+        }
         shown.push(format!("{name}: {source}"));
     }
     if !shown.is_empty() {

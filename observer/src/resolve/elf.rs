@@ -9,6 +9,7 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol a
 
 use super::debuginfo::DebugOptions;
 use super::pattern::demangle;
+use super::safe_file::{open_trusted, SafeFile, TargetRoot};
 
 /// A defined function symbol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +50,23 @@ pub struct ElfInfo {
     dwarf: Option<std::sync::Arc<[u8]>>,
     /// That file.
     pub debug_file: Option<PathBuf>,
+    /// Debug files the target named that were not used, and why.
+    pub debug_rejected: Vec<String>,
 }
 
 impl ElfInfo {
-    /// Reads and parses `path`.
+    /// Reads and parses `path`, a file the user named or the kernel's
+    /// reference to one (`/proc/PID/exe`): it must be a regular file within
+    /// the size bound of [`super::safe_file`].
     pub fn read(path: &Path) -> Result<Self> {
-        let data: std::sync::Arc<[u8]> = std::fs::read(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .into();
+        let data = open_trusted(path)
+            .and_then(|file| file.read_all())
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(path, data.into())
+    }
+
+    /// Parses the bytes of an ELF file read from `path`.
+    fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         if file.architecture() != object::Architecture::X86_64 {
@@ -78,23 +88,31 @@ impl ElfInfo {
             data: data.clone(),
             dwarf: None,
             debug_file: None,
+            debug_rejected: Vec::new(),
         })
     }
 
     /// Reads `path`; when it has no symbol table (stripped), takes function
     /// symbols and DWARF from its separate debug file, if one is found
-    /// (`original` is the path the process knows it by, for debug links).
-    pub fn read_with_debug(path: &Path, original: &Path, options: &DebugOptions) -> Result<Self> {
+    /// (`original` is the path the process knows it by, for debug links,
+    /// which are resolved inside `root`).
+    pub fn read_with_debug(
+        path: &Path,
+        original: &Path,
+        root: &TargetRoot,
+        options: &DebugOptions,
+    ) -> Result<Self> {
         let mut elf = Self::read(path)?;
         if elf.has_symtab && elf.has_debug_info {
             return Ok(elf);
         }
-        let layout = ElfLayout::read(path)?;
-        let found = super::debuginfo::locate(&layout, original, Path::new("/"), options);
-        let Some(debug_path) = found.file else {
+        let layout = ElfLayout::parse(elf.data.to_vec())?;
+        let found = super::debuginfo::locate(&layout, original, root, options);
+        elf.debug_rejected = found.info.rejected;
+        let (Some(debug_path), Some(debug_file)) = (found.info.file, found.file) else {
             return Ok(elf);
         };
-        let debug = Self::read(&debug_path)?;
+        let debug = Self::parse(&debug_path, debug_file.data.into())?;
         if !elf.has_symtab {
             elf.functions = debug.functions;
             elf.has_symtab = debug.has_symtab;
@@ -248,14 +266,57 @@ pub struct ElfLayout {
     pub has_dwarf: bool,
     /// `.gnu_debuglink`: the debug file's name and CRC-32.
     pub debuglink: Option<(String, u32)>,
+    /// True when a section names another file to read (see [`LINK_SECTIONS`]).
+    pub links_elsewhere: bool,
+}
+
+/// Sections through which an ELF file names other files holding its debug
+/// information: a debug link, a dwz alternate file, a supplementary file.
+pub const LINK_SECTIONS: [&str; 3] = [".gnu_debuglink", ".gnu_debugaltlink", ".debug_sup"];
+
+/// A copy of an ELF file's bytes in which the [`LINK_SECTIONS`] have no
+/// name, so that a library that follows them by name (blazesym does,
+/// opening paths on its own) does not find them; `None` when there are
+/// none. Everything else, DWARF included, is unchanged.
+pub fn without_link_sections(data: &[u8]) -> Option<Vec<u8>> {
+    use object::read::elf::{ElfFile64, FileHeader as _, SectionHeader as _};
+    let file = ElfFile64::<object::Endianness>::parse(data).ok()?;
+    let endian = file.endian();
+    let header = file.elf_header();
+    let table = file.elf_section_table();
+    let first = header.e_shoff(endian) as usize;
+    let entry_size = usize::from(header.e_shentsize(endian));
+    let mut copy: Option<Vec<u8>> = None;
+    for (index, section) in table.iter().enumerate() {
+        let name = table.section_name(endian, section).unwrap_or_default();
+        if LINK_SECTIONS.iter().any(|link| link.as_bytes() == name) {
+            let at = first + index * entry_size;
+            let bytes = copy.get_or_insert_with(|| data.to_vec());
+            // sh_name is the header's first word; 0 is the empty name.
+            bytes.get_mut(at..at + 4)?.fill(0);
+            debug_assert_ne!(section.sh_name(endian), 0);
+        }
+    }
+    copy
 }
 
 impl ElfLayout {
+    /// Reads `path`, a file the user named or the kernel's reference to
+    /// one, within the size bound of [`super::safe_file`].
     pub fn read(path: &Path) -> Result<Self> {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let file = object::File::parse(&*data)
-            .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
+        let file = open_trusted(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::read_file(&file)
+            .with_context(|| format!("{} is not a readable ELF file", path.display()))
+    }
+
+    /// Reads a file opened safely.
+    pub fn read_file(file: &SafeFile) -> Result<Self> {
+        Self::parse(file.read_all()?)
+    }
+
+    /// Parses an ELF file's bytes.
+    pub fn parse(data: Vec<u8>) -> Result<Self> {
+        let file = object::File::parse(&*data).context("not a readable ELF file")?;
         let segments = load_segments(&file);
         let build_id = file.build_id().ok().flatten().map(hex);
         let has_dwarf = [".debug_info", ".debug_line"].iter().any(|name| {
@@ -267,12 +328,16 @@ impl ElfLayout {
             .ok()
             .flatten()
             .map(|(name, crc)| (String::from_utf8_lossy(name).into_owned(), crc));
+        let links_elsewhere = LINK_SECTIONS
+            .iter()
+            .any(|name| file.section_by_name(name).is_some());
         Ok(Self {
             segments,
             data,
             build_id,
             has_dwarf,
             debuglink,
+            links_elsewhere,
         })
     }
 
@@ -345,7 +410,49 @@ mod tests {
 
     #[test]
     fn rejects_non_elf_with_the_path() {
-        let err = ElfInfo::read(Path::new("/proc/self/status")).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text");
+        std::fs::write(&text, b"not ELF").unwrap();
+        let err = ElfInfo::read(&text).unwrap_err();
         assert!(format!("{err:#}").contains("not a readable ELF file"));
+        let err = ElfLayout::read(&text).unwrap_err();
+        assert!(format!("{err:#}").contains("not a readable ELF file"));
+    }
+
+    #[test]
+    fn special_files_are_not_read() {
+        for path in ["/dev/zero", "/proc/self"] {
+            let err = format!("{:#}", ElfInfo::read(Path::new(path)).unwrap_err());
+            assert!(err.contains("not a regular file"), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn link_sections_lose_their_names_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let linked = dir.path().join("linked");
+        let target = dir.path().join("target.debug");
+        std::fs::write(&target, b"debug").unwrap();
+        let status = std::process::Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", target.display()))
+            .arg(std::env::current_exe().unwrap())
+            .arg(&linked)
+            .status()
+            .expect("objcopy (binutils)");
+        assert!(status.success());
+        let data = std::fs::read(&linked).unwrap();
+        let layout = ElfLayout::parse(data.clone()).unwrap();
+        assert!(layout.links_elsewhere);
+        assert_eq!(layout.debuglink.as_ref().unwrap().0, "target.debug");
+        let cleaned = without_link_sections(&data).expect("a link to remove");
+        assert_eq!(cleaned.len(), data.len());
+        let after = ElfLayout::parse(cleaned.clone()).unwrap();
+        assert!(!after.links_elsewhere && after.debuglink.is_none());
+        assert_eq!(after.has_dwarf, layout.has_dwarf);
+        assert_eq!(after.build_id, layout.build_id);
+        let differing = data.iter().zip(&cleaned).filter(|(a, b)| a != b).count();
+        assert!(differing <= 4, "{differing} bytes changed");
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(without_link_sections(&me).is_none(), "nothing to remove");
     }
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use object::read::elf::{Dyn as _, ElfFile64, FileHeader as _, ProgramHeader as _};
 use object::{elf, Endianness};
 
+use super::safe_file::open_trusted;
+
 /// Directories searched after the program's own paths, as glibc's default
 /// configuration does on x86-64 Debian/Ubuntu/Fedora.
 const SYSTEM_DIRS: [&str; 6] = [
@@ -40,7 +42,9 @@ pub fn needed_libraries(program: &Path) -> Vec<PathBuf> {
     let mut queue: VecDeque<PathBuf> = VecDeque::from([program.to_path_buf()]);
     let ld_library_path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
     while let Some(file) = queue.pop_front() {
-        let Some(dependencies) = std::fs::read(&file).ok().and_then(|d| dependencies(&d)) else {
+        // Regular files within the bound only: a name can lead anywhere.
+        let data = open_trusted(&file).and_then(|f| f.read_all());
+        let Some(dependencies) = data.ok().and_then(|d| dependencies(&d)) else {
             continue;
         };
         let origin = file.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -154,17 +158,66 @@ mod tests {
         }
     }
 
+    /// Directories each holding a different file of the same name.
+    fn library_dirs(names: &[&str]) -> (tempfile::TempDir, Vec<String>) {
+        let top = tempfile::tempdir().unwrap();
+        let dirs = names
+            .iter()
+            .map(|name| {
+                let dir = top.path().join(name);
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join("libchosen.so.1"), name).unwrap();
+                dir.display().to_string()
+            })
+            .collect();
+        (top, dirs)
+    }
+
+    fn chosen(deps: &Dependencies, ld_library_path: &str) -> String {
+        let path = locate("libchosen.so.1", deps, Path::new("/"), ld_library_path)
+            .expect("found in one of the directories");
+        std::fs::read_to_string(path).unwrap()
+    }
+
     #[test]
     fn rpath_is_ignored_when_runpath_is_present() {
-        let deps = Dependencies {
-            interpreter: None,
-            needed: vec![],
-            rpath: vec!["/nonexistent-rpath".into()],
-            runpath: vec!["/nonexistent-runpath".into()],
+        let (_top, dirs) = library_dirs(&["rpath", "runpath", "env"]);
+        let [rpath, runpath, env] = [&dirs[0], &dirs[1], &dirs[2]];
+        let with_runpath = Dependencies {
+            rpath: vec![rpath.clone()],
+            runpath: vec![runpath.clone()],
+            ..Dependencies::default()
+        };
+        assert_eq!(chosen(&with_runpath, ""), "runpath");
+        assert_eq!(chosen(&with_runpath, env), "env", "LD_LIBRARY_PATH first");
+        let rpath_only = Dependencies {
+            rpath: vec![rpath.clone()],
+            ..Dependencies::default()
         };
         assert_eq!(
-            locate("libc.so.6", &deps, Path::new("/"), "").map(|p| p.is_file()),
-            Some(true)
+            chosen(&rpath_only, env),
+            "rpath",
+            "RPATH before LD_LIBRARY_PATH"
         );
+        assert_eq!(chosen(&rpath_only, ""), "rpath");
+    }
+
+    #[test]
+    fn only_regular_files_are_libraries() {
+        let (_top, dirs) = library_dirs(&["fifo", "file"]);
+        let fifo = Path::new(&dirs[0]).join("libchosen.so.1");
+        std::fs::remove_file(&fifo).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deps = Dependencies {
+            runpath: dirs.clone(),
+            ..Dependencies::default()
+        };
+        assert_eq!(chosen(&deps, ""), "file");
+        // A program that is a FIFO is not read (and does not block).
+        assert!(needed_libraries(&fifo).is_empty());
     }
 }

@@ -7,6 +7,7 @@ pub mod elf;
 pub mod libraries;
 pub mod pattern;
 pub mod process;
+pub mod safe_file;
 pub mod signature;
 pub mod unwinder;
 

@@ -2,10 +2,11 @@
 //! what is mapped where.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
+use super::safe_file::{open_trusted, Refused, SafeFile, TargetRoot};
 use crate::error::UserError;
 
 /// A live process chosen by PID.
@@ -61,6 +62,13 @@ impl Process {
     /// namespace.
     pub fn exe_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/exe", self.pid))
+    }
+
+    /// The process's filesystem view and file-system credentials, inside
+    /// which every path it names is opened (see [`TargetRoot`]).
+    pub fn root(&self) -> Result<TargetRoot> {
+        TargetRoot::of_process(self.pid)
+            .with_context(|| format!("cannot open /proc/{}/root", self.pid))
     }
 
     /// True while the process exists and is not a zombie.
@@ -129,6 +137,18 @@ impl Mapping {
 
     pub fn contains(&self, address: u64) -> bool {
         (self.start..self.end).contains(&address)
+    }
+
+    /// Opens the file behind this mapping of process `pid`: the kernel's
+    /// own reference (`/proc/PID/map_files/START-END`), else the path as the
+    /// target names it, inside its `root` (never the same path on the host).
+    pub fn open_file(&self, pid: u32, root: Option<&TargetRoot>) -> Result<SafeFile, Refused> {
+        let map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", self.start, self.end);
+        match (open_trusted(Path::new(&map_files)), root) {
+            (Ok(file), _) => Ok(file),
+            (Err(_), Some(root)) => root.open(Path::new(&self.path)),
+            (Err(err), None) => Err(err),
+        }
     }
 
     /// The file offset of `address`, which must be inside this mapping.

@@ -55,8 +55,13 @@ pub fn of_process(process: &Process, exe: &ElfInfo, exe_path: &Path) -> Result<U
         .executable_mappings()
         .map_err(|err| format!("cannot read the target's mappings: {err:#}"))?;
     for mapping in library_mappings(&mappings) {
+        // The kernel's own reference to the file: it is also what the
+        // probe is attached through.
         let path = map_files_path(process.pid, mapping);
-        let Ok(data) = std::fs::read(&path) else {
+        let Ok(data) = mapping
+            .open_file(process.pid, None)
+            .and_then(|file| file.read_all())
+        else {
             continue;
         };
         if let Some(unwinder) = in_object(&data, &path, &mapping.path, catch.clone()) {
@@ -74,7 +79,8 @@ pub fn of_program(program: &ElfInfo, path: &Path) -> Result<Unwinder, String> {
         return Ok(unwinder);
     }
     for library in super::libraries::needed_libraries(path) {
-        let Ok(data) = std::fs::read(&library) else {
+        let Ok(data) = super::safe_file::open_trusted(&library).and_then(|file| file.read_all())
+        else {
             continue;
         };
         if let Some(unwinder) = in_object(&data, &library, &display(&library), catch.clone()) {

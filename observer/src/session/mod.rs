@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::io::unix::AsyncFd;
-use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::analyse::diff::{diff, Mark, Marks};
@@ -29,7 +28,7 @@ use crate::render::{self, Format, Reporter};
 use crate::resolve::process::Process;
 use crate::snapshot::{monotonic_ns, read_stacks, Snapshot};
 use crate::symbolize::Symbolizer;
-use control::{ControlServer, Request};
+use control::{ControlServer, Incoming, Request};
 use launch::Launched;
 use observer_ebpf::counter;
 
@@ -64,8 +63,6 @@ pub struct SessionOptions {
     pub reporter: Reporter,
     pub chart: Option<PathBuf>,
     pub flamegraph: Option<PathBuf>,
-    /// Control socket path; `None` for the default of the target's PID.
-    pub control: Option<PathBuf>,
     /// `observer run`: how to judge the final report.
     pub gate: Option<Gate>,
     pub walker: crate::attach::StackWalker,
@@ -102,22 +99,23 @@ struct Session {
 enum Event {
     Sample,
     Report,
-    Control(UnixStream, Request),
+    Control(Incoming),
     /// Stop the session (attached) or the command (launched).
     Stop(Reason, i32),
     Exited,
 }
 
 /// Runs until the duration elapses, a stop signal arrives or the target
-/// exits; always ends with a final report and detached probes.
+/// exits; always ends with a final report and detached probes. `control`
+/// is the socket [`open_control`] bound before attaching.
 pub async fn run(
     observed: Observed,
     mut signals: Signals,
     options: SessionOptions,
+    mut control: Option<ControlServer>,
 ) -> Result<Outcome> {
     let pid = observed.process.pid;
     let exit_watch = watch_exit(pid)?;
-    let control = open_control(&options, pid);
     announce(&observed, control.as_ref());
     let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticks = tokio::time::interval(options.interval);
@@ -144,13 +142,7 @@ pub async fn run(
             _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
             _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
             _ = signals.report.recv() => Event::Report,
-            request = next_request(control.as_ref()) => match request {
-                Ok((stream, request)) => Event::Control(stream, request),
-                Err(err) => {
-                    eprintln!("observer: control socket: {err:#}");
-                    continue;
-                }
-            },
+            Some(incoming) = next_request(control.as_mut()) => Event::Control(incoming),
             _ = ticks.tick() => Event::Sample,
             _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
                 session.refresh_mappings()?;
@@ -161,12 +153,12 @@ pub async fn run(
         match event {
             Event::Sample => session.sample()?,
             Event::Report => session.emit_report(Reason::Signal)?,
-            Event::Control(mut stream, request) => {
-                let (ok, output) = match session.control(request) {
+            Event::Control(incoming) => {
+                let (ok, output) = match session.control(incoming.request.clone()) {
                     Ok(output) => (true, output),
                     Err(err) => (false, crate::error::one_line(&err)),
                 };
-                control::respond(&mut stream, ok, output).await;
+                incoming.answer(ok, output);
             }
             Event::Stop(reason, signal) => match session.observed.launched.as_mut() {
                 // The command decides when it is done; we wait for it.
@@ -403,24 +395,29 @@ fn outcome(report: &Report, launched: bool) -> Result<Outcome> {
     }
 }
 
-fn open_control(options: &SessionOptions, pid: u32) -> Option<ControlServer> {
-    let path = options
-        .control
-        .clone()
-        .unwrap_or_else(|| control::default_path(pid));
-    match ControlServer::bind(&path) {
-        Ok(server) => Some(server),
+/// Binds the control socket before anything is attached: the one the
+/// user asked for with `--control` must work (an error here is theirs to
+/// fix), the default one in [`control::SOCKET_DIR`] is a convenience whose
+/// failure is only noted.
+pub fn open_control(explicit: Option<&std::path::Path>, pid: u32) -> Result<Option<ControlServer>> {
+    if let Some(path) = explicit {
+        return ControlServer::bind(path).map(Some);
+    }
+    let bound =
+        control::ensure_socket_dir().and_then(|_| ControlServer::bind(&control::default_path(pid)));
+    match bound {
+        Ok(server) => Ok(Some(server)),
         Err(err) => {
             eprintln!(
                 "observer: no control socket ({}): mark/diff/report from another shell are unavailable, SIGUSR1 still works",
                 crate::error::one_line(&err)
             );
-            None
+            Ok(None)
         }
     }
 }
 
-async fn next_request(control: Option<&ControlServer>) -> Result<(UnixStream, Request)> {
+async fn next_request(control: Option<&mut ControlServer>) -> Option<Incoming> {
     match control {
         Some(server) => server.next_request().await,
         None => std::future::pending().await,
