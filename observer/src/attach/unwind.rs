@@ -125,6 +125,8 @@ pub struct UnwindTables {
     objects: BTreeMap<(u64, String), u32>,
     /// (start, end, bias, object) of every tabled mapping.
     mappings: Vec<MappingEntry>,
+    /// How many of `mappings` are in the trie.
+    written: usize,
     pub tabled: Vec<TabledObject>,
 }
 
@@ -137,6 +139,7 @@ impl UnwindTables {
             used_rows: 0,
             objects: BTreeMap::new(),
             mappings: Vec::new(),
+            written: 0,
             tabled: Vec::new(),
         };
         for object in prepared.objects {
@@ -151,6 +154,7 @@ impl UnwindTables {
         let Ok(current) = process.executable_mappings() else {
             return Ok(());
         };
+        let gone = self.forget_unmapped(ebpf, &current)?;
         let fresh: Vec<Mapping> = current
             .into_iter()
             .filter(|m| {
@@ -160,7 +164,11 @@ impl UnwindTables {
                     .any(|e| e.start == m.start && e.end == m.end)
             })
             .collect();
-        if fresh.is_empty() {
+        if gone {
+            // Keys of a gone mapping may be shared with one now in its place.
+            self.written = 0;
+        }
+        if fresh.is_empty() && !gone {
             return Ok(());
         }
         let mut prepared = Vec::new();
@@ -177,6 +185,34 @@ impl UnwindTables {
             self.add_object(ebpf, object)?;
         }
         self.write_mappings(ebpf)
+    }
+
+    /// Drops the mappings the process no longer has from the trie. The
+    /// dynamic loader maps a library once whole, then maps its segments
+    /// over that: a look at the maps in between sees a mapping that is soon
+    /// gone, and its stale bias must not outlive it. Returns whether any
+    /// went (the rest are then written again, as keys may be shared).
+    fn forget_unmapped(&mut self, ebpf: &mut Ebpf, current: &[Mapping]) -> Result<bool> {
+        let exists = |e: &MappingEntry| {
+            current
+                .iter()
+                .any(|m| m.start == e.start && m.end == e.end)
+        };
+        let (kept, gone): (Vec<MappingEntry>, Vec<MappingEntry>) =
+            self.mappings.iter().copied().partition(exists);
+        if gone.is_empty() {
+            return Ok(false);
+        }
+        let mut trie: LpmTrie<&mut MapData, [u8; 8], MappingEntry> =
+            LpmTrie::try_from(map_mut(ebpf, names::MAP_UNWIND_MAPPINGS)?)?;
+        for mapping in &gone {
+            for (prefix_len, base) in prefixes(mapping.start, mapping.end) {
+                // Absent keys (shared with another gone mapping) are fine.
+                let _ = trie.remove(&Key::new(prefix_len, base.to_be_bytes()));
+            }
+        }
+        self.mappings = kept;
+        Ok(true)
     }
 
     fn place(&mut self, pid: u32, root: Option<&TargetRoot>, mapping: &Mapping, object: u32) {
@@ -229,11 +265,14 @@ impl UnwindTables {
         Ok(())
     }
 
-    /// Writes every tabled mapping into the address trie (idempotent).
+    /// Writes the tabled mappings not yet in the address trie (a refresh
+    /// costs only what changed).
     fn write_mappings(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         let mut trie: LpmTrie<&mut MapData, [u8; 8], MappingEntry> =
             LpmTrie::try_from(map_mut(ebpf, names::MAP_UNWIND_MAPPINGS)?)?;
-        for mapping in &self.mappings {
+        let unwritten = &self.mappings[self.written.min(self.mappings.len())..];
+        self.written = self.mappings.len();
+        for mapping in unwritten {
             for (prefix_len, base) in prefixes(mapping.start, mapping.end) {
                 trie.insert(&Key::new(prefix_len, base.to_be_bytes()), mapping, 0)
                     .context("the mapping trie is full")?;

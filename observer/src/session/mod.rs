@@ -181,7 +181,7 @@ impl Session {
     /// Periodic: a cheap snapshot into the history, a status line, and a
     /// look for new mappings (libraries loaded, or the command's exec).
     fn sample(&mut self) -> Result<()> {
-        let now = Snapshot::quick(self.ebpf()?)?;
+        let now = self.quick_snapshot()?;
         self.history.push(Sample::of(&now));
         self.refresh_mappings()?;
         print_status(&now, &self.previous, self.attached_ns);
@@ -208,9 +208,24 @@ impl Session {
         Ok(self.build(&snapshot, reason, false))
     }
 
+    fn quick_snapshot(&self) -> Result<Snapshot> {
+        Ok(self.own_execs_removed(Snapshot::quick(self.ebpf()?)?))
+    }
+
     fn full_snapshot(&self) -> Result<Snapshot> {
         let older_than = self.options.older_than.map(|d| d.as_nanos() as u64);
-        Snapshot::full(self.ebpf()?, self.observed.process.pid, older_than)
+        let snapshot = Snapshot::full(self.ebpf()?, self.observed.process.pid, older_than)?;
+        Ok(self.own_execs_removed(snapshot))
+    }
+
+    /// `observer run` attaches before its command's `exec`: that one is
+    /// ours, not the target's.
+    fn own_execs_removed(&self, mut snapshot: Snapshot) -> Snapshot {
+        if self.observed.launched.is_some() {
+            let execs = &mut snapshot.counters[counter::EXECS];
+            *execs = execs.saturating_sub(1);
+        }
+        snapshot
     }
 
     fn build(&self, snapshot: &Snapshot, reason: Reason, exited: bool) -> Report {
@@ -263,7 +278,7 @@ impl Session {
     fn control(&mut self, request: Request) -> Result<String> {
         match request {
             Request::Mark { name } => {
-                let now = Snapshot::quick(self.ebpf()?)?;
+                let now = self.quick_snapshot()?;
                 let (buffers, bytes_now) = now.outstanding();
                 self.marks.set(&name, Sample::of(&now));
                 Ok(format!(
@@ -312,7 +327,7 @@ impl Session {
             Some(name) => mark(name)?,
             None => Mark {
                 name: "now".into(),
-                sample: Sample::of(&Snapshot::quick(self.ebpf()?)?),
+                sample: Sample::of(&self.quick_snapshot()?),
             },
         };
         let keys: BTreeSet<_> = from
