@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser as _;
 use observer::attach::unwind::PreparedTables;
 use observer::attach::{self, Attachment, StackWalker};
 use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs, SessionArgs};
@@ -20,7 +19,7 @@ use std::path::Path;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let outcome = match cli.command {
         Command::Attach(args) => attach_command(args).await,
         Command::Run(args) => run_command(args).await,
