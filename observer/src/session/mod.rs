@@ -107,24 +107,18 @@ enum Event {
     Exited,
 }
 
-/// Runs until the duration elapses, a stop signal arrives or the target
-/// exits; always ends with a final report and detached probes.
-pub async fn run(
-    observed: Observed,
-    mut signals: Signals,
-    options: SessionOptions,
-) -> Result<Outcome> {
-    let pid = observed.process.pid;
-    let exit_watch = watch_exit(pid)?;
-    let control = open_control(&options, pid);
-    announce(&observed, control.as_ref());
-    let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticks = tokio::time::interval(options.interval);
-    // A launched command maps its libraries right after exec: look often
-    // during its first second so their unwind tables are in place early.
-    let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
-    let mut startup = tokio::time::interval(Duration::from_millis(10));
-    let watch_startup = observed.launched.is_some();
+/// How the observing loop ended.
+enum Ending {
+    /// As asked (duration, signal) or because the target exited.
+    Stopped(Reason),
+    /// Something failed while attached.
+    Failed(anyhow::Error),
+}
+
+/// Runs until the duration elapses, a stop signal arrives, the target
+/// exits or something fails; every one of those ends in the same place: a
+/// final report of what was seen, with the probes detached.
+pub async fn run(observed: Observed, signals: Signals, options: SessionOptions) -> Result<Outcome> {
     let mut session = Session {
         observed,
         options,
@@ -133,52 +127,76 @@ pub async fn run(
         marks: Marks::default(),
         previous: Snapshot::default(),
     };
-    loop {
-        let event = tokio::select! {
-            _ = exit_watch.readable() => Event::Exited,
-            _ = sleep_until(deadline) => Event::Stop(Reason::Duration, libc::SIGINT),
-            _ = signals.interrupt.recv() => Event::Stop(Reason::Stop, libc::SIGINT),
-            _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
-            _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
-            _ = signals.report.recv() => Event::Report,
-            request = next_request(control.as_ref()) => match request {
-                Ok((stream, request)) => Event::Control(stream, request),
-                Err(err) => {
-                    eprintln!("observer: control socket: {err:#}");
-                    continue;
-                }
-            },
-            _ = ticks.tick() => Event::Sample,
-            _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
-                session.refresh_mappings()?;
-                continue;
-            }
-        };
-        session.observed.attachment.flush_log();
-        match event {
-            Event::Sample => session.sample()?,
-            Event::Report => session.emit_report(Reason::Signal)?,
-            Event::Control(mut stream, request) => {
-                let (ok, output) = match session.control(request) {
-                    Ok(output) => (true, output),
-                    Err(err) => (false, crate::error::one_line(&err)),
-                };
-                control::respond(&mut stream, ok, output).await;
-            }
-            Event::Stop(reason, signal) => match session.observed.launched.as_mut() {
-                // The command decides when it is done; we wait for it.
-                Some(launched) => {
-                    launched.forward(signal);
-                    deadline = None;
-                }
-                None => return session.finish(reason),
-            },
-            Event::Exited => return session.finish(Reason::TargetExited),
-        }
-    }
+    let ending = match session.observe(signals).await {
+        Ok(reason) => Ending::Stopped(reason),
+        Err(err) => Ending::Failed(err),
+    };
+    session.finish(ending)
 }
 
 impl Session {
+    /// The observing loop; returns why it stopped. An error ends it too,
+    /// and the caller still gives the final report.
+    async fn observe(&mut self, mut signals: Signals) -> Result<Reason> {
+        let pid = self.observed.process.pid;
+        let exit_watch = watch_exit(pid)?;
+        let control = open_control(&self.options, pid);
+        announce(&self.observed, control.as_ref());
+        let mut deadline = self
+            .options
+            .duration
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut ticks = tokio::time::interval(self.options.interval);
+        // A launched command maps its libraries right after exec: look often
+        // during its first second so their unwind tables are in place early.
+        let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut startup = tokio::time::interval(Duration::from_millis(10));
+        let watch_startup = self.observed.launched.is_some();
+        loop {
+            let event = tokio::select! {
+                _ = exit_watch.readable() => Event::Exited,
+                _ = sleep_until(deadline) => Event::Stop(Reason::Duration, libc::SIGINT),
+                _ = signals.interrupt.recv() => Event::Stop(Reason::Stop, libc::SIGINT),
+                _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
+                _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
+                _ = signals.report.recv() => Event::Report,
+                request = next_request(control.as_ref()) => match request {
+                    Ok((stream, request)) => Event::Control(stream, request),
+                    Err(err) => {
+                        eprintln!("observer: control socket: {err:#}");
+                        continue;
+                    }
+                },
+                _ = ticks.tick() => Event::Sample,
+                _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
+                    self.refresh_mappings()?;
+                    continue;
+                }
+            };
+            self.observed.attachment.flush_log();
+            match event {
+                Event::Sample => self.sample()?,
+                Event::Report => self.emit_report(Reason::Signal)?,
+                Event::Control(mut stream, request) => {
+                    let (ok, output) = match self.control(request) {
+                        Ok(output) => (true, output),
+                        Err(err) => (false, crate::error::one_line(&err)),
+                    };
+                    control::respond(&mut stream, ok, output).await;
+                }
+                Event::Stop(reason, signal) => match self.observed.launched.as_mut() {
+                    // The command decides when it is done; we wait for it.
+                    Some(launched) => {
+                        launched.forward(signal);
+                        deadline = None;
+                    }
+                    None => return Ok(reason),
+                },
+                Event::Exited => return Ok(Reason::TargetExited),
+            }
+        }
+    }
+
     fn ebpf(&self) -> Result<&aya::Ebpf> {
         self.observed.attachment.ebpf()
     }
@@ -335,18 +353,32 @@ impl Session {
         render::diff::render(&result, format, &self.options.reporter)
     }
 
-    /// Final report: snapshot, detach, reap a launched command, then
-    /// symbolize, judge and render.
-    fn finish(mut self, reason: Reason) -> Result<Outcome> {
-        self.observed.symbolizer.refresh()?;
-        let snapshot = self.full_snapshot()?;
+    /// The one way out: snapshot what was seen, detach, reap a launched
+    /// command, then symbolize, judge and render. Whatever fails here is
+    /// said on stderr and the rest still happens, so a failed session
+    /// still leaves its report (or, if even that cannot be written, its
+    /// counters). The first error wins the exit status.
+    fn finish(mut self, ending: Ending) -> Result<Outcome> {
+        let mut errors = Vec::new();
+        let reason = match ending {
+            Ending::Stopped(reason) => reason,
+            Ending::Failed(err) => {
+                errors.push(err);
+                Reason::Error
+            }
+        };
+        let snapshot = self.final_snapshot();
         self.history.push(Sample::of(&snapshot));
         let pid = self.observed.process.pid;
         // Detach now: the slow part below needs only what we copied.
         self.observed.attachment.detach();
         eprintln!("observer: detached from pid {pid}");
-        let command = match self.observed.launched.as_mut() {
-            Some(launched) => Some(launched.wait()?),
+        let command = match self.observed.launched.as_mut().map(Launched::wait) {
+            Some(Ok(command)) => Some(command),
+            Some(Err(err)) => {
+                errors.push(err.context("cannot learn how the command ended"));
+                None
+            }
             None => None,
         };
         let exited = reason == Reason::TargetExited || !self.observed.process.is_alive();
@@ -355,9 +387,63 @@ impl Session {
         if let Some(gate) = &self.options.gate {
             report.verdict = Some(judge(&mut report, gate));
         }
-        self.deliver(&report)?;
-        outcome(&report, self.observed.launched.is_some())
+        if let Err(err) = self.deliver(&report) {
+            eprintln!(
+                "observer: the final report could not be written; what was seen: {}",
+                status_line(&snapshot, &Snapshot::default(), self.attached_ns)
+            );
+            errors.push(err);
+        }
+        conclude(errors, || {
+            outcome(&report, self.observed.launched.is_some())
+        })
     }
+
+    /// The fullest reading still possible: everything, else the counters and
+    /// per-site totals, else the last periodic sample.
+    fn final_snapshot(&mut self) -> Snapshot {
+        if let Err(err) = self.observed.symbolizer.refresh() {
+            eprintln!(
+                "observer: new mappings not read for the final report: {}",
+                crate::error::one_line(&err)
+            );
+        }
+        let full = self.full_snapshot();
+        let quick = || Snapshot::quick(self.ebpf()?);
+        match full.or_else(|err| {
+            eprintln!(
+                "observer: final report without ages and stacks: {}",
+                crate::error::one_line(&err)
+            );
+            quick()
+        }) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                eprintln!(
+                    "observer: final report from the last sample: {}",
+                    crate::error::one_line(&err)
+                );
+                self.previous.clone()
+            }
+        }
+    }
+}
+
+/// The exit status of a finished session: its first error, if any (the
+/// others are printed, since only one line can be the last), else what the
+/// report stands for.
+fn conclude(
+    errors: Vec<anyhow::Error>,
+    report: impl FnOnce() -> Result<Outcome>,
+) -> Result<Outcome> {
+    let mut errors = errors.into_iter();
+    let Some(first) = errors.next() else {
+        return report();
+    };
+    for other in errors {
+        eprintln!("observer: also: {}", crate::error::one_line(&other));
+    }
+    Err(first)
 }
 
 /// The exit status a finished session stands for.
@@ -459,11 +545,16 @@ fn announce(observed: &Observed, control: Option<&ControlServer>) {
 
 /// One line on stderr: totals now and the change since the last line.
 fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
+    eprintln!("observer: {}", status_line(now, previous, attached_ns));
+}
+
+/// Totals and counters now, and the change since `previous`.
+fn status_line(now: &Snapshot, previous: &Snapshot, attached_ns: u64) -> String {
     let (buffers, bytes_now) = now.outstanding();
     let (previous_buffers, previous_bytes) = previous.outstanding();
     let c = &now.counters;
-    eprintln!(
-        "observer: [{:>7.1}s] outstanding {buffers} buffers / {} ({:+} / {:+} B) in {} sites | allocations {} releases {} unknown-releases {} | not recorded {}",
+    format!(
+        "[{:>7.1}s] outstanding {buffers} buffers / {} ({:+} / {:+} B) in {} sites | allocations {} releases {} unknown-releases {} | not recorded {}",
         now.taken_ns.saturating_sub(attached_ns) as f64 / 1e9,
         bytes(bytes_now),
         buffers - previous_buffers,
@@ -473,7 +564,7 @@ fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
         c.releases,
         c.unknown_releases,
         c.not_recorded(),
-    );
+    )
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
