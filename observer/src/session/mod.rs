@@ -261,11 +261,22 @@ impl Session {
 
     /// Writes the report and the chart / flame graph asked for.
     fn deliver(&self, report: &Report) -> Result<()> {
+        self.write_report(report)?;
+        self.write_graphics(report)
+    }
+
+    /// The report itself, to stdout or `--output`.
+    fn write_report(&self, report: &Report) -> Result<()> {
         let reporter = &self.options.reporter;
         reporter.emit(report)?;
         if let Some(path) = &reporter.output {
             eprintln!("observer: report written to {}", path.display());
         }
+        Ok(())
+    }
+
+    /// The chart and flame graph asked for.
+    fn write_graphics(&self, report: &Report) -> Result<()> {
         if let Some(path) = &self.options.chart {
             render::chart::write(path, report, &self.history)?;
         }
@@ -387,11 +398,14 @@ impl Session {
         if let Some(gate) = &self.options.gate {
             report.verdict = Some(judge(&mut report, gate));
         }
-        if let Err(err) = self.deliver(&report) {
+        if let Err(err) = self.write_report(&report) {
             eprintln!(
                 "observer: the final report could not be written; what was seen: {}",
                 status_line(&snapshot, &Snapshot::default(), self.attached_ns)
             );
+            errors.push(err);
+        }
+        if let Err(err) = self.write_graphics(&report) {
             errors.push(err);
         }
         conclude(errors, || {
@@ -440,8 +454,13 @@ fn conclude(
     let Some(first) = errors.next() else {
         return report();
     };
-    for other in errors {
-        eprintln!("observer: also: {}", crate::error::one_line(&other));
+    let first_line = crate::error::one_line(&first);
+    for other in errors.map(|other| crate::error::one_line(&other)) {
+        // The same failure again (the output that failed the session failed
+        // the final report too) would only repeat the last line.
+        if other != first_line {
+            eprintln!("observer: also: {other}");
+        }
     }
     Err(first)
 }
@@ -589,4 +608,28 @@ fn watch_exit(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("cannot register the pidfd with tokio")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_error_decides_the_exit_whatever_the_report_says() {
+        let clean = || Ok(Outcome { exit_code: 0 });
+        assert_eq!(conclude(Vec::new(), clean).unwrap().exit_code, 0);
+        let errors = vec![
+            anyhow::anyhow!("reading the counters failed"),
+            anyhow::anyhow!("cannot write report.json"),
+        ];
+        let err = conclude(errors, || panic!("not consulted when the session failed"));
+        assert_eq!(err.unwrap_err().to_string(), "reading the counters failed");
+    }
+
+    #[test]
+    fn a_report_that_fails_on_its_own_gives_its_error() {
+        let target_exited = || Err(UserError::new("target pid 7 exited while attached").into());
+        let err = conclude(Vec::new(), target_exited).unwrap_err();
+        assert!(err.downcast_ref::<UserError>().is_some());
+    }
 }
