@@ -47,14 +47,21 @@ struct CachedFile {
     debug: DebugInfo,
 }
 
-/// Mappings cached from a live process plus a blazesym symbolizer.
-pub struct Symbolizer {
+/// A process's executable mappings, their files opened and their debug
+/// information located: the slow part of a [`Symbolizer`], which can be
+/// read on any thread.
+pub struct MappedFiles {
     process: Process,
     mappings: Vec<Mapping>,
     /// Open files by (inode, path).
     files: HashMap<(u64, String), CachedFile>,
-    blazesym: Blazesym,
     debug_options: DebugOptions,
+}
+
+/// Mappings cached from a live process plus a blazesym symbolizer.
+pub struct Symbolizer {
+    mapped: MappedFiles,
+    blazesym: Blazesym,
 }
 
 /// The debug information found for one mapped object.
@@ -65,27 +72,21 @@ pub struct ModuleDebugInfo {
     pub debug: DebugInfo,
 }
 
-impl Symbolizer {
+impl MappedFiles {
     /// Caches the process's executable mappings and opens their files.
-    pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
-        let blazesym = Blazesym::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .build();
-        let mut symbolizer = Self {
+    pub fn read(process: &Process, debug_options: DebugOptions) -> Result<Self> {
+        let mut mapped = Self {
             process: process.clone(),
             mappings: Vec::new(),
             files: HashMap::new(),
-            blazesym,
             debug_options,
         };
-        symbolizer.refresh()?;
-        Ok(symbolizer)
+        mapped.refresh()?;
+        Ok(mapped)
     }
 
-    /// Picks up mappings added since the last call (e.g. `dlopen`). Does
-    /// nothing once the process is gone: the cache is what remains.
-    pub fn refresh(&mut self) -> Result<()> {
+    /// See [`Symbolizer::refresh`].
+    fn refresh(&mut self) -> Result<()> {
         let Ok(current) = self.process.executable_mappings() else {
             return Ok(());
         };
@@ -124,10 +125,33 @@ impl Symbolizer {
             debug,
         }
     }
+}
+
+impl Symbolizer {
+    /// Caches the process's executable mappings and opens their files.
+    pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
+        Ok(Self::from_files(MappedFiles::read(process, debug_options)?))
+    }
+
+    /// A symbolizer over mappings already read.
+    pub fn from_files(mapped: MappedFiles) -> Self {
+        let blazesym = Blazesym::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .build();
+        Self { mapped, blazesym }
+    }
+
+    /// Picks up mappings added since the last call (e.g. `dlopen`). Does
+    /// nothing once the process is gone: the cache is what remains.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.mapped.refresh()
+    }
 
     /// Which debug information each mapped object has.
     pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
         let mut out: Vec<ModuleDebugInfo> = self
+            .mapped
             .files
             .iter()
             .map(|((_, path), cached)| ModuleDebugInfo {
@@ -169,11 +193,21 @@ impl Symbolizer {
             }]
         };
         // Newest mapping first: an address range may have been remapped.
-        let Some(mapping) = self.mappings.iter().rev().find(|m| m.contains(lookup)) else {
+        let Some(mapping) = self
+            .mapped
+            .mappings
+            .iter()
+            .rev()
+            .find(|m| m.contains(lookup))
+        else {
             return unknown(None);
         };
         let module = Some(mapping.path.clone());
-        let Some(cached) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
+        let Some(cached) = self
+            .mapped
+            .files
+            .get(&(mapping.inode, mapping.path.clone()))
+        else {
             return unknown(module);
         };
         let path = format!("/proc/self/fd/{}", cached.file.as_raw_fd());

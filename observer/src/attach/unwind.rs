@@ -322,6 +322,11 @@ impl RowsMmap {
     }
 }
 
+// SAFETY: the mapping belongs to this value alone (nothing else holds the
+// pointer) and is written only through `&mut self`; which thread does that,
+// or unmaps it, does not matter. Needed to attach on a blocking thread.
+unsafe impl Send for RowsMmap {}
+
 impl Drop for RowsMmap {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.

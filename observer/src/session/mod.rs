@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod launch;
+pub mod stages;
 
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd as _, OwnedFd};
