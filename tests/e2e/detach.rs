@@ -49,11 +49,7 @@ fn our_programs_loaded() -> bool {
 
 const INT3: u8 = 0xcc;
 
-#[test]
-fn detaching_leaves_no_probe_behind() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn detaching_leaves_no_probe_behind() {
     let gateway = Gateway::start();
     let pid = gateway.pid();
     let probed: Vec<(u64, u8)> = [ALLOC, RELEASE]

@@ -35,11 +35,7 @@ fn run_observer(pid: &str, args: &[&str], privileged: bool) -> (Option<i32>, Vec
     (output.status.code(), stderr)
 }
 
-#[test]
-fn bad_input_gets_one_line_and_exit_2() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn bad_input_gets_one_line_and_exit_2() {
     let gateway = Gateway::start();
     let pid = gateway.pid().to_string();
     let cases: [(&str, &[&str], bool, &str); 8] = [

@@ -1,18 +1,72 @@
 //! End-to-end tests: the real observer, real uprobes in this kernel, the
 //! real leaky gateway driven by real TCP sessions.
 //!
-//! They need root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE) and a kernel
+//! Most need root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE) and a kernel
 //! with uprobes, and fail when either is missing. Set
-//! `OBSERVER_SKIP_EBPF_TESTS=1` to skip them explicitly on a machine without
-//! eBPF (CI never sets it). `OBSERVER_TARGETS_DIR` must name the directory
-//! of the built target programs; `cargo xtask test` sets it. Run them one at
-//! a time (`--test-threads=1`): some check that no program of ours stays
-//! loaded after an observer exits.
+//! `OBSERVER_SKIP_EBPF_TESTS=1` to skip those explicitly on a machine
+//! without eBPF: they are then reported as ignored, with the reason (CI
+//! never sets it). `OBSERVER_TARGETS_DIR` must name the directory of the
+//! built target programs; `cargo xtask test` sets it.
+//!
+//! This is the test binary's own main (libtest-mimic): the usual arguments
+//! work (`cargo test -p observer --test e2e -- FILTER`, `--exact`,
+//! `--list`, `--include-ignored`). Tests run one at a time unless
+//! `--test-threads` says otherwise: some check that no program of ours
+//! stays loaded after an observer exits, which a concurrently running
+//! observer would falsify.
 
 mod ci_gate;
 mod corpus;
 mod detach;
 mod errors;
 mod growth_and_diff;
+mod harness;
 mod leak_report;
 mod support;
+
+use harness::Needs;
+use libtest_mimic::{Arguments, Trial};
+
+fn main() {
+    let mut arguments = Arguments::from_args();
+    arguments.test_threads.get_or_insert(1);
+    libtest_mimic::run(&arguments, tests()).exit();
+}
+
+/// `module::function` tests, each under that name.
+macro_rules! tests {
+    ($needs:expr => $($test:path),* $(,)?) => {
+        [$(harness::trial(stringify!($test), $needs, $test)),*]
+    };
+}
+
+fn tests() -> Vec<Trial> {
+    let mut all = Vec::new();
+    all.extend(tests!(Needs::Ebpf =>
+        ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site,
+        ci_gate::suppressed_leak_passes,
+        ci_gate::fixed_gateway_passes_without_suppressions,
+        ci_gate::failing_command_and_bad_gate_files_are_errors,
+        corpus::stock_build_without_debug_info,
+        corpus::line_tables_give_file_and_line,
+        corpus::split_debug_file_found_by_build_id_for_a_stripped_binary,
+        corpus::generic_pool_copies_are_all_probed_and_told_apart,
+        corpus::auto_locations_from_full_dwarf,
+        corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
+        corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
+        detach::detaching_leaves_no_probe_behind,
+        errors::bad_input_gets_one_line_and_exit_2,
+        growth_and_diff::disconnect_site_reads_as_steady_growth,
+        growth_and_diff::marks_and_diff_give_bytes_per_cycle,
+        growth_and_diff::older_than_keeps_in_flight_buffers_out,
+        leak_report::disconnect_leak_is_reported_by_allocating_stack,
+        leak_report::buffers_outstanding_at_attach_are_not_misattributed,
+        leak_report::target_exiting_while_attached_still_gets_a_report,
+    ));
+    all.extend(tests!(Needs::Files =>
+        corpus::inlined_release_needs_auto_and_full_dwarf,
+        corpus::inspect_lists_inlined_instances_and_their_entries,
+        corpus::inspect_shows_copies_signatures_and_probe_points,
+    ));
+    all
+}

@@ -29,26 +29,6 @@ pub const SPEC: [&str; 10] = [
 ];
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// False (and a loud line) only when the caller explicitly opted out; panics
-/// when eBPF is unusable otherwise, so a missing capability fails the run.
-pub fn ebpf_available() -> bool {
-    if std::env::var("OBSERVER_SKIP_EBPF_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: OBSERVER_SKIP_EBPF_TESTS=1, this end-to-end test did not run");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "end-to-end tests load eBPF programs and need root; set OBSERVER_SKIP_EBPF_TESTS=1 to skip them"
-    );
-    assert!(
-        Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
-        "this kernel has no uprobe PMU (CONFIG_UPROBES); set OBSERVER_SKIP_EBPF_TESTS=1 to skip"
-    );
-    true
-}
-
 pub fn targets_dir() -> PathBuf {
     built_targets("OBSERVER_TARGETS_DIR")
 }
