@@ -9,7 +9,7 @@ use observer_ebpf::names;
 use crate::support::*;
 
 /// Where the first byte of `function` is mapped in `pid`.
-fn runtime_address(pid: u32, function: &str) -> u64 {
+pub fn runtime_address(pid: u32, function: &str) -> u64 {
     let process = Process::open(pid).unwrap();
     let elf = ElfInfo::read(&process.exe_path()).unwrap();
     let symbol = elf

@@ -22,9 +22,23 @@ pub enum Needs {
     Files,
 }
 
+/// A check of this machine: `Err` says why a test means nothing here.
+pub type Requirement = fn() -> Result<(), String>;
+
 /// A test run by name, `module::function` (what `cargo test -- FILTER`
 /// matches).
 pub fn trial(name: &str, needs: Needs, test: impl FnOnce() + Send + 'static) -> Trial {
+    conditional_trial(name, needs, None, test)
+}
+
+/// A test that is skipped, with the requirement's reason, on a machine
+/// that does not meet `requires`.
+pub fn conditional_trial(
+    name: &str,
+    needs: Needs,
+    requires: Option<Requirement>,
+    test: impl FnOnce() + Send + 'static,
+) -> Trial {
     Trial::ignorable_test(name, move || {
         if needs == Needs::Ebpf {
             if let Some(reason) = skip_reason() {
@@ -32,11 +46,29 @@ pub fn trial(name: &str, needs: Needs, test: impl FnOnce() + Send + 'static) -> 
             }
             ebpf_usable()?;
         }
+        if let Some(Err(reason)) = requires.map(|requirement| requirement()) {
+            return Ok(Completion::ignored_with(reason));
+        }
         // A failed assertion panics; the runner reports the panic as the
         // test's failure.
         test();
         Ok(Completion::Completed)
     })
+}
+
+/// With its own main, the runner knows only the tests listed there: a
+/// function with the test attribute in these files would silently never run.
+pub fn every_test_is_listed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e");
+    for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let attribute = concat!("#[", "test]");
+        assert!(
+            !text.contains(attribute),
+            "{} has a {attribute} function: list it in tests/e2e/main.rs instead (it would never run)",
+            entry.path().display()
+        );
+    }
 }
 
 /// Why tests that need eBPF are skipped, if they are.

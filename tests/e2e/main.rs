@@ -19,6 +19,7 @@ mod ci_gate;
 mod corpus;
 mod detach;
 mod errors;
+mod exits;
 mod growth_and_diff;
 mod harness;
 mod leak_report;
@@ -55,7 +56,9 @@ fn tests() -> Vec<Trial> {
         corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
         corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
         detach::detaching_leaves_no_probe_behind,
-        errors::bad_input_gets_one_line_and_exit_2,
+        exits::an_error_while_attached_still_gives_the_final_report,
+        exits::a_report_that_cannot_be_written_still_leaves_the_counters,
+        exits::sigint_at_any_moment_of_the_start_leaves_nothing_behind,
         growth_and_diff::disconnect_site_reads_as_steady_growth,
         growth_and_diff::marks_and_diff_give_bytes_per_cycle,
         growth_and_diff::older_than_keeps_in_flight_buffers_out,
@@ -67,6 +70,8 @@ fn tests() -> Vec<Trial> {
         corpus::inlined_release_needs_auto_and_full_dwarf,
         corpus::inspect_lists_inlined_instances_and_their_entries,
         corpus::inspect_shows_copies_signatures_and_probe_points,
+        harness::every_test_is_listed,
     ));
+    all.extend(errors::trials());
     all
 }
