@@ -140,7 +140,12 @@ impl Session {
     /// and the caller still gives the final report.
     async fn observe(&mut self, mut signals: Signals) -> Result<Reason> {
         let pid = self.observed.process.pid;
-        let exit_watch = watch_exit(pid)?;
+        let exit_watch = match watch_exit(pid) {
+            Ok(watch) => watch,
+            // Gone between attaching and now: that is an exit, not a failure.
+            Err(_) if !self.observed.process.is_alive() => return Ok(Reason::TargetExited),
+            Err(err) => return Err(err),
+        };
         let control = open_control(&self.options, pid);
         announce(&self.observed, control.as_ref());
         let mut deadline = self
