@@ -5,8 +5,10 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::support::*;
 
@@ -64,6 +66,65 @@ pub fn an_error_while_attached_still_gives_the_final_report() {
     );
     probed.assert_unchanged("after the failed session");
     assert_eq!(gateway.stop(), 5, "the gateway served throughout");
+}
+
+/// `observer run`: the same failure while the command runs ends the
+/// command (SIGTERM, as a stop would) instead of waiting for it forever, and
+/// the final report still comes.
+pub fn a_failed_run_ends_its_command_and_still_reports() {
+    let scratch = Scratch::new("run");
+    let charts = scratch.0.join("charts");
+    std::fs::create_dir(&charts).unwrap();
+    let chart = charts.join("chart.svg");
+    let gateway = targets_dir().join("leaky-gateway");
+    let mut child = observer()
+        .arg("run")
+        .args(SPEC)
+        .args(["--format", "json", "--chart", chart.to_str().unwrap()])
+        .args(["--", gateway.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start observer run");
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let mut child = Guarded(child);
+    let wait = Duration::from_secs(30);
+    // The command shares the observer's stdout: its first line is its address.
+    let first = stdout.recv_timeout(wait).expect("the command's address");
+    let address = first.strip_prefix("listening on ").expect("address line");
+    let chat = Command::new(targets_dir().join("chat-load"))
+        .args(["--addr", address, "--sessions", "3", "--messages", "1"])
+        .output()
+        .unwrap();
+    assert!(chat.status.success(), "{chat:?}");
+    std::fs::remove_dir_all(&charts).unwrap();
+    signal(child.0.id(), libc::SIGUSR1);
+
+    let reports: Vec<Value> = stdout
+        .iter()
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect();
+    let status = child.0.wait().unwrap();
+    let stderr: Vec<String> = stderr.iter().collect();
+    assert_eq!(status.code(), Some(2), "{stderr:?}");
+    let report = reports
+        .last()
+        .unwrap_or_else(|| panic!("no report: {stderr:?}"));
+    assert_eq!(report["reason"], "error", "{report:#}");
+    assert_eq!(int(&report["outstanding"]["buffers"]), 3, "{report:#}");
+    // The gateway takes SIGTERM as a request to stop and exits with 0.
+    assert_eq!(report["command"]["succeeded"], true, "{report:#}");
+    let command_pid = report["target"]["pid"].as_u64().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{command_pid}")).exists(),
+        "the command was ended and reaped"
+    );
+    let last = stderr.last().unwrap();
+    assert!(
+        last.starts_with("observer: error: ") && last.contains("chart.svg"),
+        "the error is the last line: {stderr:?}"
+    );
 }
 
 /// The report file's directory disappears while attached: neither the

@@ -358,7 +358,8 @@ pub fn observer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_observer"))
 }
 
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+/// The lines of `pipe`, as they come, read on a thread.
+pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {

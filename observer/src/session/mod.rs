@@ -108,6 +108,9 @@ enum Event {
     Exited,
 }
 
+/// How long a command gets to exit after SIGTERM when the session failed.
+const COMMAND_GRACE: Duration = Duration::from_secs(10);
+
 /// How the observing loop ended.
 enum Ending {
     /// As asked (duration, signal) or because the target exited.
@@ -390,7 +393,13 @@ impl Session {
         // Detach now: the slow part below needs only what we copied.
         self.observed.attachment.detach();
         eprintln!("observer: detached from pid {pid}");
-        let command = match self.observed.launched.as_mut().map(Launched::wait) {
+        // A failed session leaves the command running: end it, as a stop
+        // would have, rather than wait for it forever.
+        let end_command = |launched: &mut Launched| match reason {
+            Reason::Error => launched.terminate(COMMAND_GRACE),
+            _ => launched.wait(),
+        };
+        let command = match self.observed.launched.as_mut().map(end_command) {
             Some(Ok(command)) => Some(command),
             Some(Err(err)) => {
                 errors.push(err.context("cannot learn how the command ended"));
