@@ -119,7 +119,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
             move || unwind_tables_for_program(walker, &program)
         })
         .await?;
-    let (plan, mut attachment) = signals
+    let (plan, attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
             move || attach::attach(&plan, options, tables).map(|attachment| (plan, attachment))
@@ -128,9 +128,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     // From here the command runs: a stop signal is no longer an interrupted
     // start but the session's to pass on, which it does as soon as it runs.
     launched.release()?;
-    let process = Process::open(launched.pid)?;
-    // The program is mapped now: let the walker use its table at once.
-    attachment.refresh_tables(&process)?;
+    let process = Process::launched_child(launched.pid, &launched.program);
     let symbolizer = Symbolizer::new(&process, args.session.debug_options())?;
     let observed = observed(
         process,

@@ -59,6 +59,13 @@ impl Process {
         }
     }
 
+    /// A child we launched that has run `exec`: as `/proc` shows it, or,
+    /// when it already exited (a command that fails at once), named after
+    /// the program it ran, so that its session still reports.
+    pub fn launched_child(pid: u32, program: &std::path::Path) -> Self {
+        Self::open(pid).unwrap_or_else(|_| Self::paused_child(pid, program))
+    }
+
     /// A path through which the kernel and we can open the very executable
     /// the process runs, even if it was deleted or lives in another mount
     /// namespace.

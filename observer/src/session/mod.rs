@@ -142,6 +142,11 @@ impl Session {
     /// The observing loop; returns why it stopped. An error ends it too,
     /// and the caller still gives the final report.
     async fn observe(&mut self, mut signals: Signals) -> Result<Reason> {
+        if self.observed.launched.is_some() {
+            // The command's program is mapped now: let the walker use its
+            // table at once.
+            self.refresh_mappings()?;
+        }
         let pid = self.observed.process.pid;
         let exit_watch = match watch_exit(pid) {
             Ok(watch) => watch,
