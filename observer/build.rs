@@ -1,17 +1,228 @@
-//! Builds the eBPF object with aya-build (nightly, `-Z build-std=core`,
-//! bpf-linker); `cargo xtask setup` installs what that needs.
-use anyhow::{Context as _, Result};
+//! Builds the eBPF programs (the `observer-ebpf` crate) for the BPF target,
+//! as aya-build 0.2 did: `rustup run nightly cargo build --package
+//! observer-ebpf --bins --release --target bpfel-unknown-none -Z
+//! build-std=core --message-format=json` with BTF and full debug info, its
+//! program copied to `$OUT_DIR/observer-ebpf` where `attach` embeds it.
+//! `cargo xtask setup` installs what that needs (nightly's rust-src and
+//! bpf-linker).
+//!
+//! Unlike aya-build, only the inner build's real warnings and errors are
+//! passed on (its progress lines are not warnings); when it fails, the
+//! outer build fails with its errors shown. `AYA_BUILD_SKIP=1` (or `true`)
+//! skips it, keeping whatever program an earlier build left.
 
-fn main() -> Result<()> {
-    let metadata_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+use std::env;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+const PACKAGE: &str = "observer-ebpf";
+const SKIP: &str = "AYA_BUILD_SKIP";
+
+fn main() {
+    // Said plainly: an `Err` from main would add a backtrace of this script.
+    if let Err(err) = build() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn build() -> Result<()> {
+    println!("cargo:rerun-if-env-changed={SKIP}");
+    if skip_requested() {
+        println!("cargo:warning={SKIP} is set: the eBPF programs were not rebuilt");
+        return Ok(());
+    }
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
         .parent()
-        .context("observer has a parent directory")?
-        .join("observer-ebpf");
-    let root_dir = metadata_dir.to_str().context("non-UTF-8 path")?;
-    let package = aya_build::Package {
-        name: "observer-ebpf",
-        root_dir,
-        ..Default::default()
+        .context("observer has a parent directory")?;
+    // The programs are a binary of another crate: cargo cannot see that we
+    // depend on its sources, so say so (and on the profiles that build it).
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(PACKAGE).display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let program = build_programs(&out_dir)?;
+    let destination = out_dir.join(PACKAGE);
+    std::fs::copy(&program, &destination).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            program.display(),
+            destination.display()
+        )
+    })?;
+    Ok(())
+}
+
+fn skip_requested() -> bool {
+    env::var_os(SKIP).is_some_and(|value| value == "1" || value.eq_ignore_ascii_case("true"))
+}
+
+/// What the inner build said and made.
+#[derive(Default)]
+struct InnerBuild {
+    /// Warnings and errors, each with its context lines, in order.
+    diagnostics: Vec<String>,
+    /// The built program.
+    program: Option<PathBuf>,
+}
+
+/// Runs the inner build; returns the built program, or fails with its
+/// errors. Its warnings become cargo warnings of this package.
+fn build_programs(out_dir: &Path) -> Result<PathBuf> {
+    let mut command = inner_build_command(out_dir)?;
+    let described = format!("{command:?}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {described}"))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let cargo_lines = std::thread::spawn(move || diagnostics_of_cargo(BufReader::new(stderr)));
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut build = read_messages(BufReader::new(stdout))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for {described}"))?;
+    build.diagnostics.extend(
+        cargo_lines
+            .join()
+            .map_err(|_| anyhow!("reading the inner build's stderr failed"))?,
+    );
+    if !status.success() {
+        for line in &build.diagnostics {
+            eprintln!("{line}");
+        }
+        bail!("building the eBPF programs failed ({status}): the errors are above; the command was {described}");
+    }
+    for line in &build.diagnostics {
+        println!("cargo:warning={line}");
+    }
+    build
+        .program
+        .with_context(|| format!("{described} built no {PACKAGE} program"))
+}
+
+fn inner_build_command(out_dir: &Path) -> Result<Command> {
+    let endian = env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?;
+    let target = match endian.as_str() {
+        "little" => "bpfel-unknown-none",
+        "big" => "bpfeb-unknown-none",
+        other => bail!("unsupported endianness {other}"),
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
+    let mut command = if on_path("rustup") {
+        let mut rustup = Command::new("rustup");
+        rustup.args(["run", "nightly", "cargo"]);
+        rustup
+    } else {
+        println!("cargo:warning=rustup is not on PATH: building the eBPF programs with the current toolchain, which must be a nightly");
+        Command::new("cargo")
+    };
+    command
+        .args(["build", "--package", PACKAGE, "--bins", "--release"])
+        .args(["--message-format=json", "--target", target])
+        .args(["-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(out_dir.join("ebpf-target"))
+        .env("CARGO_ENCODED_RUSTFLAGS", bpf_rustflags(&arch))
+        // The outer build's compiler is stable: let rustup pick nightly's.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    Ok(command)
+}
+
+/// `bpf_target_arch` for aya-ebpf's register access, BTF for the loader,
+/// full debug info (BTF is derived from it).
+fn bpf_rustflags(arch: &str) -> OsString {
+    let arch = if arch.starts_with("riscv64") {
+        "riscv64"
+    } else {
+        arch
+    };
+    [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Cdebuginfo=2".to_string(),
+        "-Clink-arg=--btf".to_string(),
+    ]
+    .join("\x1f")
+    .into()
+}
+
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Reads cargo's JSON messages: rustc's warnings and errors (rendered as
+/// rustc would print them) and the built program.
+fn read_messages(stdout: impl BufRead) -> Result<InnerBuild> {
+    let mut build = InnerBuild::default();
+    for line in stdout.lines() {
+        let line = line.context("reading the inner build's output")?;
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            // Not cargo's: something a build script of the inner build printed.
+            build
+                .diagnostics
+                .extend(diagnostics_of_cargo(line.as_bytes()));
+            continue;
+        };
+        match message["reason"].as_str() {
+            Some("compiler-message") => {
+                let level = message["message"]["level"].as_str().unwrap_or_default();
+                if level == "warning" || level.starts_with("error") {
+                    let rendered = message["message"]["rendered"].as_str().unwrap_or_default();
+                    build
+                        .diagnostics
+                        .extend(rendered.trim_end().lines().map(str::to_string));
+                }
+            }
+            Some("compiler-artifact") if message["target"]["name"] == PACKAGE => {
+                if let Some(executable) = message["executable"].as_str() {
+                    build.program = Some(PathBuf::from(executable));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(build)
+}
+
+/// Cargo's own warnings and errors from its human-readable output, each
+/// with the lines that belong to it; progress lines (`   Compiling …`,
+/// `    Finished …`) are dropped.
+fn diagnostics_of_cargo(stderr: impl BufRead) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut in_diagnostic = false;
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.starts_with("warning") || line.starts_with("error") {
+            in_diagnostic = true;
+        } else if is_progress(&line) {
+            in_diagnostic = false;
+        }
+        if in_diagnostic {
+            kept.push(line);
+        }
+    }
+    kept
+}
+
+/// Cargo's progress lines: a capitalized verb right-aligned after spaces.
+fn is_progress(line: &str) -> bool {
+    line.starts_with(' ')
+        && line.trim_start().split(' ').next().is_some_and(|verb| {
+            verb.len() > 1
+                && verb.starts_with(|c: char| c.is_ascii_uppercase())
+                && verb[1..].chars().all(|c| c.is_ascii_lowercase())
+        })
 }

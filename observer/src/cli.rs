@@ -1,5 +1,7 @@
 //! Command-line interface.
 
+pub mod values;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +22,55 @@ use crate::session::SessionOptions;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses this process's arguments. A mistake is printed as one line,
+    /// `observer: error: …`, with exit status 2, like every other user
+    /// error; `--help`, `--version` and a bare `observer` print as usual.
+    pub fn parse_args() -> Self {
+        Self::try_parse().unwrap_or_else(|err| {
+            let shows_help = !err.use_stderr()
+                || err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+            if shows_help {
+                err.exit();
+            }
+            eprintln!("observer: error: {}", parse_error_line(&err));
+            std::process::exit(2)
+        })
+    }
+}
+
+/// clap's message in one line: the error with its indented details, its
+/// tips, and which `--help` to read (taken from its usage line).
+pub fn parse_error_line(err: &clap::Error) -> String {
+    let rendered = err.to_string();
+    let mut message: Vec<&str> = Vec::new();
+    let mut tips: Vec<&str> = Vec::new();
+    let mut help = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(first) = line.strip_prefix("error: ") {
+            message.push(first);
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip);
+        } else if let Some(usage) = line.strip_prefix("Usage: ") {
+            let command: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['-', '<', '[']))
+                .collect();
+            help = Some(format!("see '{} --help'", command.join(" ")));
+        } else if !line.is_empty() && !line.starts_with("For more information") {
+            message.push(line);
+        }
+    }
+    let mut text = message.join(" ");
+    for tip in tips {
+        text.push_str(&format!(" ({tip})"));
+    }
+    if let Some(help) = help {
+        text.push_str(&format!("; {help}"));
+    }
+    text
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,7 +98,7 @@ pub struct InspectArgs {
     /// The executable (or shared object).
     pub binary: PathBuf,
     /// Function paths, as for --alloc / --release.
-    #[arg(required = true)]
+    #[arg(required = true, value_parser = values::function_path)]
     pub functions: Vec<String>,
     /// See `attach --debug-dir`.
     #[arg(long, value_name = "DIR")]
@@ -67,7 +118,7 @@ impl InspectArgs {
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// Process to attach to.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = values::pid, allow_negative_numbers = true)]
     pub pid: u32,
     #[command(flatten)]
     pub probes: ProbeArgs,
@@ -99,10 +150,10 @@ pub struct GateArgs {
     #[arg(long)]
     pub fail_on_leak: bool,
     /// Outstanding bytes tolerated before it counts as a leak.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = values::threshold, allow_negative_numbers = true)]
     pub max_bytes: u64,
     /// Outstanding buffers tolerated before it counts as a leak.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = values::threshold, allow_negative_numbers = true)]
     pub max_buffers: u64,
     /// A previous JSON report: only growth over it counts.
     #[arg(long, value_name = "FILE")]
@@ -117,21 +168,21 @@ pub struct GateArgs {
 pub struct ProbeArgs {
     /// The pool's allocate function, by path without hash
     /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic).
-    #[arg(long, value_name = "FUNCTION")]
+    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
     pub alloc: String,
     /// Buffer size in bytes, evaluated when allocate returns (`argN` = value at
     /// entry); `auto` reads it off DWARF (needs types).
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
     pub size: LocSpec,
     /// Buffer identity, evaluated when allocate returns (`argN` = value at
     /// entry); `auto` reads it off DWARF.
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
     pub alloc_id: LocSpec,
     /// The pool's release function.
-    #[arg(long, value_name = "FUNCTION")]
+    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
     pub release: String,
     /// Buffer identity at release's entry; `auto` reads it off DWARF.
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse)]
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
     pub release_id: LocSpec,
     /// How allocate's returns are observed: `auto` picks the cheapest way a
     /// panic cannot turn into an abort of the target (uretprobes where no
@@ -150,20 +201,21 @@ pub struct ProbeArgs {
 pub struct SessionArgs {
     /// Stop after this long (e.g. 30s, 5m, 1h); default: until SIGINT/SIGTERM
     /// (`run`: then the command is sent SIGINT).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = values::session_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
-    /// Sample the per-site counts (and print a status line) this often.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    /// Sample the per-site counts (and print a status line) this often
+    /// (100ms to 24h).
+    #[arg(long, value_parser = values::interval, default_value = "5s", allow_hyphen_values = true)]
     pub interval: Duration,
     /// Count only buffers outstanding for longer than this: younger ones are
     /// in flight, not leaked.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = values::age, value_name = "DURATION", allow_hyphen_values = true)]
     pub older_than: Option<Duration>,
     /// Control socket for mark/report/diff (default /run/observer/PID.sock).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Capacity of the kernel's live-buffer table.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Capacity of the kernel's live-buffer table (1 to 16777216).
+    #[arg(long, default_value_t = 1 << 20, value_parser = values::live_entries, allow_negative_numbers = true)]
     pub max_live: u32,
     /// Forward the eBPF programs' debug log to stderr (slow; debugging only).
     #[arg(long)]
@@ -191,14 +243,14 @@ pub struct OutputArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Sites shown in text reports.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = values::shown_sites, allow_negative_numbers = true)]
     pub top: usize,
     /// Frames shown per site in text reports.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = values::shown_frames, allow_negative_numbers = true)]
     pub frames: usize,
     /// Stacks whose first N symbolized frames agree are one site (0: the
     /// whole stack must agree).
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = values::group_depth, allow_negative_numbers = true)]
     pub group_depth: usize,
     /// Also write outstanding bytes over time (total and top sites) as SVG.
     #[arg(long, value_name = "FILE.svg")]
@@ -212,7 +264,7 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct ControlArgs {
     /// The PID the session observes (its socket is /run/observer/PID.sock).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = values::pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
     /// The session's control socket.
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
@@ -221,6 +273,7 @@ pub struct ControlArgs {
 
 #[derive(Debug, Args)]
 pub struct MarkArgs {
+    #[arg(value_parser = values::mark_name)]
     pub name: String,
     #[command(flatten)]
     pub target: ControlArgs,
@@ -237,11 +290,13 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The earlier mark.
+    #[arg(value_parser = values::mark_name)]
     pub from: String,
     /// The later mark (default: now).
+    #[arg(value_parser = values::mark_name)]
     pub to: Option<String>,
     /// Divide every change by this number of cycles run between the marks.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::cycles, allow_negative_numbers = true)]
     pub per: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -356,47 +411,9 @@ impl DiffArgs {
     }
 }
 
-/// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration: write e.g. 30s, 5m, 500ms"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{text}': use ms, s, m or h"
-            ))
-        }
-    };
-    if seconds <= 0.0 {
-        return Err(format!("'{text}' must be positive"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 
     #[test]
     fn bad_location_is_rejected_by_the_parser() {
@@ -419,6 +436,71 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("bad location 'argx'"), "{err}");
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        let mut full = vec!["observer"];
+        full.extend(args);
+        let err = Cli::try_parse_from(full).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        parse_error_line(&err)
+    }
+
+    const SPEC: [&str; 10] = [
+        "--alloc",
+        "a",
+        "--size",
+        "arg2",
+        "--alloc-id",
+        "*arg0",
+        "--release",
+        "r",
+        "--release-id",
+        "*arg1",
+    ];
+
+    #[test]
+    fn parse_errors_are_one_line_that_says_where_to_read_more() {
+        let line = parse_error(&["attach"]);
+        assert!(
+            line.starts_with("the following required arguments were not provided: --pid <PID> --alloc <FUNCTION>"),
+            "{line}"
+        );
+        assert!(line.ends_with("; see 'observer attach --help'"), "{line}");
+        let line = parse_error(&["attach", "--pid", "1", "--alocc", "x"]);
+        assert!(
+            line.contains(
+                "unexpected argument '--alocc' found (a similar argument exists: '--alloc')"
+            ),
+            "{line}"
+        );
+        let line = parse_error(&["frob"]);
+        assert_eq!(
+            line,
+            "unrecognized subcommand 'frob'; see 'observer --help'"
+        );
+        let line = parse_error(&["report", "--format", "xml"]);
+        assert!(
+            line.contains("'xml'") && line.contains("[possible values: text, json, folded]"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn negative_values_reach_the_value_parsers() {
+        let mut args = vec!["attach", "--pid", "1", "--older-than", "-1s"];
+        args.extend(SPEC);
+        let line = parse_error(&args);
+        assert!(line.contains("'-1s' must be positive"), "{line}");
+        let mut args = vec!["attach", "--pid", "-1"];
+        args.extend(SPEC);
+        assert!(parse_error(&args).contains("'-1' is not a PID"));
+        let mut args = vec!["attach", "--pid", "1", "--max-live", "-5"];
+        args.extend(SPEC);
+        assert!(parse_error(&args).contains("'-5' is not a whole number from 1 to 16777216"));
+        let line = parse_error(&["diff", "a", "--per", "-3"]);
+        assert!(line.contains("'-3' is not a whole number from 1"), "{line}");
     }
 
     #[test]

@@ -3,10 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser as _;
 use observer::attach::unwind::PreparedTables;
 use observer::attach::{self, Attachment, StackWalker};
-use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs, SessionArgs};
+use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs};
 use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
@@ -15,14 +14,37 @@ use observer::resolve::process::Process;
 use observer::resolve::unwinder::{self, Unwinder};
 use observer::session::control::{self, Request};
 use observer::session::launch;
+use observer::session::stages::Stage;
 use observer::session::{self, Observed, Outcome, Signals};
-use observer::symbolize::Symbolizer;
+use observer::symbolize::{MappedFiles, Symbolizer};
 use std::path::Path;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let outcome = match cli.command {
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the runtime")),
+    };
+    let outcome = runtime.block_on(command(cli.command));
+    // A step abandoned on a stop signal may still be reading files on a
+    // blocking thread: exit without waiting for it.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(outcome) => ExitCode::from(outcome.exit_code),
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("observer: error: {}", one_line(err));
+    ExitCode::from(2)
+}
+
+async fn command(command: Command) -> Result<Outcome> {
+    match command {
         Command::Attach(args) => attach_command(args).await,
         Command::Run(args) => run_command(args).await,
         Command::Mark(args) => control_command(&args.target, args.request()),
@@ -35,64 +57,92 @@ async fn main() -> ExitCode {
                 print!("{text}");
                 Outcome { exit_code: 0 }
             }),
-    };
-    match outcome {
-        Ok(outcome) => ExitCode::from(outcome.exit_code),
-        Err(err) => {
-            eprintln!("observer: error: {}", one_line(&err));
-            ExitCode::from(2)
-        }
     }
 }
 
 async fn attach_command(args: AttachArgs) -> Result<Outcome> {
+    let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
-    let signals = Signals::install()?;
     args.output.check_destinations()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
     let debug = args.session.debug_options()?;
-    let (plan, build_id) = plan(
-        &process,
-        process.exe_path(),
-        &args.probes.request(),
-        &debug,
-        |elf| unwinder::of_process(&process, elf, &process.exe_path()),
-    )?;
-    let symbolizer = Symbolizer::new(&process, debug)?;
-    let tables = unwind_tables(&args.session, &process)?;
+    let (plan, build_id) = signals
+        .stage(Stage::Planning, {
+            let (process, request, debug) = (process.clone(), args.probes.request(), debug.clone());
+            move || {
+                let exe = process.exe_path();
+                plan(&process, exe.clone(), &request, &debug, |elf| {
+                    unwinder::of_process(&process, elf, &exe)
+                })
+            }
+        })
+        .await?;
+    let mapped = signals
+        .stage(Stage::Symbolizing, {
+            let process = process.clone();
+            move || MappedFiles::read(&process, debug)
+        })
+        .await?;
+    let tables = signals
+        .stage(Stage::UnwindTables, {
+            let (walker, process) = (args.session.stack_walker, process.clone());
+            move || unwind_tables(walker, &process)
+        })
+        .await?;
     let control = session::open_control(args.session.control.as_deref(), process.pid)?;
-    let attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
+    let (plan, attachment) = signals
+        .stage(Stage::Attaching, {
+            let options = args.session.attach_options();
+            move || attach::attach(&plan, options, tables).map(|attachment| (plan, attachment))
+        })
+        .await?;
+    let symbolizer = Symbolizer::from_files(mapped);
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
     let options = args.session.session_options(&args.output, None);
     session::run(observed, signals, options, control).await
 }
 
 async fn run_command(args: RunArgs) -> Result<Outcome> {
+    let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
-    let signals = Signals::install()?;
     let gate = args.gate.gate(args.output.group_depth)?;
     args.output.check_destinations()?;
     attach::check_privileges()?;
-    let mut launched = launch::spawn_paused(&args.command)?;
-    let paused = Process::paused_child(launched.pid, &launched.program);
     let debug = args.session.debug_options()?;
-    let (plan, build_id) = plan(
-        &paused,
-        launched.program.clone(),
-        &args.probes.request(),
-        &debug,
-        |elf| unwinder::of_program(elf, &launched.program),
-    )?;
+    // Dropped on any early return: a child never released is killed.
+    let mut launched = launch::spawn_paused(&args.command)?;
+    let (plan, build_id) = signals
+        .stage(Stage::Planning, {
+            let paused = Process::paused_child(launched.pid, &launched.program);
+            let (program, request) = (launched.program.clone(), args.probes.request());
+            let debug = debug.clone();
+            move || {
+                plan(&paused, program.clone(), &request, &debug, |elf| {
+                    unwinder::of_program(elf, &program)
+                })
+            }
+        })
+        .await?;
     // The child has not exec'd yet: table the program it is about to run;
     // its libraries are tabled as they get mapped.
-    let tables = unwind_tables_for_program(&args.session, &launched.program)?;
+    let tables = signals
+        .stage(Stage::UnwindTables, {
+            let (walker, program) = (args.session.stack_walker, launched.program.clone());
+            move || unwind_tables_for_program(walker, &program)
+        })
+        .await?;
     let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
-    let mut attachment = attach::attach(&plan, args.session.attach_options(), tables)?;
+    let (plan, attachment) = signals
+        .stage(Stage::Attaching, {
+            let options = args.session.attach_options();
+            move || attach::attach(&plan, options, tables).map(|attachment| (plan, attachment))
+        })
+        .await?;
+    // From here the command runs: a stop signal is no longer an interrupted
+    // start but the session's to pass on, which it does as soon as it runs.
     launched.release()?;
-    let process = Process::open(launched.pid)?;
-    // The program is mapped now: let the walker use its table at once.
-    attachment.refresh_tables(&process)?;
+    let process = Process::launched_child(launched.pid, &launched.program);
     let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(
         process,
@@ -112,18 +162,18 @@ fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
     Ok(Outcome { exit_code: 0 })
 }
 
-fn unwind_tables(session: &SessionArgs, process: &Process) -> Result<Option<PreparedTables>> {
-    match session.stack_walker {
+fn unwind_tables(walker: StackWalker, process: &Process) -> Result<Option<PreparedTables>> {
+    match walker {
         StackWalker::Dwarf => Ok(Some(attach::unwind::prepare(process)?)),
         StackWalker::FramePointers => Ok(None),
     }
 }
 
 fn unwind_tables_for_program(
-    session: &SessionArgs,
-    program: &std::path::Path,
+    walker: StackWalker,
+    program: &Path,
 ) -> Result<Option<PreparedTables>> {
-    match session.stack_walker {
+    match walker {
         StackWalker::Dwarf => Ok(Some(attach::unwind::prepare_for_file(program)?)),
         StackWalker::FramePointers => Ok(None),
     }

@@ -96,16 +96,23 @@ impl ForBlazesym {
     }
 }
 
-/// Mappings cached from a live process plus a blazesym symbolizer.
-pub struct Symbolizer {
+/// A process's executable mappings, their files opened and their debug
+/// information located: the slow part of a [`Symbolizer`], which can be
+/// read on any thread.
+pub struct MappedFiles {
     process: Process,
     mappings: Vec<Mapping>,
     /// Open files by (inode, path).
     files: HashMap<(u64, String), CachedFile>,
     /// Mapped files that could not be read, and why.
     unreadable: BTreeMap<String, String>,
-    blazesym: Blazesym,
     debug_options: DebugOptions,
+}
+
+/// Mappings cached from a live process plus a blazesym symbolizer.
+pub struct Symbolizer {
+    mapped: MappedFiles,
+    blazesym: Blazesym,
 }
 
 /// The debug information found for one mapped object.
@@ -116,30 +123,22 @@ pub struct ModuleDebugInfo {
     pub debug: DebugInfo,
 }
 
-impl Symbolizer {
+impl MappedFiles {
     /// Caches the process's executable mappings and opens their files.
-    pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
-        // No debug directories of its own: it only reads what we open.
-        let blazesym = Blazesym::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .set_debug_dirs(Some(Vec::<PathBuf>::new()))
-            .build();
-        let mut symbolizer = Self {
+    pub fn read(process: &Process, debug_options: DebugOptions) -> Result<Self> {
+        let mut mapped = Self {
             process: process.clone(),
             mappings: Vec::new(),
             files: HashMap::new(),
             unreadable: BTreeMap::new(),
-            blazesym,
             debug_options,
         };
-        symbolizer.refresh()?;
-        Ok(symbolizer)
+        mapped.refresh()?;
+        Ok(mapped)
     }
 
-    /// Picks up mappings added since the last call (e.g. `dlopen`). Does
-    /// nothing once the process is gone: the cache is what remains.
-    pub fn refresh(&mut self) -> Result<()> {
+    /// See [`Symbolizer::refresh`].
+    fn refresh(&mut self) -> Result<()> {
         let Ok(current) = self.process.executable_mappings() else {
             return Ok(());
         };
@@ -201,7 +200,7 @@ impl Symbolizer {
     }
 
     /// Which debug information each mapped object has.
-    pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
+    fn debug_info(&self) -> Vec<ModuleDebugInfo> {
         let unreadable = self.unreadable.iter().map(|(path, why)| ModuleDebugInfo {
             module: path.clone(),
             debug: DebugInfo {
@@ -220,6 +219,35 @@ impl Symbolizer {
             .collect();
         out.sort_by(|a, b| a.module.cmp(&b.module));
         out
+    }
+}
+
+impl Symbolizer {
+    /// Caches the process's executable mappings and opens their files.
+    pub fn new(process: &Process, debug_options: DebugOptions) -> Result<Self> {
+        Ok(Self::from_files(MappedFiles::read(process, debug_options)?))
+    }
+
+    /// A symbolizer over mappings already read. It has no debug
+    /// directories of its own: it only reads what we opened.
+    pub fn from_files(mapped: MappedFiles) -> Self {
+        let blazesym = Blazesym::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .set_debug_dirs(Some(Vec::<PathBuf>::new()))
+            .build();
+        Self { mapped, blazesym }
+    }
+
+    /// Picks up mappings added since the last call (e.g. `dlopen`). Does
+    /// nothing once the process is gone: the cache is what remains.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.mapped.refresh()
+    }
+
+    /// Which debug information each mapped object has.
+    pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
+        self.mapped.debug_info()
     }
 
     /// Symbolizes a user stack (innermost address first, as the kernel
@@ -252,11 +280,21 @@ impl Symbolizer {
             }]
         };
         // Newest mapping first: an address range may have been remapped.
-        let Some(mapping) = self.mappings.iter().rev().find(|m| m.contains(lookup)) else {
+        let Some(mapping) = self
+            .mapped
+            .mappings
+            .iter()
+            .rev()
+            .find(|m| m.contains(lookup))
+        else {
             return unknown(None);
         };
         let module = Some(mapping.path.clone());
-        let Some(cached) = self.files.get(&(mapping.inode, mapping.path.clone())) else {
+        let Some(cached) = self
+            .mapped
+            .files
+            .get(&(mapping.inode, mapping.path.clone()))
+        else {
             return unknown(module);
         };
         let file_offset = mapping.file_offset_of(lookup);

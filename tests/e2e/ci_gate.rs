@@ -44,11 +44,7 @@ fn scratch() -> PathBuf {
     dir
 }
 
-#[test]
-fn leaky_gateway_fails_the_run_with_the_disconnect_site() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn leaky_gateway_fails_the_run_with_the_disconnect_site() {
     let dir = scratch();
     let chart = dir.join("chart.svg");
     let flamegraph = dir.join("flame.svg");
@@ -99,11 +95,7 @@ fn leaky_gateway_fails_the_run_with_the_disconnect_site() {
     assert_eq!(int(&again.report["verdict"]["counted_buffers"]), 0);
 }
 
-#[test]
-fn suppressed_leak_passes() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn suppressed_leak_passes() {
     let suppressions = scratch().join("suppressions.txt");
     std::fs::write(
         &suppressions,
@@ -127,11 +119,7 @@ fn suppressed_leak_passes() {
     assert_eq!(leak["judgement"]["suppressed_by"], "say_goodbye");
 }
 
-#[test]
-fn fixed_gateway_passes_without_suppressions() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn fixed_gateway_passes_without_suppressions() {
     let run = leak_check(&fixed_targets_dir(), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(int(&run.report["outstanding"]["buffers"]), 0);
@@ -139,11 +127,7 @@ fn fixed_gateway_passes_without_suppressions() {
     assert!(int(&run.report["counters"]["allocations"]) >= CYCLES as i64 * 4);
 }
 
-#[test]
-fn failing_command_and_bad_gate_files_are_errors() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn failing_command_and_bad_gate_files_are_errors() {
     let gateway = targets_dir().join("leaky-gateway");
     let mut args: Vec<&str> = vec!["run"];
     args.extend(SPEC);

@@ -156,11 +156,7 @@ fn assert_deep(site: &Value) {
     assert!(names.len() >= 45, "{} frames", names.len());
 }
 
-#[test]
-fn stock_build_without_debug_info() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn stock_build_without_debug_info() {
     let report = observe("stock", "deep", &DEEP);
     let site = leak(&report);
     // No DWARF: the inlined parse_number is not visible; the out-of-line
@@ -189,11 +185,7 @@ fn stock_build_without_debug_info() {
         && d["source"] == "none"));
 }
 
-#[test]
-fn line_tables_give_file_and_line() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn line_tables_give_file_and_line() {
     let report = observe("line-tables", "deep", &DEEP);
     let site = leak(&report);
     assert_eq!(allocating_parse_number(site)["function"], "parse_number");
@@ -201,11 +193,7 @@ fn line_tables_give_file_and_line() {
     assert_reaches_main(site);
 }
 
-#[test]
-fn split_debug_file_found_by_build_id_for_a_stripped_binary() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn split_debug_file_found_by_build_id_for_a_stripped_binary() {
     let report = observe("split", "deep", &DEEP);
     let site = leak(&report);
     assert_eq!(
@@ -229,11 +217,7 @@ fn split_debug_file_found_by_build_id_for_a_stripped_binary() {
     assert!(exe["file"].as_str().unwrap().contains("/.build-id/"));
 }
 
-#[test]
-fn generic_pool_copies_are_all_probed_and_told_apart() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn generic_pool_copies_are_all_probed_and_told_apart() {
     let report = observe("split", "generic", &GENERIC);
     let copies = report["probes"][0]["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 2, "one copy per message type");
@@ -267,11 +251,7 @@ fn generic_pool_copies_are_all_probed_and_told_apart() {
     assert_eq!(int(&leak(&report)["buffers"]), LEAKS);
 }
 
-#[test]
-fn auto_locations_from_full_dwarf() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn auto_locations_from_full_dwarf() {
     let spec = [
         "--alloc",
         "bufpool::BufPool::allocate",
@@ -311,11 +291,7 @@ fn auto_locations_from_full_dwarf() {
     corpus.run();
 }
 
-#[test]
-fn release_inlined_everywhere_is_probed_where_control_enters_each_instance() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn release_inlined_everywhere_is_probed_where_control_enters_each_instance() {
     let report = observe("split", "inlined", &INLINED);
     let release = &report["probes"][1];
     assert_eq!(release["inlined"], true, "{release:#}");
@@ -355,8 +331,7 @@ fn release_inlined_everywhere_is_probed_where_control_enters_each_instance() {
     assert_reaches_main(site);
 }
 
-#[test]
-fn inlined_release_needs_auto_and_full_dwarf() {
+pub fn inlined_release_needs_auto_and_full_dwarf() {
     let pid_of = |corpus: &Corpus| corpus.pid().to_string();
     let mut given = INLINED;
     given[9] = "r13";
@@ -396,8 +371,7 @@ fn inspect_split(patterns: &[&str]) -> (Option<i32>, String, String) {
     observer_command(&args)
 }
 
-#[test]
-fn inspect_lists_inlined_instances_and_their_entries() {
+pub fn inspect_lists_inlined_instances_and_their_entries() {
     let (code, stdout, stderr) = inspect_split(&["FramePool<*>::put"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -412,8 +386,7 @@ fn inspect_lists_inlined_instances_and_their_entries() {
     assert!(stdout.contains("as --release-id auto: r"), "{stdout}");
 }
 
-#[test]
-fn inspect_shows_copies_signatures_and_probe_points() {
+pub fn inspect_shows_copies_signatures_and_probe_points() {
     let (code, stdout, stderr) = inspect_split(&["BufPool::allocate", "TypedPool<*>::take"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -490,11 +463,7 @@ fn hidden_corpus(
     (Guarded(child), stdin, stdout)
 }
 
-#[test]
-fn deleted_binaries_and_other_mount_namespaces_are_symbolized() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn deleted_binaries_and_other_mount_namespaces_are_symbolized() {
     for how in ["deleted", "namespace"] {
         let (child, mut stdin, mut stdout) = hidden_corpus(how);
         let mut observer = Observer::attach_with(child.0.id(), &DEEP, &[]);

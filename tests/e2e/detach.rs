@@ -9,7 +9,7 @@ use observer_ebpf::names;
 use crate::support::*;
 
 /// Where the first byte of `function` is mapped in `pid`.
-fn runtime_address(pid: u32, function: &str) -> u64 {
+pub fn runtime_address(pid: u32, function: &str) -> u64 {
     let process = Process::open(pid).unwrap();
     let elf = ElfInfo::read(&process.exe_path()).unwrap();
     let symbol = elf
@@ -49,11 +49,7 @@ fn our_programs_loaded() -> bool {
 
 const INT3: u8 = 0xcc;
 
-#[test]
-fn detaching_leaves_no_probe_behind() {
-    if !ebpf_available() {
-        return;
-    }
+pub fn detaching_leaves_no_probe_behind() {
     let gateway = Gateway::start();
     let pid = gateway.pid();
     let probed: Vec<(u64, u8)> = [ALLOC, RELEASE]

@@ -1,19 +1,86 @@
 //! End-to-end tests: the real observer, real uprobes in this kernel, the
 //! real leaky gateway driven by real TCP sessions.
 //!
-//! They need root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE) and a kernel
+//! Most need root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE) and a kernel
 //! with uprobes, and fail when either is missing. Set
-//! `OBSERVER_SKIP_EBPF_TESTS=1` to skip them explicitly on a machine without
-//! eBPF (CI never sets it). `OBSERVER_TARGETS_DIR` must name the directory
-//! of the built target programs; `cargo xtask test` sets it. Run them one at
-//! a time (`--test-threads=1`): some check that no program of ours stays
-//! loaded after an observer exits.
+//! `OBSERVER_SKIP_EBPF_TESTS=1` to skip those explicitly on a machine
+//! without eBPF: they are then reported as ignored, with the reason (CI
+//! never sets it). `OBSERVER_TARGETS_DIR` must name the directory of the
+//! built target programs; `cargo xtask test` sets it.
+//!
+//! This is the test binary's own main (libtest-mimic): the usual arguments
+//! work (`cargo test -p observer --test e2e -- FILTER`, `--exact`,
+//! `--list`, `--include-ignored`). Tests run one at a time unless
+//! `--test-threads` says otherwise: some check that no program of ours
+//! stays loaded after an observer exits, which a concurrently running
+//! observer would falsify.
 
 mod ci_gate;
 mod corpus;
 mod detach;
 mod errors;
+mod exits;
 mod growth_and_diff;
+mod harness;
 mod hostile_input;
 mod leak_report;
 mod support;
+
+use harness::Needs;
+use libtest_mimic::{Arguments, Trial};
+
+fn main() {
+    let mut arguments = Arguments::from_args();
+    arguments.test_threads.get_or_insert(1);
+    libtest_mimic::run(&arguments, tests()).exit();
+}
+
+/// `module::function` tests, each under that name.
+macro_rules! tests {
+    ($needs:expr => $($test:path),* $(,)?) => {
+        [$(harness::trial(stringify!($test), $needs, $test)),*]
+    };
+}
+
+fn tests() -> Vec<Trial> {
+    let mut all = Vec::new();
+    all.extend(tests!(Needs::Ebpf =>
+        ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site,
+        ci_gate::suppressed_leak_passes,
+        ci_gate::fixed_gateway_passes_without_suppressions,
+        ci_gate::failing_command_and_bad_gate_files_are_errors,
+        corpus::stock_build_without_debug_info,
+        corpus::line_tables_give_file_and_line,
+        corpus::split_debug_file_found_by_build_id_for_a_stripped_binary,
+        corpus::generic_pool_copies_are_all_probed_and_told_apart,
+        corpus::auto_locations_from_full_dwarf,
+        corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
+        corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
+        detach::detaching_leaves_no_probe_behind,
+        exits::an_error_while_attached_still_gives_the_final_report,
+        exits::a_report_that_cannot_be_written_still_leaves_the_counters,
+        exits::a_failed_run_ends_its_command_and_still_reports,
+        exits::sigint_at_any_moment_of_the_start_leaves_nothing_behind,
+        growth_and_diff::disconnect_site_reads_as_steady_growth,
+        growth_and_diff::marks_and_diff_give_bytes_per_cycle,
+        growth_and_diff::older_than_keeps_in_flight_buffers_out,
+        hostile_input::a_debug_link_to_a_fifo_neither_hangs_nor_stops_the_session,
+        hostile_input::a_debug_link_to_a_root_only_host_file_is_not_opened,
+        hostile_input::a_debug_link_to_dev_zero_is_not_read,
+        hostile_input::planted_links_in_the_output_directory_are_not_followed,
+        hostile_input::bad_destinations_are_reported_before_attaching,
+        hostile_input::control_on_an_existing_file_leaves_it_and_exits_2,
+        hostile_input::an_over_long_control_request_is_refused_and_the_session_goes_on,
+        leak_report::disconnect_leak_is_reported_by_allocating_stack,
+        leak_report::buffers_outstanding_at_attach_are_not_misattributed,
+        leak_report::target_exiting_while_attached_still_gets_a_report,
+    ));
+    all.extend(tests!(Needs::Files =>
+        corpus::inlined_release_needs_auto_and_full_dwarf,
+        corpus::inspect_lists_inlined_instances_and_their_entries,
+        corpus::inspect_shows_copies_signatures_and_probe_points,
+        harness::every_test_is_listed,
+    ));
+    all.extend(errors::trials());
+    all
+}

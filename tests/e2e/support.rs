@@ -29,26 +29,6 @@ pub const SPEC: [&str; 10] = [
 ];
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// False (and a loud line) only when the caller explicitly opted out; panics
-/// when eBPF is unusable otherwise, so a missing capability fails the run.
-pub fn ebpf_available() -> bool {
-    if std::env::var("OBSERVER_SKIP_EBPF_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: OBSERVER_SKIP_EBPF_TESTS=1, this end-to-end test did not run");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "end-to-end tests load eBPF programs and need root; set OBSERVER_SKIP_EBPF_TESTS=1 to skip them"
-    );
-    assert!(
-        Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
-        "this kernel has no uprobe PMU (CONFIG_UPROBES); set OBSERVER_SKIP_EBPF_TESTS=1 to skip"
-    );
-    true
-}
-
 pub fn targets_dir() -> PathBuf {
     built_targets("OBSERVER_TARGETS_DIR")
 }
@@ -237,6 +217,8 @@ pub struct Observer {
     child: Guarded,
     reports: Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Ends when the observer's stderr closes.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Observer {
@@ -261,7 +243,7 @@ impl Observer {
         let (attached_tx, attached_rx) = mpsc::channel();
         let sink = Arc::clone(&stderr);
         let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if line.starts_with("observer: attached") {
                     let _ = attached_tx.send(());
@@ -272,6 +254,7 @@ impl Observer {
         let mut observer = Self {
             child: Guarded(child),
             reports,
+            stderr_reader: Some(stderr_reader),
             stderr,
         };
         if attached_rx.recv_timeout(TIMEOUT).is_err() {
@@ -335,6 +318,30 @@ impl Observer {
         self.child.0.wait().unwrap();
     }
 
+    /// Waits for it to exit on its own, when no report is expected;
+    /// returns its status and all it said on stderr.
+    pub fn exit_without_report(mut self) -> (ExitStatus, Vec<String>) {
+        let status = self.wait();
+        (status, self.all_stderr())
+    }
+
+    /// Waits for its last report and its exit; returns its status, the
+    /// report and all it said on stderr.
+    pub fn exit_with_report(mut self) -> (ExitStatus, Value, Vec<String>) {
+        let report = self.next_report();
+        let status = self.wait();
+        (status, report, self.all_stderr())
+    }
+
+    /// Everything on stderr, once the observer has exited and the pipe is
+    /// read to its end.
+    fn all_stderr(&mut self) -> Vec<String> {
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().unwrap();
+        }
+        self.stderr()
+    }
+
     fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
@@ -351,7 +358,8 @@ pub fn observer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_observer"))
 }
 
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+/// The lines of `pipe`, as they come, read on a thread.
+pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -439,5 +447,40 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first bytes of the gateway's probed functions, to tell whether a
+/// probe (an int3) was left in its code.
+pub struct ProbedBytes {
+    pid: u32,
+    original: Vec<(u64, u8)>,
+}
+
+const INT3: u8 = 0xcc;
+
+impl ProbedBytes {
+    /// Reads them now, while nothing is attached.
+    pub fn of(pid: u32) -> Self {
+        let original: Vec<(u64, u8)> = [ALLOC, RELEASE]
+            .iter()
+            .map(|function| {
+                let address = crate::detach::runtime_address(pid, function);
+                (address, byte_in_memory(pid, address))
+            })
+            .collect();
+        assert!(original.iter().all(|&(_, byte)| byte != INT3));
+        Self { pid, original }
+    }
+
+    /// Panics unless every byte is what it was.
+    pub fn assert_unchanged(&self, case: &str) {
+        for &(address, byte) in &self.original {
+            assert_eq!(
+                byte_in_memory(self.pid, address),
+                byte,
+                "{case}: the byte at {address:#x} changed (int3 left behind?)"
+            );
+        }
     }
 }

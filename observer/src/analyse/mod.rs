@@ -38,6 +38,9 @@ pub enum Reason {
     TargetExited,
     /// Asked for over the control socket (`observer report`).
     Control,
+    /// The session failed while attached: the final report of what was
+    /// seen, followed by the error.
+    Error,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -193,11 +193,8 @@ impl UnwindTables {
     /// gone, and its stale bias must not outlive it. Returns whether any
     /// went (the rest are then written again, as keys may be shared).
     fn forget_unmapped(&mut self, ebpf: &mut Ebpf, current: &[Mapping]) -> Result<bool> {
-        let exists = |e: &MappingEntry| {
-            current
-                .iter()
-                .any(|m| m.start == e.start && m.end == e.end)
-        };
+        let exists =
+            |e: &MappingEntry| current.iter().any(|m| m.start == e.start && m.end == e.end);
         let (kept, gone): (Vec<MappingEntry>, Vec<MappingEntry>) =
             self.mappings.iter().copied().partition(exists);
         if gone.is_empty() {
@@ -365,6 +362,11 @@ impl RowsMmap {
         }
     }
 }
+
+// SAFETY: the mapping belongs to this value alone (nothing else holds the
+// pointer) and is written only through `&mut self`; which thread does that,
+// or unmaps it, does not matter. Needed to attach on a blocking thread.
+unsafe impl Send for RowsMmap {}
 
 impl Drop for RowsMmap {
     fn drop(&mut self) {

@@ -53,6 +53,7 @@ impl Location {
             rest: text.trim(),
             steps: Vec::new(),
             pending_offset: 0,
+            open_stars: 0,
         };
         let base = parser.loc().map_err(error)?;
         if !parser.rest.trim().is_empty() {
@@ -131,6 +132,8 @@ struct Parser<'a> {
     rest: &'a str,
     steps: Vec<i64>,
     pending_offset: i64,
+    /// Dereferences entered whose operand is still being read.
+    open_stars: usize,
 }
 
 impl Parser<'_> {
@@ -155,6 +158,14 @@ impl Parser<'_> {
     fn term(&mut self) -> Result<u8, String> {
         self.skip_spaces();
         if let Some(after_star) = self.rest.strip_prefix('*') {
+            // Refuse before recursing: a pasted `****…` must not exhaust
+            // the stack.
+            if self.steps.len() + self.open_stars >= MAX_LOC_STEPS {
+                return Err(format!(
+                    "more than {MAX_LOC_STEPS} dereferences, at most {MAX_LOC_STEPS} are supported"
+                ));
+            }
+            self.open_stars += 1;
             self.rest = after_star.trim_start();
             let base = if let Some(inner) = self.rest.strip_prefix('(') {
                 self.rest = inner;
@@ -168,6 +179,7 @@ impl Parser<'_> {
             if base == LOC_BASE_CONST {
                 return Err("cannot dereference a number".into());
             }
+            self.open_stars -= 1;
             self.steps.push(std::mem::take(&mut self.pending_offset));
             return Ok(base);
         }
@@ -251,6 +263,45 @@ mod tests {
         assert_eq!(compiled("arg5").base, 5);
         assert_eq!(compiled("ret").base, LOC_BASE_RET);
         assert_eq!(compiled(" arg2 ").steps, 0);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursing_into_it() {
+        for text in ["*****arg0", &"*(".repeat(100_000), &"*".repeat(100_000)] {
+            let err = Location::parse(text).unwrap_err();
+            assert!(err.to_string().contains("at most 4 are supported"), "{err}");
+        }
+        assert_eq!(compiled("****arg0").steps, 4);
+        assert_eq!(compiled("*(*(*(*(arg0+8)+8)+8)+8)").steps, 4);
+    }
+
+    #[test]
+    fn odd_text_is_an_error_not_a_panic() {
+        for text in [
+            "",
+            "*",
+            "*(",
+            "*()",
+            ")",
+            "arg",
+            "arg6",
+            "arg٣",
+            "0x",
+            "0xg",
+            "+",
+            "arg0+",
+            "arg0+-1",
+            "arg0+99999999999999999999",
+            "arg0+0x7fffffffffffffff+1",
+            "é",
+            "ret ret",
+            "*-1",
+            "rax+",
+            "r1x",
+            "\u{0}",
+        ] {
+            assert!(Location::parse(text).is_err(), "{text:?} parsed");
+        }
     }
 
     #[test]

@@ -77,6 +77,7 @@ fn header(out: &mut String, report: &Report) {
         Reason::Stop => "stopped",
         Reason::TargetExited => "target exited",
         Reason::Control => "on demand (observer report), still attached",
+        Reason::Error => "ended by an error (see below)",
     };
     let _ = writeln!(
         out,

@@ -186,7 +186,14 @@ fn similar_names(paths: &[RustPath], wanted: &RustPath) -> Vec<String> {
     let mut names: Vec<(usize, String)> = paths
         .iter()
         .filter_map(|p| {
-            let distance = pattern::edit_distance(p.last_ident()?, last);
+            let ident = p.last_ident()?;
+            // The distance is at least the difference in characters (at
+            // most 4 bytes each): skip the quadratic comparison of a long
+            // pasted name when that alone is too far.
+            if ident.len().abs_diff(last.len()) > tolerance * 4 {
+                return None;
+            }
+            let distance = pattern::edit_distance(ident, last);
             (distance <= tolerance).then(|| (distance, p.to_string()))
         })
         .collect();

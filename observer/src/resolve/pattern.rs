@@ -257,6 +257,42 @@ mod tests {
     }
 
     #[test]
+    fn odd_patterns_parse_without_panicking() {
+        let nested = format!("{}x{}", "<".repeat(2000), ">".repeat(2000));
+        let symbol = path("a::Pool<u8>::get");
+        for text in [
+            "",
+            "::",
+            "<>",
+            "<",
+            ">",
+            "a<",
+            "a>",
+            "<*>",
+            "Pool<*",
+            "Pool<*>>",
+            "::::a",
+            "a::",
+            "<a as>::f",
+            "<<a>>::f",
+            "f::<>",
+            "->",
+            "a<->",
+            "é::ü",
+            &nested,
+        ] {
+            let pattern = path(text);
+            let _ = pattern.matches(&symbol);
+            let _ = pattern.matches_ignoring_generics(&symbol);
+            let _ = (
+                pattern.wildcarded(),
+                pattern.to_string(),
+                pattern.enclosing_function(),
+            );
+        }
+    }
+
+    #[test]
     fn suffix_matching_at_segment_boundaries() {
         let symbol = path("bufpool::BufPool::allocate");
         assert!(path("bufpool::BufPool::allocate").matches(&symbol));

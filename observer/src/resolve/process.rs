@@ -36,15 +36,18 @@ impl Process {
                 .into())
             }
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(UserError::new(format!(
-                    "not allowed to inspect PID {pid} ({err}): run as root or with CAP_SYS_PTRACE"
-                ))
-                .into())
+                return Err(UserError::new(refused_access(pid, may_inspect_any_process())).into())
             }
             Err(err) => {
                 return Err(err).with_context(|| format!("cannot read /proc/{pid}/exe"));
             }
         };
+        if let Some(tgid) = thread_group(pid).filter(|&tgid| tgid != pid) {
+            return Err(UserError::new(format!(
+                "{pid} is a thread of process {tgid}, not a process: attach to --pid {tgid}"
+            ))
+            .into());
+        }
         Ok(Self { pid, exe_display })
     }
 
@@ -55,6 +58,13 @@ impl Process {
             pid,
             exe_display: program.display().to_string(),
         }
+    }
+
+    /// A child we launched that has run `exec`: as `/proc` shows it, or,
+    /// when it already exited (a command that fails at once), named after
+    /// the program it ran, so that its session still reports.
+    pub fn launched_child(pid: u32, program: &std::path::Path) -> Self {
+        Self::open(pid).unwrap_or_else(|_| Self::paused_child(pid, program))
     }
 
     /// A path through which the kernel and we can open the very executable
@@ -89,6 +99,47 @@ impl Process {
             .filter(|m| m.executable && m.path.starts_with('/'))
             .collect())
     }
+}
+
+/// Why `/proc/PID/exe` could not be read: missing privileges, or a kernel
+/// that refuses even a process holding them.
+fn refused_access(pid: u32, privileged: bool) -> String {
+    if privileged {
+        format!(
+            "the kernel refuses access to PID {pid} even though this observer runs with \
+             CAP_SYS_PTRACE (as root): the process is not dumpable, holds capabilities this \
+             observer lacks, belongs to another user namespace or is protected by a security \
+             module, so it cannot be observed"
+        )
+    } else {
+        format!("not allowed to inspect PID {pid}: run as root or with CAP_SYS_PTRACE")
+    }
+}
+
+/// True when this process holds CAP_SYS_PTRACE, which lets it inspect any
+/// process the kernel does not protect beyond the usual checks.
+fn may_inspect_any_process() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << CAP_SYS_PTRACE) != 0)
+}
+
+/// The process `id` belongs to (its own ID unless `id` names a thread:
+/// `/proc` answers for thread IDs too).
+fn thread_group(id: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{id}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The state letter of `/proc/PID/stat` (after the parenthesised name,
@@ -189,6 +240,41 @@ mod tests {
         let err = Process::open(u32::MAX - 1).unwrap_err();
         assert!(err.downcast_ref::<UserError>().is_some());
         assert!(err.to_string().contains("no process with PID"));
+    }
+
+    #[test]
+    fn a_thread_id_is_not_a_process() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            sender.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = stopped.recv();
+        });
+        let tid = receiver.recv().unwrap();
+        let err = Process::open(tid).unwrap_err();
+        stop.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(err.downcast_ref::<UserError>().is_some());
+        let me = std::process::id();
+        assert_eq!(
+            err.to_string(),
+            format!("{tid} is a thread of process {me}, not a process: attach to --pid {me}")
+        );
+    }
+
+    #[test]
+    fn refused_access_tells_privileges_from_protection() {
+        assert_eq!(
+            refused_access(7, false),
+            "not allowed to inspect PID 7: run as root or with CAP_SYS_PTRACE"
+        );
+        let protected = refused_access(1, true);
+        assert!(
+            protected.starts_with("the kernel refuses access to PID 1 even though"),
+            "{protected}"
+        );
+        assert!(protected.ends_with("so it cannot be observed"));
     }
 
     #[test]

@@ -163,6 +163,42 @@ impl Launched {
         unsafe { libc::kill(self.pid as libc::pid_t, signal) };
     }
 
+    /// Ends a command that is still running (the session failed): SIGTERM,
+    /// then SIGKILL if it is still there after `grace`; then reaps it.
+    pub fn terminate(&mut self, grace: std::time::Duration) -> Result<CommandOutcome> {
+        self.forward(libc::SIGTERM);
+        let deadline = std::time::Instant::now() + grace;
+        while !self.has_exited()? {
+            if std::time::Instant::now() >= deadline {
+                self.forward(libc::SIGKILL);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.wait()
+    }
+
+    /// True once the child has exited (it stays a zombie until reaped).
+    fn has_exited(&self) -> Result<bool> {
+        // SAFETY: siginfo_t is plain data, for which all zeroes is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a valid siginfo pointer;
+        // WNOWAIT leaves it to be reaped by `wait`.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if waited < 0 {
+            return Err(std::io::Error::last_os_error()).context("waitid");
+        }
+        // SAFETY: waitid filled `info` (or left it zeroed: no child exited).
+        Ok(unsafe { info.si_pid() } != 0)
+    }
+
     /// Reaps the child (it has exited) and says how it ended.
     pub fn wait(&mut self) -> Result<CommandOutcome> {
         let mut status = 0;
@@ -207,6 +243,8 @@ impl Drop for Launched {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -238,6 +276,37 @@ mod tests {
         let outcome = child.wait().unwrap();
         assert_eq!(outcome.signal, Some(libc::SIGTERM));
         assert!(outcome.succeeded);
+    }
+
+    #[test]
+    fn a_running_command_is_terminated_then_killed() {
+        let argv = vec!["sleep".to_string(), "30".to_string()];
+        let mut child = spawn_paused(&argv).unwrap();
+        child.release().unwrap();
+        let outcome = child.terminate(Duration::from_secs(5)).unwrap();
+        assert_eq!(outcome.signal, Some(libc::SIGTERM));
+
+        let argv = ["sh", "-c", "trap '' TERM; exec sleep 30"].map(String::from);
+        let mut child = spawn_paused(&argv).unwrap();
+        child.release().unwrap();
+        let ignores_term = || {
+            std::fs::read_to_string(format!("/proc/{}/status", child.pid))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .is_some_and(|ignored| ignored & (1 << (libc::SIGTERM - 1)) != 0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ignores_term() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trap was never set"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let outcome = child.terminate(Duration::from_millis(200)).unwrap();
+        assert_eq!(outcome.signal, Some(libc::SIGKILL));
     }
 
     #[test]

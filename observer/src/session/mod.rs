@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod launch;
+pub mod stages;
 
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd as _, OwnedFd};
@@ -105,27 +106,27 @@ enum Event {
     Exited,
 }
 
-/// Runs until the duration elapses, a stop signal arrives or the target
-/// exits; always ends with a final report and detached probes. `control`
-/// is the socket [`open_control`] bound before attaching.
+/// How long a command gets to exit after SIGTERM when the session failed.
+const COMMAND_GRACE: Duration = Duration::from_secs(10);
+
+/// How the observing loop ended.
+enum Ending {
+    /// As asked (duration, signal) or because the target exited.
+    Stopped(Reason),
+    /// Something failed while attached.
+    Failed(anyhow::Error),
+}
+
+/// Runs until the duration elapses, a stop signal arrives, the target
+/// exits or something fails; every one of those ends in the same place: a
+/// final report of what was seen, with the probes detached.
+/// `control` is the socket [`open_control`] bound before attaching.
 pub async fn run(
     observed: Observed,
-    mut signals: Signals,
+    signals: Signals,
     options: SessionOptions,
-    mut control: Option<ControlServer>,
+    control: Option<ControlServer>,
 ) -> Result<Outcome> {
-    let pid = observed.process.pid;
-    let exit_watch = watch_exit(pid)?;
-    announce(&observed, control.as_ref());
-    let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticks = tokio::time::interval(options.interval);
-    // A launched command maps its libraries right after exec: look often
-    // during its first second so their unwind tables are in place early.
-    let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
-    let mut startup = tokio::time::interval(Duration::from_millis(10));
-    // Also when attaching: the kernel maps its uretprobe trampoline at the
-    // first probe hit, and the repair wants to know where.
-    let watch_startup = true;
     let mut session = Session {
         observed,
         options,
@@ -134,46 +135,85 @@ pub async fn run(
         marks: Marks::default(),
         previous: Snapshot::default(),
     };
-    loop {
-        let event = tokio::select! {
-            _ = exit_watch.readable() => Event::Exited,
-            _ = sleep_until(deadline) => Event::Stop(Reason::Duration, libc::SIGINT),
-            _ = signals.interrupt.recv() => Event::Stop(Reason::Stop, libc::SIGINT),
-            _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
-            _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
-            _ = signals.report.recv() => Event::Report,
-            Some(incoming) = next_request(control.as_mut()) => Event::Control(incoming),
-            _ = ticks.tick() => Event::Sample,
-            _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
-                session.refresh_mappings()?;
-                continue;
-            }
-        };
-        session.observed.attachment.flush_log();
-        match event {
-            Event::Sample => session.sample()?,
-            Event::Report => session.emit_report(Reason::Signal)?,
-            Event::Control(incoming) => {
-                let (ok, output) = match session.control(incoming.request.clone()) {
-                    Ok(output) => (true, output),
-                    Err(err) => (false, crate::error::one_line(&err)),
-                };
-                incoming.answer(ok, output);
-            }
-            Event::Stop(reason, signal) => match session.observed.launched.as_mut() {
-                // The command decides when it is done; we wait for it.
-                Some(launched) => {
-                    launched.forward(signal);
-                    deadline = None;
-                }
-                None => return session.finish(reason),
-            },
-            Event::Exited => return session.finish(Reason::TargetExited),
-        }
-    }
+    let ending = match session.observe(signals, control).await {
+        Ok(reason) => Ending::Stopped(reason),
+        Err(err) => Ending::Failed(err),
+    };
+    session.finish(ending)
 }
 
 impl Session {
+    /// The observing loop; returns why it stopped. An error ends it too,
+    /// and the caller still gives the final report.
+    async fn observe(
+        &mut self,
+        mut signals: Signals,
+        mut control: Option<ControlServer>,
+    ) -> Result<Reason> {
+        if self.observed.launched.is_some() {
+            // The command's program is mapped now: let the walker use its
+            // table at once.
+            self.refresh_mappings()?;
+        }
+        let pid = self.observed.process.pid;
+        let exit_watch = match watch_exit(pid) {
+            Ok(watch) => watch,
+            // Gone between attaching and now: that is an exit, not a failure.
+            Err(_) if !self.observed.process.is_alive() => return Ok(Reason::TargetExited),
+            Err(err) => return Err(err),
+        };
+        announce(&self.observed, control.as_ref());
+        let mut deadline = self
+            .options
+            .duration
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut ticks = tokio::time::interval(self.options.interval);
+        // A launched command maps its libraries right after exec: look often
+        // during its first second so their unwind tables are in place early.
+        let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut startup = tokio::time::interval(Duration::from_millis(10));
+        // Also when attaching: the kernel maps its uretprobe trampoline at
+        // the first probe hit, and the repair wants to know where.
+        let watch_startup = true;
+        loop {
+            let event = tokio::select! {
+                _ = exit_watch.readable() => Event::Exited,
+                _ = sleep_until(deadline) => Event::Stop(Reason::Duration, libc::SIGINT),
+                _ = signals.interrupt.recv() => Event::Stop(Reason::Stop, libc::SIGINT),
+                _ = signals.terminate.recv() => Event::Stop(Reason::Stop, libc::SIGTERM),
+                _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
+                _ = signals.report.recv() => Event::Report,
+                Some(incoming) = next_request(control.as_mut()) => Event::Control(incoming),
+                _ = ticks.tick() => Event::Sample,
+                _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
+                    self.refresh_mappings()?;
+                    continue;
+                }
+            };
+            self.observed.attachment.flush_log();
+            match event {
+                Event::Sample => self.sample()?,
+                Event::Report => self.emit_report(Reason::Signal)?,
+                Event::Control(incoming) => {
+                    let (ok, output) = match self.control(incoming.request.clone()) {
+                        Ok(output) => (true, output),
+                        Err(err) => (false, crate::error::one_line(&err)),
+                    };
+                    incoming.answer(ok, output);
+                }
+                Event::Stop(reason, signal) => match self.observed.launched.as_mut() {
+                    // The command decides when it is done; we wait for it.
+                    Some(launched) => {
+                        launched.forward(signal);
+                        deadline = None;
+                    }
+                    None => return Ok(reason),
+                },
+                Event::Exited => return Ok(Reason::TargetExited),
+            }
+        }
+    }
+
     fn ebpf(&self) -> Result<&aya::Ebpf> {
         self.observed.attachment.ebpf()
     }
@@ -256,11 +296,22 @@ impl Session {
 
     /// Writes the report and the chart / flame graph asked for.
     fn deliver(&self, report: &Report) -> Result<()> {
+        self.write_report(report)?;
+        self.write_graphics(report)
+    }
+
+    /// The report itself, to stdout or `--output`.
+    fn write_report(&self, report: &Report) -> Result<()> {
         let reporter = &self.options.reporter;
         reporter.emit(report)?;
         if let Some(path) = &reporter.output {
             eprintln!("observer: report written to {}", path.display());
         }
+        Ok(())
+    }
+
+    /// The chart and flame graph asked for.
+    fn write_graphics(&self, report: &Report) -> Result<()> {
         if let Some(path) = &self.options.chart {
             render::chart::write(path, report, &self.history)?;
         }
@@ -348,18 +399,38 @@ impl Session {
         render::diff::render(&result, format, &self.options.reporter)
     }
 
-    /// Final report: snapshot, detach, reap a launched command, then
-    /// symbolize, judge and render.
-    fn finish(mut self, reason: Reason) -> Result<Outcome> {
-        self.observed.symbolizer.refresh()?;
-        let snapshot = self.full_snapshot()?;
+    /// The one way out: snapshot what was seen, detach, reap a launched
+    /// command, then symbolize, judge and render. Whatever fails here is
+    /// said on stderr and the rest still happens, so a failed session
+    /// still leaves its report (or, if even that cannot be written, its
+    /// counters). The first error wins the exit status.
+    fn finish(mut self, ending: Ending) -> Result<Outcome> {
+        let mut errors = Vec::new();
+        let reason = match ending {
+            Ending::Stopped(reason) => reason,
+            Ending::Failed(err) => {
+                errors.push(err);
+                Reason::Error
+            }
+        };
+        let snapshot = self.final_snapshot();
         self.history.push(Sample::of(&snapshot));
         let pid = self.observed.process.pid;
         // Detach now: the slow part below needs only what we copied.
         self.observed.attachment.detach();
         eprintln!("observer: detached from pid {pid}");
-        let command = match self.observed.launched.as_mut() {
-            Some(launched) => Some(launched.wait()?),
+        // A failed session leaves the command running: end it, as a stop
+        // would have, rather than wait for it forever.
+        let end_command = |launched: &mut Launched| match reason {
+            Reason::Error => launched.terminate(COMMAND_GRACE),
+            _ => launched.wait(),
+        };
+        let command = match self.observed.launched.as_mut().map(end_command) {
+            Some(Ok(command)) => Some(command),
+            Some(Err(err)) => {
+                errors.push(err.context("cannot learn how the command ended"));
+                None
+            }
             None => None,
         };
         let exited = reason == Reason::TargetExited || !self.observed.process.is_alive();
@@ -368,9 +439,71 @@ impl Session {
         if let Some(gate) = &self.options.gate {
             report.verdict = Some(judge(&mut report, gate));
         }
-        self.deliver(&report)?;
-        outcome(&report, self.observed.launched.is_some())
+        if let Err(err) = self.write_report(&report) {
+            eprintln!(
+                "observer: the final report could not be written; what was seen: {}",
+                status_line(&snapshot, &Snapshot::default(), self.attached_ns)
+            );
+            errors.push(err);
+        }
+        if let Err(err) = self.write_graphics(&report) {
+            errors.push(err);
+        }
+        conclude(errors, || {
+            outcome(&report, self.observed.launched.is_some())
+        })
     }
+
+    /// The fullest reading still possible: everything, else the counters and
+    /// per-site totals, else the last periodic sample.
+    fn final_snapshot(&mut self) -> Snapshot {
+        if let Err(err) = self.observed.symbolizer.refresh() {
+            eprintln!(
+                "observer: new mappings not read for the final report: {}",
+                crate::error::one_line(&err)
+            );
+        }
+        let full = self.full_snapshot();
+        let quick = || self.quick_snapshot();
+        match full.or_else(|err| {
+            eprintln!(
+                "observer: final report without ages and stacks: {}",
+                crate::error::one_line(&err)
+            );
+            quick()
+        }) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                eprintln!(
+                    "observer: final report from the last sample: {}",
+                    crate::error::one_line(&err)
+                );
+                self.previous.clone()
+            }
+        }
+    }
+}
+
+/// The exit status of a finished session: its first error, if any (the
+/// others are printed, since only one line can be the last), else what the
+/// report stands for.
+fn conclude(
+    errors: Vec<anyhow::Error>,
+    report: impl FnOnce() -> Result<Outcome>,
+) -> Result<Outcome> {
+    let mut errors = errors.into_iter();
+    let Some(first) = errors.next() else {
+        return report();
+    };
+    let first_line = crate::error::one_line(&first);
+    for other in errors.map(|other| crate::error::one_line(&other)) {
+        // The same failure again (the output that failed the session failed
+        // the final report too) would only repeat the last line.
+        if other != first_line {
+            eprintln!("observer: also: {other}");
+        }
+    }
+    Err(first)
 }
 
 /// The exit status a finished session stands for.
@@ -478,11 +611,16 @@ fn announce(observed: &Observed, control: Option<&ControlServer>) {
 
 /// One line on stderr: totals now and the change since the last line.
 fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
+    eprintln!("observer: {}", status_line(now, previous, attached_ns));
+}
+
+/// Totals and counters now, and the change since `previous`.
+fn status_line(now: &Snapshot, previous: &Snapshot, attached_ns: u64) -> String {
     let (buffers, bytes_now) = now.outstanding();
     let (previous_buffers, previous_bytes) = previous.outstanding();
     let c = &now.counters;
-    eprintln!(
-        "observer: [{:>7.1}s] outstanding {buffers} buffers / {} ({:+} / {:+} B) in {} sites | allocations {} releases {} unknown-releases {} | not recorded {}",
+    format!(
+        "[{:>7.1}s] outstanding {buffers} buffers / {} ({:+} / {:+} B) in {} sites | allocations {} releases {} unknown-releases {} | not recorded {}",
         now.taken_ns.saturating_sub(attached_ns) as f64 / 1e9,
         bytes(bytes_now),
         buffers - previous_buffers,
@@ -492,7 +630,7 @@ fn print_status(now: &Snapshot, previous: &Snapshot, attached_ns: u64) {
         c[counter::RELEASES],
         c[counter::UNKNOWN_RELEASES],
         c.not_recorded(),
-    );
+    )
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -517,4 +655,28 @@ fn watch_exit(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("cannot register the pidfd with tokio")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_error_decides_the_exit_whatever_the_report_says() {
+        let clean = || Ok(Outcome { exit_code: 0 });
+        assert_eq!(conclude(Vec::new(), clean).unwrap().exit_code, 0);
+        let errors = vec![
+            anyhow::anyhow!("reading the counters failed"),
+            anyhow::anyhow!("cannot write report.json"),
+        ];
+        let err = conclude(errors, || panic!("not consulted when the session failed"));
+        assert_eq!(err.unwrap_err().to_string(), "reading the counters failed");
+    }
+
+    #[test]
+    fn a_report_that_fails_on_its_own_gives_its_error() {
+        let target_exited = || Err(UserError::new("target pid 7 exited while attached").into());
+        let err = conclude(Vec::new(), target_exited).unwrap_err();
+        assert!(err.downcast_ref::<UserError>().is_some());
+    }
 }
