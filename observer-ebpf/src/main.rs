@@ -26,6 +26,9 @@
 //! - `pool_unwind_caught` (uprobe on Rust's `__rust_panic_cleanup`, where
 //!   a panic is caught): the calls the panic unwound are counted and
 //!   dropped; one caught inside allocate gets its uretprobe back;
+//! - `pool_start_gate` (`observer run` only, uprobe at the program's entry
+//!   point): stops the command once so userspace can place the unwind
+//!   tables of every library before the program's own code runs;
 //! - `pool_thread_exit`, `pool_new_task`, `pool_exec` (raw tracepoints):
 //!   calls in flight in an exiting thread are counted, forks and execs of
 //!   the target are counted for the report.
@@ -158,6 +161,7 @@ const EEXIST: i32 = -17;
 /// unwound; one at or above it is alive.
 const EXCEPTION_HANDLER_OFFSET: u64 = 24;
 const CLONE_THREAD: u64 = 0x0001_0000;
+const SIGSTOP: u32 = 19;
 
 const EMPTY_IN_FLIGHT: InFlight = InFlight {
     entry_sp: 0,
@@ -244,6 +248,20 @@ pub fn pool_panic_caught(ctx: ProbeContext) -> u32 {
     // loads on locked-down kernels).
     if let Some(state) = thread_with_calls() {
         drop_unwound_calls(&ctx, state);
+    }
+    0
+}
+
+/// `observer run`: on the program's entry point, where the dynamic loader
+/// has mapped every library it needs, stop the command so its unwind
+/// tables can be placed before any of its own code runs. The observer
+/// continues it at once (and detaches this probe first).
+#[uprobe]
+pub fn pool_start_gate(_ctx: ProbeContext) -> u32 {
+    if target_thread().is_some() {
+        // SAFETY: sends SIGSTOP to the current (target) process; the
+        // helper has no memory-safety preconditions.
+        unsafe { aya_ebpf::helpers::generated::bpf_send_signal(SIGSTOP) };
     }
     0
 }

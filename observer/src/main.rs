@@ -133,7 +133,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         })
         .await?;
     let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
-    let (plan, attachment) = signals
+    let (plan, mut attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
             move || attach::attach(&plan, options, tables).map(|attachment| (plan, attachment))
@@ -141,8 +141,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         .await?;
     // From here the command runs: a stop signal is no longer an interrupted
     // start but the session's to pass on, which it does as soon as it runs.
-    launched.release()?;
-    let process = Process::launched_child(launched.pid, &launched.program);
+    let process = launched.release_through_gate(&mut attachment, plan.entry_point)?;
     let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(
         process,

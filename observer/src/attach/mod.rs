@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use observer_ebpf::{entry_kind, names, walker, EntrySite, Loc};
@@ -22,7 +22,7 @@ use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
 use crate::plan::{ProbePlan, ProbeSite};
 use crate::resolve::unwinder::ProbePoint;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The compiled eBPF object, built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
@@ -66,6 +66,8 @@ pub struct Attachment {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The uretprobe trampoline address last given to the kernel side.
     trampoline: u64,
+    /// The start gate's probe while it is attached (`observer run`).
+    gate: Option<UProbeLinkId>,
 }
 
 impl Attachment {
@@ -120,6 +122,41 @@ impl Attachment {
             .context("cannot store the trampoline address")?;
         self.trampoline = address;
         Ok(())
+    }
+
+    /// `observer run`: stops the command at its program's entry point
+    /// (`file_offset` in `program`), once, so that everything the dynamic
+    /// loader mapped can be tabled before the program runs; see
+    /// [`Attachment::remove_start_gate`].
+    pub fn arm_start_gate(&mut self, program: &Path, file_offset: u64, pid: u32) -> Result<()> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .context("the probes are already detached")?;
+        let pid = NonZeroU32::new(pid).context("PID 0")?;
+        let gate = uprobe_mut(ebpf, names::PROG_START_GATE)?;
+        gate.load()
+            .map_err(|err| load_error(names::PROG_START_GATE, err))?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+            cookie: None,
+        };
+        let link = gate
+            .attach(point, program, UProbeScope::OneProcess(pid))
+            .context("cannot attach the start gate")?;
+        self.gate = Some(link);
+        Ok(())
+    }
+
+    /// Removes the start gate, so a later start of the same program in
+    /// this process is not stopped.
+    pub fn remove_start_gate(&mut self) -> Result<()> {
+        let (Some(link), Some(ebpf)) = (self.gate.take(), self.ebpf.as_mut()) else {
+            return Ok(());
+        };
+        uprobe_mut(ebpf, names::PROG_START_GATE)?
+            .detach(link)
+            .context("cannot remove the start gate")
     }
 
     /// Tables objects the process mapped since attach.
@@ -259,6 +296,7 @@ pub fn attach(
         probe_count,
         logger,
         trampoline: 0,
+        gate: None,
     })
 }
 

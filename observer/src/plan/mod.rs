@@ -117,6 +117,8 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
     /// How allocate's returns are observed.
     pub returns: ReturnMethod,
+    /// File offset of the program's entry point (`e_entry`).
+    pub entry_point: Option<u64>,
 }
 
 impl ProbePlan {
@@ -180,6 +182,7 @@ impl ProbePlan {
             inferred,
             warnings,
             returns,
+            entry_point: elf.entry_point().and_then(|entry| elf.file_offset(entry)),
         })
     }
 

@@ -212,6 +212,12 @@ impl ElfInfo {
         slots
     }
 
+    /// The entry point (`e_entry`), when the file has one.
+    pub fn entry_point(&self) -> Option<u64> {
+        let file = object::File::parse(&*self.data).ok()?;
+        Some(file.entry()).filter(|&entry| entry != 0)
+    }
+
     /// True when `address` is inside `.got` or `.got.plt`.
     pub fn in_got(&self, address: u64) -> bool {
         let Ok(file) = object::File::parse(&*self.data) else {

@@ -12,7 +12,29 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use crate::analyse::CommandOutcome;
+use crate::attach::Attachment;
 use crate::error::UserError;
+use crate::resolve::process::Process;
+
+/// How long the command may take from `exec` to its entry point.
+const GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Polls until `pid` is stopped by a signal (state `T`), or `timeout`.
+fn wait_until_stopped(pid: u32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].trim_start().chars().next());
+        match state {
+            Some('T') => return true,
+            Some('Z' | 'X') | None => return false,
+            _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    false
+}
 
 /// A forked child, paused before `exec` until [`Launched::release`].
 pub struct Launched {
@@ -154,6 +176,40 @@ impl Launched {
             );
         }
         Ok(())
+    }
+
+    /// Releases the child through the start gate: it runs until its
+    /// program's entry point, where the gate stops it; then every object
+    /// the dynamic loader mapped is tabled, the gate is removed and the
+    /// command continues. Without a gate (no entry point known), or if it
+    /// does not stop in time, the command is simply let run.
+    pub fn release_through_gate(
+        &mut self,
+        attachment: &mut Attachment,
+        entry_point: Option<u64>,
+    ) -> Result<Process> {
+        if let Some(entry) = entry_point {
+            attachment.arm_start_gate(&self.program, entry, self.pid)?;
+        }
+        self.release()?;
+        let process = Process::launched_child(self.pid, &self.program);
+        if entry_point.is_some() {
+            if !wait_until_stopped(self.pid, GATE_TIMEOUT) {
+                eprintln!(
+                    "observer: the command did not reach its entry point within {GATE_TIMEOUT:?}; \
+                     allocations made before its libraries are tabled may have short stacks"
+                );
+            }
+            let tabled = attachment.refresh_tables(&process);
+            let removed = attachment.remove_start_gate();
+            // SAFETY: kill has no memory-safety preconditions; the pid is
+            // our child, stopped by the gate (or running: SIGCONT is then
+            // without effect).
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+            tabled?;
+            removed?;
+        }
+        Ok(process)
     }
 
     /// Passes a stop signal on to the child.
