@@ -7,16 +7,18 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use crate::error::UserError;
-use crate::plan::infer;
+use crate::error::{one_line, UserError};
 use crate::plan::inlined;
+use crate::plan::returns::{self, ReturnChoice, ReturnInputs};
 use crate::plan::site::{decode_first, decode_several};
+use crate::plan::unwinding::Unwinding;
+use crate::plan::{infer, plan_copies};
 use crate::resolve::debuginfo::DebugOptions;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
 use crate::resolve::safe_file::TargetRoot;
 use crate::resolve::signature::{register_text, signature_at, EntryLocation, Signature, TypeShape};
-use crate::resolve::{dwarf, resolve_function, ResolveError};
+use crate::resolve::{dwarf, resolve_function, unwinder, ResolveError, ResolvedFunction};
 
 /// Renders what the observer knows about each of `patterns` in `binary`.
 pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Result<String> {
@@ -69,6 +71,7 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
         for (index, copy) in function.copies.iter().enumerate() {
             describe_copy(&mut out, &elf, index, copy, names.get(&copy.mangled));
         }
+        describe_probing(&mut out, &elf, binary, function.clone());
         match dwarf::find_inlined(&elf, &RustPath::parse(pattern)) {
             Ok(Some(inlined)) => {
                 let _ = writeln!(out, "  also inlined: {inlined}");
@@ -80,6 +83,52 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
         }
     }
     Ok(out)
+}
+
+/// Where the probes would go, whether a panic can unwind through the
+/// function, and how its returns would be observed as `--alloc` on this
+/// machine (what `--returns auto` would choose, or why it would refuse).
+fn describe_probing(out: &mut String, elf: &ElfInfo, binary: &Path, function: ResolvedFunction) {
+    let display = binary.display().to_string();
+    let planned = match plan_copies(elf, &display, function) {
+        Ok(planned) => planned,
+        Err(err) => {
+            let _ = writeln!(out, "  probes: none possible: {}", one_line(&err));
+            return;
+        }
+    };
+    let at_calls = planned.sites.iter().filter(|s| s.call.is_some()).count();
+    if at_calls > 0 {
+        let _ = writeln!(
+            out,
+            "  probes: the kernel refuses its first instruction, so it is probed at its {at_calls} \
+             direct call sites instead (the call instruction, with the arguments in place)"
+        );
+    }
+    let _ = match returns::unwinding_through(elf, &planned) {
+        Unwinding::Possible(how) => writeln!(out, "  panic unwinding: can pass through it ({how})"),
+        Unwinding::Impossible(why) => {
+            writeln!(out, "  panic unwinding: cannot pass through it ({why})")
+        }
+    };
+    let unwinder = unwinder::of_program(elf, binary);
+    let repair = crate::attach::repair::ability(None);
+    let inputs = ReturnInputs {
+        elf,
+        alloc: &planned,
+        choice: ReturnChoice::Auto,
+        accept_abort: false,
+        unwinder: &unwinder,
+        repair: &repair,
+    };
+    let _ = match returns::choose(&inputs) {
+        Ok(method) => writeln!(out, "  as --alloc, returns observed by: {method}"),
+        Err(err) => writeln!(
+            out,
+            "  as --alloc, returns cannot be observed safely here: {}",
+            one_line(&err)
+        ),
+    };
 }
 
 fn describe_copy(

@@ -50,21 +50,21 @@ const PARSER: &str = "tests/leak-corpus/src/parser.rs";
 const FRAMES: &str = "tests/leak-corpus/src/frames.rs";
 const LEAKS: i64 = 25;
 
-fn corpus_dir() -> PathBuf {
+pub fn corpus_dir() -> PathBuf {
     std::env::var_os("OBSERVER_CORPUS_DIR")
         .map(PathBuf::from)
         .expect("OBSERVER_CORPUS_DIR is not set: run the tests with `cargo xtask test`")
 }
 
 /// A running `leak-corpus MODE`, waiting for the word to start.
-struct Corpus {
+pub struct Corpus {
     child: Guarded,
     stdin: ChildStdin,
     stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
 impl Corpus {
-    fn start(build: &str, mode: &str) -> Self {
+    pub fn start(build: &str, mode: &str) -> Self {
         let binary = corpus_dir().join(format!("corpus-{build}/release/leak-corpus"));
         let mut child = Command::new(&binary)
             .arg(mode)
@@ -82,15 +82,24 @@ impl Corpus {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.0.id()
     }
 
     /// Lets it work and waits until it is done (it stays alive).
-    fn run(&mut self) {
+    pub fn run(&mut self) {
         self.stdin.write_all(b"go\n").unwrap();
         let done = self.stdout.next().unwrap().unwrap();
         assert!(done.starts_with("done"), "{done}");
+    }
+
+    /// Tells it to end (closes its input) and returns how it ended.
+    pub fn finish(self) -> std::process::ExitStatus {
+        let Self {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        child.0.wait().unwrap()
     }
 }
 

@@ -24,6 +24,7 @@ mod growth_and_diff;
 mod harness;
 mod hostile_input;
 mod leak_report;
+mod panics;
 mod support;
 
 use harness::Needs;
@@ -74,12 +75,19 @@ fn tests() -> Vec<Trial> {
         leak_report::disconnect_leak_is_reported_by_allocating_stack,
         leak_report::buffers_outstanding_at_attach_are_not_misattributed,
         leak_report::target_exiting_while_attached_still_gets_a_report,
+        panics::panics_caught_by_catch_unwind_leave_the_target_running,
+        panics::panics_in_tokio_tasks_leave_the_target_running,
+        panics::a_release_the_kernel_cannot_probe_is_followed_at_its_call_sites,
+        panics::plain_uretprobes_are_refused_where_a_panic_would_abort_the_target,
+        panics::calls_in_flight_when_their_thread_exits_are_counted,
+        panics::forks_and_execs_of_the_target_are_reported,
     ));
     all.extend(tests!(Needs::Files =>
         corpus::inlined_release_needs_auto_and_full_dwarf,
         corpus::inspect_lists_inlined_instances_and_their_entries,
         corpus::inspect_shows_copies_signatures_and_probe_points,
         harness::every_test_is_listed,
+        panics::inspect_tells_whether_panics_unwind_and_how_returns_are_seen,
     ));
     all.extend(errors::trials());
     all

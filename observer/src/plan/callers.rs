@@ -11,7 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
+use iced_x86::{
+    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind,
+    Register,
+};
 use object::{Object as _, ObjectSection as _, RelocationTarget};
 
 use crate::resolve::elf::{ElfInfo, FunctionSymbol, GotSlot};
@@ -89,11 +92,28 @@ struct Scan<'a> {
     got: &'a BTreeMap<u64, u64>,
 }
 
+/// A target's address held in a register, from where it was loaded.
+#[derive(Clone, Copy)]
+struct Held {
+    target: u64,
+    loaded_at: u64,
+    /// A call went through it.
+    called: bool,
+}
+
 impl Scan<'_> {
     fn function(&self, function: &FunctionSymbol, code: &[u8], callers: &mut Callers) {
         let name = || RustPath::parse(&function.demangled).to_string();
         let mut decoder = Decoder::with_ip(64, code, function.address, DecoderOptions::NONE);
         let mut instruction = Instruction::default();
+        let mut info = InstructionInfoFactory::new();
+        // Registers holding a target's address: compilers load a function
+        // of another crate from the GOT once and call it through a register
+        // in a loop. Followed in address order, which is how such loads and
+        // calls are laid out; a wrong guess only costs a probe that never
+        // matches a call.
+        let mut held: BTreeMap<Register, Held> = BTreeMap::new();
+        let mut unused_loads = Vec::new();
         while decoder.can_decode() {
             decoder.decode_out(&mut instruction);
             if instruction.is_invalid() {
@@ -108,12 +128,21 @@ impl Scan<'_> {
             let through_got = (instruction.memory_base() == Register::RIP)
                 .then(|| self.got.get(&instruction.ip_rel_memory_address()).copied())
                 .flatten();
+            let through_register = (instruction.op0_kind() == OpKind::Register)
+                .then(|| held.get_mut(&instruction.op0_register().full_register()))
+                .flatten();
             match instruction.flow_control() {
                 FlowControl::Call if self.targets.contains(&instruction.near_branch_target()) => {
                     callers.calls.push(site(instruction.near_branch_target()));
                 }
                 FlowControl::IndirectCall if through_got.is_some() => {
                     callers.calls.push(site(through_got.expect("checked")));
+                }
+                FlowControl::IndirectCall if through_register.is_some() => {
+                    let held = through_register.expect("checked");
+                    held.called = true;
+                    let target = held.target;
+                    callers.calls.push(site(target));
                 }
                 FlowControl::UnconditionalBranch
                     if self.targets.contains(&instruction.near_branch_target())
@@ -130,17 +159,83 @@ impl Scan<'_> {
                     let taken = through_got.or_else(|| {
                         referenced_address(&instruction).filter(|a| self.targets.contains(a))
                     });
-                    if let Some(taken) = taken {
-                        callers.address_taken.push(format!(
-                            "{} at {:#x} ({taken:#x})",
-                            name(),
-                            instruction.ip()
-                        ));
+                    if let Some(target) = taken {
+                        let into = (instruction.op0_kind() == OpKind::Register)
+                            .then(|| instruction.op0_register().full_register());
+                        match into {
+                            Some(register) if register != Register::None => {
+                                retire(&mut held, register, &mut unused_loads);
+                                held.insert(
+                                    register,
+                                    Held {
+                                        target,
+                                        loaded_at: instruction.ip(),
+                                        called: false,
+                                    },
+                                );
+                                continue;
+                            }
+                            _ => unused_loads.push((instruction.ip(), target)),
+                        }
                     }
                 }
             }
+            for register in written_registers(&mut info, &instruction) {
+                retire(&mut held, register, &mut unused_loads);
+            }
+        }
+        let left: Vec<Register> = held.keys().copied().collect();
+        for register in left {
+            retire(&mut held, register, &mut unused_loads);
+        }
+        for (address, target) in unused_loads {
+            callers
+                .address_taken
+                .push(format!("{} at {address:#x} ({target:#x})", name()));
         }
     }
+}
+
+/// Forgets what `register` held; a load no call went through is a taken
+/// address (passed on as a pointer, stored, ...).
+fn retire(held: &mut BTreeMap<Register, Held>, register: Register, unused: &mut Vec<(u64, u64)>) {
+    if let Some(gone) = held.remove(&register) {
+        if !gone.called {
+            unused.push((gone.loaded_at, gone.target));
+        }
+    }
+}
+
+/// The 64-bit registers an instruction writes (a call clobbers the
+/// caller-saved ones too).
+fn written_registers(
+    info: &mut InstructionInfoFactory,
+    instruction: &Instruction,
+) -> Vec<Register> {
+    let mut written: Vec<Register> = info
+        .info(instruction)
+        .used_registers()
+        .iter()
+        .filter(|used| !matches!(used.access(), OpAccess::Read | OpAccess::CondRead))
+        .map(|used| used.register().full_register())
+        .collect();
+    if matches!(
+        instruction.flow_control(),
+        FlowControl::Call | FlowControl::IndirectCall
+    ) {
+        written.extend([
+            Register::RAX,
+            Register::RCX,
+            Register::RDX,
+            Register::RSI,
+            Register::RDI,
+            Register::R8,
+            Register::R9,
+            Register::R10,
+            Register::R11,
+        ]);
+    }
+    written
 }
 
 /// An address an instruction materializes (`lea r, [rip+X]`, or an
@@ -247,6 +342,32 @@ mod tests {
         assert_eq!(callers.tail_calls.len(), 1);
         assert_eq!(callers.tail_calls[0].address, 0x100c);
         assert_eq!(callers.address_taken, vec!["a::caller at 0x1005 (0x2000)"]);
+    }
+
+    #[test]
+    fn a_call_through_a_register_loaded_from_the_got_is_a_call() {
+        // 0x1000: mov rbx,[rip+0x2000-0x1007] ; call rbx ; call rbx ; ret
+        let code = [
+            0x48, 0x8b, 0x1d, 0xf9, 0x0f, 0x00, 0x00, // mov rbx, [rip+0xff9] = [0x2000]
+            0xff, 0xd3, // call rbx
+            0xff, 0xd3, // call rbx
+            0xc3,
+        ];
+        let mut callers = Callers::default();
+        let targets = BTreeSet::from([0x5000]);
+        let got = BTreeMap::from([(0x2000, 0x5000)]);
+        let scan = Scan {
+            targets: &targets,
+            got: &got,
+        };
+        scan.function(&function("a::looping", 0x1000, 12), &code, &mut callers);
+        let calls: Vec<(u64, u8)> = callers
+            .calls
+            .iter()
+            .map(|c| (c.address, c.length))
+            .collect();
+        assert_eq!(calls, vec![(0x1007, 2), (0x1009, 2)]);
+        assert!(callers.address_taken.is_empty(), "{callers:?}");
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<Plan
 
 /// One probe at the entry of each out-of-line copy; where the kernel
 /// refuses a copy's first instruction, one on each direct call of it.
-fn plan_copies(
+pub(crate) fn plan_copies(
     elf: &ElfInfo,
     exe_display: &str,
     function: ResolvedFunction,

@@ -26,7 +26,7 @@
 use std::fmt;
 
 use super::callers::{self, Callers};
-use super::site::{decode_first, Execution};
+use super::site::{self, decode_first, Execution};
 use super::unwinding::{self, Unwinding};
 use super::{PlannedFunction, ProbeSite};
 use crate::error::UserError;
@@ -235,7 +235,7 @@ fn call_sites(inputs: &ReturnInputs<'_>, because: String) -> anyhow::Result<Retu
         .map(|c| c.address)
         .collect();
     let found = callers::find(inputs.elf, &targets);
-    let sites = return_sites(inputs.elf, &found);
+    let (sites, unprobeable) = return_sites(inputs.elf, &found);
     if sites.is_empty() {
         return Err(UserError::new(format!(
             "cannot observe {}'s returns safely: {because}, and it has no direct call sites to \
@@ -248,42 +248,107 @@ fn call_sites(inputs: &ReturnInputs<'_>, because: String) -> anyhow::Result<Retu
     Ok(ReturnMethod::CallSites {
         sites,
         because,
-        unseen: unseen_calls(&found),
+        unseen: unseen_calls(&found)
+            .into_iter()
+            .chain(unprobeable)
+            .collect(),
         unwinder: inputs.unwinder.as_ref().ok().cloned(),
     })
 }
 
-/// One probe on the instruction each call returns to.
-pub fn return_sites(elf: &ElfInfo, found: &Callers) -> Vec<ProbeSite> {
-    found
-        .calls
+/// One probe where each call returns to: the instruction after the call,
+/// or, when the kernel refuses that one (a `lock`ed update of a reference
+/// count, typically), the first one after it that it accepts, provided
+/// everything passed over leaves the stack pointer, the return registers
+/// and the stack alone. Calls with no such place are returned apart, for
+/// the report.
+pub fn return_sites(elf: &ElfInfo, found: &Callers) -> (Vec<ProbeSite>, Vec<String>) {
+    let mut sites = Vec::new();
+    let mut unprobeable = Vec::new();
+    for call in &found.calls {
+        match return_site(elf, call.return_address()) {
+            Some((address, first_instruction)) => {
+                let Some(file_offset) = elf.file_offset(address) else {
+                    continue;
+                };
+                sites.push(ProbeSite {
+                    cookie: sites.len() as u32,
+                    symbol: FunctionSymbol {
+                        mangled: format!("return to {} at {address:#x}", call.caller),
+                        demangled: call.caller.clone(),
+                        address,
+                        size: 0,
+                    },
+                    file_offset,
+                    first_instruction,
+                    label: Some(format!("after the call in {}", call.caller)),
+                    release_id: None,
+                    call: None,
+                    probe_address: address,
+                });
+            }
+            None => unprobeable.push(format!(
+                "the return into {} at {:#x}, where the kernel refuses a probe",
+                call.caller,
+                call.return_address()
+            )),
+        }
+    }
+    (sites, unprobeable)
+}
+
+/// How many refused instructions a return probe may be moved past.
+const MAX_PASSED: usize = 4;
+
+/// The first probe-able place at or after `address` that a return there
+/// reaches with its stack pointer and return registers unchanged.
+fn return_site(elf: &ElfInfo, address: u64) -> Option<(u64, site::ProbedInstruction)> {
+    let bytes = elf.bytes_at(address, 64)?;
+    let mut decoder =
+        iced_x86::Decoder::with_ip(64, bytes, address, iced_x86::DecoderOptions::NONE);
+    for _ in 0..=MAX_PASSED {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            return None;
+        }
+        let at = instruction.ip();
+        let offset = (at - address) as usize;
+        let probed = decode_first(&bytes[offset..], at);
+        if probed.execution != Execution::Refused {
+            return Some((at, probed));
+        }
+        if !leaves_return_state(&instruction) {
+            return None;
+        }
+    }
+    None
+}
+
+/// True when `instruction` writes neither rsp, rax nor rdx, nor memory
+/// addressed through the stack or frame pointer (where a returned value
+/// may sit).
+fn leaves_return_state(instruction: &iced_x86::Instruction) -> bool {
+    use iced_x86::{InstructionInfoFactory, OpAccess, Register};
+    if instruction.flow_control() != iced_x86::FlowControl::Next {
+        return false;
+    }
+    let stack_based = matches!(
+        instruction.memory_base(),
+        Register::RSP | Register::RBP | Register::None
+    );
+    let mut factory = InstructionInfoFactory::new();
+    let info = factory.info(instruction);
+    let writes_return_state = info.used_registers().iter().any(|used| {
+        matches!(
+            used.register().full_register(),
+            Register::RSP | Register::RAX | Register::RDX
+        ) && !matches!(used.access(), OpAccess::Read | OpAccess::CondRead)
+    });
+    let writes_stack = info
+        .used_memory()
         .iter()
-        .filter_map(|call| {
-            let address = call.return_address();
-            let file_offset = elf.file_offset(address)?;
-            let bytes = elf.bytes_at(address, 16).unwrap_or_default();
-            Some(ProbeSite {
-                cookie: 0,
-                symbol: FunctionSymbol {
-                    mangled: format!("return to {} at {address:#x}", call.caller),
-                    demangled: call.caller.clone(),
-                    address,
-                    size: 0,
-                },
-                file_offset,
-                first_instruction: decode_first(bytes, address),
-                label: Some(format!("after the call in {}", call.caller)),
-                release_id: None,
-                call: None,
-                probe_address: address,
-            })
-        })
-        .enumerate()
-        .map(|(index, mut site)| {
-            site.cookie = index as u32;
-            site
-        })
-        .collect()
+        .any(|m| m.access() != OpAccess::Read && stack_based);
+    !writes_return_state && !writes_stack
 }
 
 /// Calls of the function that probes at call sites cannot see.

@@ -129,7 +129,7 @@ impl<'a> Search<'a> {
             };
             let name = display_name(function);
             if PANIC_ENTRIES.iter().any(|p| name.starts_with(p)) {
-                return self.found(address, format!("{name} panics"));
+                return self.found(address, "which panics".into());
             }
             if let Some(why) = self.scan(function) {
                 return why;
@@ -226,7 +226,8 @@ impl<'a> Search<'a> {
         }
         path.reverse();
         path.dedup();
-        Unwinding::Possible(format!("{}: {why}", path.join(" → ")))
+        let separator = if why.starts_with("which") { ", " } else { ": " };
+        Unwinding::Possible(format!("{}{separator}{why}", path.join(" → ")))
     }
 }
 

@@ -7,8 +7,10 @@
 //! outstanding forever.
 
 mod budget;
+mod waiting;
 
 pub use budget::{BudgetPool, BUDGET_BUFFER};
+pub use waiting::WaitingPool;
 
 use std::alloc::{self, Layout};
 use std::fmt;

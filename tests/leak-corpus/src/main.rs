@@ -1,4 +1,4 @@
-//! `leak-corpus deep|generic|inlined|budget|budget-tokio [--count N]`
+//! `leak-corpus deep|generic|inlined|budget|budget-tokio|exit-while-waiting|spawn [--count N]`
 //!
 //! Prints `ready`, waits for a line on stdin, does its work, prints
 //! `done`, and exits when stdin closes. Each mode leaks pool buffers from
@@ -13,10 +13,15 @@
 //! - `budget`, `budget-tokio`: a request handler on a pool with a byte
 //!   budget whose `allocate` panics for requests it cannot cover (80 per
 //!   leak); the panics are caught (`catch_unwind`, or tokio tasks), and a
-//!   malformed request returns before its release.
+//!   malformed request returns before its release;
+//! - `exit-while-waiting`: workers keep buffers of a bounded pool and more
+//!   wait inside its `take` when the program ends;
+//! - `spawn`: leaks, starts helper processes, and when told to stop
+//!   replaces itself with another program (exec).
 
 mod budget;
 mod frames;
+mod lifecycle;
 mod parser;
 mod router;
 
@@ -36,8 +41,12 @@ fn main() -> ExitCode {
         "inlined" => frames::run,
         "budget" => budget::run,
         "budget-tokio" => budget::run_tokio,
+        "exit-while-waiting" => lifecycle::exit_while_waiting,
+        "spawn" => lifecycle::spawn_helpers,
         _ => {
-            eprintln!("usage: leak-corpus deep|generic|inlined|budget|budget-tokio [--count N]");
+            eprintln!(
+                "usage: leak-corpus deep|generic|inlined|budget|budget-tokio|exit-while-waiting|spawn [--count N]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -49,6 +58,9 @@ fn main() -> ExitCode {
     println!("done, {leaked} buffers outstanding in the pool");
     while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {
         line.clear();
+    }
+    if mode == "spawn" {
+        lifecycle::replace_program();
     }
     ExitCode::SUCCESS
 }
