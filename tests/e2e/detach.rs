@@ -108,3 +108,66 @@ pub fn detaching_leaves_no_probe_behind() {
         "the gateway kept serving: 9 sessions, 9 leaked buffers"
     );
 }
+
+/// Kernel log lines the kernel writes when it gives up removing a uprobe.
+fn leaked_uprobes_logged() -> usize {
+    let output = std::process::Command::new("dmesg")
+        .output()
+        .expect("dmesg: the kernel log is how a leaked uprobe shows");
+    assert!(
+        output.status.success(),
+        "dmesg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.contains("leaking uprobe"))
+        .count()
+}
+
+/// SIGKILL at every moment of attaching: the uprobes are registered by a
+/// child that a signal to the observer cannot interrupt, so the kernel
+/// never gives up removing one, and nothing stays in the target.
+pub fn a_kill_while_attaching_leaks_nothing() {
+    let gateway = Gateway::start();
+    let pid = gateway.pid();
+    let probed: Vec<(u64, u8)> = [ALLOC, RELEASE]
+        .iter()
+        .map(|f| {
+            let address = runtime_address(pid, f);
+            (address, byte_in_memory(pid, address))
+        })
+        .collect();
+    let leaked_before = leaked_uprobes_logged();
+    // How long attaching takes here, to spread the kills over it.
+    let started = std::time::Instant::now();
+    let first = Observer::attach(pid, &[]);
+    let attach_time = started.elapsed();
+    first.kill();
+    for step in 0..24u32 {
+        let delay = attach_time.mul_f64(0.4 + 0.03 * f64::from(step));
+        let mut child = observer()
+            .args(["attach", "--pid", &pid.to_string()])
+            .args(SPEC)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start observer");
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        eventually("probes removed after a kill while attaching", || {
+            probed
+                .iter()
+                .all(|(address, original)| byte_in_memory(pid, *address) == *original)
+                && !our_programs_loaded()
+        });
+    }
+    assert_eq!(
+        leaked_uprobes_logged(),
+        leaked_before,
+        "the kernel logged 'leaking uprobe'"
+    );
+    gateway.chat(3, 1);
+    assert_eq!(gateway.stop(), 3, "the gateway kept serving");
+}

@@ -58,6 +58,7 @@ fn tests() -> Vec<Trial> {
         corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
         corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
         detach::detaching_leaves_no_probe_behind,
+        detach::a_kill_while_attaching_leaks_nothing,
         exits::an_error_while_attached_still_gives_the_final_report,
         exits::a_report_that_cannot_be_written_still_leaves_the_counters,
         exits::a_failed_run_ends_its_command_and_still_reports,

@@ -6,14 +6,14 @@
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
 
+pub mod registrar;
 pub mod repair;
 pub mod unwind;
 
-use std::num::NonZeroU32;
+use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use observer_ebpf::{entry_kind, names, walker, EntrySite, Loc};
@@ -67,7 +67,9 @@ pub struct Attachment {
     /// The uretprobe trampoline address last given to the kernel side.
     trampoline: u64,
     /// The start gate's probe while it is attached (`observer run`).
-    gate: Option<UProbeLinkId>,
+    gate: Option<registrar::Registered>,
+    /// Every uprobe, in the order they were placed.
+    probes: Vec<registrar::Registered>,
 }
 
 impl Attachment {
@@ -88,6 +90,10 @@ impl Attachment {
 
     /// Detaches every probe and unloads the programs; the maps go with them.
     pub fn detach(&mut self) {
+        registrar::release(std::mem::take(&mut self.probes));
+        if let Some(gate) = self.gate.take() {
+            registrar::release(vec![gate]);
+        }
         self.logger = None;
         if let Some(tables) = self.tables.take() {
             self.tabled = tables.tabled.clone();
@@ -133,30 +139,25 @@ impl Attachment {
             .ebpf
             .as_mut()
             .context("the probes are already detached")?;
-        let pid = NonZeroU32::new(pid).context("PID 0")?;
-        let gate = uprobe_mut(ebpf, names::PROG_START_GATE)?;
-        gate.load()
-            .map_err(|err| load_error(names::PROG_START_GATE, err))?;
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(file_offset),
-            cookie: None,
+        let fd = loaded_program(ebpf, names::PROG_START_GATE)?;
+        let place = registrar::Place {
+            path: program,
+            file_offset,
+            what: "the program's entry point",
         };
-        let link = gate
-            .attach(point, program, UProbeScope::OneProcess(pid))
-            .context("cannot attach the start gate")?;
-        self.gate = Some(link);
+        let request = registrar::UprobeRequest::new(fd, place, pid, false, 0)?;
+        let mut gate = registrar::register(&[request]).context("cannot place the start gate")?;
+        self.gate = gate.pop();
         Ok(())
     }
 
     /// Removes the start gate, so a later start of the same program in
     /// this process is not stopped.
     pub fn remove_start_gate(&mut self) -> Result<()> {
-        let (Some(link), Some(ebpf)) = (self.gate.take(), self.ebpf.as_mut()) else {
-            return Ok(());
-        };
-        uprobe_mut(ebpf, names::PROG_START_GATE)?
-            .detach(link)
-            .context("cannot remove the start gate")
+        if let Some(gate) = self.gate.take() {
+            registrar::release(vec![gate]);
+        }
+        Ok(())
     }
 
     /// Tables objects the process mapped since attach.
@@ -235,23 +236,31 @@ pub fn attach(
         .then(|| aya_log::EbpfLogger::init(&mut ebpf))
         .transpose()
         .context("cannot start the eBPF log reader")?;
-    let pid = NonZeroU32::new(plan.pid).context("PID 0")?;
     attach_tracepoints(&mut ebpf)?;
-    let mut probe_count = 0;
-    let mut attach_all = |ebpf: &mut Ebpf, program: &str, targets: &[ProbeTarget]| -> Result<()> {
+    let mut requests = Vec::new();
+    let mut add = |ebpf: &mut Ebpf, program: &str, targets: &[ProbeTarget]| -> Result<()> {
         if targets.is_empty() {
             return Ok(());
         }
-        let uprobe = uprobe_mut(ebpf, program)?;
-        uprobe.load().map_err(|err| load_error(program, err))?;
+        let fd = loaded_program(ebpf, program)?;
+        let retprobe = program == names::PROG_ALLOC_RETURN;
         for target in targets {
-            attach_target(uprobe, target, pid, plan.pid)
-                .with_context(|| format!("cannot attach {program} to {}", target.what))?;
-            probe_count += 1;
+            let place = registrar::Place {
+                path: &target.path,
+                file_offset: target.file_offset,
+                what: &target.what,
+            };
+            requests.push(registrar::UprobeRequest::new(
+                fd,
+                place,
+                plan.pid,
+                retprobe,
+                u64::from(target.cookie),
+            )?);
         }
         Ok(())
     };
-    attach_all(
+    add(
         &mut ebpf,
         names::PROG_RELEASE_ENTER,
         &targets_of(plan, &plan.release.sites),
@@ -259,41 +268,50 @@ pub fn attach(
     match &plan.returns {
         ReturnMethod::Repaired { unwinder, .. } => {
             let starts: Vec<ProbeTarget> = unwinder.starts.iter().map(ProbeTarget::from).collect();
-            attach_all(&mut ebpf, names::PROG_UNWIND_START, &starts)?;
+            add(&mut ebpf, names::PROG_UNWIND_START, &starts)?;
             let catch: Vec<ProbeTarget> = unwinder.catch.iter().map(ProbeTarget::from).collect();
-            attach_all(&mut ebpf, names::PROG_UNWIND_CAUGHT, &catch)?;
+            add(&mut ebpf, names::PROG_UNWIND_CAUGHT, &catch)?;
         }
         ReturnMethod::CallSites {
             unwinder: Some(unwinder),
             ..
         } => {
             let catch: Vec<ProbeTarget> = unwinder.catch.iter().map(ProbeTarget::from).collect();
-            attach_all(&mut ebpf, names::PROG_PANIC_CAUGHT, &catch)?;
+            add(&mut ebpf, names::PROG_PANIC_CAUGHT, &catch)?;
         }
         _ => {}
     }
     match &plan.returns {
-        ReturnMethod::CallSites { sites, .. } => attach_all(
+        ReturnMethod::CallSites { sites, .. } => add(
             &mut ebpf,
             names::PROG_ALLOC_RETURN_SITE,
             &targets_of(plan, sites),
         )?,
-        _ => attach_all(
+        _ => add(
             &mut ebpf,
             names::PROG_ALLOC_RETURN,
             &targets_of(plan, &plan.alloc.sites),
         )?,
     }
-    attach_all(
+    add(
         &mut ebpf,
         names::PROG_ALLOC_ENTER,
         &targets_of(plan, &plan.alloc.sites),
     )?;
+    let probes = registrar::register(&requests).map_err(|err| {
+        if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
+            err
+        } else {
+            UserError::new(format!("process {} exited while attaching", plan.pid)).into()
+        }
+    })?;
+    let probe_count = probes.len();
     Ok(Attachment {
         tables,
         tabled: Vec::new(),
         ebpf: Some(ebpf),
         probe_count,
+        probes,
         logger,
         trampoline: 0,
         gate: None,
@@ -456,26 +474,13 @@ fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
     Ok(program.try_into()?)
 }
 
-fn attach_target(
-    uprobe: &mut UProbe,
-    target: &ProbeTarget,
-    pid: NonZeroU32,
-    raw_pid: u32,
-) -> Result<()> {
-    let point = UProbeAttachPoint {
-        location: UProbeAttachLocation::AbsoluteOffset(target.file_offset),
-        cookie: Some(u64::from(target.cookie)),
-    };
-    uprobe
-        .attach(point, &target.path, UProbeScope::OneProcess(pid))
-        .map(|_| ())
-        .map_err(|err| {
-            if std::path::Path::new(&format!("/proc/{raw_pid}")).exists() {
-                anyhow!(err)
-            } else {
-                UserError::new(format!("process {raw_pid} exited while attaching")).into()
-            }
-        })
+/// Loads `program` (once) and returns its descriptor for the registrar.
+fn loaded_program(ebpf: &mut Ebpf, program: &str) -> Result<RawFd> {
+    let uprobe = uprobe_mut(ebpf, program)?;
+    if uprobe.fd().is_err() {
+        uprobe.load().map_err(|err| load_error(program, err))?;
+    }
+    Ok(uprobe.fd()?.as_fd().as_raw_fd())
 }
 
 fn load_error(program: &str, err: ProgramError) -> anyhow::Error {
