@@ -286,3 +286,31 @@ fn collect_live_map<K, V>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_documented_in_the_report_format() {
+        let doc = include_str!("../../docs/report-format.md");
+        for info in &COUNTERS {
+            assert!(
+                doc.contains(&format!("| `{}` |", info.name)),
+                "docs/report-format.md does not document the counter `{}`",
+                info.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_outcomes_of_an_allocate_call_add_up() {
+        let mut counters = Counters::default();
+        counters[counter::ALLOC_CALLS] = 10;
+        counters[counter::ALLOCATIONS] = 6;
+        counters[counter::ALLOC_UNWOUND] = 3;
+        assert_eq!(counters.unaccounted_alloc_calls(), 1);
+        counters[counter::IN_FLIGHT] = 1;
+        assert_eq!(counters.unaccounted_alloc_calls(), 0);
+    }
+}
