@@ -418,6 +418,7 @@ pub mod names {
     pub const PROG_PANIC_CAUGHT: &str = "pool_panic_caught";
     pub const PROG_THREAD_EXIT: &str = "pool_thread_exit";
     pub const PROG_START_GATE: &str = "pool_start_gate";
+    pub const PROG_EMPTY: &str = "pool_empty";
     pub const PROG_NEW_TASK: &str = "pool_new_task";
     pub const PROG_EXEC: &str = "pool_exec";
 }

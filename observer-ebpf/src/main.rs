@@ -266,6 +266,14 @@ pub fn pool_start_gate(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The probe floor (`cargo xtask bench`): attached where the observer's
+/// probes would be, it costs what the kernel's trap costs and nothing of
+/// ours.
+#[uprobe]
+pub fn pool_empty(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn pool_thread_exit(_ctx: RawTracePointContext) -> i32 {
     on_thread_exit();

@@ -91,6 +91,10 @@ pub enum Command {
     /// probing them: copies, inlined instances, DWARF signature, inferred
     /// locations, and the instructions a probe would replace.
     Inspect(InspectArgs),
+    /// The probe floor for benchmarks: empty programs on the uprobes
+    /// `attach` would place, until SIGINT/SIGTERM.
+    #[command(hide = true)]
+    Floor(FloorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +117,15 @@ impl InspectArgs {
     pub fn debug_options(&self) -> anyhow::Result<DebugOptions> {
         DebugOptions::new(&self.debug_dir, &self.debug_file)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Process to place the probes in.
+    #[arg(short, long, value_parser = values::pid)]
+    pub pid: u32,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 }
 
 #[derive(Debug, Args)]

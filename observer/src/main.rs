@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use observer::attach::unwind::PreparedTables;
-use observer::attach::{self, Attachment, StackWalker};
-use observer::cli::{AttachArgs, Cli, Command, ControlArgs, RunArgs};
+use observer::attach::{self, AttachOptions, Attachment, StackWalker};
+use observer::cli::{AttachArgs, Cli, Command, ControlArgs, FloorArgs, RunArgs};
 use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
@@ -50,6 +50,7 @@ async fn command(command: Command) -> Result<Outcome> {
         Command::Mark(args) => control_command(&args.target, args.request()),
         Command::Report(args) => control_command(&args.target, args.request()),
         Command::Diff(args) => control_command(&args.target, args.request()),
+        Command::Floor(args) => floor_command(args).await,
         Command::Inspect(args) => args
             .debug_options()
             .and_then(|debug| observer::inspect::inspect(&args.binary, &args.functions, &debug))
@@ -153,6 +154,36 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     );
     let options = args.session.session_options(&args.output, Some(gate));
     session::run(observed, signals, options, control).await
+}
+
+async fn floor_command(args: FloorArgs) -> Result<Outcome> {
+    let mut signals = Signals::install()?;
+    attach::check_privileges()?;
+    let process = Process::open(args.pid)?;
+    let exe = process.exe_path();
+    let debug = DebugOptions::new(&[], &[])?;
+    let (plan, _) = plan(
+        &process,
+        exe.clone(),
+        &args.probes.request(),
+        &debug,
+        |elf| unwinder::of_process(&process, elf, &exe),
+    )?;
+    let options = AttachOptions {
+        max_live: 1,
+        ebpf_log: false,
+        walker: StackWalker::Dwarf,
+    };
+    let floor = attach::attach_floor(&plan, options)?;
+    eprintln!(
+        "observer: floor attached to pid {}: {} probes, returns by {}",
+        process.pid,
+        floor.probe_count(),
+        plan.returns.name()
+    );
+    signals.stopped().await;
+    drop(floor);
+    Ok(Outcome { exit_code: 0 })
 }
 
 fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {

@@ -82,6 +82,13 @@ fn tests() -> Vec<Trial> {
         panics::plain_uretprobes_are_refused_where_a_panic_would_abort_the_target,
         panics::calls_in_flight_when_their_thread_exits_are_counted,
         panics::forks_and_execs_of_the_target_are_reported,
+        panics::a_program_that_cannot_unwind_gets_plain_uretprobes,
+    ));
+    all.push(harness::conditional_trial(
+        "panics::repaired_uretprobes_let_panics_unwind",
+        Needs::Ebpf,
+        Some(panics::repair_is_allowed),
+        panics::repaired_uretprobes_let_panics_unwind,
     ));
     all.extend(tests!(Needs::Files =>
         corpus::inlined_release_needs_auto_and_full_dwarf,

@@ -205,3 +205,63 @@ pub fn forks_and_execs_of_the_target_are_reported() {
         "{warnings:?}"
     );
 }
+
+/// A program built with `panic = "abort"` cannot unwind at all: plain
+/// uretprobes, the cheapest return probes, are proven safe.
+pub fn a_program_that_cannot_unwind_gets_plain_uretprobes() {
+    let mut corpus = Corpus::start("panic-abort", "deep");
+    let spec = [
+        "--alloc",
+        "bufpool::BufPool::allocate",
+        "--size",
+        "*(arg0+8)",
+        "--alloc-id",
+        "*arg0",
+        "--release",
+        "bufpool::BufPool::release",
+        "--release-id",
+        "*arg1",
+    ];
+    let mut observer = Observer::attach_with(corpus.pid(), &spec, &[]);
+    corpus.run();
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    assert_eq!(
+        report["returns"]["method"], "uretprobe",
+        "{:#}",
+        report["returns"]
+    );
+    assert!(
+        report["returns"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("panic = \"abort\""),
+        "{:#}",
+        report["returns"]
+    );
+    assert_eq!(int(&report["outstanding"]["buffers"]), LEAKS);
+    assert_accounting_balances(&report);
+    let _ = corpus.finish();
+}
+
+/// Where the kernel lets the observer write the target's stack (not a
+/// locked-down kernel), uretprobes are repaired when a panic unwinds:
+/// every one of the 2000 panics had its return address put back, and the
+/// target goes on.
+pub fn repaired_uretprobes_let_panics_unwind() {
+    let (report, target) = observe_until_exit("budget", &["--returns", "repair"]);
+    assert!(target.success(), "{target}");
+    assert_eq!(report["returns"]["method"], "uretprobe-with-repair");
+    let c = &report["counters"];
+    assert_eq!(int(&c["unwind_repairs"]), PANICS, "{c:#}");
+    assert_eq!(int(&c["unwind_repair_failures"]), 0, "{c:#}");
+    assert_eq!(int(&c["alloc_unwound"]), PANICS, "{c:#}");
+    assert_eq!(int(&c["allocations"]), SERVED + LEAKS, "{c:#}");
+    assert_accounting_balances(&report);
+}
+
+/// Requirement of [`repaired_uretprobes_let_panics_unwind`].
+pub fn repair_is_allowed() -> Result<(), String> {
+    observer::attach::repair::ability(None)
+}

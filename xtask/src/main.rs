@@ -34,7 +34,11 @@ enum Task {
     /// rustfmt check and clippy (userspace workspace, then the eBPF crate).
     Lint,
     /// What the probes cost the target: ratios measured in one run.
-    Bench,
+    Bench {
+        /// Write the results into README.md's cost table.
+        #[arg(long)]
+        update_readme: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
         Task::Demo { sessions } => demo::run(sessions),
         Task::Test => test::run(),
         Task::Lint => test::lint(),
-        Task::Bench => bench::run(),
+        Task::Bench { update_readme } => bench::run(update_readme),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

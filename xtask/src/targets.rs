@@ -66,13 +66,16 @@ pub enum CorpusBuild {
     LineTables,
     /// Full DWARF moved to `debug/.build-id/xx/rest.debug`, binary stripped.
     Split,
+    /// Stock, with `panic = "abort"`, as many services ship.
+    PanicAbort,
 }
 
 impl CorpusBuild {
-    pub const ALL: [CorpusBuild; 3] = [
+    pub const ALL: [CorpusBuild; 4] = [
         CorpusBuild::Stock,
         CorpusBuild::LineTables,
         CorpusBuild::Split,
+        CorpusBuild::PanicAbort,
     ];
 
     fn name(self) -> &'static str {
@@ -80,14 +83,22 @@ impl CorpusBuild {
             CorpusBuild::Stock => "corpus-stock",
             CorpusBuild::LineTables => "corpus-line-tables",
             CorpusBuild::Split => "corpus-split",
+            CorpusBuild::PanicAbort => "corpus-panic-abort",
         }
     }
 
     fn debug(self) -> &'static str {
         match self {
-            CorpusBuild::Stock => "false",
+            CorpusBuild::Stock | CorpusBuild::PanicAbort => "false",
             CorpusBuild::LineTables => "line-tables-only",
             CorpusBuild::Split => "full",
+        }
+    }
+
+    fn panic(self) -> &'static str {
+        match self {
+            CorpusBuild::PanicAbort => "abort",
+            _ => "unwind",
         }
     }
 }
@@ -109,7 +120,8 @@ pub fn build_corpus() -> Result<()> {
                 .args(["--package", "leak-corpus", "--target-dir"])
                 .arg(&target_dir)
                 .env("RUSTFLAGS", "")
-                .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug()),
+                .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug())
+                .env("CARGO_PROFILE_RELEASE_PANIC", build.panic()),
         )?;
         if build == CorpusBuild::Split {
             split_debug_info(&target_dir)?;

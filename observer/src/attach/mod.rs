@@ -318,6 +318,58 @@ pub fn attach(
     })
 }
 
+/// Empty programs on exactly the uprobes [`attach`] would place for
+/// `plan`: the kernel's cost of the traps alone, the floor the observer's
+/// own cost is measured against. Dropping it removes them.
+pub struct Floor {
+    probes: Vec<registrar::Registered>,
+    _ebpf: Ebpf,
+}
+
+impl Floor {
+    pub fn probe_count(&self) -> usize {
+        self.probes.len()
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        registrar::release(std::mem::take(&mut self.probes));
+    }
+}
+
+/// Places the probe floor for `plan` (see [`Floor`]).
+pub fn attach_floor(plan: &ProbePlan, options: AttachOptions) -> Result<Floor> {
+    let mut ebpf = load(plan, options, 1)?;
+    let empty = loaded_program(&mut ebpf, names::PROG_EMPTY)?;
+    let mut requests = Vec::new();
+    let returns = match &plan.returns {
+        ReturnMethod::CallSites { sites, .. } => (targets_of(plan, sites), false),
+        _ => (targets_of(plan, &plan.alloc.sites), true),
+    };
+    for (targets, retprobe) in [
+        (targets_of(plan, &plan.release.sites), false),
+        returns,
+        (targets_of(plan, &plan.alloc.sites), false),
+    ] {
+        for target in &targets {
+            let place = registrar::Place {
+                path: &target.path,
+                file_offset: target.file_offset,
+                what: &target.what,
+            };
+            requests.push(registrar::UprobeRequest::new(
+                empty, place, plan.pid, retprobe, 0,
+            )?);
+        }
+    }
+    let probes = registrar::register(&requests)?;
+    Ok(Floor {
+        probes,
+        _ebpf: ebpf,
+    })
+}
+
 /// One uprobe to place: a file, an offset in it, a cookie.
 struct ProbeTarget {
     path: PathBuf,

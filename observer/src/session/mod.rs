@@ -50,6 +50,15 @@ impl Signals {
             report: signal(SignalKind::user_defined1())?,
         })
     }
+
+    /// Waits for SIGINT, SIGTERM or SIGHUP.
+    pub async fn stopped(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
 }
 
 /// How long and how chatty a session is, and what it writes.
