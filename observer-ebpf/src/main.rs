@@ -143,6 +143,21 @@ const MAX_TAIL_CALLS: u32 = (MAX_FRAMES / FRAMES_PER_CALL) as u32;
 const NESTED_MASK: usize = MAX_NESTED_ALLOCS - 1;
 const _: () = assert!(MAX_NESTED_ALLOCS.is_power_of_two());
 
+/// `frames[index]`, or `None` past the end. The bound is checked on the
+/// very register that addresses the slot: verifiers before 6.4 do not carry
+/// a bound from one register to a copy spilled to the stack before the
+/// check (6.1 refuses the plain `get_mut`).
+#[inline(always)]
+fn frame_slot(frames: &mut [u64; MAX_FRAMES], index: usize) -> Option<&mut u64> {
+    let offset = core::hint::black_box(index.wrapping_mul(8));
+    if offset > (MAX_FRAMES - 1) * 8 {
+        return None;
+    }
+    // SAFETY: `offset` is a multiple of 8 below the array's size in bytes,
+    // so the pointer is to one of its elements.
+    Some(unsafe { &mut *frames.as_mut_ptr().cast::<u8>().add(offset).cast::<u64>() })
+}
+
 /// `index` masked into `frames`, in a way the optimizer cannot fold into
 /// an earlier comparison: verifiers bound the register the mask is
 /// applied to, not one a bound was checked on earlier.
@@ -506,7 +521,7 @@ fn unwind_one(state: &mut ThreadState) {
     let walk = &mut state.walk;
     let stack = &mut state.stack;
     let len = stack.len as usize;
-    let Some(slot) = stack.frames.get_mut(len) else {
+    let Some(slot) = frame_slot(&mut stack.frames, len) else {
         stack.flags |= stack_flags::TRUNCATED;
         walk.done = 1;
         return;
@@ -1110,7 +1125,12 @@ fn evaluate(
     let mut value = match (loc.base, regs) {
         (LOC_BASE_RET, _) => ret,
         (LOC_BASE_CONST, _) => 0,
-        (base, _) if base < LOC_BASE_ARG_COUNT => args[base as usize],
+        (0, _) => args[0],
+        (1, _) => args[1],
+        (2, _) => args[2],
+        (3, _) => args[3],
+        (4, _) => args[4],
+        (5, _) => args[5],
         (base, Some(regs)) if base >= LOC_BASE_REGISTER => {
             register(regs, base - LOC_BASE_REGISTER)?
         }

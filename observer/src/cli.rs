@@ -91,6 +91,9 @@ pub enum Command {
     /// probing them: copies, inlined instances, DWARF signature, inferred
     /// locations, and the instructions a probe would replace.
     Inspect(InspectArgs),
+    /// What this kernel offers the observer: the features it needs or
+    /// uses, found by asking the kernel.
+    Doctor,
     /// The probe floor for benchmarks: empty programs on the uprobes
     /// `attach` would place, until SIGINT/SIGTERM.
     #[command(hide = true)]
@@ -233,6 +236,10 @@ pub struct SessionArgs {
     /// Forward the eBPF programs' debug log to stderr (slow; debugging only).
     #[arg(long)]
     pub ebpf_log: bool,
+    /// When the kernel refuses a program, write the verifier's whole log
+    /// here (the error itself is one line).
+    #[arg(long, value_name = "FILE")]
+    pub verifier_log: Option<PathBuf>,
     /// How allocating stacks are walked: `dwarf` works on any build (unwind
     /// tables from .eh_frame), `frame-pointers` needs -C force-frame-pointers=yes.
     #[arg(long, value_enum, default_value_t = StackWalker::Dwarf)]

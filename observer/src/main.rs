@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use observer::attach::features::KernelFeatures;
 use observer::attach::unwind::PreparedTables;
 use observer::attach::{self, AttachOptions, Attachment, StackWalker};
 use observer::cli::{AttachArgs, Cli, Command, ControlArgs, FloorArgs, RunArgs};
@@ -17,7 +18,7 @@ use observer::session::launch;
 use observer::session::stages::Stage;
 use observer::session::{self, Observed, Outcome, Signals};
 use observer::symbolize::{MappedFiles, Symbolizer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -45,12 +46,24 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 
 async fn command(command: Command) -> Result<Outcome> {
     match command {
-        Command::Attach(args) => attach_command(args).await,
-        Command::Run(args) => run_command(args).await,
+        Command::Attach(args) => {
+            let log = args.session.verifier_log.clone();
+            keeping_verifier_log(log, attach_command(args).await)
+        }
+        Command::Run(args) => {
+            let log = args.session.verifier_log.clone();
+            keeping_verifier_log(log, run_command(args).await)
+        }
         Command::Mark(args) => control_command(&args.target, args.request()),
         Command::Report(args) => control_command(&args.target, args.request()),
         Command::Diff(args) => control_command(&args.target, args.request()),
         Command::Floor(args) => floor_command(args).await,
+        Command::Doctor => {
+            let features = KernelFeatures::probe();
+            print!("{}", features.describe());
+            features.require()?;
+            Ok(Outcome { exit_code: 0 })
+        }
         Command::Inspect(args) => args
             .debug_options()
             .and_then(|debug| observer::inspect::inspect(&args.binary, &args.functions, &debug))
@@ -66,6 +79,8 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     args.output.check_destinations()?;
     attach::check_privileges()?;
+    let kernel = KernelFeatures::probe();
+    kernel.require()?;
     let process = Process::open(args.pid)?;
     let debug = args.session.debug_options()?;
     let (plan, build_id) = signals
@@ -99,7 +114,9 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
         })
         .await?;
     let symbolizer = Symbolizer::from_files(mapped);
-    let observed = observed(process, plan, build_id, symbolizer, attachment, None);
+    let observed = observed(
+        process, plan, build_id, symbolizer, attachment, None, kernel,
+    );
     let options = args.session.session_options(&args.output, None);
     session::run(observed, signals, options, control).await
 }
@@ -110,6 +127,8 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let gate = args.gate.gate(args.output.group_depth)?;
     args.output.check_destinations()?;
     attach::check_privileges()?;
+    let kernel = KernelFeatures::probe();
+    kernel.require()?;
     let debug = args.session.debug_options()?;
     // Dropped on any early return: a child never released is killed.
     let mut launched = launch::spawn_paused(&args.command)?;
@@ -151,14 +170,26 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         symbolizer,
         attachment,
         Some(launched),
+        kernel,
     );
     let options = args.session.session_options(&args.output, Some(gate));
     session::run(observed, signals, options, control).await
 }
 
+/// `--verifier-log FILE`: a program the kernel refused leaves its log.
+fn keeping_verifier_log(path: Option<PathBuf>, outcome: Result<Outcome>) -> Result<Outcome> {
+    if let (Err(err), Some(path)) = (&outcome, path) {
+        if let Err(write) = attach::write_verifier_log(err, &path) {
+            eprintln!("observer: {}", one_line(&write));
+        }
+    }
+    outcome
+}
+
 async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     let mut signals = Signals::install()?;
     attach::check_privileges()?;
+    KernelFeatures::probe().require()?;
     let process = Process::open(args.pid)?;
     let exe = process.exe_path();
     let debug = DebugOptions::new(&[], &[])?;
@@ -239,6 +270,7 @@ fn observed(
     symbolizer: Symbolizer,
     attachment: Attachment,
     launched: Option<launch::Launched>,
+    kernel: KernelFeatures,
 ) -> Observed {
     Observed {
         process,
@@ -247,6 +279,7 @@ fn observed(
         symbolizer,
         attachment,
         launched,
+        kernel,
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use observer_ebpf::{counter, NO_STACK};
 
+use crate::attach::features::KernelFeatures;
 use crate::attach::unwind::TabledObject;
 use crate::attach::StackWalker;
 use crate::plan::{PlannedFunction, ProbePlan};
@@ -53,6 +54,8 @@ pub struct Report {
     pub probes: Vec<ProbedFunction>,
     /// How allocate's returns are observed (safe against panics).
     pub returns: Returns,
+    /// The kernel and the features of it the observation relied on.
+    pub kernel: KernelFeatures,
     pub locations: Locations,
     pub counters: Counters,
     /// How stacks were walked, and the unwind tables installed for it.
@@ -215,6 +218,7 @@ pub struct ReportContext<'a> {
     pub older_than_ns: Option<u64>,
     pub walker: StackWalker,
     pub tabled_objects: &'a [TabledObject],
+    pub kernel: &'a KernelFeatures,
 }
 
 /// Builds the report for `snapshot`.
@@ -258,6 +262,7 @@ pub fn build_report(
             probed_function("allocate", &plan.alloc),
             probed_function("release", &plan.release),
         ],
+        kernel: context.kernel.clone(),
         returns: Returns {
             method: plan.returns.name(),
             description: plan.returns.to_string(),

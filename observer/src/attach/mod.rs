@@ -6,6 +6,7 @@
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
 
+pub mod features;
 pub mod registrar;
 pub mod repair;
 pub mod unwind;
@@ -228,7 +229,11 @@ pub fn attach(
         .map(|prepared| unwind::UnwindTables::install(&mut ebpf, prepared))
         .transpose()
         .context("cannot install the unwind tables")?;
-    install_walker(&mut ebpf)?;
+    if options.walker == StackWalker::Dwarf {
+        // Only the unwinder tail-calls the walker; the frame-pointer walk
+        // needs no more than the kernel's own.
+        install_walker(&mut ebpf)?;
+    }
     install_release_locations(&mut ebpf, plan)?;
     install_entry_sites(&mut ebpf, plan)?;
     let logger = options
@@ -535,19 +540,85 @@ fn loaded_program(ebpf: &mut Ebpf, program: &str) -> Result<RawFd> {
     Ok(uprobe.fd()?.as_fd().as_raw_fd())
 }
 
+/// The verifier refused a program: said in one line (the instruction it
+/// stopped at and why); the whole log goes to `--verifier-log FILE`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this kernel (Linux {release}) refused the eBPF program {program} ({io_error}): {reason}; \
+     --verifier-log FILE keeps the verifier's whole log"
+)]
+pub struct KernelRefused {
+    pub program: String,
+    pub release: String,
+    pub io_error: std::io::Error,
+    /// The verifier's last words.
+    pub reason: String,
+    /// The whole log.
+    pub log: String,
+}
+
+/// Writes the verifier's log of a refused program, if `err` is one, to
+/// `path` (`--verifier-log`).
+pub fn write_verifier_log(err: &anyhow::Error, path: &std::path::Path) -> Result<()> {
+    let Some(refused) = err.chain().find_map(|e| e.downcast_ref::<KernelRefused>()) else {
+        return Ok(());
+    };
+    crate::render::replace_file(path, refused.log.as_bytes())
+        .with_context(|| format!("cannot write the verifier log to {}", path.display()))
+}
+
 fn load_error(program: &str, err: ProgramError) -> anyhow::Error {
     match err {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => anyhow!(
-            "the kernel refused eBPF program {program}: {io_error}\nverifier log:\n{verifier_log}"
-        ),
+        } => {
+            let log = verifier_log.to_string();
+            KernelRefused {
+                program: program.to_string(),
+                release: features::KernelFeatures::probe().release,
+                io_error,
+                reason: verifier_reason(&log),
+                log,
+            }
+            .into()
+        }
         other => anyhow!(other).context(format!("cannot load eBPF program {program}")),
     }
+}
+
+/// The line of a verifier log that says why it stopped: the last one
+/// that is not its closing statistics.
+fn verifier_reason(log: &str) -> String {
+    log.lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("verification time")
+                && !line.starts_with("processed ")
+                && !line.starts_with("stack depth")
+        })
+        .last()
+        .map(|line| line.chars().take(300).collect())
+        .unwrap_or_else(|| "(the verifier gave no reason)".into())
 }
 
 fn is_permission_error(err: &aya::EbpfError) -> bool {
     let text = format!("{err:?}");
     text.contains("PermissionDenied") || text.contains("Operation not permitted")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifiers_reason_is_its_last_word_before_the_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n44: (7b) *(u64 *)(r2 +0) = r8\nR2 unbounded memory access, make sure to bounds check any such access\nverification time 12284 usec\nstack depth 112\nprocessed 44 insns (limit 1000000) max_states_per_insn 0\n";
+        assert_eq!(
+            verifier_reason(log),
+            "R2 unbounded memory access, make sure to bounds check any such access"
+        );
+        assert_eq!(verifier_reason(""), "(the verifier gave no reason)");
+    }
 }

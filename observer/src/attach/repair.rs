@@ -7,7 +7,6 @@
 //! always visible (securityfs may not be mounted), so the kernel is
 //! asked directly: it loads a program using the helper, or it does not.
 
-use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::Path;
 
 use crate::plan::returns::RepairAbility;
@@ -51,7 +50,7 @@ fn load_probe_write_user_program() -> Result<(), std::io::Error> {
     // call bpf_probe_write_user; r0 = 0; exit
     const PROGRAM: [[u8; 8]; 8] = [
         [0xb7, 0x01, 0, 0, 0, 0, 0, 0],
-        [0x7b, 0xa1, 0xf8, 0xff, 0, 0, 0, 0],
+        [0x7b, 0x1a, 0xf8, 0xff, 0, 0, 0, 0],
         [0xbf, 0xa2, 0, 0, 0, 0, 0, 0],
         [0x07, 0x02, 0, 0, 0xf8, 0xff, 0xff, 0xff],
         [0xb7, 0x03, 0, 0, 8, 0, 0, 0],
@@ -59,34 +58,7 @@ fn load_probe_write_user_program() -> Result<(), std::io::Error> {
         [0xb7, 0x00, 0, 0, 0, 0, 0, 0],
         [0x95, 0x00, 0, 0, 0, 0, 0, 0],
     ];
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_KPROBE: u32 = 2;
-    let license = c"GPL";
-    // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns,
-    // license, then fields left zero (no log, no name).
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_KPROBE.to_ne_bytes());
-    attr[4..8].copy_from_slice(&(PROGRAM.len() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(PROGRAM.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    // SAFETY: bpf(2) reads `attr.len()` bytes of a valid bpf_attr whose
-    // pointers (instructions, license) outlive the call; it returns a new
-    // fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_ptr(),
-            attr.len() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns;
-    // dropping it unloads the program.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    Ok(())
+    super::features::load_kprobe_program(&PROGRAM)
 }
 
 /// The active lockdown mode, if it is not `none`.

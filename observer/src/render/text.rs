@@ -88,6 +88,7 @@ fn header(out: &mut String, report: &Report) {
     let probes: Vec<String> = report.probes.iter().map(probe_summary).collect();
     let _ = writeln!(out, "  probes: {}", probes.join("; "));
     let _ = writeln!(out, "  returns: {}", report.returns.description);
+    let _ = writeln!(out, "  kernel: {}", report.kernel.summary());
     let l = &report.locations;
     let _ = writeln!(
         out,

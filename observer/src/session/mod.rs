@@ -87,6 +87,8 @@ pub struct Observed {
     pub attachment: Attachment,
     /// Set when the observer launched the target (`observer run`).
     pub launched: Option<Launched>,
+    /// What the kernel offered.
+    pub kernel: crate::attach::features::KernelFeatures,
 }
 
 /// How the session ended, as a process exit status: 0, or 1 for a leak
@@ -288,6 +290,7 @@ impl Session {
             older_than_ns: self.options.older_than.map(|d| d.as_nanos() as u64),
             walker: self.options.walker,
             tabled_objects: self.observed.attachment.tabled_objects(),
+            kernel: &self.observed.kernel,
         };
         build_report(
             &context,
