@@ -592,13 +592,12 @@ fn load_error(program: &str, err: ProgramError) -> anyhow::Error {
 fn verifier_reason(log: &str) -> String {
     log.lines()
         .map(str::trim)
-        .filter(|line| {
+        .rfind(|line| {
             !line.is_empty()
                 && !line.starts_with("verification time")
                 && !line.starts_with("processed ")
                 && !line.starts_with("stack depth")
         })
-        .last()
         .map(|line| line.chars().take(300).collect())
         .unwrap_or_else(|| "(the verifier gave no reason)".into())
 }
