@@ -21,7 +21,7 @@ fn leak_check(bin: &Path, extra: &[&str]) -> Run {
     let dir = scratch();
     let report_path = dir.join("report.json");
     let output = Command::new(repo_file("tests/ci/gateway-leak-check.sh"))
-        .arg(env!("CARGO_BIN_EXE_observer"))
+        .arg(observer_path())
         .arg(bin)
         .arg(CYCLES.to_string())
         .arg(&report_path)

@@ -737,7 +737,7 @@ impl ObserverRun {
                 setpriv
                     .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
                     .args(["--inh-caps=-all", "--bounding-set=-all"])
-                    .arg(env!("CARGO_BIN_EXE_observer"));
+                    .arg(observer_path());
                 setpriv
             }
         };

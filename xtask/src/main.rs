@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod kernels;
 mod setup;
 mod targets;
 mod test;
@@ -33,6 +34,12 @@ enum Task {
     Test,
     /// rustfmt check and clippy (userspace workspace, then the eBPF crate).
     Lint,
+    /// The kernel-side end-to-end tests in VMs booted with Debian's LTS
+    /// kernels (5.10, 6.1, 6.12), under QEMU's emulation.
+    Kernels {
+        /// Only these kernels (e.g. 6.1).
+        only: Vec<String>,
+    },
     /// What the probes cost the target: ratios measured in one run.
     Bench {
         /// Write the results into README.md's cost table.
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         Task::Demo { sessions } => demo::run(sessions),
         Task::Test => test::run(),
         Task::Lint => test::lint(),
+        Task::Kernels { only } => test::kernels(&only),
         Task::Bench { update_readme } => bench::run(update_readme),
     };
     match result {

@@ -34,6 +34,16 @@ pub fn run() -> Result<()> {
     )
 }
 
+/// The kernel matrix, after building what it runs.
+pub fn kernels(only: &[String]) -> Result<()> {
+    setup::run()?;
+    build_observer(false)?;
+    build_targets(Variant::Leaky)?;
+    build_targets(Variant::Fixed)?;
+    build_corpus()?;
+    crate::kernels::run(only)
+}
+
 /// Formatting and clippy, as every commit should pass them.
 pub fn lint() -> Result<()> {
     setup::run()?;

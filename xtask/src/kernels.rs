@@ -1,0 +1,454 @@
+//! `cargo xtask kernels`: the end-to-end tests that matter for the kernel
+//! side, run in throw-away VMs booted with Debian's long-term kernels (the
+//! host's root file system shared read-only, one writable directory for
+//! results), because a verifier that accepts the programs on this kernel
+//! may refuse them on the ones production runs.
+//!
+//! Everything comes from the registries this machine reaches and is cached
+//! under `~/.cache/pool-observer/kernels`: Debian's `qemu-system-x86`,
+//! `busybox-static`, `kmod` and `udev`; virtme-ng from PyPI in a private
+//! virtualenv; the kernel packages, fetched with a private apt
+//! configuration that leaves the host's sources untouched. KVM is not usable
+//! on these machines (the machine is itself a VM), so QEMU emulates: a boot
+//! takes tens of seconds, and the tests run one VM at a time with a subset
+//! chosen to fit CI's time.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cmd::{cargo, checked, command, output, root};
+use crate::targets::{corpus_dir, targets_dir, Variant};
+
+/// One kernel of the matrix.
+struct Kernel {
+    /// For people, and the cache directory.
+    name: &'static str,
+    /// The Debian suite carrying it.
+    suite: &'static str,
+    /// Regex of the image package (newest wins).
+    package: &'static str,
+    expect: Expect,
+}
+
+/// What the observer must do on a kernel.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Pass these end-to-end tests (filters, each run on its own).
+    Works(&'static [&'static str]),
+    /// Refuse to start with one line containing this.
+    Refuses(&'static str),
+}
+
+/// The kernel side, tested on each kernel that can run it: the demo's
+/// exact report, the corpus on a stock build, the CI gate, detaching,
+/// and panics through a probed allocate (repaired on these kernels, which
+/// are not locked down).
+const KERNEL_SIDE: &[&str] = &[
+    "leak_report::disconnect_leak_is_reported_by_allocating_stack",
+    "corpus::stock_build_without_debug_info",
+    "ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site",
+    "detach::detaching_leaves_no_probe_behind",
+    "panics::panics_caught_by_catch_unwind_leave_the_target_running",
+    "panics::repaired_uretprobes_let_panics_unwind",
+];
+
+const MATRIX: [Kernel; 3] = [
+    Kernel {
+        name: "5.10",
+        suite: "bullseye",
+        package: r"^linux-image-5\.10\.0-[0-9]+-amd64$",
+        expect: Expect::Refuses("Linux 5.15"),
+    },
+    Kernel {
+        name: "6.1",
+        suite: "bookworm",
+        package: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        expect: Expect::Works(KERNEL_SIDE),
+    },
+    Kernel {
+        name: "6.12",
+        suite: "bookworm-backports",
+        package: r"^linux-image-6\.12\.[0-9.]+\+bpo-amd64$",
+        expect: Expect::Works(KERNEL_SIDE),
+    },
+];
+
+/// Longest a VM may run before it counts as hung.
+const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+
+/// Runs the matrix (or the kernels named in `only`); the observer, the
+/// targets and the corpus must be built.
+pub fn run(only: &[String]) -> Result<()> {
+    let cache = cache_dir()?;
+    ensure_packages()?;
+    let virtme = ensure_virtme(&cache)?;
+    let observer = release_observer()?;
+    let e2e = e2e_binary()?;
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for kernel in MATRIX
+        .iter()
+        .filter(|k| only.is_empty() || only.iter().any(|o| o == k.name))
+    {
+        let started = Instant::now();
+        let image = fetch_kernel(&cache, kernel)?;
+        let outcome = run_kernel(&virtme, &image, kernel, &observer, &e2e);
+        let took = started.elapsed();
+        let line = match &outcome {
+            Ok(summary) => format!(
+                "| {} | {} | ok | {summary} | {:.0} s |",
+                kernel.name,
+                image.release,
+                took.as_secs_f64()
+            ),
+            Err(err) => {
+                failed.push(kernel.name);
+                format!(
+                    "| {} | {} | FAILED | {err:#} | {:.0} s |",
+                    kernel.name,
+                    image.release,
+                    took.as_secs_f64()
+                )
+            }
+        };
+        println!("{line}");
+        rows.push(line);
+    }
+    println!("\n| kernel | package | result | what ran | time |\n|---|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+    if !failed.is_empty() {
+        bail!("the kernel matrix failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = Path::new(&home).join(".cache/pool-observer/kernels");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Debian's QEMU and what virtme-ng needs in the guest.
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+        ("busybox-static", "/bin/busybox"),
+        ("kmod", "/usr/bin/kmod"),
+        ("udev", "/usr/bin/udevadm"),
+    ]
+    .iter()
+    .filter(|(_, file)| !Path::new(file).exists())
+    .map(|(package, _)| *package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("kernels: installing {}", missing.join(" "));
+    checked(command("apt-get").args(["update", "-qq"]))?;
+    checked(
+        command("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// virtme-ng in a private virtualenv; returns `virtme-run`.
+fn ensure_virtme(cache: &Path) -> Result<PathBuf> {
+    let venv = cache.join("venv");
+    let run = venv.join("bin/virtme-run");
+    if run.exists() {
+        return Ok(run);
+    }
+    println!("kernels: installing virtme-ng");
+    checked(command("python3").args(["-m", "venv"]).arg(&venv))?;
+    checked(
+        command(venv.join("bin/pip").to_str().context("path")?).args([
+            "install",
+            "-q",
+            "virtme-ng",
+        ]),
+    )?;
+    Ok(run)
+}
+
+/// The release observer, built now (a debug build is slow under emulation).
+fn release_observer() -> Result<PathBuf> {
+    crate::targets::build_observer(true)?;
+    Ok(root().join("target/release/observer"))
+}
+
+/// The end-to-end test binary, built now.
+fn e2e_binary() -> Result<PathBuf> {
+    let built = output(
+        cargo()
+            .args(["test", "-p", "observer", "--test", "e2e", "--no-run"])
+            .args(["--message-format", "json"]),
+    )?;
+    if !built.status.success() {
+        bail!(
+            "cannot build the end-to-end tests: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "e2e")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not name the e2e test binary")
+}
+
+/// An extracted kernel package.
+struct Image {
+    release: String,
+    vmlinuz: PathBuf,
+}
+
+/// Downloads (once) and extracts the newest image package of the kernel.
+fn fetch_kernel(cache: &Path, kernel: &Kernel) -> Result<Image> {
+    let dir = cache.join(kernel.name);
+    if let Some(image) = extracted(&dir)? {
+        return Ok(image);
+    }
+    let apt = cache.join(format!("apt-{}", kernel.suite));
+    private_apt(&apt, kernel.suite)?;
+    let found = output(command("apt-cache").args(apt_options(&apt)).args([
+        "search",
+        "--names-only",
+        kernel.package,
+    ]))?;
+    let mut packages: Vec<String> = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .filter(|name| !name.contains("-dbg") && !name.contains("unsigned"))
+        .collect();
+    packages.sort_by_key(|name| version_key(name));
+    let package = packages
+        .last()
+        .with_context(|| format!("no package matches {} in {}", kernel.package, kernel.suite))?;
+    println!("kernels: downloading {package} ({})", kernel.suite);
+    std::fs::create_dir_all(&dir)?;
+    checked(
+        command("apt-get")
+            .args(apt_options(&apt))
+            .args(["download", package])
+            .current_dir(&dir),
+    )?;
+    let deb = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("the download left no .deb")?;
+    checked(
+        command("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")),
+    )?;
+    // virtme-run looks for the modules next to the kernel: ROOT/lib/modules.
+    let usr_modules = dir.join("root/usr/lib/modules");
+    let lib = dir.join("root/lib");
+    if usr_modules.exists() && !lib.join("modules").exists() {
+        std::fs::create_dir_all(&lib)?;
+        std::os::unix::fs::symlink("../usr/lib/modules", lib.join("modules"))?;
+    }
+    extracted(&dir)?.context("the package has no /boot/vmlinuz")
+}
+
+/// A numeric sort key of a package name (`linux-image-6.1.0-57-amd64`).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .filter_map(|part| part.parse().ok())
+        .collect()
+}
+
+fn extracted(dir: &Path) -> Result<Option<Image>> {
+    let boot = dir.join("root/boot");
+    let Ok(entries) = std::fs::read_dir(&boot) else {
+        return Ok(None);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Ok(Some(Image {
+                release: release.to_string(),
+                vmlinuz: path.clone(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// An apt configuration of its own for `suite`, on the host's mirror.
+fn private_apt(dir: &Path, suite: &str) -> Result<()> {
+    std::fs::create_dir_all(dir.join("lists/partial"))?;
+    std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
+    std::fs::create_dir_all(dir.join("none"))?;
+    std::fs::write(
+        dir.join("sources.list"),
+        format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"),
+    )?;
+    checked(
+        command("apt-get")
+            .args(apt_options(dir))
+            .args(["update", "-qq"]),
+    )
+}
+
+fn apt_options(dir: &Path) -> Vec<String> {
+    let at = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "-o".into(),
+        format!("Dir::Etc::sourcelist={}", at("sources.list")),
+        "-o".into(),
+        format!("Dir::Etc::sourceparts={}", at("none")),
+        "-o".into(),
+        format!("Dir::State::Lists={}", at("lists")),
+        "-o".into(),
+        format!("Dir::Cache={}", at("cache")),
+        "-o".into(),
+        "APT::Sandbox::User=root".into(),
+    ]
+}
+
+/// Boots the kernel with a script that runs what the kernel is expected to
+/// do, and checks the results it left in the writable directory.
+fn run_kernel(
+    virtme: &Path,
+    image: &Image,
+    kernel: &Kernel,
+    observer: &Path,
+    e2e: &Path,
+) -> Result<String> {
+    let out = tempfile::Builder::new()
+        .prefix("observer-vm-")
+        .tempdir()
+        .context("cannot make the VM's result directory")?;
+    std::fs::create_dir_all(out.path().join("tmp"))?;
+    let script = guest_script(kernel, out.path(), observer, e2e);
+    std::fs::write(out.path().join("guest.sh"), script)?;
+    let status = command("timeout")
+        .args(["-k", "10", &VM_TIMEOUT.as_secs().to_string()])
+        .arg(virtme)
+        .arg("--kimg")
+        .arg(&image.vmlinuz)
+        .args([
+            "--mods",
+            "auto",
+            "--memory",
+            "2G",
+            "--cpus",
+            "1",
+            "--disable-kvm",
+        ])
+        .arg("--rwdir")
+        .arg(out.path())
+        .arg("--script-sh")
+        .arg(format!("sh {}/guest.sh", out.path().display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out.path().join("console.log"))?)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot start virtme-run")?;
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    let results = read("results.txt");
+    if !results.contains("guest: done") {
+        bail!(
+            "the VM did not finish ({status}); console: {}",
+            read("console.log")
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    check_results(kernel, &results)
+}
+
+fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> String {
+    let out = out.display();
+    let mut script = format!(
+        "ip link set lo up\ncd {root}\nexport HOME={out} TMPDIR={out}/tmp OBSERVER_BIN={observer}\n\
+         export OBSERVER_TARGETS_DIR={targets} OBSERVER_FIXED_TARGETS_DIR={fixed} OBSERVER_CORPUS_DIR={corpus}\n\
+         {observer} doctor > {out}/doctor.txt 2>&1; echo \"doctor: exit $?\" >> {out}/results.txt\n",
+        root = root().display(),
+        observer = observer.display(),
+        targets = targets_dir(Variant::Leaky).display(),
+        fixed = targets_dir(Variant::Fixed).display(),
+        corpus = corpus_dir().display(),
+    );
+    match kernel.expect {
+        Expect::Works(tests) => {
+            for test in tests {
+                script.push_str(&format!(
+                    "{e2e} --exact {test} > {out}/e2e.log 2>&1; echo \"test {test}: exit $?\" >> {out}/results.txt; \
+                     grep -E 'test result|ignored|panicked' {out}/e2e.log | head -3 >> {out}/results.txt\n",
+                    e2e = e2e.display()
+                ));
+            }
+        }
+        Expect::Refuses(_) => {
+            script.push_str(&format!(
+                "{observer} attach --pid 1 --alloc a --size 8 --alloc-id ret --release r --release-id arg0 \
+                 > /dev/null 2> {out}/refusal.txt; echo \"attach: exit $?\" >> {out}/results.txt; \
+                 sed 's/^/refusal: /' {out}/refusal.txt >> {out}/results.txt\n",
+                observer = observer.display()
+            ));
+        }
+    }
+    script.push_str(&format!("echo 'guest: done' >> {out}/results.txt\n"));
+    script
+}
+
+fn check_results(kernel: &Kernel, results: &str) -> Result<String> {
+    match kernel.expect {
+        Expect::Works(tests) => {
+            let failed: Vec<&str> = tests
+                .iter()
+                .filter(|test| !results.contains(&format!("test {test}: exit 0")))
+                .copied()
+                .collect();
+            if !failed.is_empty() {
+                bail!(
+                    "failed: {}; results: {}",
+                    failed.join(", "),
+                    results.replace('\n', " | ")
+                );
+            }
+            let ignored = results.lines().filter(|l| l.contains("ignored (")).count();
+            Ok(format!(
+                "{} kernel-side tests passed ({ignored} ignored)",
+                tests.len()
+            ))
+        }
+        Expect::Refuses(words) => {
+            let refusal: Vec<&str> = results
+                .lines()
+                .filter_map(|l| l.strip_prefix("refusal: "))
+                .collect();
+            let one_line = refusal.len() == 1 && refusal[0].contains(words);
+            if !results.contains("doctor: exit 2")
+                || !results.contains("attach: exit 2")
+                || !one_line
+            {
+                bail!(
+                    "expected a one-line refusal naming {words} (exit 2); results: {}",
+                    results.replace('\n', " | ")
+                );
+            }
+            Ok(format!("refused at start in one line: {}", refusal[0]))
+        }
+    }
+}
