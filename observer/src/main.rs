@@ -7,6 +7,8 @@ use observer::attach::unwind::PreparedTables;
 use observer::attach::{self, AttachOptions, Attachment, StackWalker};
 use observer::cli::{AttachArgs, Cli, Command, ControlArgs, FloorArgs, RunArgs};
 use observer::error::one_line;
+use observer::metrics::server::MetricsServer;
+use observer::render;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
@@ -45,11 +47,26 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 
 async fn command(command: Command) -> Result<Outcome> {
     match command {
-        Command::Attach(args) => attach_command(args).await,
+        Command::Attach(args) => attach_command(args, false).await,
+        Command::Top(args) => attach_command(args, true).await,
         Command::Run(args) => run_command(args).await,
-        Command::Mark(args) => control_command(&args.target, args.request()),
-        Command::Report(args) => control_command(&args.target, args.request()),
-        Command::Diff(args) => control_command(&args.target, args.request()),
+        Command::Mark(args) => control_command(&args.target, args.request(), None),
+        Command::Report(args) => {
+            render::check_binary_destination(args.format, args.output.as_deref())?;
+            args.output
+                .as_deref()
+                .map(|path| render::check_destinations(&[("--output", Some(path))]))
+                .transpose()?;
+            control_command(&args.target, args.request()?, args.output.as_deref())
+        }
+        Command::Diff(args) => {
+            render::check_binary_destination(args.format, args.output.as_deref())?;
+            args.output
+                .as_deref()
+                .map(|path| render::check_destinations(&[("--output", Some(path))]))
+                .transpose()?;
+            control_command(&args.target, args.request(), args.output.as_deref())
+        }
         Command::Floor(args) => floor_command(args).await,
         Command::Inspect(args) => args
             .debug_options()
@@ -61,10 +78,14 @@ async fn command(command: Command) -> Result<Outcome> {
     }
 }
 
-async fn attach_command(args: AttachArgs) -> Result<Outcome> {
+/// `observer attach`, or with `tui` `observer top`.
+async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
     args.output.check_destinations()?;
+    if tui {
+        observer::tui::check_terminal()?;
+    }
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
     let debug = args.session.debug_options()?;
@@ -92,6 +113,7 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
         })
         .await?;
     let control = session::open_control(args.session.control.as_deref(), process.pid)?;
+    let metrics = args.session.metrics.map(MetricsServer::bind).transpose()?;
     let (plan, attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
@@ -100,8 +122,9 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
         .await?;
     let symbolizer = Symbolizer::from_files(mapped);
     let observed = observed(process, plan, build_id, symbolizer, attachment, None);
-    let options = args.session.session_options(&args.output, None);
-    session::run(observed, signals, options, control).await
+    let mut options = args.session.session_options(&args.output, None);
+    options.tui = tui;
+    session::run(observed, signals, options, control, metrics).await
 }
 
 async fn run_command(args: RunArgs) -> Result<Outcome> {
@@ -134,6 +157,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         })
         .await?;
     let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
+    let metrics = args.session.metrics.map(MetricsServer::bind).transpose()?;
     let (plan, mut attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
@@ -153,7 +177,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         Some(launched),
     );
     let options = args.session.session_options(&args.output, Some(gate));
-    session::run(observed, signals, options, control).await
+    session::run(observed, signals, options, control, metrics).await
 }
 
 async fn floor_command(args: FloorArgs) -> Result<Outcome> {
@@ -186,9 +210,16 @@ async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     Ok(Outcome { exit_code: 0 })
 }
 
-fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
+/// Sends `request` to the session and writes its answer to `output` (or
+/// stdout); binary answers arrive decoded.
+fn control_command(
+    target: &ControlArgs,
+    request: Request,
+    output: Option<&Path>,
+) -> Result<Outcome> {
     let socket = control::find_socket(target.control.as_deref(), target.pid)?;
-    print!("{}", control::call(&socket, &request)?);
+    let answer = control::call(&socket, &request)?;
+    render::deliver(output, &answer.into_bytes())?;
     Ok(Outcome { exit_code: 0 })
 }
 
