@@ -1,6 +1,9 @@
 //! The Prometheus endpoint (`--metrics ADDR`): OpenMetrics text at
 //! `/metrics`, built with prometheus-client from what the session reads at
-//! each scrape. [`server`] serves it over HTTP.
+//! each scrape. [`server`] serves it over HTTP: OpenMetrics to clients that
+//! ask for it (Prometheus does), the classic text format (0.0.4) to the
+//! others (curl, `promtool check metrics`), as Prometheus's own client
+//! libraries do.
 //!
 //! Series are bounded whatever the target does: sites are labelled by a
 //! stable id and a short human label (never a stack), and only the top
@@ -14,7 +17,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
@@ -28,6 +30,37 @@ pub const TOP_SITES: usize = 20;
 
 /// The content type of what [`exposition`] renders.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of what [`classic_text`] renders.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition in the classic Prometheus text format: the same samples,
+/// without OpenMetrics' `# UNIT` and `# EOF` lines, and with a counter's
+/// HELP and TYPE under the name its samples carry (`…_total`), which is
+/// where that format looks for them.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
 
 /// What one scrape shows.
 pub struct Scraped<'a> {
@@ -44,6 +77,12 @@ pub struct Scraped<'a> {
 struct SiteLabels {
     site: String,
     label: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    pid: String,
+    exe: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,11 +114,16 @@ pub fn exposition(scraped: &Scraped<'_>) -> String {
 }
 
 fn register_target(registry: &mut Registry, scraped: &Scraped<'_>) {
-    let info = Info::new(vec![
-        ("pid".to_string(), scraped.pid.to_string()),
-        ("exe".to_string(), scraped.exe.to_string()),
-    ]);
-    registry.register("target", "The observed process", info);
+    // An info metric the classic way (a gauge of 1 with the facts as
+    // labels): OpenMetrics' own `info` type is unknown to the Prometheus
+    // text format, which tools such as promtool still read.
+    let info = Family::<TargetLabels, Gauge>::default();
+    info.get_or_create(&TargetLabels {
+        pid: scraped.pid.to_string(),
+        exe: scraped.exe.to_string(),
+    })
+    .set(1);
+    registry.register("target_info", "The observed process", info);
     let attached = FloatGauge::default();
     attached.set(scraped.attached_secs);
     registry.register_with_unit(
@@ -151,12 +195,12 @@ fn register_sites(registry: &mut Registry, sites: &[LiveSite]) {
     }
     registry.register(
         "site_outstanding_buffers",
-        "Outstanding buffers per allocating site (top sites, the rest as site=\"other\")",
+        "Outstanding buffers per allocating site (top sites, the rest summed as site other)",
         buffers,
     );
     registry.register_with_unit(
         "site_outstanding",
-        "Outstanding bytes per allocating site (top sites, the rest as site=\"other\")",
+        "Outstanding bytes per allocating site (top sites, the rest summed as site other)",
         Unit::Bytes,
         bytes,
     );
@@ -228,7 +272,7 @@ fn register_cost(registry: &mut Registry, cost: &Cost) {
     cpu.get_or_create(&source).inc_by(cost.cpu_ns as f64 / 1e9);
     registry.register_with_unit(
         "cpu",
-        "CPU time of the observer's eBPF programs (source=\"estimate\": calls x a measured cost per call, kernel statistics being unavailable)",
+        "CPU time of the observer's eBPF programs (source estimate: calls x a measured cost per call, kernel statistics being unavailable)",
         Unit::Seconds,
         cpu,
     );
@@ -312,6 +356,18 @@ mod tests {
         assert!(text.contains("pool_observer_unknown_releases_total 7\n"), "{text}");
         assert!(text.contains("pool_observer_in_flight 2\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let mut counters = Counters::default();
+        counters[counter::ALLOCATIONS] = 3;
+        let classic = classic_text(&scrape(&[], &counters));
+        assert!(classic.contains("# TYPE pool_observer_allocations_total counter\n"));
+        assert!(classic.contains("# HELP pool_observer_allocations_total allocations"));
+        assert!(classic.contains("pool_observer_allocations_total 3\n"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        assert!(classic.contains("# TYPE pool_observer_outstanding_bytes gauge\n"));
     }
 
     #[test]

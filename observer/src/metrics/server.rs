@@ -141,7 +141,12 @@ async fn serve(mut stream: TcpStream, scrapes: mpsc::Sender<Scrape>) {
         Ok(head) => match route(&head) {
             Route::Metrics { head_only } => match exposition(&scrapes).await {
                 Some(Some(text)) => {
-                    let mut answer = response(200, super::CONTENT_TYPE, &text);
+                    let (content_type, text) = if wants_openmetrics(&head) {
+                        (super::CONTENT_TYPE, text)
+                    } else {
+                        (super::CLASSIC_CONTENT_TYPE, super::classic_text(&text))
+                    };
+                    let mut answer = response(200, content_type, &text);
                     if head_only {
                         answer.truncate(answer.len() - text.len());
                     }
@@ -166,6 +171,16 @@ async fn exposition(scrapes: &mpsc::Sender<Scrape>) -> Option<Option<String>> {
     let (reply, answer) = oneshot::channel();
     scrapes.send(Scrape { reply }).await.ok()?;
     answer.await.ok()
+}
+
+/// True when the request's Accept header names OpenMetrics.
+fn wants_openmetrics(head: &str) -> bool {
+    head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("accept")
+                && value.to_ascii_lowercase().contains("application/openmetrics-text")
+        })
+    })
 }
 
 enum Route {
@@ -257,10 +272,14 @@ mod tests {
         let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = server.address();
         let session = session(server, "pool_observer_x 1\n# EOF\n");
-        let answer = get(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let openmetrics = b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n";
+        let answer = get(address, openmetrics).await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("Content-Type: application/openmetrics-text"));
         assert!(answer.ends_with("\r\n\r\npool_observer_x 1\n# EOF\n"), "{answer}");
+        let answer = get(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(answer.contains("Content-Type: text/plain; version=0.0.4"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\npool_observer_x 1\n"), "{answer}");
         let answer = get(address, b"GET / HTTP/1.1\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
         let answer = get(address, b"POST /metrics HTTP/1.1\r\n\r\n").await;

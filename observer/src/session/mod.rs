@@ -556,6 +556,7 @@ impl Session {
                 ),
                 what.to_string(),
             ],
+            pool_function: self.observed.plan.alloc.function.name.clone(),
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! - four sample types, `alloc_objects`/`alloc_space` (allocated since
 //!   attach) and `inuse_objects`/`inuse_space` (outstanding; the default);
-//! - one sample per kernel stack, leaf (the pool's allocate) first;
+//! - one sample per kernel stack, leaf first; the pool's allocate frame is
+//!   left out, as Go's profiles leave out its allocator, so the leaf is the
+//!   line that called allocate and `-top` ranks the callers;
 //! - one location per address, with one line per function at that address,
 //!   innermost first, the last being the function the others were inlined
 //!   into;
@@ -59,6 +61,8 @@ pub struct Meta {
     pub duration_nanos: i64,
     /// Free text shown by `go tool pprof -comments`.
     pub comments: Vec<String>,
+    /// The probed allocate function, whose frames at the leaf are left out.
+    pub pool_function: String,
 }
 
 impl Meta {
@@ -81,6 +85,7 @@ impl Meta {
                     report.probes[0].function, report.probes[1].function
                 ),
             ],
+            pool_function: report.probes[0].function.clone(),
         }
     }
 }
@@ -164,7 +169,12 @@ pub fn encode(profile: &proto::Profile) -> Result<Vec<u8>> {
 pub fn profile(stacks: Vec<StackSample>, meta: &Meta) -> proto::Profile {
     let mut builder = Builder::new(meta);
     for stack in stacks.into_iter().filter(|s| s.values != [0; 4]) {
-        let location_id = builder.locations_of(&stack.frames);
+        let callers = stack
+            .frames
+            .iter()
+            .position(|f| f.function.as_deref() != Some(meta.pool_function.as_str()))
+            .unwrap_or(stack.frames.len());
+        let location_id = builder.locations_of(&stack.frames[callers..]);
         builder.profile.sample.push(proto::Sample {
             location_id,
             value: stack.values.to_vec(),
@@ -344,6 +354,7 @@ mod tests {
             time_nanos: 1_700_000_000_000_000_000,
             duration_nanos: 5_000_000_000,
             comments: vec!["pool observer: test".into()],
+            pool_function: "allocate".into(),
         }
     }
 
@@ -395,8 +406,11 @@ mod tests {
         assert_eq!(profile.sample.len(), 1, "all-zero stacks are left out");
         let sample = &profile.sample[0];
         assert_eq!(sample.value, [3, 768, 2, 512]);
-        assert_eq!(sample.location_id.len(), 4);
-        let inlined = &profile.location[sample.location_id[2] as usize - 1];
+        assert_eq!(sample.location_id.len(), 3, "the pool's frame is left out");
+        let leaf = &profile.location[sample.location_id[0] as usize - 1];
+        let leaf_function = &profile.function[leaf.line[0].function_id as usize - 1];
+        assert_eq!(name(&profile, leaf_function.name), "encode");
+        let inlined = &profile.location[sample.location_id[1] as usize - 1];
         assert_eq!(inlined.address, 0x1030);
         let lines: Vec<(&str, i64)> = inlined
             .line
@@ -411,7 +425,7 @@ mod tests {
             [("send", 130), ("say_goodbye", 126), ("run", 88)],
             "innermost first, the caller last"
         );
-        let libc = &profile.location[sample.location_id[3] as usize - 1];
+        let libc = &profile.location[sample.location_id[2] as usize - 1];
         let main = &profile.mapping[0];
         assert_eq!(name(&profile, main.filename), "/bin/server");
         assert_eq!(name(&profile, main.build_id), "abcd");
