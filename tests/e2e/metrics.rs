@@ -66,7 +66,10 @@ pub fn prometheus_scrapes_the_exact_leaked_bytes() {
     // The classic text format otherwise: one scrape, checked by promtool.
     let (status, payload) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
-    assert!(payload.contains(&format!("pool_observer_outstanding_bytes {leaked}\n")), "{payload}");
+    assert!(
+        payload.contains(&format!("pool_observer_outstanding_bytes {leaked}\n")),
+        "{payload}"
+    );
     let (checked, said) = Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -74,11 +77,24 @@ pub fn prometheus_scrapes_the_exact_leaked_bytes() {
     assert!(checked.success(), "promtool check metrics: {said}");
     // Every counter of the kernel's table, and the observer's cost.
     for info in &observer_ebpf::COUNTERS {
-        assert!(payload.contains(&format!("pool_observer_{}", info.name)), "{}", info.name);
+        assert!(
+            payload.contains(&format!("pool_observer_{}", info.name)),
+            "{}",
+            info.name
+        );
     }
-    assert!(payload.contains("pool_observer_probe_hits_total "), "{payload}");
-    assert!(payload.contains("pool_observer_cpu_seconds_total{source="), "{payload}");
-    assert!(payload.contains("pool_observer_program_cpu_seconds_total{program=\"pool_alloc_enter\"}"), "{payload}");
+    assert!(
+        payload.contains("pool_observer_probe_hits_total "),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("pool_observer_cpu_seconds_total{source="),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("pool_observer_program_cpu_seconds_total{program=\"pool_alloc_enter\"}"),
+        "{payload}"
+    );
     assert_eq!(http_get(&metrics, "/").unwrap().0, 404);
 
     // A real Prometheus server, on loopback, scraping every 500ms.
@@ -95,25 +111,35 @@ pub fn prometheus_scrapes_the_exact_leaked_bytes() {
     let _prometheus = Guarded(
         Command::new(tool("prometheus"))
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={web}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start prometheus"),
     );
-    eventually_within("Prometheus has the outstanding bytes", Duration::from_secs(60), || {
-        query(&web, "pool_observer_outstanding_bytes") == Some(leaked as f64)
-    });
+    eventually_within(
+        "Prometheus has the outstanding bytes",
+        Duration::from_secs(60),
+        || query(&web, "pool_observer_outstanding_bytes") == Some(leaked as f64),
+    );
     let site = "pool_observer_site_outstanding_bytes{label=~\".*say_goodbye.*\"}";
     assert_eq!(query(&web, site), Some(leaked as f64));
     let healthy = "sum(pool_observer_site_outstanding_bytes{label=~\".*converse.*\"})";
     assert_eq!(query(&web, healthy), Some(0.0));
     // Cycles while Prometheus watches: it sees the new total.
     gateway.chat(10, 1);
-    eventually_within("Prometheus sees the growth", Duration::from_secs(30), || {
-        query(&web, "pool_observer_outstanding_bytes") == Some((leaked + 10 * LEAKED_PER_SESSION) as f64)
-    });
+    eventually_within(
+        "Prometheus sees the growth",
+        Duration::from_secs(30),
+        || {
+            query(&web, "pool_observer_outstanding_bytes")
+                == Some((leaked + 10 * LEAKED_PER_SESSION) as f64)
+        },
+    );
     assert_eq!(query(&web, "up{job=\"observer\"}"), Some(1.0));
     let (status, _) = observer.stop();
     assert!(status.success());
@@ -130,14 +156,24 @@ pub fn a_metrics_port_in_use_is_refused_before_attaching() {
     assert_eq!(code, Some(2), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
-        last.starts_with(&format!("observer: error: --metrics 127.0.0.1:{port}: the address is in use")),
+        last.starts_with(&format!(
+            "observer: error: --metrics 127.0.0.1:{port}: the address is in use"
+        )),
         "{stderr}"
     );
     probed.assert_unchanged("port in use");
-    let (code, _, stderr) =
-        observer_command(&[&["attach", "--pid", &pid, "--metrics", "localhost:x"][..], &SPEC].concat());
+    let (code, _, stderr) = observer_command(
+        &[
+            &["attach", "--pid", &pid, "--metrics", "localhost:x"][..],
+            &SPEC,
+        ]
+        .concat(),
+    );
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("is not an address to serve metrics on"), "{stderr}");
+    assert!(
+        stderr.contains("is not an address to serve metrics on"),
+        "{stderr}"
+    );
 }
 
 /// Runs a command with `input` on its stdin: (status, stderr and stdout).

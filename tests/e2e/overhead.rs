@@ -55,9 +55,15 @@ pub fn max_overhead_stops_the_session_with_a_final_report() {
         .iter()
         .find(|l| l.contains("above --max-overhead 0.5%; stopping"))
         .unwrap_or_else(|| panic!("no stop message: {stderr:?}"));
-    assert!(stopping.contains("% of one CPU over the last"), "{stopping}");
+    assert!(
+        stopping.contains("% of one CPU over the last"),
+        "{stopping}"
+    );
     let last = stderr.last().unwrap();
-    assert!(last.starts_with("observer: stopped by --max-overhead: "), "{last}");
+    assert!(
+        last.starts_with("observer: stopped by --max-overhead: "),
+        "{last}"
+    );
     eprintln!("measured: {stopping}; {}", cost);
     // The target goes on without probes.
     probed.assert_unchanged("after --max-overhead");

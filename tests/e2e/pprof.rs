@@ -93,7 +93,10 @@ pub fn go_tool_pprof_reads_the_leak_with_its_exact_bytes() {
     assert_eq!(held, cycles as i64 * LEAKED_PER_SESSION, "{traces}");
     for (_, trace) in &holding {
         let first = trace.lines().find(|l| !l.trim().is_empty()).unwrap();
-        assert!(first.ends_with("leaky_gateway::codec::Encoder::encode"), "{trace}");
+        assert!(
+            first.ends_with("leaky_gateway::codec::Encoder::encode"),
+            "{trace}"
+        );
         for function in [
             "leaky_gateway::session::Session::send::{{closure}}",
             "leaky_gateway::session::Session::say_goodbye::{{closure}} (inline)",
@@ -108,7 +111,9 @@ pub fn go_tool_pprof_reads_the_leak_with_its_exact_bytes() {
     // with the report's exact totals.
     let raw = pprof(&["-raw", &profile]);
     assert!(
-        raw.contains("alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes[dflt]"),
+        raw.contains(
+            "alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes[dflt]"
+        ),
         "{raw}"
     );
     let line = source_line("tests/leaky-gateway/src/codec.rs", ".allocate(");
@@ -117,7 +122,12 @@ pub fn go_tool_pprof_reads_the_leak_with_its_exact_bytes() {
         "{raw}"
     );
     let total = |index: &str| -> i64 {
-        let text = pprof(&["-top", "-unit=B", &format!("-sample_index={index}"), &profile]);
+        let text = pprof(&[
+            "-top",
+            "-unit=B",
+            &format!("-sample_index={index}"),
+            &profile,
+        ]);
         let rows = top_rows(&text);
         rows.iter().map(|(flat, _)| flat).sum()
     };
@@ -153,7 +163,9 @@ pub fn diff_base_between_two_marks_shows_the_growth_per_cycle() {
     for (mark, path) in [("before", &before), ("after", &after)] {
         observer.control(
             pid,
-            &["report", "--format", "pprof", "--mark", mark, "--output", path],
+            &[
+                "report", "--format", "pprof", "--mark", mark, "--output", path,
+            ],
         );
     }
     let growth = pprof(&["-top", "-unit=B", "-diff_base", &before, &after]);
@@ -161,22 +173,36 @@ pub fn diff_base_between_two_marks_shows_the_growth_per_cycle() {
     let expected = cycles as i64 * LEAKED_PER_SESSION;
     assert_eq!(
         rows[0],
-        (expected, "leaky_gateway::codec::Encoder::encode".to_string()),
+        (
+            expected,
+            "leaky_gateway::codec::Encoder::encode".to_string()
+        ),
         "{growth}"
     );
     assert_eq!(expected / cycles as i64, LEAKED_PER_SESSION, "per cycle");
     // The same change as one profile of the differences.
     observer.control(
         pid,
-        &["diff", "before", "after", "--format", "pprof", "--output", &diff],
+        &[
+            "diff", "before", "after", "--format", "pprof", "--output", &diff,
+        ],
     );
     let rows = top_rows(&pprof(&["-top", "-unit=B", &diff]));
     assert_eq!(rows[0].0, expected);
     let (code, _, stderr) = observer_command(&[
-        "report", "--format", "json", "--mark", "before", "--pid", &pid.to_string(),
+        "report",
+        "--format",
+        "json",
+        "--mark",
+        "before",
+        "--pid",
+        &pid.to_string(),
     ]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("--mark gives the profile at a mark"), "{stderr}");
+    assert!(
+        stderr.contains("--mark gives the profile at a mark"),
+        "{stderr}"
+    );
     let (status, _) = observer.stop();
     assert!(status.success());
 }
@@ -187,7 +213,12 @@ pub fn attach_writes_each_profile_to_its_output() {
     let gateway = Gateway::start();
     let pid = gateway.pid().to_string();
     let (code, _, stderr) = observer_command(
-        &[&["attach", "--pid", &pid][..], &SPEC, &["--format", "pprof"]].concat(),
+        &[
+            &["attach", "--pid", &pid][..],
+            &SPEC,
+            &["--format", "pprof"],
+        ]
+        .concat(),
     );
     assert_eq!(code, Some(2));
     assert!(stderr.contains("give --output FILE"), "{stderr}");
@@ -217,7 +248,11 @@ pub fn attach_writes_each_profile_to_its_output() {
     let mut child = child;
     assert!(child.0.wait().unwrap().success());
     let rows = top_rows(&pprof(&["-top", "-unit=B", &profile]));
-    assert_eq!(rows[0].0, 15 * LEAKED_PER_SESSION, "the final report replaced it");
+    assert_eq!(
+        rows[0].0,
+        15 * LEAKED_PER_SESSION,
+        "the final report replaced it"
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "no temporary file left");
 }

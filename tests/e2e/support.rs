@@ -529,7 +529,10 @@ pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
 pub fn http_get_with(address: &str, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n{headers}\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\n{headers}\r\n"
+    )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     let status = answer

@@ -16,7 +16,17 @@ struct Tmux {
 impl Tmux {
     fn start(name: &str, command: &str, directory: &Path) -> Self {
         let status = Command::new(tool("tmux"))
-            .args(["new-session", "-d", "-x", "200", "-y", "50", "-s", name, "-c"])
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "-s",
+                name,
+                "-c",
+            ])
             .arg(directory)
             .arg(command)
             .status()
@@ -99,7 +109,10 @@ pub fn top_shows_the_leak_and_its_keys_work() {
     // Enter expands the selected (top) site's stack.
     tmux.keys(&["Enter"]);
     let screen = tmux.shows("stack of site #1");
-    assert!(screen.contains("leaky_gateway::codec::Encoder::encode"), "{screen}");
+    assert!(
+        screen.contains("leaky_gateway::codec::Encoder::encode"),
+        "{screen}"
+    );
     assert!(screen.contains("codec.rs:58"), "{screen}");
 
     // m sets a mark, and the change since it is shown.
@@ -113,7 +126,10 @@ pub fn top_shows_the_leak_and_its_keys_work() {
         .args(["diff", "m1", "--pid", &pid.to_string()])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&diff.stdout).contains("+5120 B"), "{diff:?}");
+    assert!(
+        String::from_utf8_lossy(&diff.stdout).contains("+5120 B"),
+        "{diff:?}"
+    );
     // d hides the change, s sorts by another column.
     tmux.keys(&["d"]);
     eventually_within("the diff column goes", Duration::from_secs(10), || {
@@ -124,14 +140,25 @@ pub fn top_shows_the_leak_and_its_keys_work() {
 
     // q detaches: the final report is printed in the restored terminal.
     tmux.keys(&["q"]);
-    eventually_within("observer top exits", Duration::from_secs(20), || exit.exists());
+    eventually_within("observer top exits", Duration::from_secs(20), || {
+        exit.exists()
+    });
     let status = std::fs::read_to_string(&exit).unwrap();
     assert_eq!(status.trim(), "exit=0");
     let screen = tmux.screen();
-    assert!(!screen.contains("observer top "), "the view is gone:\n{screen}");
+    assert!(
+        !screen.contains("observer top "),
+        "the view is gone:\n{screen}"
+    );
     let history = tmux.history();
-    assert!(history.contains(&format!("observer: detached from pid {pid}")), "{history}");
-    assert!(history.contains("report: stopped"), "the final report:\n{history}");
+    assert!(
+        history.contains(&format!("observer: detached from pid {pid}")),
+        "{history}"
+    );
+    assert!(
+        history.contains("report: stopped"),
+        "the final report:\n{history}"
+    );
     probed.assert_unchanged("after quitting observer top");
     gateway.chat(1, 1);
 }

@@ -179,7 +179,9 @@ fn update_readme_table(cells: &[Cell]) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel_release()
     ));
-    table.push_str("| depth | build | attached | ns per pair | ratio to the floor |\n|---|---|---|---|---|\n");
+    table.push_str(
+        "| depth | build | attached | ns per pair | ratio to the floor |\n|---|---|---|---|---|\n",
+    );
     for cell in cells {
         let (build, load) = cell.label_parts();
         let ratio = ratio_to_floor(cells, cell)
@@ -199,7 +201,7 @@ fn update_readme_table(cells: &[Cell]) -> Result<()> {
 }
 
 fn today() -> String {
-    crate::cmd::output(&mut Command::new("date").arg("+%Y-%m-%d"))
+    crate::cmd::output(Command::new("date").arg("+%Y-%m-%d"))
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }

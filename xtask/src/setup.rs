@@ -43,7 +43,10 @@ fn ensure_consumers() -> Result<()> {
         println!("setup: go, prometheus, promtool, tmux: present");
         return Ok(());
     }
-    println!("setup: installing {} from Debian's packages", missing.join(" "));
+    println!(
+        "setup: installing {} from Debian's packages",
+        missing.join(" ")
+    );
     checked(command("apt-get").args(["update", "-qq"]))?;
     checked(
         command("apt-get")
@@ -58,9 +61,8 @@ fn ensure_consumers() -> Result<()> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 fn ensure_nightly() -> Result<()> {

@@ -247,15 +247,31 @@ mod tests {
     fn sites_get_stable_ids_and_labels_that_tell_them_apart() {
         let mut live = LiveSites::new(16, "bufpool::BufPool::allocate");
         let stacks = vec![
-            (key(1), stack("leaky_gateway::session::Session::say_goodbye::{{closure}}")),
-            (key(2), stack("leaky_gateway::session::Session::converse::{{closure}}")),
+            (
+                key(1),
+                stack("leaky_gateway::session::Session::say_goodbye::{{closure}}"),
+            ),
+            (
+                key(2),
+                stack("leaky_gateway::session::Session::converse::{{closure}}"),
+            ),
         ];
         let counts = BTreeMap::from([
-            (key(1), SiteStats { outstanding_buffers: 2, outstanding_bytes: 512, ..SiteStats::default() }),
+            (
+                key(1),
+                SiteStats {
+                    outstanding_buffers: 2,
+                    outstanding_bytes: 512,
+                    ..SiteStats::default()
+                },
+            ),
             (key(2), SiteStats::default()),
         ]);
         let sites = live.measure(stacks.clone(), &counts, &History::default());
-        assert_eq!(sites[0].label, "Encoder::encode:58 < Session::say_goodbye:126");
+        assert_eq!(
+            sites[0].label,
+            "Encoder::encode:58 < Session::say_goodbye:126"
+        );
         assert_eq!(sites[0].bytes, 512);
         assert_eq!(sites[1].label, "Encoder::encode:58 < Session::converse:126");
         assert_ne!(sites[0].id, sites[1].id);

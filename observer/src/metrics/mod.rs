@@ -188,7 +188,9 @@ fn register_sites(registry: &mut Registry, sites: &[LiveSite]) {
         buffers
             .get_or_create(&other)
             .set(sum(|s| s.buffers as f64) as i64);
-        bytes.get_or_create(&other).set(sum(|s| s.bytes as f64) as i64);
+        bytes
+            .get_or_create(&other)
+            .set(sum(|s| s.bytes as f64) as i64);
         growth
             .get_or_create(&other)
             .set(sum(|s| s.growth.bytes_per_min) / 60.0);
@@ -353,7 +355,10 @@ mod tests {
             };
             assert!(text.contains(&name), "{name} missing:\n{text}");
         }
-        assert!(text.contains("pool_observer_unknown_releases_total 7\n"), "{text}");
+        assert!(
+            text.contains("pool_observer_unknown_releases_total 7\n"),
+            "{text}"
+        );
         assert!(text.contains("pool_observer_in_flight 2\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

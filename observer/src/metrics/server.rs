@@ -178,7 +178,9 @@ fn wants_openmetrics(head: &str) -> bool {
     head.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("accept")
-                && value.to_ascii_lowercase().contains("application/openmetrics-text")
+                && value
+                    .to_ascii_lowercase()
+                    .contains("application/openmetrics-text")
         })
     })
 }
@@ -213,8 +215,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
                 return Err(400u16);
             }
             head.extend_from_slice(&chunk[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
-            {
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
                 return Ok(());
             }
             if head.len() > MAX_REQUEST_BYTES {
@@ -272,13 +273,20 @@ mod tests {
         let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = server.address();
         let session = session(server, "pool_observer_x 1\n# EOF\n");
-        let openmetrics = b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n";
+        let openmetrics =
+            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n";
         let answer = get(address, openmetrics).await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("Content-Type: application/openmetrics-text"));
-        assert!(answer.ends_with("\r\n\r\npool_observer_x 1\n# EOF\n"), "{answer}");
+        assert!(
+            answer.ends_with("\r\n\r\npool_observer_x 1\n# EOF\n"),
+            "{answer}"
+        );
         let answer = get(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(answer.contains("Content-Type: text/plain; version=0.0.4"), "{answer}");
+        assert!(
+            answer.contains("Content-Type: text/plain; version=0.0.4"),
+            "{answer}"
+        );
         assert!(answer.ends_with("\r\n\r\npool_observer_x 1\n"), "{answer}");
         let answer = get(address, b"GET / HTTP/1.1\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");

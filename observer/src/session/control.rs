@@ -500,9 +500,8 @@ mod tests {
     fn call_blocking(path: &Path, request: Request) -> tokio::task::JoinHandle<Result<String>> {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            call(&path, &request).map(|payload| {
-                String::from_utf8(payload.into_bytes()).expect("a text answer")
-            })
+            call(&path, &request)
+                .map(|payload| String::from_utf8(payload.into_bytes()).expect("a text answer"))
         })
     }
 
@@ -551,7 +550,8 @@ mod tests {
 
     #[test]
     fn old_clients_requests_still_parse() {
-        let request: Request = serde_json::from_str(r#"{"command":"report","format":"json"}"#).unwrap();
+        let request: Request =
+            serde_json::from_str(r#"{"command":"report","format":"json"}"#).unwrap();
         assert_eq!(
             request,
             Request::Report {

@@ -199,10 +199,16 @@ impl Session {
             Err(_) if !self.observed.process.is_alive() => return Ok(Reason::TargetExited),
             Err(err) => return Err(err),
         };
-        announce(&self.observed, control.as_ref(), metrics.as_ref(), &self.cost);
+        announce(
+            &self.observed,
+            control.as_ref(),
+            metrics.as_ref(),
+            &self.cost,
+        );
         // The first reading: rates are measured from here.
         let counters = self.quick_snapshot()?.counters;
-        self.cost.read(self.observed.attachment.ebpf()?, &counters)?;
+        self.cost
+            .read(self.observed.attachment.ebpf()?, &counters)?;
         // Dropped (the terminal given back) on every way out of the loop,
         // before the final report is printed.
         let mut tui = match self.options.tui {
@@ -269,10 +275,7 @@ impl Session {
                 Event::Scrape(scrape) => match self.scrape() {
                     Ok(text) => scrape.answer(text),
                     Err(err) => {
-                        eprintln!(
-                            "observer: metrics: {}",
-                            crate::error::one_line(&err)
-                        );
+                        eprintln!("observer: metrics: {}", crate::error::one_line(&err));
                         scrape.fail();
                     }
                 },
@@ -330,12 +333,9 @@ impl Session {
     fn scrape(&mut self) -> Result<String> {
         let snapshot = self.quick_snapshot()?;
         let ebpf = self.observed.attachment.ebpf()?;
-        let sites = self.live.sites(
-            &snapshot,
-            ebpf,
-            &self.observed.symbolizer,
-            &self.history,
-        )?;
+        let sites = self
+            .live
+            .sites(&snapshot, ebpf, &self.observed.symbolizer, &self.history)?;
         Ok(crate::metrics::exposition(&crate::metrics::Scraped {
             pid: self.observed.process.pid,
             exe: &self.observed.process.exe_display,
@@ -479,13 +479,15 @@ impl Session {
                 )))
             }
             Request::Report {
-                format,
+                format: Format::Pprof,
                 mark: Some(name),
-            } if format == Format::Pprof => {
+            } => {
                 let mark = self.mark(&name)?;
                 let groups = self.groups_of(&[&mark])?;
                 let meta = self.profile_meta(self.attached_ns, mark.sample.taken_ns, &name);
-                Ok(Payload::Binary(render::pprof::of_mark(&mark, &groups, &meta)?))
+                Ok(Payload::Binary(render::pprof::of_mark(
+                    &mark, &groups, &meta,
+                )?))
             }
             Request::Report { mark: Some(_), .. } => Err(UserError::new(
                 "a report at a mark exists only as a pprof profile: add --format pprof",
@@ -835,10 +837,7 @@ fn announce(
         std::process::id()
     );
     if let Some(metrics) = metrics {
-        eprintln!(
-            "observer: metrics at http://{}/metrics",
-            metrics.address()
-        );
+        eprintln!("observer: metrics at http://{}/metrics", metrics.address());
     }
     if cost.source() == crate::cost::CostSource::Estimate {
         eprintln!("observer: the kernel keeps no statistics of eBPF programs here (BPF_ENABLE_STATS refused): their CPU time is estimated from call counts");

@@ -377,7 +377,7 @@ mod tests {
         ]
     }
 
-    fn name<'p>(profile: &'p proto::Profile, index: i64) -> &'p str {
+    fn name(profile: &proto::Profile, index: i64) -> &str {
         &profile.string_table[index as usize]
     }
 
@@ -430,7 +430,10 @@ mod tests {
         assert_eq!(name(&profile, main.filename), "/bin/server");
         assert_eq!(name(&profile, main.build_id), "abcd");
         assert_eq!(inlined.mapping_id, main.id);
-        assert_eq!(name(&profile, profile.mapping[1].filename), "/lib/libc.so.6");
+        assert_eq!(
+            name(&profile, profile.mapping[1].filename),
+            "/lib/libc.so.6"
+        );
         assert_eq!(libc.mapping_id, profile.mapping[1].id);
     }
 
