@@ -311,11 +311,15 @@ impl Session {
         Ok(())
     }
 
-    /// Why the programs' cost is over `--max-overhead`, if it is.
+    /// Why the programs' cost is over `--max-overhead`, if it is. Only
+    /// judged over a window of at least half an interval (the first tick
+    /// comes right after the start), where one burst cannot pass for a
+    /// rate.
     fn over_budget(&self) -> Option<String> {
         let limit = self.options.max_overhead?;
         let cost = self.cost.latest()?;
-        (cost.interval_secs > 0.0 && cost.cpu_percent > limit).then(|| {
+        let window = cost.interval_secs >= self.options.interval.as_secs_f64() / 2.0;
+        (window && cost.cpu_percent > limit).then(|| {
             format!(
                 "the probes' programs used {:.3}% of one CPU over the last {:.1}s ({}), above --max-overhead {limit}%",
                 cost.cpu_percent,
@@ -484,7 +488,8 @@ impl Session {
             } => {
                 let mark = self.mark(&name)?;
                 let groups = self.groups_of(&[&mark])?;
-                let meta = self.profile_meta(self.attached_ns, mark.sample.taken_ns, &name);
+                let what = format!("as it was at mark '{name}'");
+                let meta = self.profile_meta(self.attached_ns, mark.sample.taken_ns, &what);
                 Ok(Payload::Binary(render::pprof::of_mark(
                     &mark, &groups, &meta,
                 )?))
