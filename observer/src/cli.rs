@@ -78,6 +78,11 @@ pub enum Command {
     /// Attach to a running process and report buffers that were allocated
     /// from its pool and never released, grouped by allocating stack.
     Attach(AttachArgs),
+    /// Attach like `attach`, with a live view in the terminal: top sites by
+    /// outstanding bytes with growth, totals, counters and the observer's
+    /// cost, refreshed every --interval (keys: ↑/↓ select, enter expand, s
+    /// sort, m mark, d diff since the mark, q quit and detach).
+    Top(AttachArgs),
     /// Launch a command with the probes in place before it runs, and report
     /// (and with --fail-on-leak, fail on) what it left outstanding at exit.
     Run(RunArgs),
@@ -230,6 +235,14 @@ pub struct SessionArgs {
     /// Control socket for mark/report/diff (default /run/observer/PID.sock).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve OpenMetrics at http://ADDR/metrics for Prometheus: `PORT`
+    /// (on 127.0.0.1), `HOST:PORT` or `[V6]:PORT`.
+    #[arg(long, value_name = "ADDR", value_parser = values::metrics_address)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Stop observing (final report, exit status 3) when the probes'
+    /// programs use more than PCT percent of one CPU over an --interval.
+    #[arg(long, value_name = "PCT", value_parser = values::overhead_percent, allow_negative_numbers = true)]
+    pub max_overhead: Option<f64>,
     /// Capacity of the kernel's live-buffer table (1 to 16777216).
     #[arg(long, default_value_t = 1 << 20, value_parser = values::live_entries, allow_negative_numbers = true)]
     pub max_live: u32,
@@ -303,6 +316,13 @@ pub struct MarkArgs {
 pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The profile as it was at this mark (`--format pprof` only): two of
+    /// them make a `go tool pprof -diff_base`.
+    #[arg(long, value_name = "NAME", value_parser = values::mark_name)]
+    pub mark: Option<String>,
+    /// Write the report to FILE (replaced atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub target: ControlArgs,
 }
@@ -318,8 +338,13 @@ pub struct DiffArgs {
     /// Divide every change by this number of cycles run between the marks.
     #[arg(long, value_name = "N", value_parser = values::cycles, allow_negative_numbers = true)]
     pub per: Option<u64>,
+    /// `pprof`: a profile whose values are the changes (`--per` does not
+    /// apply to it).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Write the diff to FILE (replaced atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub target: ControlArgs,
 }
@@ -355,6 +380,8 @@ impl SessionArgs {
     /// Session options; `gate` is set for `observer run`.
     pub fn session_options(&self, output: &OutputArgs, gate: Option<Gate>) -> SessionOptions {
         SessionOptions {
+            max_overhead: self.max_overhead,
+            tui: false,
             duration: self.duration,
             interval: self.interval,
             group_depth: output.group_depth,
@@ -377,6 +404,14 @@ impl OutputArgs {
     /// Checks `--output`, `--chart` and `--flamegraph` before anything is
     /// attached, so a report is never lost at the end of a session.
     pub fn check_destinations(&self) -> anyhow::Result<()> {
+        if self.format.is_binary() && self.output.is_none() {
+            // Profiles written one after another on a stream cannot be
+            // told apart by the tools that read them.
+            return Err(crate::error::UserError::new(
+                "--format pprof writes a binary profile with every report: give --output FILE, which each report replaces",
+            )
+            .into());
+        }
         crate::render::check_destinations(&[
             ("--output", self.output.as_deref()),
             ("--chart", self.chart.as_deref()),
@@ -413,10 +448,17 @@ impl MarkArgs {
 }
 
 impl ReportArgs {
-    pub fn request(&self) -> Request {
-        Request::Report {
-            format: self.format,
+    pub fn request(&self) -> anyhow::Result<Request> {
+        if self.mark.is_some() && self.format != Format::Pprof {
+            return Err(crate::error::UserError::new(
+                "--mark gives the profile at a mark: use it with --format pprof (or `observer diff` for the other formats)",
+            )
+            .into());
         }
+        Ok(Request::Report {
+            format: self.format,
+            mark: self.mark.clone(),
+        })
     }
 }
 
@@ -501,7 +543,7 @@ mod tests {
         );
         let line = parse_error(&["report", "--format", "xml"]);
         assert!(
-            line.contains("'xml'") && line.contains("[possible values: text, json, folded]"),
+            line.contains("'xml'") && line.contains("[possible values: text, json, folded, pprof]"),
             "{line}"
         );
         assert!(!line.contains('\n'));

@@ -8,7 +8,9 @@ use observer::attach::unwind::PreparedTables;
 use observer::attach::{self, AttachOptions, Attachment, StackWalker};
 use observer::cli::{AttachArgs, Cli, Command, ControlArgs, FloorArgs, RunArgs};
 use observer::error::one_line;
+use observer::metrics::server::MetricsServer;
 use observer::plan::{ProbePlan, ProbeRequest};
+use observer::render;
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
 use observer::resolve::process::Process;
@@ -48,15 +50,33 @@ async fn command(command: Command) -> Result<Outcome> {
     match command {
         Command::Attach(args) => {
             let log = args.session.verifier_log.clone();
-            keeping_verifier_log(log, attach_command(args).await)
+            keeping_verifier_log(log, attach_command(args, false).await)
+        }
+        Command::Top(args) => {
+            let log = args.session.verifier_log.clone();
+            keeping_verifier_log(log, attach_command(args, true).await)
         }
         Command::Run(args) => {
             let log = args.session.verifier_log.clone();
             keeping_verifier_log(log, run_command(args).await)
         }
-        Command::Mark(args) => control_command(&args.target, args.request()),
-        Command::Report(args) => control_command(&args.target, args.request()),
-        Command::Diff(args) => control_command(&args.target, args.request()),
+        Command::Mark(args) => control_command(&args.target, args.request(), None),
+        Command::Report(args) => {
+            render::check_binary_destination(args.format, args.output.as_deref())?;
+            args.output
+                .as_deref()
+                .map(|path| render::check_destinations(&[("--output", Some(path))]))
+                .transpose()?;
+            control_command(&args.target, args.request()?, args.output.as_deref())
+        }
+        Command::Diff(args) => {
+            render::check_binary_destination(args.format, args.output.as_deref())?;
+            args.output
+                .as_deref()
+                .map(|path| render::check_destinations(&[("--output", Some(path))]))
+                .transpose()?;
+            control_command(&args.target, args.request(), args.output.as_deref())
+        }
         Command::Floor(args) => floor_command(args).await,
         Command::Doctor => {
             let features = KernelFeatures::probe();
@@ -74,10 +94,14 @@ async fn command(command: Command) -> Result<Outcome> {
     }
 }
 
-async fn attach_command(args: AttachArgs) -> Result<Outcome> {
+/// `observer attach`, or with `tui` `observer top`.
+async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
     args.output.check_destinations()?;
+    if tui {
+        observer::tui::check_terminal()?;
+    }
     attach::check_privileges()?;
     let kernel = KernelFeatures::probe();
     kernel.require()?;
@@ -107,6 +131,7 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
         })
         .await?;
     let control = session::open_control(args.session.control.as_deref(), process.pid)?;
+    let metrics = args.session.metrics.map(MetricsServer::bind).transpose()?;
     let (plan, attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
@@ -117,8 +142,9 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     let observed = observed(
         process, plan, build_id, symbolizer, attachment, None, kernel,
     );
-    let options = args.session.session_options(&args.output, None);
-    session::run(observed, signals, options, control).await
+    let mut options = args.session.session_options(&args.output, None);
+    options.tui = tui;
+    session::run(observed, signals, options, control, metrics).await
 }
 
 async fn run_command(args: RunArgs) -> Result<Outcome> {
@@ -153,6 +179,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         })
         .await?;
     let control = session::open_control(args.session.control.as_deref(), launched.pid)?;
+    let metrics = args.session.metrics.map(MetricsServer::bind).transpose()?;
     let (plan, mut attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
@@ -173,7 +200,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         kernel,
     );
     let options = args.session.session_options(&args.output, Some(gate));
-    session::run(observed, signals, options, control).await
+    session::run(observed, signals, options, control, metrics).await
 }
 
 /// `--verifier-log FILE`: a program the kernel refused leaves its log.
@@ -217,9 +244,16 @@ async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     Ok(Outcome { exit_code: 0 })
 }
 
-fn control_command(target: &ControlArgs, request: Request) -> Result<Outcome> {
+/// Sends `request` to the session and writes its answer to `output` (or
+/// stdout); binary answers arrive decoded.
+fn control_command(
+    target: &ControlArgs,
+    request: Request,
+    output: Option<&Path>,
+) -> Result<Outcome> {
     let socket = control::find_socket(target.control.as_deref(), target.pid)?;
-    print!("{}", control::call(&socket, &request)?);
+    let answer = control::call(&socket, &request)?;
+    render::deliver(output, &answer.into_bytes())?;
     Ok(Outcome { exit_code: 0 })
 }
 

@@ -115,6 +115,21 @@ pub struct Symbolizer {
     blazesym: Blazesym,
 }
 
+/// An executable mapping of the target, as profile formats describe the
+/// objects addresses belong to (pprof's `Mapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappedObject {
+    pub path: String,
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+    /// Offset in the file of the first mapped byte.
+    pub file_offset: u64,
+    /// The file's GNU build id (hex), when it has one and could be read.
+    pub build_id: Option<String>,
+}
+
 /// The debug information found for one mapped object.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleDebugInfo {
@@ -199,6 +214,27 @@ impl MappedFiles {
         })
     }
 
+    /// See [`Symbolizer::mapped_objects`].
+    fn mapped_objects(&self) -> Vec<MappedObject> {
+        let mut objects: Vec<MappedObject> = self
+            .mappings
+            .iter()
+            .map(|mapping| MappedObject {
+                path: mapping.path.clone(),
+                start: mapping.start,
+                end: mapping.end,
+                file_offset: mapping.file_offset,
+                build_id: self
+                    .files
+                    .get(&(mapping.inode, mapping.path.clone()))
+                    .and_then(|cached| cached.layout.build_id.clone()),
+            })
+            .collect();
+        objects.sort_by_key(|object| object.start);
+        objects.dedup();
+        objects
+    }
+
     /// Which debug information each mapped object has.
     fn debug_info(&self) -> Vec<ModuleDebugInfo> {
         let unreadable = self.unreadable.iter().map(|(path, why)| ModuleDebugInfo {
@@ -248,6 +284,12 @@ impl Symbolizer {
     /// Which debug information each mapped object has.
     pub fn debug_info(&self) -> Vec<ModuleDebugInfo> {
         self.mapped.debug_info()
+    }
+
+    /// Every executable mapping seen while the process lived, by address,
+    /// with its file's build id.
+    pub fn mapped_objects(&self) -> Vec<MappedObject> {
+        self.mapped.mapped_objects()
     }
 
     /// Symbolizes a user stack (innermost address first, as the kernel

@@ -281,7 +281,25 @@ pub const CASES: &[Case] = &[
     Case {
         name: "format_unknown",
         args: &["attach", "--pid", "{pid}", "{spec}", "--format", "xml"],
-        line: "invalid value 'xml' for '--format <FORMAT>' [possible values: text, json, folded]",
+        line: "invalid value 'xml' for '--format <FORMAT>' [possible values: text, json, folded, pprof]",
+        ..DEFAULT
+    },
+    Case {
+        name: "pprof_without_output",
+        args: &["attach", "--pid", "{pid}", "{spec}", "--format", "pprof"],
+        line: "--format pprof writes a binary profile with every report: give --output FILE, which each report replaces",
+        ..DEFAULT
+    },
+    Case {
+        name: "metrics_address_bad",
+        args: &["attach", "--pid", "{pid}", "{spec}", "--metrics", "localhost:9464"],
+        line: "invalid value 'localhost:9464' for '--metrics <ADDR>': 'localhost:9464' is not an address to serve metrics on: give a port (e.g. 9464, served on 127.0.0.1), HOST:PORT or [IPV6]:PORT",
+        ..DEFAULT
+    },
+    Case {
+        name: "max_overhead_zero",
+        args: &["attach", "--pid", "{pid}", "{spec}", "--max-overhead", "0"],
+        line: "invalid value '0' for '--max-overhead <PCT>': '0' is out of range: a percentage of one CPU above 0 and at most 10000",
         ..DEFAULT
     },
     // The command line itself.

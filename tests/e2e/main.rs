@@ -24,8 +24,12 @@ mod growth_and_diff;
 mod harness;
 mod hostile_input;
 mod leak_report;
+mod metrics;
+mod overhead;
 mod panics;
+mod pprof;
 mod support;
+mod top;
 
 use harness::Needs;
 use libtest_mimic::{Arguments, Trial};
@@ -83,6 +87,13 @@ fn tests() -> Vec<Trial> {
         panics::calls_in_flight_when_their_thread_exits_are_counted,
         panics::forks_and_execs_of_the_target_are_reported,
         panics::a_program_that_cannot_unwind_gets_plain_uretprobes,
+        pprof::go_tool_pprof_reads_the_leak_with_its_exact_bytes,
+        pprof::diff_base_between_two_marks_shows_the_growth_per_cycle,
+        pprof::attach_writes_each_profile_to_its_output,
+        metrics::prometheus_scrapes_the_exact_leaked_bytes,
+        metrics::a_metrics_port_in_use_is_refused_before_attaching,
+        overhead::max_overhead_stops_the_session_with_a_final_report,
+        top::top_shows_the_leak_and_its_keys_work,
     ));
     all.push(harness::conditional_trial(
         "panics::repaired_uretprobes_let_panics_unwind",

@@ -1,6 +1,9 @@
 //! Idempotent machine set-up: the nightly toolchain's `rust-src` (for
 //! `-Z build-std=core`) and `bpf-linker`, linked against the nightly
-//! toolchain's own libLLVM because the distribution's LLVM is too old.
+//! toolchain's own libLLVM because the distribution's LLVM is too old; and
+//! the real consumers the end-to-end tests judge the output formats with,
+//! from Debian's packages: `go tool pprof` (golang-go), Prometheus and
+//! `promtool` (prometheus), tmux.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,51 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_consumers()?;
     Ok(())
+}
+
+/// Each program the format tests run, and the Debian package providing it.
+const CONSUMERS: [(&str, &str); 4] = [
+    ("go", "golang-go"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("tmux", "tmux"),
+];
+
+/// Installs the Debian packages of the consumers that are missing (none
+/// when all are there; `apt-get update` only when something is).
+fn ensure_consumers() -> Result<()> {
+    let mut missing: Vec<&str> = CONSUMERS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|&(_, package)| package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        println!("setup: go, prometheus, promtool, tmux: present");
+        return Ok(());
+    }
+    println!(
+        "setup: installing {} from Debian's packages",
+        missing.join(" ")
+    );
+    checked(command("apt-get").args(["update", "-qq"]))?;
+    checked(
+        command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    if let Some((program, package)) = CONSUMERS.iter().find(|(program, _)| !on_path(program)) {
+        bail!("{package} is installed but provides no `{program}` on PATH");
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 fn ensure_nightly() -> Result<()> {

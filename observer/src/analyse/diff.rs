@@ -148,6 +148,7 @@ mod tests {
         Sample {
             taken_ns: secs * 1_000_000_000,
             sites: sites.iter().map(|&(id, n, b)| (key(id), (n, b))).collect(),
+            ..Sample::default()
         }
     }
 

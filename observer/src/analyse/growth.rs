@@ -13,10 +13,13 @@ use crate::snapshot::Snapshot;
 pub const HISTORY_CAPACITY: usize = 1024;
 
 /// One sample: when, and each site's outstanding (buffers, bytes).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sample {
     pub taken_ns: u64,
     pub sites: BTreeMap<SiteKey, (i64, i64)>,
+    /// Each site's allocations since attach (buffers, bytes): what a pprof
+    /// profile of a mark reports as `alloc_objects` / `alloc_space`.
+    pub allocated: BTreeMap<SiteKey, (u64, u64)>,
 }
 
 impl Sample {
@@ -27,6 +30,11 @@ impl Sample {
                 .sites
                 .iter()
                 .map(|(key, stats)| (*key, (stats.outstanding_buffers, stats.outstanding_bytes)))
+                .collect(),
+            allocated: snapshot
+                .sites
+                .iter()
+                .map(|(key, stats)| (*key, (stats.total_allocations, stats.total_bytes)))
                 .collect(),
         }
     }
@@ -285,6 +293,7 @@ mod tests {
             history.push(Sample {
                 taken_ns: i as u64 * 1_000_000_000,
                 sites,
+                ..Sample::default()
             });
         }
         assert_eq!(history.len(), HISTORY_CAPACITY);

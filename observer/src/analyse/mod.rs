@@ -7,6 +7,7 @@
 pub mod diff;
 pub mod group;
 pub mod growth;
+pub mod live;
 pub mod verdict;
 
 use serde::Serialize;
@@ -18,7 +19,7 @@ use crate::attach::unwind::TabledObject;
 use crate::attach::StackWalker;
 use crate::plan::{PlannedFunction, ProbePlan};
 use crate::snapshot::{Counters, Snapshot, StackEnding};
-use crate::symbolize::{Frame, ModuleDebugInfo, Symbolizer};
+use crate::symbolize::{Frame, MappedObject, ModuleDebugInfo, Symbolizer};
 use group::{group_stacks, SiteGroup};
 use growth::{growth, Growth, History};
 
@@ -42,6 +43,9 @@ pub enum Reason {
     /// The session failed while attached: the final report of what was
     /// seen, followed by the error.
     Error,
+    /// The probes' CPU time went over `--max-overhead`: observing stopped
+    /// to spare the target.
+    Overhead,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +55,9 @@ pub struct Report {
     pub target: Target,
     /// Seconds between attach and this snapshot.
     pub attached_secs: f64,
+    /// When the probes were attached, in seconds since the UNIX epoch
+    /// (wall clock): the start of the observed period.
+    pub attached_at_unix_secs: f64,
     pub probes: Vec<ProbedFunction>,
     /// How allocate's returns are observed (safe against panics).
     pub returns: Returns,
@@ -63,6 +70,9 @@ pub struct Report {
     /// Where each mapped object's DWARF came from (names and lines depend
     /// on it).
     pub debug_info: Vec<ModuleDebugInfo>,
+    /// The target's executable mappings seen while attached, by address,
+    /// with their build ids (what addresses in `frames` belong to).
+    pub mappings: Vec<MappedObject>,
     pub outstanding: Outstanding,
     /// `--older-than`: buffers younger than this are in flight, not counted.
     pub older_than_secs: Option<f64>,
@@ -73,6 +83,10 @@ pub struct Report {
     pub command: Option<CommandOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<verdict::Verdict>,
+    /// The observer's own cost, set by the session (absent before the
+    /// first reading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::Cost>,
     /// What looks wrong with the observation itself (a location that does
     /// not read, tables that filled up), in words.
     pub warnings: Vec<String>,
@@ -200,9 +214,21 @@ pub struct SiteStack {
     pub ending: Option<StackEnding>,
     /// Which copy of the allocate function (index into `probes[0].copies`).
     pub copy: u32,
+    /// Outstanding, whatever their age.
     pub buffers: i64,
     pub bytes: i64,
+    /// Outstanding and counted: with `--older-than`, only buffers older
+    /// than that (the site's `buffers` / `bytes` are the sums of these).
+    pub counted_buffers: i64,
+    pub counted_bytes: i64,
     pub total_allocations: u64,
+    pub total_bytes: u64,
+    /// This stack's own frames below the site's `frames` (empty when the
+    /// site's frames are the whole stack). Not in the JSON report, which
+    /// gives only the largest stack's rest; pprof profiles carry every
+    /// stack whole.
+    #[serde(skip)]
+    pub frames_below: Vec<Frame>,
 }
 
 /// Inputs that stay the same for every report of one attach.
@@ -258,6 +284,7 @@ pub fn build_report(
             exited,
         },
         attached_secs: snapshot.taken_ns.saturating_sub(context.attached_ns) as f64 / 1e9,
+        attached_at_unix_secs: unix_secs_at(context.attached_ns),
         probes: vec![
             probed_function("allocate", &plan.alloc),
             probed_function("release", &plan.release),
@@ -275,6 +302,7 @@ pub fn build_report(
         },
         counters: snapshot.counters,
         debug_info: debug_info.clone(),
+        mappings: symbolizer.mapped_objects(),
         stacks: StackWalking {
             walker: context.walker,
             tabled_objects: context.tabled_objects.to_vec(),
@@ -295,8 +323,19 @@ pub fn build_report(
         growth: growth(&context.history.series(&all_keys)),
         command: None,
         verdict: None,
+        cost: None,
         sites,
     }
+}
+
+/// The wall-clock time (seconds since the UNIX epoch) at which
+/// CLOCK_MONOTONIC read `monotonic_ns`.
+pub fn unix_secs_at(monotonic_ns: u64) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    now - crate::snapshot::monotonic_ns().saturating_sub(monotonic_ns) as f64 / 1e9
 }
 
 /// Sums a group's kernel stacks. With `--older-than`, only buffers older
@@ -350,13 +389,23 @@ fn measure_site(group: SiteGroup, snapshot: &Snapshot, context: &ReportContext<'
                     .min(age(ages.newest_ns)),
             );
         }
+        let frames_below = group
+            .tails
+            .iter()
+            .find(|(tail_key, _)| tail_key == key)
+            .map(|(_, rest)| rest.clone())
+            .unwrap_or_default();
         site.stacks.push(SiteStack {
             stack_id: (key.stack_id != NO_STACK).then_some(key.stack_id),
             ending: snapshot.stacks.get(&key.stack_id).map(|s| s.ending),
             copy: key.probe,
             buffers: stats.outstanding_buffers,
             bytes: stats.outstanding_bytes,
+            counted_buffers: buffers,
+            counted_bytes: bytes,
             total_allocations: stats.total_allocations,
+            total_bytes: stats.total_bytes,
+            frames_below,
         });
     }
     site

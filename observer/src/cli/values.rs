@@ -182,6 +182,42 @@ pub fn function_path(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
 }
 
+/// `--metrics`: where to serve /metrics. A bare port means loopback, so
+/// that the endpoint is not exposed to the network unless asked for.
+pub fn metrics_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    let hint = "give a port (e.g. 9464, served on 127.0.0.1), HOST:PORT or [IPV6]:PORT";
+    if let Ok(port) = text.parse::<u16>() {
+        if port == 0 {
+            return Err(format!("'{text}' is not a port to serve on: {hint}"));
+        }
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let address: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not an address to serve metrics on: {hint}"))?;
+    if address.port() == 0 {
+        return Err(format!("'{text}' has no port to serve on: {hint}"));
+    }
+    Ok(address)
+}
+
+/// `--max-overhead`: percent of one CPU, above 0 and at most 10000 (the
+/// probes run on every CPU the target's threads run on).
+pub fn overhead_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage: write e.g. 1 or 0.5"))?;
+    if !(value > 0.0 && value <= 10_000.0) {
+        return Err(format!(
+            "'{text}' is out of range: a percentage of one CPU above 0 and at most 10000"
+        ));
+    }
+    Ok(value)
+}
+
 /// A mark's name (`observer mark NAME`, `observer diff FROM TO`).
 pub fn mark_name(text: &str) -> Result<String, String> {
     let hint = format!("use 1 to {MAX_MARK_NAME} printable characters, e.g. before or after-100");
@@ -294,6 +330,31 @@ mod tests {
         assert!(function_path("a\nb").unwrap_err().contains("control"));
         let long = "<".repeat(MAX_FUNCTION_PATH + 1);
         assert!(function_path(&long).unwrap_err().contains("at most 4096"));
+    }
+
+    #[test]
+    fn metrics_addresses_default_to_loopback() {
+        assert_eq!(
+            metrics_address("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            metrics_address("0.0.0.0:9000").unwrap().to_string(),
+            "0.0.0.0:9000"
+        );
+        assert_eq!(metrics_address("[::1]:80").unwrap().to_string(), "[::1]:80");
+        for bad in ["0", "70000", "localhost:9464", "1.2.3.4", "1.2.3.4:0", ""] {
+            assert!(metrics_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overhead_is_a_positive_percentage() {
+        assert_eq!(overhead_percent("1").unwrap(), 1.0);
+        assert_eq!(overhead_percent("0.5%").unwrap(), 0.5);
+        for bad in ["0", "-1", "nan", "inf", "x", "10001"] {
+            assert!(overhead_percent(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::analyse::diff::{Delta, Diff};
 pub fn render(diff: &Diff, format: Format, reporter: &Reporter) -> Result<String> {
     Ok(match format {
         Format::Json => serde_json::to_string(diff)? + "\n",
-        Format::Text | Format::Folded => text(diff, reporter),
+        // A pprof diff is a profile of the changes, made from the marks
+        // themselves (`render::pprof::of_diff`); text stands in elsewhere.
+        Format::Text | Format::Folded | Format::Pprof => text(diff, reporter),
     })
 }
 

@@ -1,11 +1,13 @@
-//! Stage 7 — render a report for a person (text) or a machine (JSON), and
-//! deliver it to stdout or a file.
+//! Stage 7 — render a report for a person (text), a machine (JSON), a
+//! flame graph tool (folded) or a profiler (pprof), and deliver it to
+//! stdout or a file.
 
 pub mod chart;
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
 pub mod json;
+pub mod pprof;
 pub mod text;
 
 use std::io::Write as _;
@@ -29,6 +31,17 @@ pub enum Format {
     Json,
     /// One `outermost;…;innermost bytes` line per site, for flame graph tools.
     Folded,
+    /// A gzipped pprof profile (`go tool pprof`, Pyroscope, Parca): binary,
+    /// so written to `--output FILE` (or a redirected stdout).
+    Pprof,
+}
+
+impl Format {
+    /// True for formats whose output is not text (never sent to a
+    /// terminal, and base64-encoded over the control socket).
+    pub fn is_binary(self) -> bool {
+        matches!(self, Format::Pprof)
+    }
 }
 
 /// Renders and delivers reports.
@@ -44,27 +57,46 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn render(&self, report: &Report) -> Result<String> {
+    /// The report in this reporter's format (UTF-8 text, except pprof).
+    pub fn render(&self, report: &Report) -> Result<Vec<u8>> {
         Ok(match self.format {
-            Format::Text => text::render(report, self.top, self.frames),
-            Format::Json => json::render(report)?,
-            Format::Folded => folded::render(report),
+            Format::Text => text::render(report, self.top, self.frames).into_bytes(),
+            Format::Json => json::render(report)?.into_bytes(),
+            Format::Folded => folded::render(report).into_bytes(),
+            Format::Pprof => pprof::render(report)?,
         })
     }
 
     /// Writes `report`: to stdout (a JSON report is one line, so a stream of
     /// reports is JSON Lines), or atomically replacing the output file.
     pub fn emit(&self, report: &Report) -> Result<()> {
-        let rendered = self.render(report)?;
-        match &self.output {
-            Some(path) => replace_file(path, rendered.as_bytes()),
-            None => {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(rendered.as_bytes())?;
-                stdout.flush().context("writing the report to stdout")
-            }
+        deliver(self.output.as_deref(), &self.render(report)?)
+    }
+}
+
+/// Writes `contents` to `output` (replacing it atomically) or to stdout.
+pub fn deliver(output: Option<&Path>, contents: &[u8]) -> Result<()> {
+    match output {
+        Some(path) => replace_file(path, contents),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(contents)?;
+            stdout.flush().context("writing the report to stdout")
         }
     }
+}
+
+/// Refuses to send `format`'s binary output to a terminal, where it would
+/// only garble the screen: the user should redirect it or name a file.
+pub fn check_binary_destination(format: Format, output: Option<&Path>) -> Result<()> {
+    use std::io::IsTerminal as _;
+    if format.is_binary() && output.is_none() && std::io::stdout().is_terminal() {
+        return Err(UserError::new(
+            "--format pprof writes a binary profile: give --output FILE, or redirect stdout to a file",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `contents` so that a reader never sees half a

@@ -78,6 +78,7 @@ fn header(out: &mut String, report: &Report) {
         Reason::TargetExited => "target exited",
         Reason::Control => "on demand (observer report), still attached",
         Reason::Error => "ended by an error (see below)",
+        Reason::Overhead => "stopped: over --max-overhead",
     };
     let _ = writeln!(
         out,
@@ -99,6 +100,9 @@ fn header(out: &mut String, report: &Report) {
         let _ = writeln!(out, "    {inference}");
     }
     counters(out, &report.counters);
+    if let Some(cost) = &report.cost {
+        let _ = writeln!(out, "  cost: {}", cost.describe());
+    }
     stacks(out, report);
     debug_info(out, report);
     for warning in &report.warnings {

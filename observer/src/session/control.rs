@@ -4,7 +4,9 @@
 //! A Unix stream socket, mode 0600, that also checks each peer's
 //! credentials (root or the observer's own user). One request per
 //! connection: a JSON line in (at most [`MAX_REQUEST_BYTES`], within a few
-//! seconds), a JSON line out. Each connection is served by its own task,
+//! seconds), a JSON line out. Binary output (a pprof profile) travels
+//! base64-encoded in that line, marked `"encoding":"base64"`, and the
+//! client decodes it before writing it out. Each connection is served by its own task,
 //! which hands the parsed request to the session and waits for its answer,
 //! so a slow client never holds up the session; at most
 //! [`MAX_CONNECTIONS`] are served at once.
@@ -52,8 +54,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Request {
     /// Remember the per-site counts now under `name`.
     Mark { name: String },
-    /// A report, rendered in `format`.
-    Report { format: Format },
+    /// A report, rendered in `format`; with `mark`, the profile as it was
+    /// at that mark (pprof only).
+    Report {
+        format: Format,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mark: Option<String>,
+    },
     /// Changes from mark `from` to mark `to` (or now), divided by `per`.
     Diff {
         from: String,
@@ -68,7 +75,30 @@ pub struct Response {
     pub ok: bool,
     /// The rendered result, or the error in one line.
     pub output: String,
+    /// `base64` when `output` encodes binary output; absent for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
 }
+
+/// What a request produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Text(String),
+    /// Binary output, such as a gzipped pprof profile.
+    Binary(Vec<u8>),
+}
+
+impl Payload {
+    /// The payload as it is written out.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Payload::Text(text) => text.into_bytes(),
+            Payload::Binary(bytes) => bytes,
+        }
+    }
+}
+
+const BASE64: &str = "base64";
 
 /// The default socket of the session observing `pid`.
 pub fn default_path(pid: u32) -> PathBuf {
@@ -86,7 +116,28 @@ impl Incoming {
     /// Answers the client (its task writes the line); a client that went
     /// away is not our problem.
     pub fn answer(self, ok: bool, output: String) {
-        let _ = self.reply.send(Response { ok, output });
+        let _ = self.reply.send(Response {
+            ok,
+            output,
+            encoding: None,
+        });
+    }
+
+    /// Answers with the request's result: text as it is, binary output
+    /// base64-encoded, an error as its one line.
+    pub fn answer_with(self, result: Result<Payload>) {
+        use base64::Engine as _;
+        match result {
+            Ok(Payload::Text(text)) => self.answer(true, text),
+            Ok(Payload::Binary(bytes)) => {
+                let _ = self.reply.send(Response {
+                    ok: true,
+                    output: base64::engine::general_purpose::STANDARD.encode(bytes),
+                    encoding: Some(BASE64.into()),
+                });
+            }
+            Err(err) => self.answer(false, crate::error::one_line(&err)),
+        }
     }
 }
 
@@ -310,12 +361,9 @@ async fn serve(mut stream: UnixStream, requests: mpsc::Sender<Incoming>) -> Resu
         .await
         .context("the session stopped")?;
     let response = answer.await.context("the session stopped")?;
-    tokio::time::timeout(
-        ANSWER_TIMEOUT,
-        respond(&mut stream, response.ok, response.output),
-    )
-    .await
-    .context("control client did not take its answer")
+    tokio::time::timeout(ANSWER_TIMEOUT, send_response(&mut stream, &response))
+        .await
+        .context("control client did not take its answer")
 }
 
 /// Reads one request line of at most [`MAX_REQUEST_BYTES`], within
@@ -333,9 +381,19 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request> {
     Ok(serde_json::from_slice(&line)?)
 }
 
-/// Sends the one-line answer; a client that went away is not our problem.
+/// Sends a one-line text answer.
 async fn respond(stream: &mut UnixStream, ok: bool, output: String) {
-    let mut line = serde_json::to_string(&Response { ok, output }).unwrap_or_default();
+    let response = Response {
+        ok,
+        output,
+        encoding: None,
+    };
+    send_response(stream, &response).await;
+}
+
+/// Sends the one-line answer; a client that went away is not our problem.
+async fn send_response(stream: &mut UnixStream, response: &Response) {
+    let mut line = serde_json::to_string(response).unwrap_or_default();
     line.push('\n');
     let _ = stream.write_all(line.as_bytes()).await;
     let _ = stream.shutdown().await;
@@ -372,7 +430,7 @@ pub fn find_socket(control: Option<&Path>, pid: Option<u32>) -> Result<PathBuf> 
 }
 
 /// Sends `request` to the session at `path` and returns its answer.
-pub fn call(path: &Path, request: &Request) -> Result<String> {
+pub fn call(path: &Path, request: &Request) -> Result<Payload> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|err| {
         UserError::new(format!(
             "cannot reach the observer session at {} ({err}): is it still running?",
@@ -393,10 +451,19 @@ pub fn call(path: &Path, request: &Request) -> Result<String> {
     }
     let response: Response =
         serde_json::from_str(&answer).context("the session's answer is not a response")?;
-    if response.ok {
-        Ok(response.output)
-    } else {
-        Err(UserError::new(response.output).into())
+    if !response.ok {
+        return Err(UserError::new(response.output).into());
+    }
+    match response.encoding.as_deref() {
+        None => Ok(Payload::Text(response.output)),
+        Some(BASE64) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(response.output.trim())
+                .map(Payload::Binary)
+                .context("the session's binary answer is not valid base64")
+        }
+        Some(other) => anyhow::bail!("the session answered in an unknown encoding '{other}'"),
     }
 }
 
@@ -432,7 +499,10 @@ mod tests {
 
     fn call_blocking(path: &Path, request: Request) -> tokio::task::JoinHandle<Result<String>> {
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || call(&path, &request))
+        tokio::task::spawn_blocking(move || {
+            call(&path, &request)
+                .map(|payload| String::from_utf8(payload.into_bytes()).expect("a text answer"))
+        })
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -456,6 +526,39 @@ mod tests {
         );
         drop(server);
         assert!(!path.exists());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn binary_answers_cross_as_base64_and_come_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sock");
+        let mut server = ControlServer::bind(&path).unwrap();
+        let request = Request::Report {
+            format: Format::Pprof,
+            mark: Some("before".into()),
+        };
+        let client = {
+            let (path, request) = (path.clone(), request.clone());
+            tokio::task::spawn_blocking(move || call(&path, &request))
+        };
+        let incoming = server.next_request().await.unwrap();
+        assert_eq!(incoming.request, request);
+        let profile = vec![0x1f, 0x8b, 0, 0xff, b'\n', 0x80];
+        incoming.answer_with(Ok(Payload::Binary(profile.clone())));
+        assert_eq!(client.await.unwrap().unwrap(), Payload::Binary(profile));
+    }
+
+    #[test]
+    fn old_clients_requests_still_parse() {
+        let request: Request =
+            serde_json::from_str(r#"{"command":"report","format":"json"}"#).unwrap();
+        assert_eq!(
+            request,
+            Request::Report {
+                format: Format::Json,
+                mark: None
+            }
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -17,19 +17,24 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::analyse::diff::{diff, Mark, Marks};
-use crate::analyse::group::group_stacks;
+use crate::analyse::group::{group_stacks, SiteGroup};
 use crate::analyse::growth::{History, Sample};
+use crate::analyse::live::LiveSites;
 use crate::analyse::verdict::{judge, Gate};
-use crate::analyse::{build_report, Reason, Report, ReportContext};
+use crate::analyse::{build_report, unix_secs_at, Reason, Report, ReportContext};
 use crate::attach::Attachment;
+use crate::cost::CostMeter;
 use crate::error::UserError;
+use crate::metrics::server::{MetricsServer, Scrape};
 use crate::plan::ProbePlan;
 use crate::render::text::{bytes, plural};
 use crate::render::{self, Format, Reporter};
 use crate::resolve::process::Process;
 use crate::snapshot::{monotonic_ns, read_stacks, Snapshot};
 use crate::symbolize::Symbolizer;
-use control::{ControlServer, Incoming, Request};
+use crate::tui::state::Action;
+use crate::tui::Tui;
+use control::{ControlServer, Incoming, Payload, Request};
 use launch::Launched;
 use observer_ebpf::counter;
 
@@ -76,7 +81,15 @@ pub struct SessionOptions {
     /// `observer run`: how to judge the final report.
     pub gate: Option<Gate>,
     pub walker: crate::attach::StackWalker,
+    /// `--max-overhead`: percent of one CPU the programs may use over an
+    /// interval before observing stops.
+    pub max_overhead: Option<f64>,
+    /// `observer top`: a live view in the terminal instead of status lines.
+    pub tui: bool,
 }
+
+/// The exit status of a session stopped by `--max-overhead`.
+pub const OVERHEAD_EXIT_CODE: u8 = 3;
 
 /// Everything known about the observed target.
 pub struct Observed {
@@ -106,12 +119,20 @@ struct Session {
     history: History,
     marks: Marks,
     previous: Snapshot,
+    /// The programs' CPU time and probe hits, read at every sample.
+    cost: CostMeter,
+    /// Sites as the metrics endpoint names them.
+    live: LiveSites,
+    /// Why `--max-overhead` stopped the session, said again at the end.
+    overhead_stop: Option<String>,
 }
 
 enum Event {
     Sample,
     Report,
     Control(Incoming),
+    Scrape(Scrape),
+    Key(crate::tui::state::Key),
     /// Stop the session (attached) or the command (launched).
     Stop(Reason, i32),
     Exited,
@@ -132,12 +153,15 @@ enum Ending {
 /// exits or something fails; every one of those ends in the same place: a
 /// final report of what was seen, with the probes detached.
 /// `control` is the socket [`open_control`] bound before attaching.
+/// `metrics` is the endpoint [`MetricsServer::bind`] bound before attaching.
 pub async fn run(
     observed: Observed,
     signals: Signals,
     options: SessionOptions,
     control: Option<ControlServer>,
+    metrics: Option<MetricsServer>,
 ) -> Result<Outcome> {
+    let live = LiveSites::new(options.group_depth, &observed.plan.alloc.function.name);
     let mut session = Session {
         observed,
         options,
@@ -145,8 +169,11 @@ pub async fn run(
         history: History::default(),
         marks: Marks::default(),
         previous: Snapshot::default(),
+        cost: CostMeter::start(),
+        live,
+        overhead_stop: None,
     };
-    let ending = match session.observe(signals, control).await {
+    let ending = match session.observe(signals, control, metrics).await {
         Ok(reason) => Ending::Stopped(reason),
         Err(err) => Ending::Failed(err),
     };
@@ -160,6 +187,7 @@ impl Session {
         &mut self,
         mut signals: Signals,
         mut control: Option<ControlServer>,
+        mut metrics: Option<MetricsServer>,
     ) -> Result<Reason> {
         if self.observed.launched.is_some() {
             // The command's program is mapped now: let the walker use its
@@ -173,7 +201,23 @@ impl Session {
             Err(_) if !self.observed.process.is_alive() => return Ok(Reason::TargetExited),
             Err(err) => return Err(err),
         };
-        announce(&self.observed, control.as_ref());
+        announce(
+            &self.observed,
+            control.as_ref(),
+            metrics.as_ref(),
+            &self.cost,
+        );
+        // The first reading: rates are measured from here.
+        let counters = self.quick_snapshot()?.counters;
+        self.cost
+            .read(self.observed.attachment.ebpf()?, &counters)?;
+        // Dropped (the terminal given back) on every way out of the loop,
+        // before the final report is printed.
+        let mut tui = match self.options.tui {
+            true => Some(Tui::start(&self.observed.plan.alloc.function.name)?),
+            false => None,
+        };
+        self.refresh_view(tui.as_mut())?;
         let mut deadline = self
             .options
             .duration
@@ -195,6 +239,8 @@ impl Session {
                 _ = signals.hangup.recv() => Event::Stop(Reason::Stop, libc::SIGHUP),
                 _ = signals.report.recv() => Event::Report,
                 Some(incoming) = next_request(control.as_mut()) => Event::Control(incoming),
+                Some(scrape) = next_scrape(metrics.as_mut()) => Event::Scrape(scrape),
+                Some(key) = next_key(tui.as_mut()) => Event::Key(key),
                 _ = ticks.tick() => Event::Sample,
                 _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
                     self.refresh_mappings()?;
@@ -203,15 +249,38 @@ impl Session {
             };
             self.observed.attachment.flush_log();
             match event {
-                Event::Sample => self.sample()?,
+                Event::Sample => {
+                    self.sample()?;
+                    self.refresh_view(tui.as_mut())?;
+                    if let Some(why) = self.over_budget() {
+                        eprintln!("observer: {why}; stopping");
+                        self.overhead_stop = Some(why);
+                        return Ok(Reason::Overhead);
+                    }
+                }
                 Event::Report => self.emit_report(Reason::Signal)?,
                 Event::Control(incoming) => {
-                    let (ok, output) = match self.control(incoming.request.clone()) {
-                        Ok(output) => (true, output),
-                        Err(err) => (false, crate::error::one_line(&err)),
-                    };
-                    incoming.answer(ok, output);
+                    let result = self.control(incoming.request.clone());
+                    incoming.answer_with(result);
                 }
+                Event::Key(key) => {
+                    if let Some(tui) = tui.as_mut() {
+                        match tui.key(key)? {
+                            Action::Quit => return Ok(Reason::Stop),
+                            Action::Mark => {
+                                self.view_mark(tui)?;
+                            }
+                            Action::Redraw => {}
+                        }
+                    }
+                }
+                Event::Scrape(scrape) => match self.scrape() {
+                    Ok(text) => scrape.answer(text),
+                    Err(err) => {
+                        eprintln!("observer: metrics: {}", crate::error::one_line(&err));
+                        scrape.fail();
+                    }
+                },
                 Event::Stop(reason, signal) => match self.observed.launched.as_mut() {
                     // The command decides when it is done; we wait for it.
                     Some(launched) => {
@@ -234,10 +303,53 @@ impl Session {
     fn sample(&mut self) -> Result<()> {
         let now = self.quick_snapshot()?;
         self.history.push(Sample::of(&now));
+        let ebpf = self.observed.attachment.ebpf()?;
+        self.cost.read(ebpf, &now.counters)?;
         self.refresh_mappings()?;
-        print_status(&now, &self.previous, self.attached_ns);
+        if !self.options.tui {
+            print_status(&now, &self.previous, self.attached_ns);
+        }
         self.previous = now;
         Ok(())
+    }
+
+    /// Why the programs' cost is over `--max-overhead`, if it is. Only
+    /// judged over a window of at least half an interval (the first tick
+    /// comes right after the start), where one burst cannot pass for a
+    /// rate.
+    fn over_budget(&self) -> Option<String> {
+        let limit = self.options.max_overhead?;
+        let cost = self.cost.latest()?;
+        let window = cost.interval_secs >= self.options.interval.as_secs_f64() / 2.0;
+        (window && cost.cpu_percent > limit).then(|| {
+            format!(
+                "the probes' programs used {:.3}% of one CPU over the last {:.1}s ({}), above --max-overhead {limit}%",
+                cost.cpu_percent,
+                cost.interval_secs,
+                match cost.source {
+                    crate::cost::CostSource::Kernel => "kernel statistics",
+                    crate::cost::CostSource::Estimate => "estimated: kernel statistics unavailable",
+                }
+            )
+        })
+    }
+
+    /// The OpenMetrics exposition now (a quick snapshot: counters and
+    /// per-site totals).
+    fn scrape(&mut self) -> Result<String> {
+        let snapshot = self.quick_snapshot()?;
+        let ebpf = self.observed.attachment.ebpf()?;
+        let sites = self
+            .live
+            .sites(&snapshot, ebpf, &self.observed.symbolizer, &self.history)?;
+        Ok(crate::metrics::exposition(&crate::metrics::Scraped {
+            pid: self.observed.process.pid,
+            exe: &self.observed.process.exe_display,
+            attached_secs: snapshot.taken_ns.saturating_sub(self.attached_ns) as f64 / 1e9,
+            counters: &snapshot.counters,
+            sites: &sites,
+            cost: self.cost.latest(),
+        }))
     }
 
     /// New mappings (libraries loaded, the command's exec): symbolize and
@@ -257,6 +369,27 @@ impl Session {
         let snapshot = self.full_snapshot()?;
         self.history.push(Sample::of(&snapshot));
         Ok(self.build(&snapshot, reason, false))
+    }
+
+    /// `observer top`: a fresh report into the view (the sample it is
+    /// taken with is not added to the history: the tick just did that).
+    fn refresh_view(&mut self, tui: Option<&mut Tui>) -> Result<()> {
+        let Some(tui) = tui else {
+            return Ok(());
+        };
+        self.observed.symbolizer.refresh()?;
+        let snapshot = self.full_snapshot()?;
+        tui.show(self.build(&snapshot, Reason::Control, false))
+    }
+
+    /// `observer top`'s `m`: a mark now, in the view and in the session
+    /// (so `observer diff m1` works from another shell too).
+    fn view_mark(&mut self, tui: &mut Tui) -> Result<()> {
+        let now = self.quick_snapshot()?;
+        let at = now.taken_ns.saturating_sub(self.attached_ns) as f64 / 1e9;
+        let name = tui.state.set_mark(Sample::of(&now), at);
+        self.marks.set(&name, Sample::of(&now));
+        self.refresh_view(Some(tui))
     }
 
     fn quick_snapshot(&self) -> Result<Snapshot> {
@@ -292,13 +425,15 @@ impl Session {
             tabled_objects: self.observed.attachment.tabled_objects(),
             kernel: &self.observed.kernel,
         };
-        build_report(
+        let mut report = build_report(
             &context,
             snapshot,
             &self.observed.symbolizer,
             reason,
             exited,
-        )
+        );
+        report.cost = self.cost.latest().cloned();
+        report
     }
 
     fn emit_report(&mut self, reason: Reason) -> Result<()> {
@@ -338,26 +473,43 @@ impl Session {
         Ok(())
     }
 
-    fn control(&mut self, request: Request) -> Result<String> {
+    fn control(&mut self, request: Request) -> Result<Payload> {
         match request {
             Request::Mark { name } => {
                 let now = self.quick_snapshot()?;
                 let (buffers, bytes_now) = now.outstanding();
                 self.marks.set(&name, Sample::of(&now));
-                Ok(format!(
+                Ok(Payload::Text(format!(
                     "mark '{name}' at {:.1}s: {buffers} buffers, {} outstanding\n",
                     now.taken_ns.saturating_sub(self.attached_ns) as f64 / 1e9,
                     bytes(bytes_now)
-                ))
+                )))
             }
-            Request::Report { format } => {
+            Request::Report {
+                format: Format::Pprof,
+                mark: Some(name),
+            } => {
+                let mark = self.mark(&name)?;
+                let groups = self.groups_of(&[&mark])?;
+                let what = format!("as it was at mark '{name}'");
+                let meta = self.profile_meta(self.attached_ns, mark.sample.taken_ns, &what);
+                Ok(Payload::Binary(render::pprof::of_mark(
+                    &mark, &groups, &meta,
+                )?))
+            }
+            Request::Report { mark: Some(_), .. } => Err(UserError::new(
+                "a report at a mark exists only as a pprof profile: add --format pprof",
+            )
+            .into()),
+            Request::Report { format, mark: None } => {
                 let report = self.report(Reason::Control)?;
-                Reporter {
+                let rendered = Reporter {
                     format,
                     output: None,
                     ..self.options.reporter.clone()
                 }
-                .render(&report)
+                .render(&report)?;
+                Ok(payload(format, rendered))
             }
             Request::Diff {
                 from,
@@ -368,47 +520,81 @@ impl Session {
         }
     }
 
+    /// The mark called `name`; a user error naming the marks there are.
+    fn mark(&self, name: &str) -> Result<Mark> {
+        self.marks.get(name).cloned().ok_or_else(|| {
+            UserError::new(format!(
+                "no mark '{name}' (marks so far: {})",
+                self.marks.names().join(", ")
+            ))
+            .into()
+        })
+    }
+
+    /// The sites of the kernel stacks the marks saw, grouped as reports
+    /// group them.
+    fn groups_of(&mut self, marks: &[&Mark]) -> Result<Vec<SiteGroup>> {
+        self.observed.symbolizer.refresh()?;
+        let keys: BTreeSet<_> = marks
+            .iter()
+            .flat_map(|mark| mark.sample.sites.keys())
+            .copied()
+            .collect();
+        let stacks = read_stacks(self.ebpf()?, keys.iter())?;
+        Ok(group_stacks(
+            &keys,
+            &stacks,
+            &self.observed.symbolizer,
+            self.options.group_depth,
+        ))
+    }
+
+    /// What a profile of the period `from_ns`..`to_ns` (monotonic) says
+    /// about where it comes from.
+    fn profile_meta(&self, from_ns: u64, to_ns: u64, what: &str) -> render::pprof::Meta {
+        render::pprof::Meta {
+            mappings: self.observed.symbolizer.mapped_objects(),
+            main: self.observed.process.exe_display.clone(),
+            time_nanos: (unix_secs_at(from_ns) * 1e9) as i64,
+            duration_nanos: to_ns.saturating_sub(from_ns) as i64,
+            comments: vec![
+                format!(
+                    "pool observer: pid {} {} (build-id {})",
+                    self.observed.process.pid,
+                    self.observed.process.exe_display,
+                    self.observed.build_id.as_deref().unwrap_or("none")
+                ),
+                what.to_string(),
+            ],
+            pool_function: self.observed.plan.alloc.function.name.clone(),
+        }
+    }
+
     fn diff(
         &mut self,
         from: &str,
         to: Option<&str>,
         per: Option<u64>,
         format: Format,
-    ) -> Result<String> {
-        self.observed.symbolizer.refresh()?;
-        let mark = |name: &str| -> Result<Mark> {
-            self.marks.get(name).cloned().ok_or_else(|| {
-                UserError::new(format!(
-                    "no mark '{name}' (marks so far: {})",
-                    self.marks.names().join(", ")
-                ))
-                .into()
-            })
-        };
-        let from = mark(from)?;
+    ) -> Result<Payload> {
+        let from = self.mark(from)?;
         let to = match to {
-            Some(name) => mark(name)?,
+            Some(name) => self.mark(name)?,
             None => Mark {
                 name: "now".into(),
                 sample: Sample::of(&self.quick_snapshot()?),
             },
         };
-        let keys: BTreeSet<_> = from
-            .sample
-            .sites
-            .keys()
-            .chain(to.sample.sites.keys())
-            .copied()
-            .collect();
-        let stacks = read_stacks(self.ebpf()?, keys.iter())?;
-        let groups = group_stacks(
-            &keys,
-            &stacks,
-            &self.observed.symbolizer,
-            self.options.group_depth,
-        );
+        let groups = self.groups_of(&[&from, &to])?;
+        if format == Format::Pprof {
+            let what = format!("changes from mark '{}' to '{}'", from.name, to.name);
+            let meta = self.profile_meta(from.sample.taken_ns, to.sample.taken_ns, &what);
+            return Ok(Payload::Binary(render::pprof::of_diff(
+                &from, &to, &groups, &meta,
+            )?));
+        }
         let result = diff(&from, &to, groups, per);
-        render::diff::render(&result, format, &self.options.reporter)
+        render::diff::render(&result, format, &self.options.reporter).map(Payload::Text)
     }
 
     /// The one way out: snapshot what was seen, detach, reap a launched
@@ -433,8 +619,10 @@ impl Session {
         eprintln!("observer: detached from pid {pid}");
         // A failed session leaves the command running: end it, as a stop
         // would have, rather than wait for it forever.
+        // So does one stopped for its cost: the command is no longer
+        // observed, and `run` is there to observe it.
         let end_command = |launched: &mut Launched| match reason {
-            Reason::Error => launched.terminate(COMMAND_GRACE),
+            Reason::Error | Reason::Overhead => launched.terminate(COMMAND_GRACE),
             _ => launched.wait(),
         };
         let command = match self.observed.launched.as_mut().map(end_command) {
@@ -461,8 +649,15 @@ impl Session {
         if let Err(err) = self.write_graphics(&report) {
             errors.push(err);
         }
-        conclude(errors, || {
-            outcome(&report, self.observed.launched.is_some())
+        let overhead_stop = self.overhead_stop.take();
+        conclude(errors, || match overhead_stop {
+            Some(why) => {
+                eprintln!("observer: stopped by --max-overhead: {why}; the report above is what was seen until then");
+                Ok(Outcome {
+                    exit_code: OVERHEAD_EXIT_CODE,
+                })
+            }
+            None => outcome(&report, self.observed.launched.is_some()),
         })
     }
 
@@ -577,6 +772,31 @@ pub fn open_control(explicit: Option<&std::path::Path>, pid: u32) -> Result<Opti
     }
 }
 
+/// Text output as text; binary output (pprof) as bytes.
+fn payload(format: Format, rendered: Vec<u8>) -> Payload {
+    if format.is_binary() {
+        return Payload::Binary(rendered);
+    }
+    match String::from_utf8(rendered) {
+        Ok(text) => Payload::Text(text),
+        Err(err) => Payload::Binary(err.into_bytes()),
+    }
+}
+
+async fn next_key(tui: Option<&mut Tui>) -> Option<crate::tui::state::Key> {
+    match tui {
+        Some(tui) => tui.next_key().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_scrape(metrics: Option<&mut MetricsServer>) -> Option<Scrape> {
+    match metrics {
+        Some(server) => server.next_scrape().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_request(control: Option<&mut ControlServer>) -> Option<Incoming> {
     match control {
         Some(server) => server.next_request().await,
@@ -584,7 +804,12 @@ async fn next_request(control: Option<&mut ControlServer>) -> Option<Incoming> {
     }
 }
 
-fn announce(observed: &Observed, control: Option<&ControlServer>) {
+fn announce(
+    observed: &Observed,
+    control: Option<&ControlServer>,
+    metrics: Option<&MetricsServer>,
+    cost: &CostMeter,
+) {
     let plan = &observed.plan;
     let describe = |planned: &crate::plan::PlannedFunction| {
         let first = &planned.sites[0];
@@ -619,6 +844,12 @@ fn announce(observed: &Observed, control: Option<&ControlServer>) {
         "observer: reports on SIGUSR1 (kill -USR1 {}){control}; {stop}",
         std::process::id()
     );
+    if let Some(metrics) = metrics {
+        eprintln!("observer: metrics at http://{}/metrics", metrics.address());
+    }
+    if cost.source() == crate::cost::CostSource::Estimate {
+        eprintln!("observer: the kernel keeps no statistics of eBPF programs here (BPF_ENABLE_STATS refused): their CPU time is estimated from call counts");
+    }
 }
 
 /// One line on stderr: totals now and the change since the last line.

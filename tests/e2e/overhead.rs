@@ -1,0 +1,71 @@
+//! `--max-overhead`: the probes' CPU time, measured by the kernel, over a
+//! tiny budget on a target that allocates as fast as it can: the session
+//! stops with a final report, a clear message and exit status 3, and
+//! nothing stays in the target.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+pub fn max_overhead_stops_the_session_with_a_final_report() {
+    let mut bench = Command::new(targets_dir().join("pool-bench"))
+        .args(["--pairs", "2000000000", "--depth", "16"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start pool-bench");
+    let stdout = lines_of(bench.stdout.take().unwrap());
+    let mut stdin = bench.stdin.take().unwrap();
+    let bench = Guarded(bench);
+    let ready = stdout.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(ready, "ready");
+    let pid = bench.0.id();
+    let probed = ProbedBytes::of(pid);
+    let observer = Observer::attach(
+        pid,
+        &[
+            "--max-overhead",
+            "0.5",
+            "--interval",
+            "500ms",
+            // pool-bench's allocate could panic (its Vec can): observed
+            // from its call sites, the cheapest safe way here.
+        ],
+    );
+    writeln!(stdin, "go").unwrap();
+    let (status, report, stderr) = observer.exit_with_report();
+    assert_eq!(status.code(), Some(3), "{stderr:?}");
+    assert_eq!(report["reason"], "overhead");
+    let cost = &report["cost"];
+    assert_eq!(cost["source"], "kernel", "{cost:#}");
+    let percent = cost["cpu_percent"].as_f64().unwrap();
+    assert!(percent > 0.5, "{cost:#}");
+    assert!(cost["probe_hits"].as_u64().unwrap() > 0);
+    let enter = cost["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == "pool_alloc_enter")
+        .expect("the entry probe's statistics");
+    assert!(enter["runs"].as_u64().unwrap() > 0, "{cost:#}");
+    assert!(report["counters"]["alloc_calls"].as_u64().unwrap() > 0);
+    let stopping = stderr
+        .iter()
+        .find(|l| l.contains("above --max-overhead 0.5%; stopping"))
+        .unwrap_or_else(|| panic!("no stop message: {stderr:?}"));
+    assert!(
+        stopping.contains("% of one CPU over the last"),
+        "{stopping}"
+    );
+    let last = stderr.last().unwrap();
+    assert!(
+        last.starts_with("observer: stopped by --max-overhead: "),
+        "{last}"
+    );
+    eprintln!("measured: {stopping}; {}", cost);
+    // The target goes on without probes.
+    probed.assert_unchanged("after --max-overhead");
+    assert!(bench.0.id() == pid);
+}
