@@ -70,7 +70,7 @@ const MATRIX: [Kernel; 3] = [
     Kernel {
         name: "6.12",
         suite: "bookworm-backports",
-        package: r"^linux-image-6\.12\.[0-9.]+\+bpo-amd64$",
+        package: r"^linux-image-6\.12\.[0-9.]+\+deb12-amd64$",
         expect: Expect::Works(KERNEL_SIDE),
     },
 ];
@@ -295,15 +295,30 @@ fn private_apt(dir: &Path, suite: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join("lists/partial"))?;
     std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
     std::fs::create_dir_all(dir.join("none"))?;
-    std::fs::write(
-        dir.join("sources.list"),
-        format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"),
-    )?;
+    std::fs::write(dir.join("sources.list"), sources(suite))?;
     checked(
         command("apt-get")
             .args(apt_options(dir))
             .args(["update", "-qq"]),
     )
+}
+
+/// The suite with its updates and security archives (where the newest
+/// kernel packages of a stable release are), on Debian's mirror.
+fn sources(suite: &str) -> String {
+    let keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
+    let mut lines = vec![format!(
+        "deb {keyring} http://deb.debian.org/debian {suite} main"
+    )];
+    if !suite.ends_with("-backports") {
+        lines.push(format!(
+            "deb {keyring} http://deb.debian.org/debian {suite}-updates main"
+        ));
+        lines.push(format!(
+            "deb {keyring} http://deb.debian.org/debian-security {suite}-security main"
+        ));
+    }
+    lines.join("\n") + "\n"
 }
 
 fn apt_options(dir: &Path) -> Vec<String> {
