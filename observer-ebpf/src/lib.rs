@@ -3,6 +3,12 @@
 //! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
 #![no_std]
 
+/// Where this crate's sources were when it was compiled (its manifest
+/// directory): the observer's build script, which has this crate as a
+/// build-dependency, builds the eBPF programs (`src/main.rs`) from there,
+/// whether that is this workspace or cargo's copy of the published crate.
+pub const SOURCE_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
 /// How many dereference steps a [`Loc`] may take. Four is enough for
 /// `*(*(*(*arg0+8)+16)+24)`; the eBPF side unrolls this loop.
 pub const MAX_LOC_STEPS: usize = 4;

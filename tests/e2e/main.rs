@@ -6,10 +6,12 @@
 //! `OBSERVER_SKIP_EBPF_TESTS=1` to skip those explicitly on a machine
 //! without eBPF: they are then reported as ignored, with the reason (CI
 //! never sets it). `OBSERVER_TARGETS_DIR` must name the directory of the
-//! built target programs; `cargo xtask test` sets it.
+//! built target programs; `cargo xtask test` sets it, and
+//! `OBSERVER_DIST_BINARY` to the static binary it built (without it, the
+//! test of that binary is skipped, with the reason).
 //!
 //! This is the test binary's own main (libtest-mimic): the usual arguments
-//! work (`cargo test -p observer --test e2e -- FILTER`, `--exact`,
+//! work (`cargo test -p pool-observer --test e2e -- FILTER`, `--exact`,
 //! `--list`, `--include-ignored`). Tests run one at a time unless
 //! `--test-threads` says otherwise: some check that no program of ours
 //! stays loaded after an observer exits, which a concurrently running
@@ -18,6 +20,7 @@
 mod ci_gate;
 mod corpus;
 mod detach;
+mod dist;
 mod errors;
 mod exits;
 mod growth_and_diff;
@@ -89,6 +92,12 @@ fn tests() -> Vec<Trial> {
         Needs::Ebpf,
         Some(panics::repair_is_allowed),
         panics::repaired_uretprobes_let_panics_unwind,
+    ));
+    all.push(harness::conditional_trial(
+        "dist::the_static_binary_runs_alone_from_an_empty_directory",
+        Needs::Ebpf,
+        Some(dist::dist_binary_given),
+        dist::the_static_binary_runs_alone_from_an_empty_directory,
     ));
     all.extend(tests!(Needs::Files =>
         corpus::inlined_release_needs_auto_and_full_dwarf,

@@ -179,7 +179,9 @@ fn update_readme_table(cells: &[Cell]) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel_release()
     ));
-    table.push_str("| depth | build | attached | ns per pair | ratio to the floor |\n|---|---|---|---|---|\n");
+    table.push_str(
+        "| depth | build | attached | ns per pair | ratio to the floor |\n|---|---|---|---|---|\n",
+    );
     for cell in cells {
         let (build, load) = cell.label_parts();
         let ratio = ratio_to_floor(cells, cell)

@@ -1,6 +1,10 @@
 //! Idempotent machine set-up: the nightly toolchain's `rust-src` (for
 //! `-Z build-std=core`) and `bpf-linker`, linked against the nightly
-//! toolchain's own libLLVM because the distribution's LLVM is too old.
+//! toolchain's own libLLVM because the distribution's LLVM is too old;
+//! and the musl target of the toolchain running this, for the static
+//! binary (`cargo xtask dist`). No crate of the observer compiles C code,
+//! so musl's C toolchain (`musl-tools`) is not needed: Rust's musl target
+//! brings its own C library and start files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,24 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_musl_target()?;
     Ok(())
+}
+
+/// The musl standard library for the toolchain that runs this task (rustup
+/// passes its choice on in `RUSTUP_TOOLCHAIN`), which builds the dist.
+fn ensure_musl_target() -> Result<()> {
+    let target = crate::dist::MUSL_TARGET;
+    let installed = output(command("rustup").args(["target", "list", "--installed"]))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        println!("setup: {target}: present");
+        return Ok(());
+    }
+    println!("setup: {target}: installing");
+    checked(command("rustup").args(["target", "add", target]))
 }
 
 fn ensure_nightly() -> Result<()> {
