@@ -412,6 +412,8 @@ pub mod names {
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
+    pub const GLOBAL_TARGET_PID_NS_DEV: &str = "TARGET_PID_NS_DEV";
+    pub const GLOBAL_TARGET_PID_NS_INO: &str = "TARGET_PID_NS_INO";
     pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
     pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
     pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";

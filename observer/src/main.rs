@@ -10,6 +10,7 @@ use observer::error::one_line;
 use observer::plan::{ProbePlan, ProbeRequest};
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
+use observer::resolve::pid_namespace::ObserverNamespace;
 use observer::resolve::process::Process;
 use observer::resolve::unwinder::{self, Unwinder};
 use observer::session::control::{self, Request};
@@ -65,6 +66,8 @@ async fn attach_command(args: AttachArgs) -> Result<Outcome> {
     let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
     args.output.check_destinations()?;
+    // A PID means another process when /proc counts another namespace's.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
     let debug = args.session.debug_options()?;
@@ -109,6 +112,8 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let gate = args.gate.gate(args.output.group_depth)?;
     args.output.check_destinations()?;
+    // The command's PID must mean it in /proc too.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     let debug = args.session.debug_options()?;
     // Dropped on any early return: a child never released is killed.
@@ -158,6 +163,8 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
 
 async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     let mut signals = Signals::install()?;
+    // As for attach.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     let process = Process::open(args.pid)?;
     let exe = process.exe_path();

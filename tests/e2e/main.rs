@@ -18,6 +18,7 @@
 //! observer would falsify.
 
 mod ci_gate;
+mod containers;
 mod corpus;
 mod detach;
 mod dist;
@@ -53,6 +54,10 @@ fn tests() -> Vec<Trial> {
         ci_gate::suppressed_leak_passes,
         ci_gate::fixed_gateway_passes_without_suppressions,
         ci_gate::failing_command_and_bad_gate_files_are_errors,
+        containers::observer_inside_the_targets_pid_namespace,
+        containers::observer_on_the_host_target_in_a_container,
+        containers::observer_in_a_namespace_target_in_a_nested_one,
+        containers::a_proc_of_another_namespace_is_refused,
         corpus::stock_build_without_debug_info,
         corpus::line_tables_give_file_and_line,
         corpus::split_debug_file_found_by_build_id_for_a_stripped_binary,

@@ -201,7 +201,7 @@ fn update_readme_table(cells: &[Cell]) -> Result<()> {
 }
 
 fn today() -> String {
-    crate::cmd::output(&mut Command::new("date").arg("+%Y-%m-%d"))
+    crate::cmd::output(Command::new("date").arg("+%Y-%m-%d"))
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }
