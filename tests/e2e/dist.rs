@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::ci_gate::{leak_check_with, CYCLES};
 use crate::support::*;
 
 /// Set by `cargo xtask test` to the binary `cargo xtask dist` built.
@@ -34,7 +35,8 @@ fn dist_binary() -> PathBuf {
     path
 }
 
-/// The copy, alone in a fresh directory; a private, empty `/run` (a
+/// The copy, alone in a fresh directory (it even starts with that
+/// directory as the root); a private, empty `/run` (a
 /// mount namespace of its own, so this host's `/run` is left alone); the
 /// environment emptied as `env -i PATH=/usr/bin:/bin` does. It attaches,
 /// reports the exact leak, serves its control socket from the `/run` it
@@ -48,6 +50,19 @@ pub fn the_static_binary_runs_alone_from_an_empty_directory() {
         .map(|entry| entry.unwrap().file_name())
         .collect();
     assert_eq!(listing, ["observer"], "the copy is alone");
+    // With that directory as the root, there is no loader and no libc:
+    // only a static binary starts there.
+    let chrooted = Command::new("chroot")
+        .arg(directory.path())
+        .args(["/observer", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        chrooted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chrooted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&chrooted.stdout).starts_with("observer "));
 
     let gateway = Gateway::start();
     let probed = ProbedBytes::of(gateway.pid());
@@ -125,4 +140,38 @@ pub fn the_static_binary_runs_alone_from_an_empty_directory() {
     assert_eq!(seen, cycles as i64);
     probed.assert_unchanged("after the static binary detached");
     assert_eq!(gateway.stop(), before_attach as i64 + seen);
+}
+
+/// docs/ci.md's job: the binary and its checksum file copied together,
+/// the checksum checked, then the CI script run with it: the leaky
+/// gateway fails the run with exactly its disconnect leak.
+pub fn the_static_binary_checks_out_and_gates_a_ci_run() {
+    let directory = tempfile::tempdir().unwrap();
+    let binary = dist_binary();
+    let name = binary.file_name().unwrap();
+    let checksum = binary.with_file_name(format!("{}.sha256", name.to_string_lossy()));
+    for file in [&binary, &checksum] {
+        std::fs::copy(file, directory.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let check = Command::new("sha256sum")
+        .arg("--check")
+        .arg(checksum.file_name().unwrap())
+        .current_dir(directory.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let run = leak_check_with(&directory.path().join(name), &targets_dir(), &[]);
+    assert_eq!(run.code, Some(1), "leak found means exit 1: {}", run.stderr);
+    let verdict = &run.report["verdict"];
+    assert_eq!(verdict["leak_found"], true);
+    assert_eq!(int(&verdict["counted_buffers"]), CYCLES as i64);
+    assert_eq!(int(&verdict["counted_bytes"]), CYCLES as i64 * FRAME_BUFFER);
+    assert_eq!(run.report["command"]["exit_code"], 0);
+    let leak = site_through(&run.report, "say_goodbye");
+    assert_eq!(int(&leak["judgement"]["counted_buffers"]), CYCLES as i64);
 }

@@ -104,6 +104,12 @@ fn tests() -> Vec<Trial> {
         Some(dist::dist_binary_given),
         dist::the_static_binary_runs_alone_from_an_empty_directory,
     ));
+    all.push(harness::conditional_trial(
+        "dist::the_static_binary_checks_out_and_gates_a_ci_run",
+        Needs::Ebpf,
+        Some(dist::dist_binary_given),
+        dist::the_static_binary_checks_out_and_gates_a_ci_run,
+    ));
     all.extend(tests!(Needs::Files =>
         corpus::inlined_release_needs_auto_and_full_dwarf,
         corpus::inspect_lists_inlined_instances_and_their_entries,

@@ -292,10 +292,13 @@ impl Observer {
         let pipe = child.stderr.take().unwrap();
         let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.starts_with("observer: attached") {
+                // Kept before it is announced, so that a test told it is
+                // attached finds the line.
+                let attached = line.starts_with("observer: attached");
+                sink.lock().unwrap().push(line);
+                if attached {
                     let _ = attached_tx.send(());
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let child_pid = child.id();
