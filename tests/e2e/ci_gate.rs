@@ -18,14 +18,28 @@ pub struct Run {
 }
 
 fn leak_check(bin: &Path, extra: &[&str]) -> Run {
-    leak_check_with(Path::new(observer_program()), bin, extra)
+    leak_check_with(&observer_path(), bin, extra)
 }
 
 /// The CI script run with the observer binary `observer`.
 pub fn leak_check_with(observer: &Path, bin: &Path, extra: &[&str]) -> Run {
+    leak_check_in(&[], observer, bin, extra)
+}
+
+/// The CI script run by the command `wrapper` (none: directly).
+pub fn leak_check_in(wrapper: &[&str], observer: &Path, bin: &Path, extra: &[&str]) -> Run {
     let dir = scratch();
     let report_path = dir.join("report.json");
-    let output = Command::new(repo_file("tests/ci/gateway-leak-check.sh"))
+    let script = repo_file("tests/ci/gateway-leak-check.sh");
+    let mut command = match wrapper {
+        [] => Command::new(&script),
+        [program, arguments @ ..] => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(&script);
+            command
+        }
+    };
+    let output = command
         .arg(observer)
         .arg(bin)
         .arg(CYCLES.to_string())

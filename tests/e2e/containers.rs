@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use crate::ci_gate::leak_check_in;
 use crate::support::*;
 
 const FRAME_BUFFER: i64 = 256;
@@ -103,7 +104,7 @@ pub fn observer_inside_the_targets_pid_namespace() {
     command
         .args(["--target", &gateway.pid().to_string(), "--pid", "--mount"])
         .arg("--")
-        .arg(observer_program())
+        .arg(observer_path())
         .args(attach_arguments(1, &SPEC, &[]));
     let mut observer = Observer::spawn(command, only_child_of);
     assert_eq!(
@@ -139,7 +140,7 @@ pub fn observer_in_a_namespace_target_in_a_nested_one() {
     command
         .args(&outer)
         .arg("--")
-        .arg(observer_program())
+        .arg(observer_path())
         .args(attach_arguments(outer_pid, &SPEC, &[]));
     let mut observer = Observer::spawn(command, only_child_of);
 
@@ -197,7 +198,7 @@ pub fn a_proc_of_another_namespace_is_refused() {
     let probed = ProbedBytes::of(gateway.pid());
     let output = Command::new("unshare")
         .args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(observer_program())
+        .arg(observer_path())
         .args(attach_arguments(gateway.pid(), &SPEC, &[]))
         .output()
         .unwrap();
@@ -214,4 +215,44 @@ pub fn a_proc_of_another_namespace_is_refused() {
     probed.assert_unchanged("after the refusal");
     gateway.chat(3, 1);
     assert_eq!(gateway.stop(), 3);
+}
+
+/// `observer run` as a container's entry point: docs/ci.md's script, the
+/// observer and the gateway it launches all in a new PID namespace (the
+/// script is its first process). The command's PID is one of that
+/// namespace, the one the programs compare in: the run fails with exactly
+/// the disconnect leak.
+pub fn observer_run_inside_a_pid_namespace_gates_the_leak() {
+    let new_namespace = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "--",
+    ];
+    let run = leak_check_in(&new_namespace, &observer_path(), &targets_dir(), &[]);
+    assert_eq!(run.code, Some(1), "leak found means exit 1: {}", run.stderr);
+    let verdict = &run.report["verdict"];
+    assert_eq!(
+        int(&verdict["counted_buffers"]),
+        crate::ci_gate::CYCLES as i64
+    );
+    assert_eq!(
+        int(&verdict["counted_bytes"]),
+        crate::ci_gate::CYCLES as i64 * FRAME_BUFFER
+    );
+    assert_eq!(run.report["command"]["exit_code"], 0);
+    assert_eq!(
+        run.report["target"]["namespace_pid"],
+        serde_json::Value::Null
+    );
+    let pid = int(&run.report["target"]["pid"]);
+    assert!(pid < 100, "a PID of the new namespace: {pid}");
+    let leak = site_through(&run.report, "say_goodbye");
+    assert_eq!(
+        int(&leak["judgement"]["counted_buffers"]),
+        crate::ci_gate::CYCLES as i64
+    );
+    assert_counters_add_up(&run.report);
 }

@@ -58,6 +58,7 @@ fn tests() -> Vec<Trial> {
         containers::observer_on_the_host_target_in_a_container,
         containers::observer_in_a_namespace_target_in_a_nested_one,
         containers::a_proc_of_another_namespace_is_refused,
+        containers::observer_run_inside_a_pid_namespace_gates_the_leak,
         corpus::stock_build_without_debug_info,
         corpus::line_tables_give_file_and_line,
         corpus::split_debug_file_found_by_build_id_for_a_stripped_binary,

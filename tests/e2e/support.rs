@@ -407,12 +407,16 @@ impl Observer {
     }
 }
 
+/// The observer under test: this build's, or `OBSERVER_BIN` (the kernel
+/// matrix runs a release build in its VMs, where a debug build is slow).
 pub fn observer() -> Command {
-    Command::new(observer_program())
+    Command::new(observer_path())
 }
 
-pub fn observer_program() -> &'static str {
-    env!("CARGO_BIN_EXE_observer")
+pub fn observer_path() -> PathBuf {
+    std::env::var_os("OBSERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_observer")))
 }
 
 /// `attach --pid PID SPEC --format json EXTRA`: what [`Observer`] runs.
