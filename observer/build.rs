@@ -1,10 +1,16 @@
-//! Builds the eBPF programs (the `observer-ebpf` crate) for the BPF target,
-//! as aya-build 0.2 did: `rustup run nightly cargo build --package
-//! observer-ebpf --bins --release --target bpfel-unknown-none -Z
-//! build-std=core --message-format=json` with BTF and full debug info, its
-//! program copied to `$OUT_DIR/observer-ebpf` where `attach` embeds it.
-//! `cargo xtask setup` installs what that needs (nightly's rust-src and
-//! bpf-linker).
+//! Builds the eBPF programs (the `pool-observer-ebpf` crate's binary) for
+//! the BPF target, as aya-build 0.2 did: `rustup run nightly cargo build
+//! --manifest-path <its Cargo.toml> --bins --release --target
+//! bpfel-unknown-none -Z build-std=core --message-format=json` with BTF
+//! and full debug info, its program copied to `$OUT_DIR/observer-ebpf`
+//! where `attach` embeds it. `cargo xtask setup` installs what that needs
+//! (nightly's rust-src and bpf-linker).
+//!
+//! The sources are found through the eBPF crate itself, a
+//! build-dependency (`observer_ebpf::SOURCE_DIR`), never by a path outside
+//! this package: in this workspace they are `../observer-ebpf`, in a build
+//! of the published crate they are cargo's copy of the published eBPF
+//! crate, built with the `Cargo.lock` it ships.
 //!
 //! Unlike aya-build, only the inner build's real warnings and errors are
 //! passed on (its progress lines are not warnings); when it fails, the
@@ -20,7 +26,9 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
-const PACKAGE: &str = "observer-ebpf";
+/// The eBPF crate, and its binary: the program object.
+const PACKAGE: &str = "pool-observer-ebpf";
+const PROGRAM: &str = "observer-ebpf";
 const SKIP: &str = "AYA_BUILD_SKIP";
 
 fn main() {
@@ -37,23 +45,17 @@ fn build() -> Result<()> {
         println!("cargo:warning={SKIP} is set: the eBPF programs were not rebuilt");
         return Ok(());
     }
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .parent()
-        .context("observer has a parent directory")?;
+    let sources = Path::new(observer_ebpf::SOURCE_DIR);
     // The programs are a binary of another crate: cargo cannot see that we
-    // depend on its sources, so say so (and on the profiles that build it).
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join(PACKAGE).display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("Cargo.toml").display()
-    );
+    // depend on its sources, so say so (and on the lock file that pins
+    // what they are built with).
+    println!("cargo:rerun-if-changed={}", sources.display());
+    if let Some(lock) = nearest_lock_file(sources) {
+        println!("cargo:rerun-if-changed={}", lock.display());
+    }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let program = build_programs(&out_dir)?;
-    let destination = out_dir.join(PACKAGE);
+    let program = build_programs(&sources.join("Cargo.toml"), &out_dir)?;
+    let destination = out_dir.join(PROGRAM);
     std::fs::copy(&program, &destination).with_context(|| {
         format!(
             "cannot copy {} to {}",
@@ -62,6 +64,15 @@ fn build() -> Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// The `Cargo.lock` the inner build uses: the one of the workspace the
+/// eBPF crate belongs to (this one), or the one the published crate ships.
+fn nearest_lock_file(sources: &Path) -> Option<PathBuf> {
+    sources
+        .ancestors()
+        .map(|dir| dir.join("Cargo.lock"))
+        .find(|lock| lock.is_file())
 }
 
 fn skip_requested() -> bool {
@@ -79,8 +90,8 @@ struct InnerBuild {
 
 /// Runs the inner build; returns the built program, or fails with its
 /// errors. Its warnings become cargo warnings of this package.
-fn build_programs(out_dir: &Path) -> Result<PathBuf> {
-    let mut command = inner_build_command(out_dir)?;
+fn build_programs(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let mut command = inner_build_command(manifest, out_dir)?;
     let described = format!("{command:?}");
     let mut child = command
         .stdout(Stdio::piped())
@@ -110,10 +121,10 @@ fn build_programs(out_dir: &Path) -> Result<PathBuf> {
     }
     build
         .program
-        .with_context(|| format!("{described} built no {PACKAGE} program"))
+        .with_context(|| format!("{described} built no {PROGRAM} program"))
 }
 
-fn inner_build_command(out_dir: &Path) -> Result<Command> {
+fn inner_build_command(manifest: &Path, out_dir: &Path) -> Result<Command> {
     let endian = env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?;
     let target = match endian.as_str() {
         "little" => "bpfel-unknown-none",
@@ -130,9 +141,23 @@ fn inner_build_command(out_dir: &Path) -> Result<Command> {
         Command::new("cargo")
     };
     command
-        .args(["build", "--package", PACKAGE, "--bins", "--release"])
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(["--package", PACKAGE, "--bins", "--release"])
         .args(["--message-format=json", "--target", target])
         .args(["-Z", "build-std=core"])
+        // The profile the programs need, given here because a profile in
+        // the eBPF crate's manifest would be ignored (with a warning) in
+        // this workspace, and the workspace's is not published with it.
+        .args([
+            "--config",
+            &format!("profile.release.package.{PACKAGE}.debug=2"),
+        ])
+        .args([
+            "--config",
+            &format!("profile.release.package.{PACKAGE}.codegen-units=1"),
+        ])
         .arg("--target-dir")
         .arg(out_dir.join("ebpf-target"))
         .env("CARGO_ENCODED_RUSTFLAGS", bpf_rustflags(&arch))
@@ -187,7 +212,7 @@ fn read_messages(stdout: impl BufRead) -> Result<InnerBuild> {
                         .extend(rendered.trim_end().lines().map(str::to_string));
                 }
             }
-            Some("compiler-artifact") if message["target"]["name"] == PACKAGE => {
+            Some("compiler-artifact") if message["target"]["name"] == PROGRAM => {
                 if let Some(executable) = message["executable"].as_str() {
                     build.program = Some(PathBuf::from(executable));
                 }

@@ -3,6 +3,12 @@
 //! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
 #![no_std]
 
+/// Where this crate's sources were when it was compiled (its manifest
+/// directory): the observer's build script, which has this crate as a
+/// build-dependency, builds the eBPF programs (`src/main.rs`) from there,
+/// whether that is this workspace or cargo's copy of the published crate.
+pub const SOURCE_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
 /// How many dereference steps a [`Loc`] may take. Four is enough for
 /// `*(*(*(*arg0+8)+16)+24)`; the eBPF side unrolls this loop.
 pub const MAX_LOC_STEPS: usize = 4;
@@ -406,6 +412,8 @@ pub mod names {
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
+    pub const GLOBAL_TARGET_PID_NS_DEV: &str = "TARGET_PID_NS_DEV";
+    pub const GLOBAL_TARGET_PID_NS_INO: &str = "TARGET_PID_NS_INO";
     pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
     pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
     pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";

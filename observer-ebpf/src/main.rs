@@ -34,6 +34,9 @@
 //!   the target are counted for the report.
 //!
 //! Userspace only ever reads aggregates; nothing here sends per-event data.
+//! The target's threads are told apart by their process ID: the kernel's
+//! own, or, when the observer runs in a container's PID namespace, the one
+//! in the target's namespace (`bpf_get_ns_current_pid_tgid`, Linux ≥ 5.7).
 //! Requires Linux ≥ 5.15 (attach cookies, atomic fetch-add on map values,
 //! bounded loops, mmapable arrays); written and tested on 6.18.
 #![no_std]
@@ -50,7 +53,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{
-        pt_regs, BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST,
+        bpf_pidns_info, pt_regs, BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK,
+        BPF_NOEXIST,
     },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -70,8 +74,16 @@ use observer_ebpf::{
 };
 
 /// The process being observed; every program ignores other processes.
+/// Counted in the PID namespace below, or by the kernel's own IDs.
 #[unsafe(no_mangle)]
 static TARGET_TGID: Global<u32> = Global::new(0);
+/// The target's PID namespace (device in the kernel's encoding, inode of
+/// its `/proc/PID/ns/pid`) when the observer does not run in the initial
+/// one; inode 0: compare the kernel's own IDs.
+#[unsafe(no_mangle)]
+static TARGET_PID_NS_DEV: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static TARGET_PID_NS_INO: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static SIZE_LOC: Global<Loc> = Global::new(Loc::ZERO);
 #[unsafe(no_mangle)]
@@ -316,8 +328,33 @@ pub fn pool_exec(_ctx: RawTracePointContext) -> i32 {
 /// Returns the current `pid_tgid` when the current process is the target.
 #[inline(always)]
 fn target_thread() -> Option<u64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid()?;
     ((pid_tgid >> 32) as u32 == TARGET_TGID.load()).then_some(pid_tgid)
+}
+
+/// The current thread's `tgid << 32 | pid`, counted as `TARGET_TGID` is:
+/// by the kernel's own IDs, or in the target's PID namespace (`None` for
+/// a thread of another namespace). The namespace globals are read-only,
+/// so the verifier drops the branch not taken: with no namespace, this is
+/// `bpf_get_current_pid_tgid` alone, as before namespaces were handled.
+#[inline(always)]
+fn current_pid_tgid() -> Option<u64> {
+    let inode = TARGET_PID_NS_INO.load();
+    if inode == 0 {
+        return Some(bpf_get_current_pid_tgid());
+    }
+    let mut ids = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `ids` is a writable bpf_pidns_info on this program's stack,
+    // and its size is the one passed.
+    let failed = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_ns_current_pid_tgid(
+            TARGET_PID_NS_DEV.load(),
+            inode,
+            &mut ids,
+            core::mem::size_of::<bpf_pidns_info>() as u32,
+        )
+    } != 0;
+    (!failed).then_some((u64::from(ids.tgid) << 32) | u64::from(ids.pid))
 }
 
 #[inline(always)]
@@ -490,7 +527,10 @@ unsafe fn drop_gone_calls(state: *mut ThreadState, boundary: u64, inclusive: boo
 /// Unwinds up to [`FRAMES_PER_CALL`] frames, then tail-calls itself until
 /// the stack ends, or finishes it.
 fn walk_stack(ctx: &ProbeContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // The key the entry probe used (it only tail-calls for the target).
+    let Some(pid_tgid) = current_pid_tgid() else {
+        return;
+    };
     let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
         return;
     };

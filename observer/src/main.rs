@@ -13,6 +13,7 @@ use observer::plan::{ProbePlan, ProbeRequest};
 use observer::render;
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
+use observer::resolve::pid_namespace::ObserverNamespace;
 use observer::resolve::process::Process;
 use observer::resolve::unwinder::{self, Unwinder};
 use observer::session::control::{self, Request};
@@ -102,6 +103,8 @@ async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     if tui {
         observer::tui::check_terminal()?;
     }
+    // A PID means another process when /proc counts another namespace's.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     let kernel = KernelFeatures::probe();
     kernel.require()?;
@@ -152,6 +155,8 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     init_ebpf_log(args.session.ebpf_log);
     let gate = args.gate.gate(args.output.group_depth)?;
     args.output.check_destinations()?;
+    // The command's PID must mean it in /proc too.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     let kernel = KernelFeatures::probe();
     kernel.require()?;
@@ -215,6 +220,8 @@ fn keeping_verifier_log(path: Option<PathBuf>, outcome: Result<Outcome>) -> Resu
 
 async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     let mut signals = Signals::install()?;
+    // As for attach.
+    ObserverNamespace::current()?;
     attach::check_privileges()?;
     KernelFeatures::probe().require()?;
     let process = Process::open(args.pid)?;

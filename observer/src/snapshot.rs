@@ -153,6 +153,8 @@ impl Snapshot {
     /// Everything a report needs: also walks the live table for ages (one
     /// syscall pair per live buffer) and reads the sites' stacks. Buffers
     /// younger than `older_than_ns` are counted apart (`LiveAges::old_*`).
+    /// `tgid` is the target's process ID as the programs record it
+    /// ([`crate::attach::Attachment::kernel_tgid`]).
     pub fn full(ebpf: &Ebpf, tgid: u32, older_than_ns: Option<u64>) -> Result<Self> {
         let mut snapshot = Self::quick(ebpf)?;
         let cutoff = snapshot.taken_ns.saturating_sub(older_than_ns.unwrap_or(0));

@@ -14,7 +14,19 @@ set -euo pipefail
 observer=$1 bin=$2 cycles=$3 report=$4
 shift 4
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+observer_pid=
+# On any way out before the observer was waited for (a failed workload),
+# stop it as at the end, so nothing is left running or attached.
+stop_observer() {
+    if [ -n "$observer_pid" ]; then
+        kill -INT "$observer_pid" 2> /dev/null || true
+        wait "$observer_pid" 2> /dev/null || true
+    fi
+}
+trap 'stop_observer; rm -rf "$work"' EXIT
+# Made before the observer starts: the loop below reads them at once.
+: > "$work/gateway.out"
+: > "$work/observer.err"
 
 "$observer" run --fail-on-leak --format json --output "$report" --interval 500ms \
     --alloc 'bufpool::BufPool::allocate' --size '*(arg0+8)' --alloc-id '*arg0' \
@@ -34,6 +46,7 @@ if [ -z "$address" ]; then
     echo "gateway-leak-check: the gateway did not start" >&2
     cat "$work/observer.err" >&2
     wait "$observer_pid" || true
+    observer_pid=
     exit 2
 fi
 
@@ -44,5 +57,6 @@ fi
 kill -INT "$observer_pid"
 status=0
 wait "$observer_pid" || status=$?
+observer_pid=
 grep -v '^observer: \[' "$work/observer.err" >&2 || true
 exit "$status"

@@ -9,19 +9,38 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const CYCLES: usize = 40;
+pub const CYCLES: usize = 40;
 
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-    report: Value,
+pub struct Run {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub report: Value,
 }
 
 fn leak_check(bin: &Path, extra: &[&str]) -> Run {
+    leak_check_with(&observer_path(), bin, extra)
+}
+
+/// The CI script run with the observer binary `observer`.
+pub fn leak_check_with(observer: &Path, bin: &Path, extra: &[&str]) -> Run {
+    leak_check_in(&[], observer, bin, extra)
+}
+
+/// The CI script run by the command `wrapper` (none: directly).
+pub fn leak_check_in(wrapper: &[&str], observer: &Path, bin: &Path, extra: &[&str]) -> Run {
     let dir = scratch();
     let report_path = dir.join("report.json");
-    let output = Command::new(repo_file("tests/ci/gateway-leak-check.sh"))
-        .arg(observer_path())
+    let script = repo_file("tests/ci/gateway-leak-check.sh");
+    let mut command = match wrapper {
+        [] => Command::new(&script),
+        [program, arguments @ ..] => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(&script);
+            command
+        }
+    };
+    let output = command
+        .arg(observer)
         .arg(bin)
         .arg(CYCLES.to_string())
         .arg(&report_path)

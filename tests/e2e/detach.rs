@@ -156,6 +156,7 @@ pub fn a_kill_while_attaching_leaks_nothing() {
         std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
+        remove_killed_session_socket(pid);
         eventually("probes removed after a kill while attaching", || {
             probed
                 .iter()

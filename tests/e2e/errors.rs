@@ -531,6 +531,9 @@ const ATTEMPTS: usize = 5;
 fn run_case(case: &Case) {
     let gateway = Gateway::start();
     let probed = ProbedBytes::of(gateway.pid());
+    // A killed observer of an earlier target with this PID may have left
+    // one; a refused run must neither create nor touch it.
+    let socket_before = socket_identity(&format!("/run/observer/{}.sock", gateway.pid()));
     let dir = CaseDir::new(case.name);
     let context = Context::of(&gateway, &dir);
     let args = context.arguments(case.args);
@@ -582,7 +585,12 @@ fn run_case(case: &Case) {
     );
     probed.assert_unchanged(case.name);
     let socket = format!("/run/observer/{}.sock", gateway.pid());
-    assert!(!Path::new(&socket).exists(), "{}: {socket} left", case.name);
+    assert_eq!(
+        socket_identity(&socket),
+        socket_before,
+        "{}: {socket} left or changed",
+        case.name
+    );
     let after = dir.listing();
     assert_eq!(
         without(before, case.writes),
@@ -598,6 +606,14 @@ fn run_case(case: &Case) {
         "{}: nothing attached, the gateway served as before",
         case.name
     );
+}
+
+/// The inode of the file at `path`, if any.
+fn socket_identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// What the placeholders of a row stand for.

@@ -6,18 +6,22 @@
 //! `OBSERVER_SKIP_EBPF_TESTS=1` to skip those explicitly on a machine
 //! without eBPF: they are then reported as ignored, with the reason (CI
 //! never sets it). `OBSERVER_TARGETS_DIR` must name the directory of the
-//! built target programs; `cargo xtask test` sets it.
+//! built target programs; `cargo xtask test` sets it, and
+//! `OBSERVER_DIST_BINARY` to the static binary it built (without it, the
+//! test of that binary is skipped, with the reason).
 //!
 //! This is the test binary's own main (libtest-mimic): the usual arguments
-//! work (`cargo test -p observer --test e2e -- FILTER`, `--exact`,
+//! work (`cargo test -p pool-observer --test e2e -- FILTER`, `--exact`,
 //! `--list`, `--include-ignored`). Tests run one at a time unless
 //! `--test-threads` says otherwise: some check that no program of ours
 //! stays loaded after an observer exits, which a concurrently running
 //! observer would falsify.
 
 mod ci_gate;
+mod containers;
 mod corpus;
 mod detach;
+mod dist;
 mod errors;
 mod exits;
 mod growth_and_diff;
@@ -54,6 +58,11 @@ fn tests() -> Vec<Trial> {
         ci_gate::suppressed_leak_passes,
         ci_gate::fixed_gateway_passes_without_suppressions,
         ci_gate::failing_command_and_bad_gate_files_are_errors,
+        containers::observer_inside_the_targets_pid_namespace,
+        containers::observer_on_the_host_target_in_a_container,
+        containers::observer_in_a_namespace_target_in_a_nested_one,
+        containers::a_proc_of_another_namespace_is_refused,
+        containers::observer_run_inside_a_pid_namespace_gates_the_leak,
         corpus::stock_build_without_debug_info,
         corpus::line_tables_give_file_and_line,
         corpus::split_debug_file_found_by_build_id_for_a_stripped_binary,
@@ -100,6 +109,18 @@ fn tests() -> Vec<Trial> {
         Needs::Ebpf,
         Some(panics::repair_is_allowed),
         panics::repaired_uretprobes_let_panics_unwind,
+    ));
+    all.push(harness::conditional_trial(
+        "dist::the_static_binary_runs_alone_from_an_empty_directory",
+        Needs::Ebpf,
+        Some(dist::dist_binary_given),
+        dist::the_static_binary_runs_alone_from_an_empty_directory,
+    ));
+    all.push(harness::conditional_trial(
+        "dist::the_static_binary_checks_out_and_gates_a_ci_run",
+        Needs::Ebpf,
+        Some(dist::dist_binary_given),
+        dist::the_static_binary_checks_out_and_gates_a_ci_run,
     ));
     all.extend(tests!(Needs::Files =>
         corpus::inlined_release_needs_auto_and_full_dwarf,

@@ -77,6 +77,11 @@ pub fn source_line(relative: &str, needle: &str) -> u64 {
     index as u64 + 1
 }
 
+/// Removes the control socket a SIGKILLed observer of `target` left.
+pub fn remove_killed_session_socket(target: u32) {
+    let _ = std::fs::remove_file(format!("/run/observer/{target}.sock"));
+}
+
 /// A child killed on drop, so a failing test leaves nothing running.
 pub struct Guarded(pub Child);
 
@@ -101,18 +106,27 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 /// The leaky gateway on a free loopback port.
 pub struct Gateway {
     child: Guarded,
+    /// The gateway's PID here (the child's, or one below it).
+    pid: u32,
     pub address: String,
     stdout: Receiver<String>,
 }
 
 impl Gateway {
     pub fn start() -> Self {
-        let mut child = Command::new(targets_dir().join("leaky-gateway"))
-            .args(["--listen", "127.0.0.1:0"])
+        Self::spawn(Command::new(gateway_program()), |child| child)
+    }
+
+    /// Starts `command`, which runs the gateway (itself, or as a process
+    /// below it whose PID `locate` finds from the child's once it
+    /// listens), with its stdout as the command's.
+    pub fn spawn(mut command: Command, locate: impl FnOnce(u32) -> u32) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("start leaky-gateway");
         let stdout = lines_of(child.stdout.take().unwrap());
+        let child = Guarded(child);
         let first = stdout
             .recv_timeout(TIMEOUT)
             .expect("gateway announces its address");
@@ -121,14 +135,15 @@ impl Gateway {
             .expect("listening line")
             .to_string();
         Self {
-            child: Guarded(child),
+            pid: locate(child.0.id()),
+            child,
             address,
             stdout,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.pid
     }
 
     /// Stops it with SIGINT and returns the pool's own outstanding buffer
@@ -212,9 +227,41 @@ impl Held {
     }
 }
 
+/// The leaky gateway's executable.
+pub fn gateway_program() -> PathBuf {
+    targets_dir().join("leaky-gateway")
+}
+
+/// The one process whose parent is `parent`, once it exists.
+pub fn only_child_of(parent: u32) -> u32 {
+    let mut children = Vec::new();
+    eventually(&format!("a child of {parent}"), || {
+        children = children_of(parent);
+        !children.is_empty()
+    });
+    assert_eq!(children.len(), 1, "children of {parent}: {children:?}");
+    children[0]
+}
+
+/// The processes whose parent is `parent` (field 4 of /proc/PID/stat).
+fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_name = &stat[stat.rfind(')').map_or(0, |end| end + 1)..];
+            after_name.split_ascii_whitespace().nth(1) == Some(&parent)
+        })
+        .collect()
+}
+
 /// A running `observer attach` with JSON reports on stdout.
 pub struct Observer {
     child: Guarded,
+    /// The observer's PID here (the child's, or one below it).
+    pid: u32,
     reports: Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Ends when the observer's stderr closes.
@@ -229,11 +276,16 @@ impl Observer {
 
     /// Attaches to `pid` with the probe options `spec`.
     pub fn attach_with(pid: u32, spec: &[&str], extra: &[&str]) -> Self {
-        let mut child = observer()
-            .args(["attach", "--pid", &pid.to_string()])
-            .args(spec)
-            .args(["--format", "json"])
-            .args(extra)
+        let mut command = observer();
+        command.args(attach_arguments(pid, spec, extra));
+        Self::spawn(command, |child| child)
+    }
+
+    /// Starts `command`, which runs an observer given [`attach_arguments`]
+    /// (itself, or as a process below it whose PID `locate` finds from
+    /// the child's), and waits until it is attached.
+    pub fn spawn(mut command: Command, locate: impl FnOnce(u32) -> u32) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -245,14 +297,19 @@ impl Observer {
         let pipe = child.stderr.take().unwrap();
         let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.starts_with("observer: attached") {
+                // Kept before it is announced, so that a test told it is
+                // attached finds the line.
+                let attached = line.starts_with("observer: attached");
+                sink.lock().unwrap().push(line);
+                if attached {
                     let _ = attached_tx.send(());
                 }
-                sink.lock().unwrap().push(line);
             }
         });
+        let child_pid = child.id();
         let mut observer = Self {
             child: Guarded(child),
+            pid: child_pid,
             reports,
             stderr_reader: Some(stderr_reader),
             stderr,
@@ -264,11 +321,12 @@ impl Observer {
                 observer.stderr()
             );
         }
+        observer.pid = locate(child_pid);
         observer
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.pid
     }
 
     pub fn stderr(&self) -> Vec<String> {
@@ -313,9 +371,21 @@ impl Observer {
         (self.wait(), report)
     }
 
+    /// SIGKILL: the kernel drops the probes with the fds, but the control
+    /// socket stays (a killed process removes nothing); the next session
+    /// for that PID would replace it, and this removes it so a later test
+    /// whose target reuses the PID finds none.
     pub fn kill(mut self) {
         self.child.0.kill().unwrap();
         self.child.0.wait().unwrap();
+        let target = self.all_stderr().iter().find_map(|line| {
+            let rest = line.strip_prefix("observer: attached to pid ")?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        });
+        if let Some(target) = target {
+            remove_killed_session_socket(target);
+        }
     }
 
     /// Waits for it to exit on its own, when no report is expected;
@@ -364,6 +434,18 @@ pub fn observer_path() -> PathBuf {
     std::env::var_os("OBSERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_observer")))
+}
+
+/// `attach --pid PID SPEC --format json EXTRA`: what [`Observer`] runs.
+pub fn attach_arguments(pid: u32, spec: &[&str], extra: &[&str]) -> Vec<String> {
+    let pid = pid.to_string();
+    ["attach", "--pid", &pid]
+        .iter()
+        .chain(spec)
+        .chain(&["--format", "json"])
+        .chain(extra)
+        .map(|arg| arg.to_string())
+        .collect()
 }
 
 /// The lines of `pipe`, as they come, read on a thread.

@@ -187,7 +187,7 @@ fn release_observer() -> Result<PathBuf> {
 fn e2e_binary() -> Result<PathBuf> {
     let built = output(
         cargo()
-            .args(["test", "-p", "observer", "--test", "e2e", "--no-run"])
+            .args(["test", "-p", "pool-observer", "--test", "e2e", "--no-run"])
             .args(["--message-format", "json"]),
     )?;
     if !built.status.success() {

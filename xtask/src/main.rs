@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | demo | test | lint`.
+//! Project tasks: `cargo xtask setup | demo | test | lint | bench | dist`.
 
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod kernels;
 mod setup;
 mod targets;
@@ -46,6 +47,9 @@ enum Task {
         #[arg(long)]
         update_readme: bool,
     },
+    /// One static x86-64 binary (musl) with the eBPF programs embedded,
+    /// and its SHA-256, in target/dist/, built from the packaged crates.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Task::Lint => test::lint(),
         Task::Kernels { only } => test::kernels(&only),
         Task::Bench { update_readme } => bench::run(update_readme),
+        Task::Dist => setup::run().and_then(|()| dist::build()).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! Idempotent machine set-up: the nightly toolchain's `rust-src` (for
 //! `-Z build-std=core`) and `bpf-linker`, linked against the nightly
-//! toolchain's own libLLVM because the distribution's LLVM is too old; and
-//! the real consumers the end-to-end tests judge the output formats with,
-//! from Debian's packages: `go tool pprof` (golang-go), Prometheus and
-//! `promtool` (prometheus), tmux.
+//! toolchain's own libLLVM because the distribution's LLVM is too old;
+//! the musl target of the toolchain running this, for the static binary
+//! (`cargo xtask dist`; no crate of the observer compiles C code, so
+//! musl's C toolchain is not needed); and the real consumers the
+//! end-to-end tests judge the output formats with, from Debian's
+//! packages: `go tool pprof` (golang-go), Prometheus and `promtool`
+//! (prometheus), tmux.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_musl_target()?;
     ensure_consumers()?;
     Ok(())
 }
@@ -63,6 +67,21 @@ fn ensure_consumers() -> Result<()> {
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+/// The musl standard library for the toolchain that runs this task (rustup
+/// passes its choice on in `RUSTUP_TOOLCHAIN`), which builds the dist.
+fn ensure_musl_target() -> Result<()> {
+    let target = crate::dist::MUSL_TARGET;
+    let installed = output(command("rustup").args(["target", "list", "--installed"]))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        println!("setup: {target}: present");
+        return Ok(());
+    }
+    println!("setup: {target}: installing");
+    checked(command("rustup").args(["target", "add", target]))
 }
 
 fn ensure_nightly() -> Result<()> {

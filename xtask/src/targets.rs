@@ -183,7 +183,7 @@ pub fn test_targets() -> Result<()> {
 pub fn build_observer(release: bool) -> Result<()> {
     println!("xtask: building the observer");
     let mut command = cargo();
-    command.args(["build", "--package", "observer"]);
+    command.args(["build", "--package", "pool-observer"]);
     if release {
         command.arg("--release");
     }

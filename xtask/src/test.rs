@@ -3,10 +3,10 @@
 use anyhow::Result;
 
 use crate::cmd::{cargo, checked, command};
-use crate::setup;
 use crate::targets::{
     build_corpus, build_observer, build_targets, corpus_dir, targets_dir, test_targets, Variant,
 };
+use crate::{dist, setup};
 
 /// Set-up, build, then every test: unit tests of the observer, xtask and
 /// the target programs, and the end-to-end tests, which load real eBPF
@@ -21,15 +21,19 @@ pub fn run() -> Result<()> {
     build_targets(Variant::Leaky)?;
     build_targets(Variant::Fixed)?;
     build_corpus()?;
+    // The shipped binary is tested too: copied alone into an empty
+    // directory and run with an empty environment.
+    let dist = dist::build()?;
     println!("xtask: unit tests of the target programs");
     test_targets()?;
     println!("xtask: observer unit and end-to-end tests");
     checked(
         cargo()
-            .args(["test", "--workspace", "--exclude", "observer-ebpf"])
+            .args(["test", "--workspace", "--exclude", "pool-observer-ebpf"])
             .env("OBSERVER_TARGETS_DIR", targets_dir(Variant::Leaky))
             .env("OBSERVER_FIXED_TARGETS_DIR", targets_dir(Variant::Fixed))
             .env("OBSERVER_CORPUS_DIR", corpus_dir())
+            .env("OBSERVER_DIST_BINARY", &dist.binary)
             .args(["--", "--test-threads=1"]),
     )
 }
@@ -59,7 +63,7 @@ pub fn lint() -> Result<()> {
         "clippy",
         "--workspace",
         "--exclude",
-        "observer-ebpf",
+        "pool-observer-ebpf",
         "--all-targets",
         "--",
         "-D",
@@ -81,7 +85,7 @@ pub fn lint() -> Result<()> {
         "cargo",
         "clippy",
         "--package",
-        "observer-ebpf",
+        "pool-observer-ebpf",
         "--target",
         "bpfel-unknown-none",
         "-Z",

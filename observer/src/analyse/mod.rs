@@ -96,7 +96,11 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
+    /// The PID the observer was given (its own PID namespace's).
     pub pid: u32,
+    /// The target's PID in its own PID namespace when that is not the
+    /// observer's (a process in a container, observed from the host).
+    pub namespace_pid: Option<u32>,
     pub exe: String,
     pub build_id: Option<String>,
     /// True once the process has exited (the report shows what was seen).
@@ -234,6 +238,8 @@ pub struct SiteStack {
 /// Inputs that stay the same for every report of one attach.
 pub struct ReportContext<'a> {
     pub plan: &'a ProbePlan,
+    /// See [`Target::namespace_pid`].
+    pub namespace_pid: Option<u32>,
     pub exe: &'a str,
     pub build_id: Option<&'a str>,
     pub attached_ns: u64,
@@ -279,6 +285,7 @@ pub fn build_report(
         reason,
         target: Target {
             pid: plan.pid,
+            namespace_pid: context.namespace_pid,
             exe: context.exe.to_string(),
             build_id: context.build_id.map(str::to_string),
             exited,

@@ -2,6 +2,10 @@
 //!
 //! Requires Linux ≥ 5.15 (uprobe attach cookies via BPF links) and root, or
 //! CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE for another user's process).
+//! From a PID namespace other than the initial one (the observer in a
+//! container), the programs recognise the target by its PID in its own
+//! namespace (Linux ≥ 5.7; see [`crate::resolve::pid_namespace`]); the
+//! uprobes' PID, like every PID here, is one of the observer's namespace.
 //! Every probe belongs to an fd this process holds: dropping the
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
@@ -22,6 +26,7 @@ use observer_ebpf::{entry_kind, names, walker, EntrySite, Loc};
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
 use crate::plan::{ProbePlan, ProbeSite};
+use crate::resolve::pid_namespace::KernelTarget;
 use crate::resolve::unwinder::ProbePoint;
 use std::path::{Path, PathBuf};
 
@@ -71,9 +76,18 @@ pub struct Attachment {
     gate: Option<registrar::Registered>,
     /// Every uprobe, in the order they were placed.
     probes: Vec<registrar::Registered>,
+    /// How the programs recognise the target.
+    kernel_target: KernelTarget,
 }
 
 impl Attachment {
+    /// The target's process ID as the programs record it (in the live
+    /// table's keys): its PID in its own namespace when the observer runs
+    /// in a container.
+    pub fn kernel_tgid(&self) -> u32 {
+        self.kernel_target.tgid
+    }
+
     /// The loaded object, for reading maps.
     pub fn ebpf(&self) -> Result<&Ebpf> {
         self.ebpf
@@ -224,7 +238,8 @@ pub fn attach(
     tables: Option<unwind::PreparedTables>,
 ) -> Result<Attachment> {
     let rows_capacity = tables.as_ref().map_or(1, |t| t.capacity);
-    let mut ebpf = load(plan, options, rows_capacity)?;
+    let kernel_target = kernel_target(plan.pid)?;
+    let mut ebpf = load(plan, &kernel_target, options, rows_capacity)?;
     let tables = tables
         .map(|prepared| unwind::UnwindTables::install(&mut ebpf, prepared))
         .transpose()
@@ -320,6 +335,18 @@ pub fn attach(
         logger,
         trampoline: 0,
         gate: None,
+        kernel_target,
+    })
+}
+
+/// How the programs are to recognise process `pid`.
+fn kernel_target(pid: u32) -> Result<KernelTarget> {
+    KernelTarget::of(pid).map_err(|err| {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            err.context(format!("cannot tell how the kernel sees process {pid}"))
+        } else {
+            UserError::new(format!("process {pid} exited while attaching")).into()
+        }
     })
 }
 
@@ -345,7 +372,7 @@ impl Drop for Floor {
 
 /// Places the probe floor for `plan` (see [`Floor`]).
 pub fn attach_floor(plan: &ProbePlan, options: AttachOptions) -> Result<Floor> {
-    let mut ebpf = load(plan, options, 1)?;
+    let mut ebpf = load(plan, &kernel_target(plan.pid)?, options, 1)?;
     let empty = loaded_program(&mut ebpf, names::PROG_EMPTY)?;
     let mut requests = Vec::new();
     let returns = match &plan.returns {
@@ -481,7 +508,12 @@ fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
     Ok(())
 }
 
-fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<Ebpf> {
+fn load(
+    plan: &ProbePlan,
+    target: &KernelTarget,
+    options: AttachOptions,
+    rows_capacity: u32,
+) -> Result<Ebpf> {
     let size = plan.size.compiled();
     let alloc_id = plan.alloc_id.compiled();
     // aya-log's level global: 0 turns every log statement off.
@@ -490,8 +522,12 @@ fn load(plan: &ProbePlan, options: AttachOptions, rows_capacity: u32) -> Result<
         StackWalker::Dwarf => walker::DWARF,
         StackWalker::FramePointers => walker::FRAME_POINTERS,
     };
+    // No namespace (inode 0): the programs compare the kernel's own IDs.
+    let namespace = target.namespace.map_or((0, 0), |ns| (ns.device, ns.inode));
     EbpfLoader::new()
-        .override_global(names::GLOBAL_TARGET_TGID, &plan.pid, true)
+        .override_global(names::GLOBAL_TARGET_TGID, &target.tgid, true)
+        .override_global(names::GLOBAL_TARGET_PID_NS_DEV, &namespace.0, true)
+        .override_global(names::GLOBAL_TARGET_PID_NS_INO, &namespace.1, true)
         .override_global(names::GLOBAL_SIZE_LOC, &size, true)
         .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
         .override_global(aya_log::LEVEL, &log_level, false)

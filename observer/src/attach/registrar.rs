@@ -35,7 +35,8 @@ pub struct UprobeRequest {
     /// The file to probe (the kernel opens it).
     pub path: CString,
     pub file_offset: u64,
-    /// Only this process.
+    /// Only this process: a PID of the observer's namespace, which is the
+    /// one `perf_event_open` counts in (the registrar shares it).
     pub pid: u32,
     pub retprobe: bool,
     pub cookie: u64,

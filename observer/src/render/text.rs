@@ -70,7 +70,15 @@ fn verdict_line(out: &mut String, v: &Verdict) {
 
 fn header(out: &mut String, report: &Report) {
     let target = &report.target;
-    let _ = writeln!(out, "pool leak report: pid {} ({})", target.pid, target.exe);
+    let namespace_pid = target
+        .namespace_pid
+        .map(|pid| format!(", {pid} in its PID namespace"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "pool leak report: pid {}{namespace_pid} ({})",
+        target.pid, target.exe
+    );
     let reason = match report.reason {
         Reason::Duration => "duration elapsed",
         Reason::Signal => "on demand (SIGUSR1), still attached",

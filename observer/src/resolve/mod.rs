@@ -6,6 +6,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod libraries;
 pub mod pattern;
+pub mod pid_namespace;
 pub mod process;
 pub mod safe_file;
 pub mod signature;

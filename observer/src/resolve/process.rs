@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
+use super::pid_namespace::{own_namespace_pid, ObserverNamespace};
 use super::safe_file::{open_trusted, Refused, SafeFile, TargetRoot};
 use crate::error::UserError;
 
 /// A live process chosen by PID.
 #[derive(Debug, Clone)]
 pub struct Process {
+    /// Its PID in the observer's PID namespace, as the user gave it.
     pub pid: u32,
+    /// Its PID in its own PID namespace when that is not the observer's (a
+    /// process in a container, observed from the host).
+    pub namespace_pid: Option<u32>,
     /// What `/proc/PID/exe` points to, for people (may end in " (deleted)").
     pub exe_display: String,
 }
@@ -20,6 +25,8 @@ pub struct Process {
 impl Process {
     /// Checks that `pid` names a running user-space process we may inspect.
     pub fn open(pid: u32) -> Result<Self> {
+        // A PID means nothing if /proc counts another namespace's.
+        ObserverNamespace::current()?;
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         if pid == 0 || !proc_dir.exists() {
             return Err(UserError::new(format!(
@@ -48,14 +55,20 @@ impl Process {
             ))
             .into());
         }
-        Ok(Self { pid, exe_display })
+        Ok(Self {
+            pid,
+            namespace_pid: own_namespace_pid(pid),
+            exe_display,
+        })
     }
 
     /// A child we forked that will `exec` `program` but has not yet: named
-    /// after what it is about to run.
+    /// after what it is about to run (in our own PID namespace, as every
+    /// child we fork is).
     pub fn paused_child(pid: u32, program: &std::path::Path) -> Self {
         Self {
             pid,
+            namespace_pid: None,
             exe_display: program.display().to_string(),
         }
     }

@@ -398,7 +398,8 @@ impl Session {
 
     fn full_snapshot(&self) -> Result<Snapshot> {
         let older_than = self.options.older_than.map(|d| d.as_nanos() as u64);
-        let snapshot = Snapshot::full(self.ebpf()?, self.observed.process.pid, older_than)?;
+        let tgid = self.observed.attachment.kernel_tgid();
+        let snapshot = Snapshot::full(self.ebpf()?, tgid, older_than)?;
         Ok(self.own_execs_removed(snapshot))
     }
 
@@ -415,6 +416,7 @@ impl Session {
     fn build(&self, snapshot: &Snapshot, reason: Reason, exited: bool) -> Report {
         let context = ReportContext {
             plan: &self.observed.plan,
+            namespace_pid: self.observed.process.namespace_pid,
             exe: &self.observed.process.exe_display,
             build_id: self.observed.build_id.as_deref(),
             attached_ns: self.attached_ns,
@@ -820,8 +822,13 @@ fn announce(
             first.first_instruction
         )
     };
+    let namespace_pid = observed
+        .process
+        .namespace_pid
+        .map(|pid| format!(", {pid} in its PID namespace"))
+        .unwrap_or_default();
     eprintln!(
-        "observer: attached to pid {} ({}): {} probes; allocate {}; release {}",
+        "observer: attached to pid {}{namespace_pid} ({}): {} probes; allocate {}; release {}",
         plan.pid,
         observed.process.exe_display,
         observed.attachment.probe_count,
@@ -883,7 +890,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A pidfd that becomes readable when the process exits (Linux ≥ 5.3).
+/// A pidfd that becomes readable when the process exits (Linux ≥ 5.3);
+/// `pid` counts in the observer's PID namespace, as `pidfd_open`'s does.
 fn watch_exit(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
