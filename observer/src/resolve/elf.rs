@@ -65,8 +65,10 @@ impl ElfInfo {
         Self::parse(path, data.into())
     }
 
-    /// Parses the bytes of an ELF file read from `path`.
-    fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
+    /// Parses the bytes of an ELF file read from `path` (which only names
+    /// it in errors and reports): public so that the parsers can be fuzzed
+    /// on bytes that never were a file.
+    pub fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         if file.architecture() != object::Architecture::X86_64 {

@@ -327,10 +327,16 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request> {
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
         .await
         .context("sent no complete request in time")??;
+    parse_request(&line)
+}
+
+/// Parses one request line as the server receives it from a client: at
+/// most [`MAX_REQUEST_BYTES`] of JSON. Pure, so that it can be fuzzed.
+pub fn parse_request(line: &[u8]) -> Result<Request> {
     if line.len() > MAX_REQUEST_BYTES {
         anyhow::bail!("longer than {MAX_REQUEST_BYTES} bytes");
     }
-    Ok(serde_json::from_slice(&line)?)
+    Ok(serde_json::from_slice(line)?)
 }
 
 /// Sends the one-line answer; a client that went away is not our problem.
@@ -391,8 +397,14 @@ pub fn call(path: &Path, request: &Request) -> Result<String> {
         sent.context("sending the request")?;
         read.context("reading the session's answer")?;
     }
+    parse_response(&answer)
+}
+
+/// Reads the session's answer line as the client receives it: its output,
+/// or the error it reports (a [`UserError`]).
+pub fn parse_response(line: &str) -> Result<String> {
     let response: Response =
-        serde_json::from_str(&answer).context("the session's answer is not a response")?;
+        serde_json::from_str(line).context("the session's answer is not a response")?;
     if response.ok {
         Ok(response.output)
     } else {
