@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | demo | test | lint`.
+//! Project tasks: `cargo xtask setup | demo | test | lint | bench | fuzz`.
 
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod targets;
 mod test;
@@ -35,6 +36,15 @@ enum Task {
     Lint,
     /// What the probes cost the target: ratios measured in one run.
     Bench,
+    /// Fuzz the parsers of untrusted input (cargo-fuzz, one target at a
+    /// time); fails naming each reproducer found.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::LONG_SECONDS)]
+        seconds: u64,
+        /// Targets to run (all when none is named).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +55,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Lint => test::lint(),
         Task::Bench => bench::run(),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Idempotent machine set-up: the nightly toolchain's `rust-src` (for
-//! `-Z build-std=core`) and `bpf-linker`, linked against the nightly
-//! toolchain's own libLLVM because the distribution's LLVM is too old.
+//! `-Z build-std=core`), `bpf-linker`, linked against the nightly
+//! toolchain's own libLLVM because the distribution's LLVM is too old, and
+//! `cargo-fuzz` (the fuzz targets build with nightly).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,12 +10,14 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::cmd::{cargo_home, checked, command, output};
 
-const TOOLCHAIN: &str = "nightly";
+/// The toolchain eBPF programs and fuzz targets are built with.
+pub const TOOLCHAIN: &str = "nightly";
 
 pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     Ok(())
 }
 
@@ -82,6 +85,22 @@ fn ensure_bpf_linker() -> Result<()> {
             ])
             .args(["--features", &format!("llvm-{major}")]),
     )
+}
+
+/// `cargo fuzz`, which runs the fuzz targets (`cargo xtask fuzz`).
+fn ensure_cargo_fuzz() -> Result<()> {
+    let probe = output(command("cargo").args(["fuzz", "--version"]));
+    if let Ok(probe) = &probe {
+        if probe.status.success() {
+            println!(
+                "setup: {}: present",
+                String::from_utf8_lossy(&probe.stdout).trim()
+            );
+            return Ok(());
+        }
+    }
+    println!("setup: cargo-fuzz: installing, about a minute");
+    checked(command("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// The nightly toolchain's shared libLLVM.

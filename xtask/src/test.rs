@@ -3,14 +3,15 @@
 use anyhow::Result;
 
 use crate::cmd::{cargo, checked, command};
-use crate::setup;
 use crate::targets::{
     build_corpus, build_observer, build_targets, corpus_dir, targets_dir, test_targets, Variant,
 };
+use crate::{fuzz, setup};
 
 /// Set-up, build, then every test: unit tests of the observer, xtask and
-/// the target programs, and the end-to-end tests, which load real eBPF
-/// programs into this kernel and therefore need root.
+/// the target programs, the end-to-end tests, which load real eBPF
+/// programs into this kernel and therefore need root, and a short run of
+/// every fuzz target (a finding fails the test, naming its reproducer).
 ///
 /// The end-to-end tests run one at a time: they check that no program of
 /// ours stays loaded after an observer exits, which a concurrently running
@@ -31,7 +32,12 @@ pub fn run() -> Result<()> {
             .env("OBSERVER_FIXED_TARGETS_DIR", targets_dir(Variant::Fixed))
             .env("OBSERVER_CORPUS_DIR", corpus_dir())
             .args(["--", "--test-threads=1"]),
-    )
+    )?;
+    println!(
+        "xtask: fuzzing smoke run, {} s per target",
+        fuzz::SMOKE_SECONDS
+    );
+    fuzz::smoke()
 }
 
 /// Formatting and clippy, as every commit should pass them.
