@@ -235,7 +235,8 @@ fn load_bias(segments: &[LoadSegment], start: u64, end: u64, file_offset: u64) -
     let map_end = file_offset + (end - start);
     let overlap = |s: &LoadSegment| {
         let from = s.file_offset.max(file_offset);
-        let to = (s.file_offset + s.file_size).min(map_end);
+        // The file's own numbers: they may add up past 2^64.
+        let to = s.file_offset.saturating_add(s.file_size).min(map_end);
         to.saturating_sub(from)
     };
     let segment = segments
@@ -398,6 +399,63 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal x86-64 ELF file: its header and one `PT_LOAD` program
+    /// header per segment, nothing else.
+    fn elf_with_segments(segments: &[LoadSegment]) -> Vec<u8> {
+        let mut data = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        data.extend(3u16.to_le_bytes()); // ET_DYN
+        data.extend(62u16.to_le_bytes()); // EM_X86_64
+        data.extend(1u32.to_le_bytes()); // EV_CURRENT
+        data.extend(0u64.to_le_bytes()); // e_entry
+        data.extend(64u64.to_le_bytes()); // e_phoff: right after this header
+        data.extend(0u64.to_le_bytes()); // e_shoff: no sections
+        data.extend(0u32.to_le_bytes()); // e_flags
+        let count = segments.len() as u16;
+        for half in [64u16, 56, count, 64, 0, 0] {
+            data.extend(half.to_le_bytes());
+        }
+        for segment in segments {
+            data.extend(1u32.to_le_bytes()); // PT_LOAD
+            data.extend(5u32.to_le_bytes()); // R+X
+            for word in [
+                segment.file_offset,
+                segment.address,
+                segment.address,
+                segment.file_size,
+                segment.size,
+                0x1000,
+            ] {
+                data.extend(word.to_le_bytes());
+            }
+        }
+        data
+    }
+
+    /// Found by fuzzing: a segment whose file range ends past 2^64 made
+    /// the load bias overflow (a panic with overflow checks, a wrong
+    /// segment without).
+    #[test]
+    fn file_ranges_past_two_to_the_64_are_no_panic() {
+        let hostile = LoadSegment {
+            address: 0x1000,
+            size: 0x1000,
+            file_offset: u64::MAX - 0x10,
+            file_size: 0x1000,
+        };
+        let code = LoadSegment {
+            address: 0x4000,
+            size: 0x1000,
+            file_offset: 0x4000,
+            file_size: 0x1000,
+        };
+        let layout = ElfLayout::parse(elf_with_segments(&[hostile, code])).unwrap();
+        let start = 0x5555_0000_4000;
+        assert_eq!(
+            layout.load_bias(start, start + 0x1000, 0x4000),
+            Some(0x5555_0000_0000)
+        );
+    }
 
     #[test]
     fn reads_own_test_binary() {
