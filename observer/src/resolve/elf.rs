@@ -150,7 +150,8 @@ impl ElfInfo {
     pub fn function_containing(&self, address: u64) -> Option<&FunctionSymbol> {
         self.functions
             .iter()
-            .find(|f| f.address <= address && address < f.address + f.size.max(1))
+            // Subtracted, not added: a hostile symbol may end past 2^64.
+            .find(|f| f.address <= address && address - f.address < f.size.max(1))
     }
 
     /// Up to `len` bytes stored at `address`.
@@ -455,6 +456,37 @@ mod tests {
             layout.load_bias(start, start + 0x1000, 0x4000),
             Some(0x5555_0000_0000)
         );
+    }
+
+    fn with_functions(functions: Vec<FunctionSymbol>) -> ElfInfo {
+        ElfInfo {
+            path: PathBuf::from("functions"),
+            build_id: None,
+            has_symtab: true,
+            has_debug_info: false,
+            functions,
+            segments: Vec::new(),
+            data: std::sync::Arc::from(&[][..]),
+            dwarf: None,
+            debug_file: None,
+            debug_rejected: Vec::new(),
+        }
+    }
+
+    /// Found by fuzzing: a symbol whose address and size add up past 2^64
+    /// made every lookup that reached it overflow.
+    #[test]
+    fn symbols_ending_past_two_to_the_64_are_no_panic() {
+        let last = FunctionSymbol {
+            mangled: "last".into(),
+            demangled: "last".into(),
+            address: u64::MAX - 4,
+            size: 16,
+        };
+        let elf = with_functions(vec![last.clone()]);
+        assert_eq!(elf.function_containing(u64::MAX), Some(&last));
+        assert_eq!(elf.function_containing(u64::MAX - 5), None);
+        assert_eq!(elf.function_containing(0x1000), None);
     }
 
     #[test]
