@@ -135,7 +135,7 @@ impl ElfInfo {
         self.segments
             .iter()
             .find(|s| address >= s.address && address - s.address < s.file_size.min(s.size))
-            .map(|s| address - s.address + s.file_offset)
+            .and_then(|s| (address - s.address).checked_add(s.file_offset))
     }
 
     /// The load bias of a mapping of this file (`runtime = vaddr + bias`):
@@ -362,7 +362,8 @@ impl ElfLayout {
         self.segments
             .iter()
             .find(|s| file_offset >= s.file_offset && file_offset - s.file_offset < s.file_size)
-            .map(|s| file_offset - s.file_offset + s.address)
+            // None past 2^64, where a hostile segment may claim to end.
+            .and_then(|s| (file_offset - s.file_offset).checked_add(s.address))
     }
 
     /// See [`ElfInfo::load_bias`].
@@ -456,6 +457,30 @@ mod tests {
             layout.load_bias(start, start + 0x1000, 0x4000),
             Some(0x5555_0000_0000)
         );
+    }
+
+    /// Found by fuzzing: a segment at the top of the address space (or of
+    /// the file offsets) made translating between the two overflow.
+    #[test]
+    fn translations_past_two_to_the_64_are_none() {
+        let top = LoadSegment {
+            address: u64::MAX - 0x10,
+            size: 0x1000,
+            file_offset: 0,
+            file_size: 0x1000,
+        };
+        let layout = ElfLayout::parse(elf_with_segments(&[top])).unwrap();
+        assert_eq!(layout.address_of_file_offset(0x8), Some(u64::MAX - 8));
+        assert_eq!(layout.address_of_file_offset(0x20), None);
+        let far = LoadSegment {
+            address: 0x1000,
+            size: 0x1000,
+            file_offset: u64::MAX - 0x10,
+            file_size: 0x1000,
+        };
+        let elf = ElfInfo::parse(Path::new("far"), elf_with_segments(&[far]).into()).unwrap();
+        assert_eq!(elf.file_offset(0x1008), Some(u64::MAX - 8));
+        assert_eq!(elf.file_offset(0x1020), None);
     }
 
     fn with_functions(functions: Vec<FunctionSymbol>) -> ElfInfo {
