@@ -184,7 +184,7 @@ impl ElfInfo {
         let got: Vec<(u64, u64)> = file
             .sections()
             .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .map(|s| (s.address(), s.address() + s.size()))
+            .map(|s| (s.address(), got_end(&s)))
             .collect();
         let Some(relocations) = file.dynamic_relocations() else {
             return slots;
@@ -228,8 +228,14 @@ impl ElfInfo {
         };
         file.sections()
             .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .any(|s| (s.address()..s.address() + s.size()).contains(&address))
+            .any(|s| (s.address()..got_end(&s)).contains(&address))
     }
+}
+
+/// Where a GOT section ends: the file's own numbers, which may add up
+/// past 2^64.
+fn got_end(section: &object::Section<'_, '_>) -> u64 {
+    section.address().saturating_add(section.size())
 }
 
 fn load_bias(segments: &[LoadSegment], start: u64, end: u64, file_offset: u64) -> Option<u64> {
@@ -481,6 +487,54 @@ mod tests {
         let elf = ElfInfo::parse(Path::new("far"), elf_with_segments(&[far]).into()).unwrap();
         assert_eq!(elf.file_offset(0x1008), Some(u64::MAX - 8));
         assert_eq!(elf.file_offset(0x1020), None);
+    }
+
+    /// A minimal x86-64 ELF file with one section besides the names.
+    fn elf_with_section(name: &str, address: u64, size: u64) -> Vec<u8> {
+        let names = format!("\0.shstrtab\0{name}\0");
+        let table = (64 + names.len()).next_multiple_of(8);
+        let mut data = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        data.extend(3u16.to_le_bytes()); // ET_DYN
+        data.extend(62u16.to_le_bytes()); // EM_X86_64
+        data.extend(1u32.to_le_bytes()); // EV_CURRENT
+        data.extend(0u64.to_le_bytes()); // e_entry
+        data.extend(0u64.to_le_bytes()); // e_phoff: no segments
+        data.extend((table as u64).to_le_bytes()); // e_shoff
+        data.extend(0u32.to_le_bytes()); // e_flags
+        for half in [64u16, 56, 0, 64, 3, 1] {
+            data.extend(half.to_le_bytes());
+        }
+        data.extend(names.as_bytes());
+        data.resize(table, 0);
+        // (sh_name, sh_type, sh_addr, sh_offset, sh_size): null, the
+        // names (SHT_STRTAB), the section (SHT_PROGBITS, over the header).
+        for (name, kind, address, offset, size) in [
+            (0u32, 0u32, 0, 0, 0),
+            (1, 3, 0, 64, names.len() as u64),
+            (11, 1, address, 0, size),
+        ] {
+            data.extend(name.to_le_bytes());
+            data.extend(kind.to_le_bytes());
+            data.extend(0u64.to_le_bytes()); // sh_flags
+            for word in [address, offset, size] {
+                data.extend(word.to_le_bytes());
+            }
+            data.extend([0; 8]); // sh_link, sh_info
+            data.extend(1u64.to_le_bytes()); // sh_addralign
+            data.extend(0u64.to_le_bytes()); // sh_entsize
+        }
+        data
+    }
+
+    /// Found by fuzzing: a `.got` whose address and size add up past 2^64
+    /// made reading the GOT slots overflow.
+    #[test]
+    fn a_got_ending_past_two_to_the_64_is_no_panic() {
+        let data = elf_with_section(".got", u64::MAX - 8, 16);
+        let elf = ElfInfo::parse(Path::new("got"), data.into()).unwrap();
+        assert!(elf.got_slots().is_empty(), "no relocations fill it");
+        assert!(elf.in_got(u64::MAX - 4));
+        assert!(!elf.in_got(0x1000));
     }
 
     fn with_functions(functions: Vec<FunctionSymbol>) -> ElfInfo {
