@@ -296,6 +296,7 @@ pub const LINK_SECTIONS: [&str; 3] = [".gnu_debuglink", ".gnu_debugaltlink", ".d
 /// none. Everything else, DWARF included, is unchanged.
 pub fn without_link_sections(data: &[u8]) -> Option<Vec<u8>> {
     use object::read::elf::{ElfFile64, FileHeader as _, SectionHeader as _};
+    use object::Endian as _;
     let file = ElfFile64::<object::Endianness>::parse(data).ok()?;
     let endian = file.endian();
     let header = file.elf_header();
@@ -308,9 +309,13 @@ pub fn without_link_sections(data: &[u8]) -> Option<Vec<u8>> {
         if LINK_SECTIONS.iter().any(|link| link.as_bytes() == name) {
             let at = first + index * entry_size;
             let bytes = copy.get_or_insert_with(|| data.to_vec());
-            // sh_name is the header's first word; 0 is the empty name.
-            bytes.get_mut(at..at + 4)?.fill(0);
-            debug_assert_ne!(section.sh_name(endian), 0);
+            // sh_name is the header's first word. Pointed at the NUL that
+            // ends the name, the name is empty: offset 0 is empty only by
+            // convention, and a file may name the link itself there.
+            let end = section.sh_name(endian).checked_add(name.len() as u32)?;
+            bytes
+                .get_mut(at..at + 4)?
+                .copy_from_slice(&endian.write_u32(end));
         }
     }
     copy
@@ -489,9 +494,16 @@ mod tests {
         assert_eq!(elf.file_offset(0x1020), None);
     }
 
-    /// A minimal x86-64 ELF file with one section besides the names.
-    fn elf_with_section(name: &str, address: u64, size: u64) -> Vec<u8> {
-        let names = format!("\0.shstrtab\0{name}\0");
+    /// A minimal x86-64 ELF file with one section besides the names
+    /// (`.shstrtab`, holding `names`): its name at `name_at`, the names'
+    /// own at `names_at`.
+    fn elf_with_section(
+        names: &str,
+        names_at: u32,
+        name_at: u32,
+        address: u64,
+        size: u64,
+    ) -> Vec<u8> {
         let table = (64 + names.len()).next_multiple_of(8);
         let mut data = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
         data.extend(3u16.to_le_bytes()); // ET_DYN
@@ -510,8 +522,8 @@ mod tests {
         // names (SHT_STRTAB), the section (SHT_PROGBITS, over the header).
         for (name, kind, address, offset, size) in [
             (0u32, 0u32, 0, 0, 0),
-            (1, 3, 0, 64, names.len() as u64),
-            (11, 1, address, 0, size),
+            (names_at, 3, 0, 64, names.len() as u64),
+            (name_at, 1, address, 0, size),
         ] {
             data.extend(name.to_le_bytes());
             data.extend(kind.to_le_bytes());
@@ -530,11 +542,23 @@ mod tests {
     /// made reading the GOT slots overflow.
     #[test]
     fn a_got_ending_past_two_to_the_64_is_no_panic() {
-        let data = elf_with_section(".got", u64::MAX - 8, 16);
+        let data = elf_with_section("\0.shstrtab\0.got\0", 1, 11, u64::MAX - 8, 16);
         let elf = ElfInfo::parse(Path::new("got"), data.into()).unwrap();
         assert!(elf.got_slots().is_empty(), "no relocations fill it");
         assert!(elf.in_got(u64::MAX - 4));
         assert!(!elf.in_got(0x1000));
+    }
+
+    /// Found by fuzzing: a link section named at offset 0 of the section
+    /// names (where the empty name usually is) kept its name in the copy
+    /// given to the symbolizer, which would have followed it.
+    #[test]
+    fn a_link_named_at_offset_zero_is_hidden_too() {
+        let data = elf_with_section(".gnu_debuglink\0.shstrtab\0", 15, 0, 0, 16);
+        assert!(ElfLayout::parse(data.clone()).unwrap().links_elsewhere);
+        let cleaned = without_link_sections(&data).expect("a link to hide");
+        assert_eq!(cleaned.len(), data.len());
+        assert!(!ElfLayout::parse(cleaned).unwrap().links_elsewhere);
     }
 
     fn with_functions(functions: Vec<FunctionSymbol>) -> ElfInfo {
