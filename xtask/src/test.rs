@@ -40,7 +40,8 @@ pub fn run() -> Result<()> {
     fuzz::smoke()
 }
 
-/// Formatting and clippy, as every commit should pass them.
+/// Formatting and clippy, as every commit should pass them (the fuzz
+/// crate's too: it calls the parsers' public API).
 pub fn lint() -> Result<()> {
     setup::run()?;
     checked(cargo().args(["fmt", "--all", "--check"]))?;
@@ -70,6 +71,7 @@ pub fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    fuzz::lint()?;
     // The eBPF crate only builds for the BPF target, with nightly.
     checked(command("rustup").args([
         "run",

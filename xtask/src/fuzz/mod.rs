@@ -153,13 +153,33 @@ fn build() -> Result<()> {
     checked(cargo_fuzz().arg("build").args(common_args()))
 }
 
+/// rustfmt and clippy on the fuzz crate (its own workspace, so not seen
+/// by the workspace's), with the toolchain that builds it.
+pub fn lint() -> Result<()> {
+    let manifest = format!("{FUZZ_DIR}/Cargo.toml");
+    checked(nightly_cargo().args(["fmt", "--check", "--manifest-path", &manifest]))?;
+    checked(
+        nightly_cargo()
+            .args(["clippy", "--manifest-path", &manifest, "--all-targets"])
+            .args(["--", "-D", "warnings"]),
+    )
+}
+
+/// `rustup run nightly cargo`, from the repository root, with the eBPF
+/// build skipped (nothing here loads the programs).
+fn nightly_cargo() -> std::process::Command {
+    let mut command = command("rustup");
+    command
+        .args(["run", setup::TOOLCHAIN, "cargo"])
+        .env("AYA_BUILD_SKIP", "1");
+    command
+}
+
 /// `rustup run nightly cargo fuzz`, from the repository root, with the
 /// eBPF build skipped.
 fn cargo_fuzz() -> std::process::Command {
-    let mut command = command("rustup");
-    command
-        .args(["run", setup::TOOLCHAIN, "cargo", "fuzz"])
-        .env("AYA_BUILD_SKIP", "1");
+    let mut command = nightly_cargo();
+    command.arg("fuzz");
     command
 }
 
