@@ -15,7 +15,8 @@
 //! Unlike aya-build, only the inner build's real warnings and errors are
 //! passed on (its progress lines are not warnings); when it fails, the
 //! outer build fails with its errors shown. `AYA_BUILD_SKIP=1` (or `true`)
-//! skips it, keeping whatever program an earlier build left.
+//! skips it, keeping whatever program an earlier build left, or an empty
+//! placeholder where there is none (it compiles; loading it fails).
 
 use std::env;
 use std::ffi::OsString;
@@ -43,7 +44,7 @@ fn build() -> Result<()> {
     println!("cargo:rerun-if-env-changed={SKIP}");
     if skip_requested() {
         println!("cargo:warning={SKIP} is set: the eBPF programs were not rebuilt");
-        return Ok(());
+        return ensure_placeholder();
     }
     let sources = Path::new(observer_ebpf::SOURCE_DIR);
     // The programs are a binary of another crate: cargo cannot see that we
@@ -73,6 +74,20 @@ fn nearest_lock_file(sources: &Path) -> Option<PathBuf> {
         .ancestors()
         .map(|dir| dir.join("Cargo.lock"))
         .find(|lock| lock.is_file())
+}
+
+/// With the build skipped, a target directory that never built the
+/// programs (a fuzzing build, a check on a machine without bpf-linker) still
+/// needs a file for `attach` to embed: an empty one, which compiles and is
+/// refused when loaded. A program an earlier build left is kept.
+fn ensure_placeholder() -> Result<()> {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let destination = out_dir.join(PROGRAM);
+    if !destination.exists() {
+        std::fs::write(&destination, [])
+            .with_context(|| format!("cannot write {}", destination.display()))?;
+    }
+    Ok(())
 }
 
 fn skip_requested() -> bool {

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | demo | test | lint | bench | dist`.
+//! Project tasks: `cargo xtask setup | demo | test | lint | kernels | bench | dist | fuzz`.
 
 mod bench;
 mod cmd;
 mod demo;
 mod dist;
+mod fuzz;
 mod kernels;
 mod setup;
 mod targets;
@@ -50,6 +51,15 @@ enum Task {
     /// One static x86-64 binary (musl) with the eBPF programs embedded,
     /// and its SHA-256, in target/dist/, built from the packaged crates.
     Dist,
+    /// Fuzz the parsers of untrusted input (cargo-fuzz, one target at a
+    /// time); fails naming each reproducer found.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::LONG_SECONDS)]
+        seconds: u64,
+        /// Targets to run (all when none is named).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +72,7 @@ fn main() -> ExitCode {
         Task::Kernels { only } => test::kernels(&only),
         Task::Bench { update_readme } => bench::run(update_readme),
         Task::Dist => setup::run().and_then(|()| dist::build()).map(drop),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,8 @@
 //! musl's C toolchain is not needed); and the real consumers the
 //! end-to-end tests judge the output formats with, from Debian's
 //! packages: `go tool pprof` (golang-go), Prometheus and `promtool`
-//! (prometheus), tmux.
+//! (prometheus), tmux; and
+//! `cargo-fuzz` (the fuzz targets build with nightly).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::cmd::{cargo_home, checked, command, output};
 
-const TOOLCHAIN: &str = "nightly";
+/// The toolchain eBPF programs and fuzz targets are built with.
+pub const TOOLCHAIN: &str = "nightly";
 
 pub fn run() -> Result<()> {
     ensure_nightly()?;
@@ -23,6 +25,7 @@ pub fn run() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_musl_target()?;
     ensure_consumers()?;
+    ensure_cargo_fuzz()?;
     Ok(())
 }
 
@@ -148,6 +151,22 @@ fn ensure_bpf_linker() -> Result<()> {
             ])
             .args(["--features", &format!("llvm-{major}")]),
     )
+}
+
+/// `cargo fuzz`, which runs the fuzz targets (`cargo xtask fuzz`).
+fn ensure_cargo_fuzz() -> Result<()> {
+    let probe = output(command("cargo").args(["fuzz", "--version"]));
+    if let Ok(probe) = &probe {
+        if probe.status.success() {
+            println!(
+                "setup: {}: present",
+                String::from_utf8_lossy(&probe.stdout).trim()
+            );
+            return Ok(());
+        }
+    }
+    println!("setup: cargo-fuzz: installing, about a minute");
+    checked(command("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// The nightly toolchain's shared libLLVM.

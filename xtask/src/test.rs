@@ -6,11 +6,12 @@ use crate::cmd::{cargo, checked, command};
 use crate::targets::{
     build_corpus, build_observer, build_targets, corpus_dir, targets_dir, test_targets, Variant,
 };
-use crate::{dist, setup};
+use crate::{dist, fuzz, setup};
 
 /// Set-up, build, then every test: unit tests of the observer, xtask and
-/// the target programs, and the end-to-end tests, which load real eBPF
-/// programs into this kernel and therefore need root.
+/// the target programs, the end-to-end tests, which load real eBPF
+/// programs into this kernel and therefore need root, and a short run of
+/// every fuzz target (a finding fails the test, naming its reproducer).
 ///
 /// The end-to-end tests run one at a time: they check that no program of
 /// ours stays loaded after an observer exits, which a concurrently running
@@ -35,7 +36,12 @@ pub fn run() -> Result<()> {
             .env("OBSERVER_CORPUS_DIR", corpus_dir())
             .env("OBSERVER_DIST_BINARY", &dist.binary)
             .args(["--", "--test-threads=1"]),
-    )
+    )?;
+    println!(
+        "xtask: fuzzing smoke run, {} s per target",
+        fuzz::SMOKE_SECONDS
+    );
+    fuzz::smoke()
 }
 
 /// The kernel matrix, after building what it runs.
@@ -48,7 +54,8 @@ pub fn kernels(only: &[String]) -> Result<()> {
     crate::kernels::run(only)
 }
 
-/// Formatting and clippy, as every commit should pass them.
+/// Formatting and clippy, as every commit should pass them (the fuzz
+/// crate's too: it calls the parsers' public API).
 pub fn lint() -> Result<()> {
     setup::run()?;
     checked(cargo().args(["fmt", "--all", "--check"]))?;
@@ -78,6 +85,7 @@ pub fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    fuzz::lint()?;
     // The eBPF crate only builds for the BPF target, with nightly.
     checked(command("rustup").args([
         "run",

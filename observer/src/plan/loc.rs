@@ -59,6 +59,11 @@ impl Location {
         if !parser.rest.trim().is_empty() {
             return Err(error(format!("unexpected '{}'", parser.rest.trim())));
         }
+        // `0-5` would be a size of 2^64 - 5 bytes, which no pool hands
+        // out, and has no canonical form to print back.
+        if base == LOC_BASE_CONST && parser.pending_offset < 0 {
+            return Err(error("a literal cannot be negative".into()));
+        }
         if parser.steps.len() > MAX_LOC_STEPS {
             return Err(error(format!(
                 "{} dereferences, at most {MAX_LOC_STEPS} are supported",
@@ -336,6 +341,19 @@ mod tests {
         let loc = compiled("4096");
         assert_eq!((loc.base, loc.final_offset), (LOC_BASE_CONST, 4096));
         assert!(Location::parse("0x100").unwrap().is_constant());
+    }
+
+    /// Found by fuzzing: `04-410` parsed as the literal -406, printed as
+    /// `-406`, which does not parse.
+    #[test]
+    fn negative_literals_are_refused() {
+        for text in ["04-410", "0-1", "0x10-0x11"] {
+            let err = Location::parse(text).unwrap_err();
+            assert_eq!(err.reason, "a literal cannot be negative", "{text}");
+        }
+        assert_eq!(compiled("4096-96").final_offset, 4000);
+        assert_eq!(Location::parse("5-5").unwrap().to_string(), "0");
+        assert_eq!(compiled("arg0-8").final_offset, -8);
     }
 
     #[test]

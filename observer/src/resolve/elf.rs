@@ -65,8 +65,10 @@ impl ElfInfo {
         Self::parse(path, data.into())
     }
 
-    /// Parses the bytes of an ELF file read from `path`.
-    fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
+    /// Parses the bytes of an ELF file read from `path` (which only names
+    /// it in errors and reports): public so that the parsers can be fuzzed
+    /// on bytes that never were a file.
+    pub fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         if file.architecture() != object::Architecture::X86_64 {
@@ -133,7 +135,7 @@ impl ElfInfo {
         self.segments
             .iter()
             .find(|s| address >= s.address && address - s.address < s.file_size.min(s.size))
-            .map(|s| address - s.address + s.file_offset)
+            .and_then(|s| (address - s.address).checked_add(s.file_offset))
     }
 
     /// The load bias of a mapping of this file (`runtime = vaddr + bias`):
@@ -148,7 +150,8 @@ impl ElfInfo {
     pub fn function_containing(&self, address: u64) -> Option<&FunctionSymbol> {
         self.functions
             .iter()
-            .find(|f| f.address <= address && address < f.address + f.size.max(1))
+            // Subtracted, not added: a hostile symbol may end past 2^64.
+            .find(|f| f.address <= address && address - f.address < f.size.max(1))
     }
 
     /// Up to `len` bytes stored at `address`.
@@ -181,7 +184,7 @@ impl ElfInfo {
         let got: Vec<(u64, u64)> = file
             .sections()
             .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .map(|s| (s.address(), s.address() + s.size()))
+            .map(|s| (s.address(), got_end(&s)))
             .collect();
         let Some(relocations) = file.dynamic_relocations() else {
             return slots;
@@ -225,15 +228,22 @@ impl ElfInfo {
         };
         file.sections()
             .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .any(|s| (s.address()..s.address() + s.size()).contains(&address))
+            .any(|s| (s.address()..got_end(&s)).contains(&address))
     }
+}
+
+/// Where a GOT section ends: the file's own numbers, which may add up
+/// past 2^64.
+fn got_end(section: &object::Section<'_, '_>) -> u64 {
+    section.address().saturating_add(section.size())
 }
 
 fn load_bias(segments: &[LoadSegment], start: u64, end: u64, file_offset: u64) -> Option<u64> {
     let map_end = file_offset + (end - start);
     let overlap = |s: &LoadSegment| {
         let from = s.file_offset.max(file_offset);
-        let to = (s.file_offset + s.file_size).min(map_end);
+        // The file's own numbers: they may add up past 2^64.
+        let to = s.file_offset.saturating_add(s.file_size).min(map_end);
         to.saturating_sub(from)
     };
     let segment = segments
@@ -286,6 +296,7 @@ pub const LINK_SECTIONS: [&str; 3] = [".gnu_debuglink", ".gnu_debugaltlink", ".d
 /// none. Everything else, DWARF included, is unchanged.
 pub fn without_link_sections(data: &[u8]) -> Option<Vec<u8>> {
     use object::read::elf::{ElfFile64, FileHeader as _, SectionHeader as _};
+    use object::Endian as _;
     let file = ElfFile64::<object::Endianness>::parse(data).ok()?;
     let endian = file.endian();
     let header = file.elf_header();
@@ -298,9 +309,13 @@ pub fn without_link_sections(data: &[u8]) -> Option<Vec<u8>> {
         if LINK_SECTIONS.iter().any(|link| link.as_bytes() == name) {
             let at = first + index * entry_size;
             let bytes = copy.get_or_insert_with(|| data.to_vec());
-            // sh_name is the header's first word; 0 is the empty name.
-            bytes.get_mut(at..at + 4)?.fill(0);
-            debug_assert_ne!(section.sh_name(endian), 0);
+            // sh_name is the header's first word. Pointed at the NUL that
+            // ends the name, the name is empty: offset 0 is empty only by
+            // convention, and a file may name the link itself there.
+            let end = section.sh_name(endian).checked_add(name.len() as u32)?;
+            bytes
+                .get_mut(at..at + 4)?
+                .copy_from_slice(&endian.write_u32(end));
         }
     }
     copy
@@ -358,7 +373,8 @@ impl ElfLayout {
         self.segments
             .iter()
             .find(|s| file_offset >= s.file_offset && file_offset - s.file_offset < s.file_size)
-            .map(|s| file_offset - s.file_offset + s.address)
+            // None past 2^64, where a hostile segment may claim to end.
+            .and_then(|s| (file_offset - s.file_offset).checked_add(s.address))
     }
 
     /// See [`ElfInfo::load_bias`].
@@ -396,6 +412,185 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal x86-64 ELF file: its header and one `PT_LOAD` program
+    /// header per segment, nothing else.
+    fn elf_with_segments(segments: &[LoadSegment]) -> Vec<u8> {
+        let mut data = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        data.extend(3u16.to_le_bytes()); // ET_DYN
+        data.extend(62u16.to_le_bytes()); // EM_X86_64
+        data.extend(1u32.to_le_bytes()); // EV_CURRENT
+        data.extend(0u64.to_le_bytes()); // e_entry
+        data.extend(64u64.to_le_bytes()); // e_phoff: right after this header
+        data.extend(0u64.to_le_bytes()); // e_shoff: no sections
+        data.extend(0u32.to_le_bytes()); // e_flags
+        let count = segments.len() as u16;
+        for half in [64u16, 56, count, 64, 0, 0] {
+            data.extend(half.to_le_bytes());
+        }
+        for segment in segments {
+            data.extend(1u32.to_le_bytes()); // PT_LOAD
+            data.extend(5u32.to_le_bytes()); // R+X
+            for word in [
+                segment.file_offset,
+                segment.address,
+                segment.address,
+                segment.file_size,
+                segment.size,
+                0x1000,
+            ] {
+                data.extend(word.to_le_bytes());
+            }
+        }
+        data
+    }
+
+    /// Found by fuzzing: a segment whose file range ends past 2^64 made
+    /// the load bias overflow (a panic with overflow checks, a wrong
+    /// segment without).
+    #[test]
+    fn file_ranges_past_two_to_the_64_are_no_panic() {
+        let hostile = LoadSegment {
+            address: 0x1000,
+            size: 0x1000,
+            file_offset: u64::MAX - 0x10,
+            file_size: 0x1000,
+        };
+        let code = LoadSegment {
+            address: 0x4000,
+            size: 0x1000,
+            file_offset: 0x4000,
+            file_size: 0x1000,
+        };
+        let layout = ElfLayout::parse(elf_with_segments(&[hostile, code])).unwrap();
+        let start = 0x5555_0000_4000;
+        assert_eq!(
+            layout.load_bias(start, start + 0x1000, 0x4000),
+            Some(0x5555_0000_0000)
+        );
+    }
+
+    /// Found by fuzzing: a segment at the top of the address space (or of
+    /// the file offsets) made translating between the two overflow.
+    #[test]
+    fn translations_past_two_to_the_64_are_none() {
+        let top = LoadSegment {
+            address: u64::MAX - 0x10,
+            size: 0x1000,
+            file_offset: 0,
+            file_size: 0x1000,
+        };
+        let layout = ElfLayout::parse(elf_with_segments(&[top])).unwrap();
+        assert_eq!(layout.address_of_file_offset(0x8), Some(u64::MAX - 8));
+        assert_eq!(layout.address_of_file_offset(0x20), None);
+        let far = LoadSegment {
+            address: 0x1000,
+            size: 0x1000,
+            file_offset: u64::MAX - 0x10,
+            file_size: 0x1000,
+        };
+        let elf = ElfInfo::parse(Path::new("far"), elf_with_segments(&[far]).into()).unwrap();
+        assert_eq!(elf.file_offset(0x1008), Some(u64::MAX - 8));
+        assert_eq!(elf.file_offset(0x1020), None);
+    }
+
+    /// A minimal x86-64 ELF file with one section besides the names
+    /// (`.shstrtab`, holding `names`): its name at `name_at`, the names'
+    /// own at `names_at`.
+    fn elf_with_section(
+        names: &str,
+        names_at: u32,
+        name_at: u32,
+        address: u64,
+        size: u64,
+    ) -> Vec<u8> {
+        let table = (64 + names.len()).next_multiple_of(8);
+        let mut data = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        data.extend(3u16.to_le_bytes()); // ET_DYN
+        data.extend(62u16.to_le_bytes()); // EM_X86_64
+        data.extend(1u32.to_le_bytes()); // EV_CURRENT
+        data.extend(0u64.to_le_bytes()); // e_entry
+        data.extend(0u64.to_le_bytes()); // e_phoff: no segments
+        data.extend((table as u64).to_le_bytes()); // e_shoff
+        data.extend(0u32.to_le_bytes()); // e_flags
+        for half in [64u16, 56, 0, 64, 3, 1] {
+            data.extend(half.to_le_bytes());
+        }
+        data.extend(names.as_bytes());
+        data.resize(table, 0);
+        // (sh_name, sh_type, sh_addr, sh_offset, sh_size): null, the
+        // names (SHT_STRTAB), the section (SHT_PROGBITS, over the header).
+        for (name, kind, address, offset, size) in [
+            (0u32, 0u32, 0, 0, 0),
+            (names_at, 3, 0, 64, names.len() as u64),
+            (name_at, 1, address, 0, size),
+        ] {
+            data.extend(name.to_le_bytes());
+            data.extend(kind.to_le_bytes());
+            data.extend(0u64.to_le_bytes()); // sh_flags
+            for word in [address, offset, size] {
+                data.extend(word.to_le_bytes());
+            }
+            data.extend([0; 8]); // sh_link, sh_info
+            data.extend(1u64.to_le_bytes()); // sh_addralign
+            data.extend(0u64.to_le_bytes()); // sh_entsize
+        }
+        data
+    }
+
+    /// Found by fuzzing: a `.got` whose address and size add up past 2^64
+    /// made reading the GOT slots overflow.
+    #[test]
+    fn a_got_ending_past_two_to_the_64_is_no_panic() {
+        let data = elf_with_section("\0.shstrtab\0.got\0", 1, 11, u64::MAX - 8, 16);
+        let elf = ElfInfo::parse(Path::new("got"), data.into()).unwrap();
+        assert!(elf.got_slots().is_empty(), "no relocations fill it");
+        assert!(elf.in_got(u64::MAX - 4));
+        assert!(!elf.in_got(0x1000));
+    }
+
+    /// Found by fuzzing: a link section named at offset 0 of the section
+    /// names (where the empty name usually is) kept its name in the copy
+    /// given to the symbolizer, which would have followed it.
+    #[test]
+    fn a_link_named_at_offset_zero_is_hidden_too() {
+        let data = elf_with_section(".gnu_debuglink\0.shstrtab\0", 15, 0, 0, 16);
+        assert!(ElfLayout::parse(data.clone()).unwrap().links_elsewhere);
+        let cleaned = without_link_sections(&data).expect("a link to hide");
+        assert_eq!(cleaned.len(), data.len());
+        assert!(!ElfLayout::parse(cleaned).unwrap().links_elsewhere);
+    }
+
+    fn with_functions(functions: Vec<FunctionSymbol>) -> ElfInfo {
+        ElfInfo {
+            path: PathBuf::from("functions"),
+            build_id: None,
+            has_symtab: true,
+            has_debug_info: false,
+            functions,
+            segments: Vec::new(),
+            data: std::sync::Arc::from(&[][..]),
+            dwarf: None,
+            debug_file: None,
+            debug_rejected: Vec::new(),
+        }
+    }
+
+    /// Found by fuzzing: a symbol whose address and size add up past 2^64
+    /// made every lookup that reached it overflow.
+    #[test]
+    fn symbols_ending_past_two_to_the_64_are_no_panic() {
+        let last = FunctionSymbol {
+            mangled: "last".into(),
+            demangled: "last".into(),
+            address: u64::MAX - 4,
+            size: 16,
+        };
+        let elf = with_functions(vec![last.clone()]);
+        assert_eq!(elf.function_containing(u64::MAX), Some(&last));
+        assert_eq!(elf.function_containing(u64::MAX - 5), None);
+        assert_eq!(elf.function_containing(0x1000), None);
+    }
 
     #[test]
     fn reads_own_test_binary() {

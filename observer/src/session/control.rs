@@ -375,10 +375,45 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request> {
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
         .await
         .context("sent no complete request in time")??;
+    parse_request(&line)
+}
+
+/// Parses one request line as the server receives it from a client: at
+/// most [`MAX_REQUEST_BYTES`] of JSON, holding only what the command line
+/// lets through. Pure, so that it can be fuzzed.
+pub fn parse_request(line: &[u8]) -> Result<Request> {
     if line.len() > MAX_REQUEST_BYTES {
         anyhow::bail!("longer than {MAX_REQUEST_BYTES} bytes");
     }
-    Ok(serde_json::from_slice(&line)?)
+    within_bounds(serde_json::from_slice(line)?)
+}
+
+/// A client may send anything, not only what `observer mark` and `observer
+/// diff` check: mark names (kept for the whole session, printed in every
+/// diff) and `per` are held to the command line's bounds here too.
+fn within_bounds(request: Request) -> Result<Request> {
+    use crate::cli::values::{cycles, mark_name};
+    let name = |name: String| mark_name(&name).map_err(anyhow::Error::msg);
+    Ok(match request {
+        Request::Mark { name: mark } => Request::Mark { name: name(mark)? },
+        Request::Report { format, mark } => Request::Report {
+            format,
+            mark: mark.map(name).transpose()?,
+        },
+        Request::Diff {
+            from,
+            to,
+            per,
+            format,
+        } => Request::Diff {
+            from: name(from)?,
+            to: to.map(name).transpose()?,
+            per: per
+                .map(|per| cycles(&per.to_string()).map_err(anyhow::Error::msg))
+                .transpose()?,
+            format,
+        },
+    })
 }
 
 /// Sends a one-line text answer.
@@ -449,8 +484,14 @@ pub fn call(path: &Path, request: &Request) -> Result<Payload> {
         sent.context("sending the request")?;
         read.context("reading the session's answer")?;
     }
+    parse_response(&answer)
+}
+
+/// Reads the session's answer line as the client receives it: its output,
+/// or the error it reports (a [`UserError`]).
+pub fn parse_response(line: &str) -> Result<Payload> {
     let response: Response =
-        serde_json::from_str(&answer).context("the session's answer is not a response")?;
+        serde_json::from_str(line).context("the session's answer is not a response")?;
     if !response.ok {
         return Err(UserError::new(response.output).into());
     }
@@ -485,6 +526,33 @@ mod tests {
             r#"{"command":"diff","from":"a","to":null,"per":100,"format":"text"}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), request);
+    }
+
+    /// Found by fuzzing: the session took mark names the command line
+    /// refuses (any length up to the line's, control characters) and a
+    /// `per` of 0 from whoever wrote to the socket.
+    #[test]
+    fn requests_hold_what_the_command_line_would_send() {
+        let long = "B".repeat(65);
+        for line in [
+            format!(r#"{{"command":"mark","name":"{long}"}}"#),
+            r#"{"command":"mark","name":"a\u001b[31mred"}"#.to_string(),
+            r#"{"command":"mark","name":"  "}"#.to_string(),
+            r#"{"command":"diff","from":"a","to":"b\n","per":1,"format":"text"}"#.to_string(),
+            r#"{"command":"diff","from":"a","to":null,"per":0,"format":"text"}"#.to_string(),
+        ] {
+            let err = parse_request(line.as_bytes()).unwrap_err().to_string();
+            assert!(
+                err.contains("mark name") || err.contains("whole number"),
+                "{line}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_request(br#"{"command":"mark","name":" before "}"#).unwrap(),
+            Request::Mark {
+                name: "before".into()
+            }
+        );
     }
 
     /// Serves `server`'s requests by echoing them as marks, until dropped.
