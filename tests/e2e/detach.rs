@@ -110,7 +110,7 @@ pub fn detaching_leaves_no_probe_behind() {
 }
 
 /// Kernel log lines the kernel writes when it gives up removing a uprobe.
-fn leaked_uprobes_logged() -> usize {
+pub fn leaked_uprobes_logged() -> usize {
     let output = std::process::Command::new("dmesg")
         .output()
         .expect("dmesg: the kernel log is how a leaked uprobe shows");

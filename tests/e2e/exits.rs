@@ -225,3 +225,91 @@ pub fn sigint_at_any_moment_of_the_start_leaves_nothing_behind() {
     gateway.chat(2, 1);
     assert_eq!(gateway.stop(), 2, "nothing attached, the gateway served");
 }
+
+/// SIGINT while the uprobe registrar (a child of the observer, see
+/// `attach/registrar.rs`) is placing the probes: the observer waits for it,
+/// so when it has exited — saying nothing was left attached — no
+/// breakpoint is left in the target, at once, not eventually; and no
+/// descriptor of a probe is closed by a thread of the dying observer,
+/// where the kernel gives up removing the probe and leaks it. The signal
+/// is sent the moment the child is seen, a window of a few tens of
+/// milliseconds that fixed delays rarely hit.
+pub fn sigint_while_the_probes_are_placed_leaves_nothing_behind() {
+    let gateway = Gateway::start();
+    let probed = ProbedBytes::of(gateway.pid());
+    let leaked_before = crate::detach::leaked_uprobes_logged();
+    let mut caught = 0;
+    for _ in 0..20 {
+        let mut child = observer()
+            .args(["attach", "--pid", &gateway.pid().to_string()])
+            .args(SPEC)
+            .args(["--format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer");
+        let stderr = child.stderr.take().unwrap();
+        let seen = wait_for_a_child_of(child.id(), &mut child);
+        signal(child.id(), libc::SIGINT);
+        let status = child.wait().unwrap();
+        let lines: Vec<String> = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let context = format!("{status}, {lines:?}");
+        probed.assert_unchanged(&context);
+        if seen && status.code() == Some(2) {
+            assert_eq!(
+                lines,
+                ["observer: error: interrupted by SIGINT while loading and attaching the eBPF programs; nothing was left attached"],
+                "{context}"
+            );
+            caught += 1;
+            if caught == 3 {
+                break;
+            }
+        }
+    }
+    assert!(
+        caught > 0,
+        "the signal never landed while probes were placed"
+    );
+    assert_eq!(
+        crate::detach::leaked_uprobes_logged(),
+        leaked_before,
+        "the kernel logged 'failed to unregister, leaking uprobe'"
+    );
+    gateway.chat(2, 1);
+    assert_eq!(gateway.stop(), 2, "nothing attached, the gateway served");
+}
+
+/// Polls `/proc` until a process whose parent is `parent` exists (true),
+/// or `observer` has exited or attached (false: too late).
+fn wait_for_a_child_of(parent: u32, observer: &mut std::process::Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if observer.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if has_a_child(parent) {
+            return true;
+        }
+    }
+    false
+}
+
+fn has_a_child(parent: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // The parent PID is the second field after the command's ")".
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok())
+            == Some(parent)
+    })
+}

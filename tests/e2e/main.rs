@@ -76,6 +76,7 @@ fn tests() -> Vec<Trial> {
         exits::a_report_that_cannot_be_written_still_leaves_the_counters,
         exits::a_failed_run_ends_its_command_and_still_reports,
         exits::sigint_at_any_moment_of_the_start_leaves_nothing_behind,
+        exits::sigint_while_the_probes_are_placed_leaves_nothing_behind,
         growth_and_diff::disconnect_site_reads_as_steady_growth,
         growth_and_diff::marks_and_diff_give_bytes_per_cycle,
         growth_and_diff::older_than_keeps_in_flight_buffers_out,

@@ -16,15 +16,25 @@
 //! Killing the observer does not kill the child: it finishes its calls
 //! and exits, and when the last holder of the descriptor table is gone,
 //! the kernel closes the descriptors and removes the probes in a task
-//! with no fatal signal pending. Closing descriptors at detach goes
-//! through a child the same way.
+//! with no fatal signal pending.
+//!
+//! Removing has the same hazard: the last close of a probe's perf event
+//! removes its breakpoints, and from a thread of an observer that another
+//! thread is taking down (`exit_group` queued SIGKILL to it) the kernel
+//! gives up and leaks the uprobe, its breakpoint left in the target (seen
+//! here: SIGINT while attaching, the abandoned attach thread cleaning up).
+//! So every close of a probe's descriptor — detach, a failed attach, a
+//! probe dropped — goes through a child the same way, and once the
+//! observer is stopping ([`stop_registering`]) none is closed before exit:
+//! the kernel closes them then, in a task whose SIGKILL is already taken.
 //!
 //! Requires Linux ≥ 5.15 (attach cookies through `BPF_LINK_CREATE` on
 //! perf events).
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd as _, IntoRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -74,10 +84,18 @@ impl UprobeRequest {
 }
 
 /// A registered uprobe: its perf event and the BPF link that runs the
-/// program on it. Dropping it (or [`release`]) removes the probe.
+/// program on it. Dropping it (or [`release`]) removes the probe, always
+/// from a child (see [`close_from_child`]).
+#[derive(Debug)]
 pub struct Registered {
-    pub perf_event: OwnedFd,
-    pub link: OwnedFd,
+    perf_event: RawFd,
+    link: RawFd,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        close_from_child(vec![self.link, self.perf_event]);
+    }
 }
 
 /// `perf_event_attr` for a uprobe of the uprobe PMU, as far as the kernel
@@ -130,6 +148,25 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PERF_EVENT: u32 = 41;
 const CHILD_STACK: usize = 256 * 1024;
 
+/// Whether the observer is stopping (no registrar child may start), held
+/// for as long as a registrar child runs: [`stop_registering`] takes it
+/// to wait for that child.
+static STOPPING: Mutex<bool> = Mutex::new(false);
+
+/// Lets a registrar child in progress finish and starts no other one.
+///
+/// A stop signal abandons the thread that loads and attaches; without
+/// this, the observer could exit while its registrar child still runs,
+/// and the child, which holds the shared descriptor table, would keep
+/// the probes in the target until it ends, after the observer said that
+/// nothing was left attached. After this returns, every probe registered
+/// so far has a descriptor in this process's table, which the kernel
+/// closes when the process exits. Blocks for at most one child (well
+/// under a second).
+pub fn stop_registering() {
+    *STOPPING.lock().unwrap_or_else(PoisonError::into_inner) = true;
+}
+
 /// Registers every request, in order, from a child that a signal to the
 /// observer cannot interrupt. On any failure the probes registered so far
 /// are removed and the error names the request.
@@ -137,22 +174,57 @@ pub fn register(requests: &[UprobeRequest]) -> Result<Vec<Registered>> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
+    let stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
+    if *stopping {
+        bail!("the observer is stopping: no uprobe is registered");
+    }
     let kind = uprobe_pmu_type()?;
     let retprobe_bit = retprobe_bit()?;
     let mut prepared: Vec<Prepared> = requests
         .iter()
         .map(|request| prepare(request, kind, retprobe_bit))
         .collect();
-    run_in_child(&mut prepared, register_all)?;
+    let ran = run_in_child(&mut prepared, register_all);
+    drop(stopping);
+    ran?;
     collect(requests, &prepared)
 }
 
 /// Removes probes by closing their descriptors from a child (see the
 /// module documentation).
 pub fn release(registered: Vec<Registered>) {
-    let mut fds: Vec<Prepared> = registered
+    let fds = registered
         .into_iter()
-        .flat_map(|r| [r.link.into_raw_fd(), r.perf_event.into_raw_fd()])
+        .flat_map(|probe| {
+            let fds = [probe.link, probe.perf_event];
+            // Their descriptors are closed just below instead.
+            std::mem::forget(probe);
+            fds
+        })
+        .collect();
+    close_from_child(fds);
+}
+
+/// Closes descriptors of uprobes (perf events, links) from a child.
+///
+/// The last close of a uprobe's perf event removes its breakpoints from
+/// the target, through the same `get_user_pages` as registering; from a
+/// thread of the observer that is being killed (another thread called
+/// `exit_group`, and this one has not yet taken its SIGKILL), that fails
+/// and the kernel leaks the uprobe. A child outside our thread group is
+/// not killed with it. Once the observer is stopping, no child is
+/// started and the descriptors are left in the table: the kernel closes
+/// them at exit, in a task whose SIGKILL has already been taken.
+fn close_from_child(fds: Vec<RawFd>) {
+    if fds.is_empty() {
+        return;
+    }
+    let stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
+    if *stopping {
+        return;
+    }
+    let mut items: Vec<Prepared> = fds
+        .into_iter()
         .map(|fd| Prepared {
             perf: zeroed_perf_attr(),
             link: zeroed_link_attr(),
@@ -161,15 +233,16 @@ pub fn release(registered: Vec<Registered>) {
             link_result: 0,
         })
         .collect();
-    if run_in_child(&mut fds, close_all).is_err() {
-        // No child: close them here, which is what dropping them did
-        // before this module existed.
-        for fd in fds {
-            // SAFETY: each fd was released from an OwnedFd just above and
-            // nothing else closed it (the child did not run).
-            drop(unsafe { OwnedFd::from_raw_fd(fd.pid) });
+    if run_in_child(&mut items, close_all).is_err() {
+        // No child (clone failed): close them here, in a thread of an
+        // observer that is not stopping.
+        for item in items {
+            // SAFETY: each fd was given up by its owner to this function
+            // and nothing else closed it (the child did not run).
+            drop(unsafe { OwnedFd::from_raw_fd(item.pid) });
         }
     }
+    drop(stopping);
 }
 
 fn prepare(request: &UprobeRequest, kind: u32, retprobe_bit: u32) -> Prepared {
@@ -191,10 +264,14 @@ fn prepare(request: &UprobeRequest, kind: u32, retprobe_bit: u32) -> Prepared {
         perf,
         link,
         pid: request.pid as i32,
-        perf_result: 0,
-        link_result: 0,
+        perf_result: NOT_RUN,
+        link_result: NOT_RUN,
     }
 }
+
+/// The result of a call the child did not make (it stopped at an earlier
+/// failure, or never ran): no descriptor, never mistaken for descriptor 0.
+const NOT_RUN: i64 = -(libc::ECHILD as i64);
 
 fn zeroed_perf_attr() -> PerfEventAttr {
     PerfEventAttr {
@@ -228,28 +305,33 @@ fn zeroed_link_attr() -> LinkCreateAttr {
 /// ones that worked and reports the first that did not.
 fn collect(requests: &[UprobeRequest], prepared: &[Prepared]) -> Result<Vec<Registered>> {
     let mut registered = Vec::new();
+    let mut orphans = Vec::new();
     let mut failure = None;
     for (index, done) in prepared.iter().enumerate() {
-        // SAFETY: non-negative results are fds the child created in the
+        // Non-negative results are fds the child created in the
         // descriptor table we share, owned by nobody else.
-        let perf = (done.perf_result >= 0)
-            .then(|| unsafe { OwnedFd::from_raw_fd(done.perf_result as RawFd) });
-        // SAFETY: as above.
-        let link = (done.link_result >= 0)
-            .then(|| unsafe { OwnedFd::from_raw_fd(done.link_result as RawFd) });
-        match (perf, link) {
-            (Some(perf_event), Some(link)) => registered.push(Registered { perf_event, link }),
-            (perf, _) if failure.is_none() => {
-                let (call, errno) = if perf.is_none() {
-                    ("perf_event_open", -done.perf_result)
-                } else {
-                    ("BPF_LINK_CREATE", -done.link_result)
-                };
-                failure = Some((index, call, errno as i32));
+        match (done.perf_result, done.link_result) {
+            (perf, link) if perf >= 0 && link >= 0 => registered.push(Registered {
+                perf_event: perf as RawFd,
+                link: link as RawFd,
+            }),
+            (perf, link) => {
+                if perf >= 0 {
+                    orphans.push(perf as RawFd);
+                }
+                if failure.is_none() {
+                    failure = Some(if perf == NOT_RUN {
+                        (index, "the registrar ended before perf_event_open", -perf)
+                    } else if perf < 0 {
+                        (index, "perf_event_open", -perf)
+                    } else {
+                        (index, "BPF_LINK_CREATE", -link)
+                    });
+                }
             }
-            _ => {}
         }
     }
+    close_from_child(orphans);
     match failure {
         None => Ok(registered),
         Some((index, call, errno)) => {
@@ -260,7 +342,7 @@ fn collect(requests: &[UprobeRequest], prepared: &[Prepared]) -> Result<Vec<Regi
                 request.what,
                 request.file_offset,
                 request.path.to_string_lossy(),
-                std::io::Error::from_raw_os_error(errno)
+                std::io::Error::from_raw_os_error(errno as i32)
             )
         }
     }
@@ -432,6 +514,7 @@ fn retprobe_bit() -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::IntoRawFd as _;
 
     #[test]
     fn the_kernel_structures_have_the_sizes_it_reads() {
@@ -439,6 +522,45 @@ mod tests {
         assert_eq!(std::mem::offset_of!(PerfEventAttr, config1), 56);
         assert_eq!(std::mem::offset_of!(PerfEventAttr, config2), 64);
         assert_eq!(std::mem::offset_of!(LinkCreateAttr, cookie), 16);
+    }
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: fcntl on a number that may or may not be an fd.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    }
+
+    fn made(perf_result: i64, link_result: i64) -> Prepared {
+        Prepared {
+            perf: zeroed_perf_attr(),
+            link: zeroed_link_attr(),
+            pid: 1,
+            perf_result,
+            link_result,
+        }
+    }
+
+    #[test]
+    fn a_failure_midway_closes_what_was_made_and_nothing_else() {
+        let fd = || std::io::pipe().unwrap().0.into_raw_fd() as i64;
+        let (perf, link, orphan) = (fd(), fd(), fd());
+        let prepared = [
+            made(perf, link),
+            made(orphan, -i64::from(libc::EPERM)),
+            made(NOT_RUN, NOT_RUN),
+        ];
+        let place = Place {
+            path: Path::new("/bin/true"),
+            file_offset: 0x10,
+            what: "f",
+        };
+        let request = || UprobeRequest::new(0, Place { ..place }, 1, false, 0).unwrap();
+        let stdin_was_open = is_open(0);
+        let err = collect(&[request(), request(), request()], &prepared).unwrap_err();
+        assert!(err.to_string().contains("BPF_LINK_CREATE failed"), "{err}");
+        for fd in [perf, link, orphan] {
+            assert!(!is_open(fd as RawFd), "{fd} closed");
+        }
+        assert_eq!(is_open(0), stdin_was_open, "descriptor 0 untouched");
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! An interrupted step is abandoned: its thread may go on reading files
 //! until the process exits, and whatever it produces is dropped (an
 //! [`Attachment`](crate::attach::Attachment) detaches when dropped; the
-//! kernel removes the probes of a process that exits in any case).
+//! kernel removes the probes of a process that exits in any case). Only a
+//! uprobe registration in progress is waited for, and no later one may
+//! start, so that every probe is this process's when it exits
+//! ([`stop_registering`](crate::attach::registrar::stop_registering)).
 
 use std::fmt;
 
@@ -55,7 +58,12 @@ impl Signals {
             // A signal that arrived while the previous step ran wins over a
             // step that happens to be done already.
             biased;
-            signal = self.next_stop() => Err(interrupted(stage, signal)),
+            signal = self.next_stop() => {
+                // Blocking this thread is fine: the session is over, and a
+                // registrar child runs for well under a second.
+                crate::attach::registrar::stop_registering();
+                Err(interrupted(stage, signal))
+            }
             joined = work => match joined {
                 Ok(result) => result,
                 Err(err) => match err.try_into_panic() {
