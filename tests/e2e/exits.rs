@@ -249,7 +249,7 @@ pub fn sigint_while_the_probes_are_placed_leaves_nothing_behind() {
             .spawn()
             .expect("start observer");
         let stderr = child.stderr.take().unwrap();
-        let seen = wait_for_a_child_of(child.id(), &mut child);
+        let seen = wait_for_a_registrar_of(child.id(), &mut child);
         signal(child.id(), libc::SIGINT);
         let status = child.wait().unwrap();
         let lines: Vec<String> = BufReader::new(stderr)
@@ -283,22 +283,28 @@ pub fn sigint_while_the_probes_are_placed_leaves_nothing_behind() {
     assert_eq!(gateway.stop(), 2, "nothing attached, the gateway served");
 }
 
-/// Polls `/proc` until a process whose parent is `parent` exists (true),
-/// or `observer` has exited or attached (false: too late).
-fn wait_for_a_child_of(parent: u32, observer: &mut std::process::Child) -> bool {
+/// Polls `/proc` until a registrar child of `parent` placing the session's
+/// probes exists (true), or `observer` has exited or attached (false: too
+/// late).
+fn wait_for_a_registrar_of(parent: u32, observer: &mut std::process::Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if observer.try_wait().unwrap().is_some() {
             return false;
         }
-        if has_a_child(parent) {
+        if has_a_registrar_child(parent) {
             return true;
         }
     }
     false
 }
 
-fn has_a_child(parent: u32) -> bool {
+/// A child of `parent` that shares its descriptor table (the registrar,
+/// `CLONE_FILES`) when that table holds BPF maps: the session's programs
+/// are loaded, so the child places the session's probes — not the probe
+/// the observer places on itself at start to learn whether this kernel
+/// emulates `push` (no maps then).
+fn has_a_registrar_child(parent: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -307,9 +313,20 @@ fn has_a_child(parent: u32) -> bool {
             return false;
         };
         // The parent PID is the second field after the command's ")".
-        stat.rsplit_once(')')
+        let child_of_parent = stat
+            .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|ppid| ppid.parse::<u32>().ok())
-            == Some(parent)
+            == Some(parent);
+        child_of_parent && holds_a_bpf_map(&entry.path())
+    })
+}
+
+fn holds_a_bpf_map(process: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(process.join("fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-map")
     })
 }

@@ -33,6 +33,14 @@ pub struct KernelFeatures {
     pub write_user_memory: bool,
     /// Why not, when it may not.
     pub write_user_memory_refused: Option<String>,
+    /// Whether a probed `push reg` (frame-pointer prologues) is emulated
+    /// by the kernel rather than single-stepped out of line (Linux 4.17):
+    /// found by probing one in a child ([`super::emulation`]); `None` when
+    /// that could not be tried (no privileges).
+    pub push_emulated: Option<bool>,
+    /// Uretprobes return through the `uretprobe` system call instead of a
+    /// trap (x86-64, Linux 6.11): a cheaper return probe.
+    pub uretprobe_syscall: bool,
 }
 
 impl KernelFeatures {
@@ -47,7 +55,19 @@ impl KernelFeatures {
             namespace_pids: namespace_pid_helper_loads(),
             write_user_memory: refused.is_none(),
             write_user_memory_refused: refused,
+            push_emulated: super::emulation::kernel_emulates_push().ok(),
+            uretprobe_syscall: kernel_has_symbol("__x64_sys_uretprobe"),
         }
+        .recorded()
+    }
+
+    /// Tells the planner what this kernel does with a probed `push`, so
+    /// that plans and `inspect` say what this kernel does.
+    fn recorded(self) -> Self {
+        if let Some(emulated) = self.push_emulated {
+            crate::plan::site::set_kernel_emulates_push(emulated);
+        }
+        self
     }
 
     /// Fails, naming the missing feature and the first Linux version that
@@ -98,6 +118,20 @@ impl KernelFeatures {
                 "writing user memory (bpf_probe_write_user; no lockdown, CAP_SYS_ADMIN): to \
                  repair return addresses for panics; without it, call-site return probes",
             ),
+            (
+                self.push_emulated == Some(true),
+                match self.push_emulated {
+                    None => "push emulated at a probe site: could not be tried (privileges)",
+                    Some(_) => {
+                        "push emulated at a probe site (Linux 4.17, tried on a probe): \
+                         frame-pointer prologues are probed without a single step"
+                    }
+                },
+            ),
+            (
+                self.uretprobe_syscall,
+                "uretprobe system call (x86-64, Linux 6.11): return probes return without a trap",
+            ),
         ];
         for (found, what) in lines {
             out.push_str(&format!("  {} {what}\n", mark(found)));
@@ -112,17 +146,33 @@ impl KernelFeatures {
     pub fn summary(&self) -> String {
         let yes_no = |found: bool| if found { "yes" } else { "no" };
         format!(
-            "Linux {}; BTF {}, attach cookies {}, namespace PIDs {}, writing user memory {}",
+            "Linux {}; BTF {}, attach cookies {}, namespace PIDs {}, push emulated {}, \
+             uretprobe syscall {}, writing user memory {}",
             self.release,
             yes_no(self.btf),
             yes_no(self.attach_cookies),
             yes_no(self.namespace_pids),
+            self.push_emulated.map_or("untried", yes_no),
+            yes_no(self.uretprobe_syscall),
             match &self.write_user_memory_refused {
                 None => "allowed".to_string(),
                 Some(why) => format!("refused ({why})"),
             }
         )
     }
+}
+
+/// Whether the kernel's symbol table names `symbol` (names are readable
+/// without privileges; only addresses are hidden).
+fn kernel_has_symbol(symbol: &str) -> bool {
+    use std::io::BufRead as _;
+    let Ok(file) = std::fs::File::open("/proc/kallsyms") else {
+        return false;
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.split_ascii_whitespace().nth(2) == Some(symbol))
 }
 
 fn kernel_release() -> String {
@@ -163,6 +213,19 @@ fn namespace_pid_helper_loads() -> bool {
 
 /// Loads (and at once unloads) a kprobe-type program.
 pub(crate) fn load_kprobe_program(program: &[[u8; 8]]) -> Result<(), std::io::Error> {
+    loaded_kprobe_program(program).map(drop)
+}
+
+/// A loaded kprobe-type program that does nothing (`r0 = 0; exit`).
+pub(crate) fn load_empty_kprobe_program() -> Result<OwnedFd, std::io::Error> {
+    loaded_kprobe_program(&[
+        [0xb7, 0x00, 0, 0, 0, 0, 0, 0],
+        [0x95, 0x00, 0, 0, 0, 0, 0, 0],
+    ])
+}
+
+/// Loads a kprobe-type program; dropping the descriptor unloads it.
+fn loaded_kprobe_program(program: &[[u8; 8]]) -> Result<OwnedFd, std::io::Error> {
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_KPROBE: u32 = 2;
     let license = c"GPL";
@@ -187,10 +250,8 @@ pub(crate) fn load_kprobe_program(program: &[[u8; 8]]) -> Result<(), std::io::Er
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns;
-    // dropping it unloads the program.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    Ok(())
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
@@ -206,6 +267,11 @@ mod tests {
         );
         assert!(features.require().is_ok());
         assert!(features.summary().starts_with("Linux "));
+        // Every kernel the observer supports emulates it (Linux 4.17);
+        // the unit tests run as root, so it was tried.
+        assert_eq!(features.push_emulated, Some(true), "{features:?}");
+        // The uretprobe system call of 6.11 and later, on this 6.18.
+        assert!(features.uretprobe_syscall, "{features:?}");
     }
 
     #[test]
@@ -228,6 +294,8 @@ mod tests {
             namespace_pids: true,
             write_user_memory: true,
             write_user_memory_refused: None,
+            push_emulated: Some(true),
+            uretprobe_syscall: false,
         };
         let err = old.require().unwrap_err().to_string();
         assert!(

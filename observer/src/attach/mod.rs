@@ -10,6 +10,7 @@
 //! [`Attachment`] detaches them, and if the observer dies the kernel closes
 //! the fds and removes the probes itself.
 
+pub mod emulation;
 pub mod features;
 pub mod registrar;
 pub mod repair;

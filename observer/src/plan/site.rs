@@ -2,7 +2,7 @@
 //!
 //! The kernel puts an `int3` over the first byte of the probed instruction.
 //! After the handler runs it must execute the original instruction: a few
-//! (relative jumps and calls, `nop`, and since Linux 6.x `push reg`) it
+//! (relative jumps and calls, `nop`, and since Linux 4.17 `push reg`) it
 //! emulates in the kernel; every other instruction is copied to a page in
 //! the process and single-stepped there, about ten times slower on this
 //! project's machines (≈12 µs vs ≈1 µs per hit). A few it refuses
@@ -11,8 +11,19 @@
 //! `is_prefix_bad` in the kernel's arch/x86/kernel/uprobes.c.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions, Formatter as _, IntelFormatter, Mnemonic};
+
+/// Whether the running kernel emulates a probed `push reg`: every kernel
+/// the observer supports does (Linux 4.17), and the kernel's own answer
+/// replaces this when [`crate::attach::features`] could try it.
+static KERNEL_EMULATES_PUSH: AtomicBool = AtomicBool::new(true);
+
+/// Records what the running kernel does with a probed `push reg`.
+pub fn set_kernel_emulates_push(emulated: bool) {
+    KERNEL_EMULATES_PUSH.store(emulated, Ordering::Relaxed);
+}
 
 /// How the kernel executes the probed instruction after the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -69,7 +80,10 @@ pub fn decode_first(bytes: &[u8], address: u64) -> ProbedInstruction {
         Mnemonic::Nop | Mnemonic::Call | Mnemonic::Jmp => {
             !instruction.is_call_near_indirect() && !instruction.is_jmp_near_indirect()
         }
-        Mnemonic::Push => instruction.op0_kind() == iced_x86::OpKind::Register,
+        Mnemonic::Push => {
+            instruction.op0_kind() == iced_x86::OpKind::Register
+                && KERNEL_EMULATES_PUSH.load(Ordering::Relaxed)
+        }
         _ => instruction.is_jcc_short_or_near(),
     };
     ProbedInstruction {
