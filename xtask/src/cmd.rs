@@ -79,3 +79,24 @@ pub fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
     }
     Ok(())
 }
+
+/// Replaces what README.md holds between the markers
+/// `<!-- {section}: begin -->` and `<!-- {section}: end -->` with
+/// `content`: the tables a command generates.
+pub fn replace_readme_section(section: &str, content: &str) -> anyhow::Result<()> {
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path)?;
+    let begin_marker = format!("<!-- {section}: begin -->");
+    let end_marker = format!("<!-- {section}: end -->");
+    let (Some(begin), Some(end)) = (readme.find(&begin_marker), readme.find(&end_marker)) else {
+        anyhow::bail!("README.md has no {begin_marker} … {end_marker} section");
+    };
+    let updated = format!(
+        "{}{begin_marker}\n\n{}\n{}",
+        &readme[..begin],
+        content.trim_end_matches('\n').to_string() + "\n",
+        &readme[end..]
+    );
+    std::fs::write(&path, updated)?;
+    Ok(())
+}

@@ -75,16 +75,20 @@ const MATRIX: [Kernel; 3] = [
     },
 ];
 
+/// README's generated table of tested kernels.
+const README_SECTION: &str = "cargo xtask kernels --update-readme";
+
 /// Longest a VM may run before it counts as hung.
 const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
-/// Runs the matrix (or the kernels named in `only`); the observer, the
-/// targets and the corpus must be built.
-pub fn run(only: &[String]) -> Result<()> {
+/// Runs the matrix (or the kernels named in `only`) with `dist`, the static
+/// binary, as the observer; the targets and the corpus must be built.
+/// Each kernel's results stay in `target/kernels/<kernel>/`, the table in
+/// `target/kernels/matrix.md`.
+pub fn run(only: &[String], dist: &Path, update_readme: bool) -> Result<()> {
     let cache = cache_dir()?;
     ensure_packages()?;
     let virtme = ensure_virtme(&cache)?;
-    let observer = release_observer()?;
     let e2e = e2e_binary()?;
     let mut rows = Vec::new();
     let mut failed = Vec::new();
@@ -94,7 +98,7 @@ pub fn run(only: &[String]) -> Result<()> {
     {
         let started = Instant::now();
         let image = fetch_kernel(&cache, kernel)?;
-        let outcome = run_kernel(&virtme, &image, kernel, &observer, &e2e);
+        let outcome = run_kernel(&virtme, &image, kernel, dist, &e2e);
         let took = started.elapsed();
         let line = match &outcome {
             Ok(summary) => format!(
@@ -116,9 +120,25 @@ pub fn run(only: &[String]) -> Result<()> {
         println!("{line}");
         rows.push(line);
     }
-    println!("\n| kernel | package | result | what ran | time |\n|---|---|---|---|---|");
-    for row in &rows {
-        println!("{row}");
+    let table = format!(
+        "| kernel | package | result | what ran | time |\n|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    println!("\n{table}");
+    std::fs::write(results_root().join("matrix.md"), &table)?;
+    if update_readme && failed.is_empty() {
+        crate::cmd::replace_readme_section(
+            README_SECTION,
+            &format!(
+                "Run by `cargo xtask kernels --update-readme` on {}: each kernel booted by \
+                 virtme-ng in QEMU without KVM (every instruction emulated; 1 CPU, 2 GiB) on \
+                 this host's root file system, with the static binary of `cargo xtask dist` \
+                 copied alone into an empty directory as the observer. Costs under emulation \
+                 tell kernels apart, not what a real CPU pays (see the cost table).\n\n{table}",
+                crate::bench::today()
+            ),
+        )?;
+        println!("README.md's kernel table updated");
     }
     if !failed.is_empty() {
         bail!("the kernel matrix failed on {}", failed.join(", "));
@@ -177,10 +197,29 @@ fn ensure_virtme(cache: &Path) -> Result<PathBuf> {
     Ok(run)
 }
 
-/// The release observer, built now (a debug build is slow under emulation).
-fn release_observer() -> Result<PathBuf> {
-    crate::targets::build_observer(true)?;
-    Ok(root().join("target/release/observer"))
+/// Where the VMs' results are kept.
+fn results_root() -> PathBuf {
+    root().join("target/kernels")
+}
+
+/// A fresh results directory for `kernel`, writable by the VM, holding the
+/// static observer copied alone into an empty directory (`bin/`): what
+/// someone copying it to a host would have.
+fn prepare_results(kernel: &Kernel, dist: &Path) -> Result<(PathBuf, PathBuf)> {
+    let out = results_root().join(kernel.name);
+    if out.exists() {
+        // Ours: made by an earlier run of this function.
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot remove {}", out.display()))?;
+    }
+    for dir in ["tmp", "bin"] {
+        std::fs::create_dir_all(out.join(dir))
+            .with_context(|| format!("cannot create {}", out.join(dir).display()))?;
+    }
+    let observer = out.join("bin/observer");
+    std::fs::copy(dist, &observer)
+        .with_context(|| format!("cannot copy {} into the VM's directory", dist.display()))?;
+    Ok((out, observer))
 }
 
 /// The end-to-end test binary, built now.
@@ -343,16 +382,12 @@ fn run_kernel(
     virtme: &Path,
     image: &Image,
     kernel: &Kernel,
-    observer: &Path,
+    dist: &Path,
     e2e: &Path,
 ) -> Result<String> {
-    let out = tempfile::Builder::new()
-        .prefix("observer-vm-")
-        .tempdir()
-        .context("cannot make the VM's result directory")?;
-    std::fs::create_dir_all(out.path().join("tmp"))?;
-    let script = guest_script(kernel, out.path(), observer, e2e);
-    std::fs::write(out.path().join("guest.sh"), script)?;
+    let (out, observer) = prepare_results(kernel, dist)?;
+    let script = guest_script(kernel, &out, &observer, e2e)?;
+    std::fs::write(out.join("guest.sh"), script)?;
     let status = command("timeout")
         .args(["-k", "10", &VM_TIMEOUT.as_secs().to_string()])
         .arg(virtme)
@@ -368,15 +403,15 @@ fn run_kernel(
             "--disable-kvm",
         ])
         .arg("--rwdir")
-        .arg(out.path())
+        .arg(&out)
         .arg("--script-sh")
-        .arg(format!("sh {}/guest.sh", out.path().display()))
+        .arg(format!("sh {}/guest.sh", out.display()))
         .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(out.path().join("console.log"))?)
+        .stdout(std::fs::File::create(out.join("console.log"))?)
         .stderr(std::process::Stdio::null())
         .status()
         .context("cannot start virtme-run")?;
-    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
     let results = read("results.txt");
     if !results.contains("guest: done") {
         bail!(
@@ -389,10 +424,80 @@ fn run_kernel(
                 .join(" | ")
         );
     }
-    check_results(kernel, &results)
+    let summary = check_results(kernel, &results)?;
+    match kernel.expect {
+        Expect::Works(_) => Ok(format!(
+            "{summary}; {}; {}",
+            doctor_findings(&read("doctor.txt")),
+            bench_summary(&read("bench.jsonl"))?
+        )),
+        Expect::Refuses(_) => Ok(summary),
+    }
 }
 
-fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> String {
+/// What `observer doctor` found about the probes' cost on this kernel.
+fn doctor_findings(doctor: &str) -> String {
+    let found = |what: &str| {
+        doctor
+            .lines()
+            .find(|line| line.contains(what))
+            .map_or("?", |line| {
+                if line.trim_start().starts_with("yes") {
+                    "yes"
+                } else {
+                    "no"
+                }
+            })
+    };
+    format!(
+        "push emulated: {}, uretprobe syscall: {}, writing user memory: {}",
+        found("push emulated"),
+        found("uretprobe system call"),
+        found("writing user memory")
+    )
+}
+
+/// The quick benchmark's floors and ratios, from its JSON lines.
+fn bench_summary(lines: &str) -> Result<String> {
+    let cells: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let median = |label: &str| {
+        cells
+            .iter()
+            .find(|c| c["cell"].as_str().is_some_and(|l| l.ends_with(label)))
+            .and_then(|c| c["median_ns"].as_f64())
+    };
+    let ratio = |label: &str| {
+        cells
+            .iter()
+            .find(|c| c["cell"].as_str().is_some_and(|l| l.ends_with(label)))
+            .and_then(|c| c["ratio_to_floor"].as_f64())
+    };
+    let (Some(alone), Some(uret_floor), Some(site_floor)) = (
+        median("nothing"),
+        median("probe floor (uretprobe)"),
+        median("probe floor (call-sites)"),
+    ) else {
+        bail!("the benchmark gave no results (see bench.log)");
+    };
+    let (Some(uret), Some(sites)) = (
+        ratio("observer (uretprobe, dwarf walker)"),
+        ratio("observer (call-sites, dwarf walker)"),
+    ) else {
+        bail!("the benchmark gave no observer results (see bench.log)");
+    };
+    Ok(format!(
+        "probe floor per pair over the program alone (emulated CPU): uretprobe {:.1} µs, \
+         call sites {:.1} µs; observer {uret:.2}× / {sites:.2}× the floor",
+        (uret_floor - alone) / 1000.0,
+        (site_floor - alone) / 1000.0
+    ))
+}
+
+fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> Result<String> {
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out = out.display();
     let mut script = format!(
         "ip link set lo up\ncd {root}\nexport HOME={out} TMPDIR={out}/tmp OBSERVER_BIN={observer}\n\
@@ -413,6 +518,12 @@ fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> Str
                     e2e = e2e.display()
                 ));
             }
+            script.push_str(&format!(
+                "{xtask} bench --quick-with {observer} --results {out}/bench.jsonl > {out}/bench.log 2>&1; \
+                 echo \"bench: exit $?\" >> {out}/results.txt\n",
+                xtask = xtask.display(),
+                observer = observer.display()
+            ));
         }
         Expect::Refuses(_) => {
             script.push_str(&format!(
@@ -424,7 +535,7 @@ fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> Str
         }
     }
     script.push_str(&format!("echo 'guest: done' >> {out}/results.txt\n"));
-    script
+    Ok(script)
 }
 
 fn check_results(kernel: &Kernel, results: &str) -> Result<String> {

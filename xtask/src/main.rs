@@ -41,12 +41,24 @@ enum Task {
     Kernels {
         /// Only these kernels (e.g. 6.1).
         only: Vec<String>,
+        /// Write the results into README.md's table of tested kernels
+        /// (when every kernel passed).
+        #[arg(long)]
+        update_readme: bool,
     },
     /// What the probes cost the target: ratios measured in one run.
     Bench {
         /// Write the results into README.md's cost table.
         #[arg(long)]
         update_readme: bool,
+        /// Only the cells that tell kernels apart, few pairs, with this
+        /// observer binary and the targets already built: what the kernel
+        /// matrix runs in each VM.
+        #[arg(long, value_name = "OBSERVER", conflicts_with = "update_readme")]
+        quick_with: Option<std::path::PathBuf>,
+        /// Where to write the results (JSON lines).
+        #[arg(long, default_value_os_t = bench::default_results())]
+        results: std::path::PathBuf,
     },
     /// One static x86-64 binary (musl) with the eBPF programs embedded,
     /// and its SHA-256, in target/dist/, built from the packaged crates.
@@ -69,8 +81,18 @@ fn main() -> ExitCode {
         Task::Demo { sessions } => demo::run(sessions),
         Task::Test => test::run(),
         Task::Lint => test::lint(),
-        Task::Kernels { only } => test::kernels(&only),
-        Task::Bench { update_readme } => bench::run(update_readme),
+        Task::Kernels {
+            only,
+            update_readme,
+        } => test::kernels(&only, update_readme),
+        Task::Bench {
+            update_readme,
+            quick_with,
+            results,
+        } => match quick_with {
+            Some(observer) => bench::run(&bench::Plan::quick(observer), &results, false),
+            None => bench::Plan::full().and_then(|plan| bench::run(&plan, &results, update_readme)),
+        },
         Task::Dist => setup::run().and_then(|()| dist::build()).map(drop),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };

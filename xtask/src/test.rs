@@ -41,17 +41,20 @@ pub fn run() -> Result<()> {
         "xtask: fuzzing smoke run, {} s per target",
         fuzz::SMOKE_SECONDS
     );
-    fuzz::smoke()
+    fuzz::smoke()?;
+    println!("xtask: the kernel matrix (Debian's LTS kernels in VMs, the static binary)");
+    crate::kernels::run(&[], &dist.binary, false)
 }
 
 /// The kernel matrix, after building what it runs.
-pub fn kernels(only: &[String]) -> Result<()> {
+pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     setup::run()?;
     build_observer(false)?;
     build_targets(Variant::Leaky)?;
     build_targets(Variant::Fixed)?;
     build_corpus()?;
-    crate::kernels::run(only)
+    let dist = dist::build()?;
+    crate::kernels::run(only, &dist.binary, update_readme)
 }
 
 /// Formatting and clippy, as every commit should pass them (the fuzz
