@@ -113,6 +113,23 @@ pub struct MappedFiles {
 pub struct Symbolizer {
     mapped: MappedFiles,
     blazesym: Blazesym,
+    /// Frames already found, by where the address was looked up: the
+    /// stacks of a server share most of their addresses (its runtime's
+    /// frames), and a report over thousands of stacks would otherwise look
+    /// each one up again. Bounded by the distinct return addresses of the
+    /// target's code.
+    memo: std::sync::Mutex<HashMap<LookupKey, Vec<Frame>>>,
+}
+
+/// One lookup: the address, where it was looked up, and in which mapping
+/// (a remapped range is a different key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LookupKey {
+    address: u64,
+    lookup: u64,
+    inode: u64,
+    mapping_start: u64,
+    mapping_offset: u64,
 }
 
 /// An executable mapping of the target, as profile formats describe the
@@ -272,7 +289,11 @@ impl Symbolizer {
             .enable_inlined_fns(true)
             .set_debug_dirs(Some(Vec::<PathBuf>::new()))
             .build();
-        Self { mapped, blazesym }
+        Self {
+            mapped,
+            blazesym,
+            memo: std::sync::Mutex::default(),
+        }
     }
 
     /// Picks up mappings added since the last call (e.g. `dlopen`). Does
@@ -311,16 +332,6 @@ impl Symbolizer {
     }
 
     fn symbolize_one(&self, address: u64, lookup: u64) -> Vec<Frame> {
-        let unknown = |module: Option<String>| {
-            vec![Frame {
-                address,
-                function: None,
-                file: None,
-                line: None,
-                inlined: false,
-                module,
-            }]
-        };
         // Newest mapping first: an address range may have been remapped.
         let Some(mapping) = self
             .mapped
@@ -329,15 +340,39 @@ impl Symbolizer {
             .rev()
             .find(|m| m.contains(lookup))
         else {
-            return unknown(None);
+            return unknown(address, None);
         };
+        let key = LookupKey {
+            address,
+            lookup,
+            inode: mapping.inode,
+            mapping_start: mapping.start,
+            mapping_offset: mapping.file_offset,
+        };
+        if let Some(frames) = self.memo().get(&key) {
+            return frames.clone();
+        }
+        let frames = self.look_up(mapping, address, lookup);
+        self.memo().insert(key, frames.clone());
+        frames
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<LookupKey, Vec<Frame>>> {
+        // A panic while holding it leaves whole entries or none.
+        self.memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Symbolizes `address` (looked up at `lookup`) in `mapping`.
+    fn look_up(&self, mapping: &Mapping, address: u64, lookup: u64) -> Vec<Frame> {
         let module = Some(mapping.path.clone());
         let Some(cached) = self
             .mapped
             .files
             .get(&(mapping.inode, mapping.path.clone()))
         else {
-            return unknown(module);
+            return unknown(address, module);
         };
         let file_offset = mapping.file_offset_of(lookup);
         let offset = Input::FileOffset(file_offset);
@@ -357,7 +392,7 @@ impl Symbolizer {
                 .symbolize_single(&Source::Elf(cached.object.source()), offset),
         };
         let Ok(Symbolized::Sym(sym)) = symbolized else {
-            return unknown(module);
+            return unknown(address, module);
         };
         let mut frames = frames_of_symbol(address, &sym, module);
         // Line-tables-only DWARF names functions without their path; the
@@ -377,6 +412,18 @@ impl Symbolizer {
         }
         frames
     }
+}
+
+/// The one frame of an address nothing is known about.
+fn unknown(address: u64, module: Option<String>) -> Vec<Frame> {
+    vec![Frame {
+        address,
+        function: None,
+        file: None,
+        line: None,
+        inlined: false,
+        module,
+    }]
 }
 
 /// Expands one symbol with its inlined calls into frames, innermost first.

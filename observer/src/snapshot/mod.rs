@@ -4,6 +4,8 @@
 //! Reading is all this stage does; the kernel keeps aggregating while we
 //! read, so a snapshot of a busy process is a few microseconds wide.
 
+mod batch;
+
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
@@ -217,30 +219,48 @@ fn read_sites(ebpf: &Ebpf) -> Result<BTreeMap<SiteKey, SiteStats>> {
 }
 
 /// Per-site ages; buffers allocated at or before `cutoff_ns` count as old.
+///
+/// The live map can hold millions of entries: it is read in batches
+/// (a few system calls in all), and folded into per-site ages as it is
+/// read, never copied whole.
 fn read_ages(ebpf: &Ebpf, tgid: u32, cutoff_ns: u64) -> Result<BTreeMap<SiteKey, LiveAges>> {
-    let live: HashMap<&MapData, LiveKey, LiveBuf> = HashMap::try_from(map(ebpf, names::MAP_LIVE)?)?;
+    let live = map(ebpf, names::MAP_LIVE)?;
     let mut ages: BTreeMap<SiteKey, LiveAges> = BTreeMap::new();
-    for (key, buf) in collect_live_map(live.iter())? {
-        if key.tgid != tgid {
-            continue;
+    let mut add = |key: &LiveKey, buf: &LiveBuf| {
+        if key.tgid == tgid {
+            add_age(&mut ages, buf, cutoff_ns);
         }
-        let old = buf.allocated_ns <= cutoff_ns;
-        let site = ages.entry(buf.site).or_insert(LiveAges {
-            count: 0,
-            oldest_ns: u64::MAX,
-            newest_ns: 0,
-            old_count: 0,
-            old_bytes: 0,
-        });
-        site.count += 1;
-        site.oldest_ns = site.oldest_ns.min(buf.allocated_ns);
-        site.newest_ns = site.newest_ns.max(buf.allocated_ns);
-        if old {
-            site.old_count += 1;
-            site.old_bytes += buf.size;
+    };
+    if batch::for_each_entry(live, &mut add).is_err() {
+        // No batch lookup here (Linux < 5.6): key by key.
+        let live: HashMap<&MapData, LiveKey, LiveBuf> = HashMap::try_from(live)?;
+        for entry in live.iter() {
+            match entry {
+                Ok((key, buf)) => add(&key, &buf),
+                Err(MapError::KeyNotFound) => continue,
+                Err(err) => return Err(err).context("reading the live-buffer map"),
+            }
         }
     }
     Ok(ages)
+}
+
+/// Counts one live buffer into its site's ages.
+fn add_age(ages: &mut BTreeMap<SiteKey, LiveAges>, buf: &LiveBuf, cutoff_ns: u64) {
+    let site = ages.entry(buf.site).or_insert(LiveAges {
+        count: 0,
+        oldest_ns: u64::MAX,
+        newest_ns: 0,
+        old_count: 0,
+        old_bytes: 0,
+    });
+    site.count += 1;
+    site.oldest_ns = site.oldest_ns.min(buf.allocated_ns);
+    site.newest_ns = site.newest_ns.max(buf.allocated_ns);
+    if buf.allocated_ns <= cutoff_ns {
+        site.old_count += 1;
+        site.old_bytes += buf.size;
+    }
 }
 
 /// The user stacks of `sites`, by stack id.
@@ -295,7 +315,7 @@ mod tests {
 
     #[test]
     fn every_counter_is_documented_in_the_report_format() {
-        let doc = include_str!("../../docs/report-format.md");
+        let doc = include_str!("../../../docs/report-format.md");
         for info in &COUNTERS {
             assert!(
                 doc.contains(&format!("| `{}` |", info.name)),
