@@ -225,6 +225,11 @@ pub struct WalkState {
     pub hash: u64,
     pub tail_calls: u32,
     pub done: u32,
+    /// The mapping the previous frame was found in: the next frame is
+    /// usually in the same object, and checking its range saves the
+    /// longest-prefix lookup. Zero (matching nothing) at the start of
+    /// each walk, so a walk never sees an older walk's mappings.
+    pub mapping: MappingEntry,
 }
 
 /// Allocate calls one thread may have in flight at once (nested or

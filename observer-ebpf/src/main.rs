@@ -216,6 +216,7 @@ static EMPTY_STATE: ThreadState = ThreadState {
         hash: 0,
         tail_calls: 0,
         done: 0,
+        mapping: NO_MAPPING,
     },
     stack: StackRecord {
         len: 0,
@@ -479,6 +480,7 @@ unsafe fn start_walk(
             hash: FNV_OFFSET,
             tail_calls: 0,
             done: 0,
+            mapping: NO_MAPPING,
         };
         if let Some(callee) = callee {
             (*state).stack.frames[0] = callee;
@@ -575,7 +577,7 @@ fn unwind_one(state: &mut ThreadState) {
     } else {
         walk.pc.wrapping_sub(1)
     };
-    let outcome = match find_row(lookup) {
+    let outcome = match find_row(lookup, &mut walk.mapping) {
         Some(row) => caller_by_row(walk, &row, frames),
         None => Step::NoRow,
     };
@@ -708,9 +710,22 @@ fn is_trampoline(value: u64) -> bool {
         || value == TRAMPOLINE_HINTS[1]
 }
 
-/// The unwind row in effect at `pc`, if a tabled object maps it.
-fn find_row(pc: u64) -> Option<UnwindRow> {
-    let mapping = find_mapping(pc)?;
+/// A mapping no address is in.
+const NO_MAPPING: MappingEntry = MappingEntry {
+    start: 0,
+    end: 0,
+    bias: 0,
+    object: 0,
+    tabled: 0,
+};
+
+/// The unwind row in effect at `pc`, if a tabled object maps it;
+/// `previous` is the mapping the walk's last lookup found (updated).
+fn find_row(pc: u64, previous: &mut MappingEntry) -> Option<UnwindRow> {
+    if !(previous.start <= pc && pc < previous.end) {
+        *previous = find_mapping(pc)?;
+    }
+    let mapping = *previous;
     if mapping.tabled == 0 {
         return None;
     }
