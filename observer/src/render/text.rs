@@ -104,6 +104,10 @@ fn header(out: &mut String, report: &Report) {
         "  locations: size {}  alloc-id {}  release-id {}",
         l.size, l.alloc_id, l.release_id
     );
+    let _ = writeln!(out, "    id: {}", l.identity);
+    if let Some(when) = &l.allocations_when {
+        let _ = writeln!(out, "    {when}");
+    }
     for inference in &l.inferred {
         let _ = writeln!(out, "    {inference}");
     }

@@ -1,0 +1,292 @@
+//! Identities that are not plain pointers: the success variant of an enum
+//! result (`Option<usize>`, `Result<K, E>`), integer keys that are unique
+//! only within their pool, and values that cannot identify a buffer at all
+//! (a bool, a borrow of the pool itself). Used by `auto` ([`super::infer`]).
+
+use observer_ebpf::{test_op, ReturnTest};
+
+use super::loc::Location;
+use crate::resolve::signature::{EnumShape, Field, Signature, TypeKind, TypeShape, Variant};
+
+/// What an allocation's id is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdKind {
+    /// A pointer: unique in the process on its own.
+    Pointer,
+    /// An integer key (`usize`, a key struct without pointers): unique only
+    /// within the pool that handed it out.
+    Key { type_name: String },
+}
+
+/// The value an allocate returns that identifies the buffer: where it is
+/// in the result, what it is, and which returns carry one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultValue {
+    /// Byte offset of the id in the result.
+    pub offset: u64,
+    pub kind: IdKind,
+    /// For an enum result: the variant that is an allocation.
+    pub success: Option<Success>,
+}
+
+/// The success variant of an enum result and how to tell it apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success {
+    pub variant: String,
+    /// Offset and size of the discriminant in the result.
+    pub discriminant: (u64, u64),
+    /// An allocation when the discriminant equals this value (`true`), or
+    /// differs from it (`false`: the success variant is the niche enum's
+    /// data variant, which has every value the other one does not).
+    pub equal: bool,
+    pub value: u64,
+}
+
+impl Success {
+    /// The test the kernel evaluates on a result of `result_size` bytes.
+    pub fn compile(&self, result_size: u64) -> Result<ReturnTest, String> {
+        let (offset, size) = self.discriminant;
+        let (location, shift) = value_at(result_size, offset, size)?;
+        let mask = match size {
+            8 => u64::MAX,
+            1 | 2 | 4 => (1u64 << (8 * size)) - 1,
+            _ => return Err(format!("a {size}-byte discriminant cannot be tested")),
+        };
+        Ok(ReturnTest {
+            loc: location.compiled(),
+            mask,
+            value: self.value,
+            shift,
+            op: if self.equal {
+                test_op::EQUAL
+            } else {
+                test_op::NOT_EQUAL
+            },
+        })
+    }
+
+    /// The test in words, for the report.
+    pub fn describe(&self, result: &TypeShape) -> String {
+        let (offset, size) = self.discriminant;
+        let comparison = if self.equal { "is" } else { "is not" };
+        format!(
+            "only {} returns are allocations: the {size}-byte discriminant at offset {offset} of {} {comparison} {}",
+            self.variant, result.name, self.value
+        )
+    }
+}
+
+/// Where the bytes `offset..offset+size` of a result of `result_size` bytes
+/// are when the function returns, and the shift that brings them down:
+/// in rax:rdx for results up to 16 bytes, else in the hidden return slot
+/// whose address was in rdi (arg0) at entry.
+pub fn value_at(result_size: u64, offset: u64, size: u64) -> Result<(Location, u32), String> {
+    if result_size > 16 {
+        let location = Location::parse(&format!("*(arg0+{offset})")).map_err(|e| e.to_string())?;
+        return Ok((location, 0));
+    }
+    let register = offset / 8;
+    if (offset % 8) + size > 8 || register > 1 {
+        return Err(format!(
+            "bytes {offset}..{} straddle the result's registers",
+            offset + size
+        ));
+    }
+    let text = if register == 0 { "ret" } else { "ret.1" };
+    let location = Location::parse(text).map_err(|e| e.to_string())?;
+    Ok((location, (8 * (offset % 8)) as u32))
+}
+
+/// Why a value of this type cannot be a buffer's identity, if it cannot.
+/// `pool` is the type of allocate's `self`, when it has one.
+pub fn not_an_identity(value: &TypeShape, pool: Option<&TypeShape>) -> Option<String> {
+    let name = value.name.as_str();
+    match name {
+        "bool" => {
+            return Some(format!(
+                "{name} has two values, so it cannot tell buffers apart"
+            ))
+        }
+        "()" => return Some("() carries nothing to tell buffers apart".into()),
+        "char" | "f32" | "f64" => return Some(format!("{name} is not a key or a pointer")),
+        _ => {}
+    }
+    if let Some(pool) = pool {
+        if value.kind == TypeKind::Pointer && !name.is_empty() && name == pool.name {
+            return Some(format!(
+                "{name} is a borrow of the pool itself (`self`), the same for every allocation"
+            ));
+        }
+    }
+    None
+}
+
+/// The identity in what allocate returns: for an enum, the payload of its
+/// success variant (`Some`, `Ok`), tested in the kernel; else the value.
+pub fn result_value(result: &TypeShape, signature: &Signature) -> Result<ResultValue, String> {
+    let pool = pool_parameter(signature).map(|p| &p.shape);
+    if let Some(why) = not_an_identity(result, pool) {
+        return Err(why);
+    }
+    match &result.kind {
+        TypeKind::Enum(shape) => enum_value(result, shape, pool),
+        _ => identity_in(result, 0, pool),
+    }
+}
+
+/// allocate's or release's `self`: the pool instance.
+pub fn pool_parameter(signature: &Signature) -> Option<&crate::resolve::signature::Parameter> {
+    signature.parameters.iter().find(|p| p.name == "self")
+}
+
+fn enum_value(
+    result: &TypeShape,
+    shape: &EnumShape,
+    pool: Option<&TypeShape>,
+) -> Result<ResultValue, String> {
+    let (success, failure) = success_and_failure(result, shape)?;
+    let discriminant = shape
+        .discriminant
+        .ok_or_else(|| format!("DWARF does not say where {}'s discriminant is", result.name))?;
+    let test = match (success.discriminant, failure.discriminant) {
+        (Some(value), _) => Success {
+            variant: success.name.clone(),
+            discriminant,
+            equal: true,
+            value,
+        },
+        (None, Some(value)) => Success {
+            variant: success.name.clone(),
+            discriminant,
+            equal: false,
+            value,
+        },
+        (None, None) => {
+            return Err(format!(
+                "DWARF gives neither of {}'s variants a discriminant value",
+                result.name
+            ))
+        }
+    };
+    let payload = success.fields.first().ok_or_else(|| {
+        format!(
+            "{}'s {} variant holds nothing to identify a buffer by",
+            result.name, success.name
+        )
+    })?;
+    if let Some(why) = not_an_identity(&payload.shape, pool) {
+        return Err(format!("{}'s {} holds {why}", result.name, success.name));
+    }
+    let mut value = identity_in(&payload.shape, payload.offset, pool)
+        .map_err(|why| format!("{}'s {} variant: {why}", result.name, success.name))?;
+    value.success = Some(test);
+    Ok(value)
+}
+
+/// `Some`/`None` or `Ok`/`Err`: the variant that is an allocation and the
+/// one that is not. Other enums are refused: which variant allocated is a
+/// guess.
+fn success_and_failure<'a>(
+    result: &TypeShape,
+    shape: &'a EnumShape,
+) -> Result<(&'a Variant, &'a Variant), String> {
+    let find = |name: &str| shape.variants.iter().find(|v| v.name == name);
+    let pair = match (find("Some"), find("None"), find("Ok"), find("Err")) {
+        (Some(success), Some(failure), _, _) | (_, _, Some(success), Some(failure)) => {
+            Some((success, failure))
+        }
+        _ => None,
+    };
+    match pair {
+        Some(pair) if shape.variants.len() == 2 => Ok(pair),
+        _ => Err(format!(
+            "{} is an enum other than Option or Result (variants {}), so which of its returns are allocations is not known",
+            result.name,
+            shape
+                .variants
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The id inside a value at `base` in the result: its first pointer, else
+/// the value itself when it is an 8-byte integer key.
+fn identity_in(
+    value: &TypeShape,
+    base: u64,
+    pool: Option<&TypeShape>,
+) -> Result<ResultValue, String> {
+    if let Some(offset) = first_owned_pointer(value, pool) {
+        return Ok(ResultValue {
+            offset: base + offset,
+            kind: IdKind::Pointer,
+            success: None,
+        });
+    }
+    if let Some(pointer) = pool_borrow(value, pool) {
+        return Err(format!(
+            "its only pointer, `{}` ({}), is a borrow of the pool itself, the same for every allocation",
+            pointer.name, pointer.shape.name
+        ));
+    }
+    if is_integer_key(value) {
+        return Ok(ResultValue {
+            offset: base,
+            kind: IdKind::Key {
+                type_name: value.name.clone(),
+            },
+            success: None,
+        });
+    }
+    Err(format!(
+        "{} ({} bytes) holds no pointer and is not an 8-byte integer key",
+        value.name, value.size
+    ))
+}
+
+/// An integer, or a struct of integers, of exactly 8 bytes: ids are 64
+/// bits read whole.
+pub fn is_integer_key(value: &TypeShape) -> bool {
+    value.size == 8
+        && match &value.kind {
+            TypeKind::Scalar => !matches!(value.name.as_str(), "bool" | "char" | "f32" | "f64"),
+            TypeKind::Struct(fields) => fields.iter().all(|f| {
+                matches!(f.shape.kind, TypeKind::Scalar | TypeKind::Struct(_))
+                    && f.shape.first_pointer().is_none()
+                    && not_an_identity(&f.shape, None).is_none()
+            }),
+            _ => false,
+        }
+}
+
+/// The first pointer that is not a borrow of the pool.
+fn first_owned_pointer(value: &TypeShape, pool: Option<&TypeShape>) -> Option<u64> {
+    if pool_borrow(value, pool).is_none() {
+        return value.first_pointer();
+    }
+    let TypeKind::Struct(fields) = &value.kind else {
+        return None;
+    };
+    fields
+        .iter()
+        .filter(|f| not_an_identity(&f.shape, pool).is_none())
+        .find_map(|f| f.shape.first_pointer().map(|o| f.offset + o))
+}
+
+/// A field of `value` that borrows the pool (a guard's `&Pool`).
+fn pool_borrow<'a>(value: &'a TypeShape, pool: Option<&TypeShape>) -> Option<&'a Field> {
+    let TypeKind::Struct(fields) = &value.kind else {
+        return None;
+    };
+    fields
+        .iter()
+        .find(|f| not_an_identity(&f.shape, pool).is_some() && f.shape.kind == TypeKind::Pointer)
+}
+
+/// The scope of an integer key in words, for the report.
+pub fn scope_text(type_name: &str, scope: &Location) -> String {
+    format!("integer key ({type_name}) scoped to the pool at {scope}")
+}
