@@ -1,8 +1,9 @@
-//! A session server in miniature: every connection gets a session in a
-//! bounded `sharded_slab::Slab` (the table refuses connections when full),
-//! and the session is removed when the connection closes. A failed
-//! handshake returns early and forgets to remove its session: that is the
-//! leak.
+//! A session server in miniature with two listeners (public and admin),
+//! each with its own bounded `sharded_slab::Slab` of sessions (a table
+//! refuses connections when full, and both tables hand out the same
+//! keys): every connection gets a session, removed when the connection
+//! closes. A failed handshake returns early and forgets to remove its
+//! session: that is the leak.
 //!
 //! Driven through stdin/stdout like the other test targets: prints
 //! `ready`, waits for a line, serves one round of traffic, prints `done`
@@ -31,12 +32,13 @@ struct Session {
 
 /// Connections served in one round.
 const CONNECTIONS: u64 = 400;
-/// Every tenth connection fails its handshake.
-const FAILING_EVERY: u64 = 10;
+/// Two connections in every twenty fail their handshake, one on each
+/// listener.
+const FAILING: [u64; 2] = [3, 8];
 /// Connections held open at once in the burst that fills the table.
 const BURST: usize = 106;
 
-struct Server {
+struct Listener {
     sessions: Slab<Session, Bounded>,
 }
 
@@ -45,7 +47,7 @@ enum HandshakeError {
     BadGreeting,
 }
 
-impl Server {
+impl Listener {
     /// Accepts a connection: a session, or `None` when the table is full.
     fn accept(&self, connection: u64) -> Option<usize> {
         let mut peer = [0u8; 16];
@@ -65,16 +67,15 @@ impl Server {
         };
         // The bug: on a bad greeting the session is never removed.
         self.handshake(key, connection)?;
-        let served = self
-            .sessions
-            .get(key)
-            .map_or(0, |s| s.bytes_in + u64::from(s.authenticated) + u64::from(s.port) + u64::from(s.peer[7]));
+        let served = self.sessions.get(key).map_or(0, |s| {
+            s.bytes_in + u64::from(s.authenticated) + u64::from(s.port) + u64::from(s.peer[7])
+        });
         self.sessions.remove(key);
         Ok(served)
     }
 
     fn handshake(&self, _key: usize, connection: u64) -> Result<(), HandshakeError> {
-        if connection % FAILING_EVERY == 3 {
+        if FAILING.contains(&(connection % 20)) {
             return Err(HandshakeError::BadGreeting);
         }
         Ok(())
@@ -83,7 +84,9 @@ impl Server {
     /// Many clients at once: more than the table holds, so some are
     /// turned away; all of those let in are closed again.
     fn burst(&self) -> usize {
-        let keys: Vec<Option<usize>> = (0..BURST as u64).map(|c| self.accept(1_000_000 + c)).collect();
+        let keys: Vec<Option<usize>> = (0..BURST as u64)
+            .map(|c| self.accept(1_000_000 + c))
+            .collect();
         let refused = keys.iter().filter(|k| k.is_none()).count();
         for key in keys.into_iter().flatten() {
             self.sessions.remove(key);
@@ -93,7 +96,10 @@ impl Server {
 }
 
 fn main() {
-    let server = Server {
+    let public = Listener {
+        sessions: Slab::new_with_config::<Bounded>(),
+    };
+    let admin = Listener {
         sessions: Slab::new_with_config::<Bounded>(),
     };
     let stdin = std::io::stdin();
@@ -103,10 +109,11 @@ fn main() {
     if lines.next().is_none() {
         return;
     }
-    let refused = server.burst();
+    let refused = public.burst();
     let mut failed = 0;
     for connection in 0..CONNECTIONS {
-        if let Err(error) = server.serve(connection) {
+        let listener = if connection % 2 == 0 { &public } else { &admin };
+        if let Err(error) = listener.serve(connection) {
             failed += 1;
             if failed == 1 {
                 eprintln!("connection {connection}: {error:?}");

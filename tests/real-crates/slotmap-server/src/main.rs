@@ -27,7 +27,7 @@ const BAD_EVERY: u64 = 5;
 
 #[derive(Debug)]
 enum ParseError {
-    BadBody(u64),
+    BadBody,
 }
 
 struct Server {
@@ -49,7 +49,10 @@ impl Server {
         let key = self.receive(n);
         self.parse_body(key)?;
         if let Some(request) = self.in_flight.remove(key) {
-            self.answered += request.content_length + u64::from(request.method[0]) + request.path_hash % 2 + request.received_at % 2;
+            self.answered += request.content_length
+                + u64::from(request.method[0])
+                + request.path_hash % 2
+                + request.received_at % 2;
         }
         Ok(())
     }
@@ -57,7 +60,7 @@ impl Server {
     fn parse_body(&self, key: DefaultKey) -> Result<(), ParseError> {
         let request = &self.in_flight[key];
         if request.received_at % BAD_EVERY == 2 {
-            return Err(ParseError::BadBody(request.received_at));
+            return Err(ParseError::BadBody);
         }
         Ok(())
     }
