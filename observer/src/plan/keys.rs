@@ -112,7 +112,9 @@ pub fn not_an_identity(value: &TypeShape, pool: Option<&TypeShape>) -> Option<St
         _ => {}
     }
     if let Some(pool) = pool {
-        if value.kind == TypeKind::Pointer && !name.is_empty() && name == pool.name {
+        // A reference of the very type of `self` (`&Pool`): Rust names
+        // references `&T`; raw pointers may well point elsewhere.
+        if value.kind == TypeKind::Pointer && name.starts_with('&') && name == pool.name {
             return Some(format!(
                 "{name} is a borrow of the pool itself (`self`), the same for every allocation"
             ));
