@@ -292,3 +292,294 @@ fn pool_borrow<'a>(value: &'a TypeShape, pool: Option<&TypeShape>) -> Option<&'a
 pub fn scope_text(type_name: &str, scope: &Location) -> String {
     format!("integer key ({type_name}) scoped to the pool at {scope}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::infer::{alloc_identity, release_id, release_scope, size};
+    use crate::resolve::signature::{EntryLocation, Parameter};
+
+    fn scalar(name: &str, size: u64) -> TypeShape {
+        TypeShape {
+            name: name.into(),
+            size,
+            kind: TypeKind::Scalar,
+        }
+    }
+
+    fn field(name: &str, offset: u64, shape: TypeShape) -> Field {
+        Field {
+            name: name.into(),
+            offset,
+            shape,
+        }
+    }
+
+    fn pool_ref() -> TypeShape {
+        TypeShape {
+            name: "&app::Pool".into(),
+            size: 8,
+            kind: TypeKind::Pointer,
+        }
+    }
+
+    fn parameter(name: &str, shape: TypeShape, location: EntryLocation) -> Parameter {
+        Parameter {
+            name: name.into(),
+            shape,
+            location,
+        }
+    }
+
+    /// `Option<usize>` as rustc describes it: a u64 tag at 0, `Some`'s
+    /// `__0` at 8.
+    fn option_usize() -> TypeShape {
+        TypeShape {
+            name: "Option<usize>".into(),
+            size: 16,
+            kind: TypeKind::Enum(EnumShape {
+                discriminant: Some((0, 8)),
+                variants: vec![
+                    Variant {
+                        name: "None".into(),
+                        discriminant: Some(0),
+                        fields: vec![],
+                    },
+                    Variant {
+                        name: "Some".into(),
+                        discriminant: Some(1),
+                        fields: vec![field("__0", 8, scalar("usize", 8))],
+                    },
+                ],
+            }),
+        }
+    }
+
+    fn insert(returns: TypeShape) -> Signature {
+        Signature {
+            parameters: vec![
+                parameter("self", pool_ref(), EntryLocation::Register(5)),
+                parameter(
+                    "value",
+                    TypeShape {
+                        name: "Session".into(),
+                        size: 48,
+                        kind: TypeKind::Struct(vec![]),
+                    },
+                    EntryLocation::Memory(4),
+                ),
+            ],
+            returns: Some(returns),
+        }
+    }
+
+    #[test]
+    fn an_option_key_is_in_rdx_and_only_some_allocates() {
+        let signature = insert(option_usize());
+        let identity = alloc_identity(&signature).unwrap();
+        assert_eq!(identity.id.location.to_string(), "ret.1");
+        let (test, text) = identity.success.unwrap();
+        assert_eq!(Location::parse("ret").unwrap().compiled(), test.loc);
+        assert_eq!(
+            (test.op, test.value, test.mask, test.shift),
+            (test_op::EQUAL, 1, u64::MAX, 0)
+        );
+        assert!(
+            text.starts_with("only Some returns are allocations"),
+            "{text}"
+        );
+        let key = identity.key.unwrap();
+        assert_eq!(
+            key.describe(),
+            "integer key (usize) scoped to the pool at arg0"
+        );
+        let size = size(&signature).unwrap();
+        assert_eq!(size.location.to_string(), "48");
+        assert!(
+            size.reason.contains("parameter `value` (Session, 48 bytes"),
+            "{}",
+            size.reason
+        );
+    }
+
+    #[test]
+    fn release_finds_the_key_and_its_pool() {
+        let remove = Signature {
+            parameters: vec![
+                parameter("self", pool_ref(), EntryLocation::Register(4)),
+                parameter("key", scalar("usize", 8), EntryLocation::Register(1)),
+                parameter("reuse", scalar("bool", 1), EntryLocation::Register(2)),
+            ],
+            returns: Some(scalar("bool", 1)),
+        };
+        let alloc = insert(option_usize());
+        assert_eq!(
+            release_id(&alloc, &remove).unwrap().location.to_string(),
+            "arg2"
+        );
+        assert_eq!(release_scope(&remove).unwrap().to_string(), "arg1");
+        // Without the key's type to go by, the last parameter is a bool.
+        let unknown = insert(scalar("u64", 8));
+        let by_name = Signature {
+            parameters: remove.parameters.clone(),
+            returns: None,
+        };
+        assert_eq!(
+            release_id(&unknown, &by_name).unwrap_err(),
+            "parameter `reuse`: bool has two values, so it cannot tell buffers apart"
+        );
+        // The bool result of remove is no identity either.
+        assert!(alloc_identity(&remove)
+            .unwrap_err()
+            .contains("bool has two values"));
+    }
+
+    #[test]
+    fn a_result_in_the_return_slot_and_a_niche_option() {
+        // Result<Key, Error> of 24 bytes: tag byte at 16, key at 0.
+        let result = TypeShape {
+            name: "Result<Key, Error>".into(),
+            size: 24,
+            kind: TypeKind::Enum(EnumShape {
+                discriminant: Some((16, 1)),
+                variants: vec![
+                    Variant {
+                        name: "Ok".into(),
+                        discriminant: Some(0),
+                        fields: vec![field(
+                            "__0",
+                            0,
+                            TypeShape {
+                                name: "Key".into(),
+                                size: 8,
+                                kind: TypeKind::Struct(vec![
+                                    field("idx", 0, scalar("u32", 4)),
+                                    field("version", 4, scalar("u32", 4)),
+                                ]),
+                            },
+                        )],
+                    },
+                    Variant {
+                        name: "Err".into(),
+                        discriminant: Some(1),
+                        fields: vec![field("__0", 0, scalar("u64", 8))],
+                    },
+                ],
+            }),
+        };
+        let identity = alloc_identity(&insert(result)).unwrap();
+        assert_eq!(identity.id.location.to_string(), "*arg0");
+        let (test, _) = identity.success.unwrap();
+        assert_eq!(test.loc, Location::parse("*(arg0+16)").unwrap().compiled());
+        assert_eq!((test.op, test.value, test.mask), (test_op::EQUAL, 0, 0xff));
+        assert_eq!(identity.key.unwrap().type_name, "Key");
+
+        // Option<Box<T>>: None is the null pointer; Some has no value of
+        // its own, so it is "not 0".
+        let boxed = TypeShape {
+            name: "Option<Box<T>>".into(),
+            size: 8,
+            kind: TypeKind::Enum(EnumShape {
+                discriminant: Some((0, 8)),
+                variants: vec![
+                    Variant {
+                        name: "None".into(),
+                        discriminant: Some(0),
+                        fields: vec![],
+                    },
+                    Variant {
+                        name: "Some".into(),
+                        discriminant: None,
+                        fields: vec![field(
+                            "__0",
+                            0,
+                            TypeShape {
+                                name: "*mut T".into(),
+                                size: 8,
+                                kind: TypeKind::Pointer,
+                            },
+                        )],
+                    },
+                ],
+            }),
+        };
+        let identity = alloc_identity(&insert(boxed)).unwrap();
+        assert_eq!(identity.id.location.to_string(), "ret");
+        assert_eq!(identity.key, None);
+        let (test, _) = identity.success.unwrap();
+        assert_eq!((test.op, test.value), (test_op::NOT_EQUAL, 0));
+    }
+
+    #[test]
+    fn discriminants_inside_a_register_are_shifted_out() {
+        let test = Success {
+            variant: "Some".into(),
+            discriminant: (12, 1),
+            equal: true,
+            value: 3,
+        }
+        .compile(16)
+        .unwrap();
+        assert_eq!(test.loc, Location::parse("ret.1").unwrap().compiled());
+        assert_eq!((test.shift, test.mask), (32, 0xff));
+    }
+
+    #[test]
+    fn what_cannot_be_an_identity_is_refused_with_the_reason() {
+        let guard = TypeShape {
+            name: "Guard".into(),
+            size: 8,
+            kind: TypeKind::Struct(vec![field("pool", 0, pool_ref())]),
+        };
+        let err = alloc_identity(&insert(guard)).unwrap_err();
+        assert!(err.contains("borrow of the pool itself"), "{err}");
+        let err = alloc_identity(&insert(pool_ref())).unwrap_err();
+        assert!(err.contains("borrow of the pool itself"), "{err}");
+        let err = alloc_identity(&insert(scalar("u32", 4))).unwrap_err();
+        assert!(err.contains("not an 8-byte integer key"), "{err}");
+        let err = alloc_identity(&insert(scalar("f64", 8))).unwrap_err();
+        assert!(err.contains("not a key or a pointer"), "{err}");
+        // A guard with the pool's borrow and its slot's pointer: the slot.
+        let slot_guard = TypeShape {
+            name: "SlotGuard".into(),
+            size: 16,
+            kind: TypeKind::Struct(vec![
+                field("pool", 0, pool_ref()),
+                field(
+                    "slot",
+                    8,
+                    TypeShape {
+                        name: "*mut Slot".into(),
+                        size: 8,
+                        kind: TypeKind::Pointer,
+                    },
+                ),
+            ]),
+        };
+        let identity = alloc_identity(&insert(slot_guard)).unwrap();
+        assert_eq!(identity.id.location.to_string(), "ret.1");
+        assert_eq!(identity.key, None);
+        // An enum that is neither Option nor Result.
+        let mut other = option_usize();
+        if let TypeKind::Enum(shape) = &mut other.kind {
+            shape.variants[0].name = "Empty".into();
+        }
+        let err = alloc_identity(&insert(other)).unwrap_err();
+        assert!(err.contains("an enum other than Option or Result"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_usize_key_without_self_is_unscoped() {
+        let signature = Signature {
+            parameters: vec![],
+            returns: Some(scalar("usize", 8)),
+        };
+        let identity = alloc_identity(&signature).unwrap();
+        assert_eq!(identity.id.location.to_string(), "ret");
+        assert_eq!(identity.success, None);
+        assert_eq!(
+            identity.key.unwrap().describe(),
+            "integer key (usize), unscoped: allocate has no `self`"
+        );
+    }
+}
