@@ -17,6 +17,7 @@ const SESSION_LEAKS: i64 = 40;
 const REFUSED: i64 = 10;
 /// The DWARF size of `sharded_slab_server::Session`.
 const SESSION_BYTES: i64 = 32;
+const SERVER_SOURCE: &str = "tests/real-crates/sharded-slab-server/src/main.rs";
 
 const SHARDED_SLAB_AUTO: [&str; 10] = [
     "--alloc",
@@ -132,8 +133,17 @@ pub fn sharded_slab_keys_are_followed_with_auto_locations() {
     let site = &sites(&report)[0];
     assert_eq!(int(&site["buffers"]), SESSION_LEAKS, "{report:#}");
     assert_eq!(int(&site["bytes"]), SESSION_LEAKS * SESSION_BYTES);
-    assert!(
-        has_frame(site, "sharded_slab_server::Listener::serve"),
+    // The leaking function, at the line that accepted the session.
+    let serve = frames(site)
+        .iter()
+        .find(|f| f["function"] == "sharded_slab_server::Listener::serve")
+        .unwrap_or_else(|| panic!("no Listener::serve frame: {site:#}"));
+    assert_eq!(
+        serve["line"],
+        source_line(
+            SERVER_SOURCE,
+            "let Some(key) = self.accept(connection) else"
+        ),
         "{site:#}"
     );
     assert!(
