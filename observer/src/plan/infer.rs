@@ -222,7 +222,10 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
     let parameter: &Parameter = release
         .parameters
         .iter()
-        .find(|p| p.shape.name == result.name && !result.name.is_empty())
+        .find(|p| {
+            !result.name.is_empty()
+                && (p.shape.name == result.name || keys::refers_to(&p.shape, &result.name))
+        })
         .or_else(|| {
             let key = key.as_ref()?;
             release
@@ -235,6 +238,9 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
     let pool = keys::pool_parameter(release).map(|p| &p.shape);
     if let Some(why) = keys::not_an_identity(&parameter.shape, pool) {
         return Err(format!("parameter `{}`: {why}", parameter.name));
+    }
+    if !result.name.is_empty() && keys::refers_to(&parameter.shape, &result.name) {
+        return through_reference(parameter, result);
     }
     if parameter.shape.first_pointer().is_none() && keys::is_integer_key(&parameter.shape) {
         return release_key(parameter);
@@ -299,6 +305,34 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
             parameter.name
         )),
     }
+}
+
+/// Release takes a reference to what allocate returned (`&mut Guard`):
+/// the parameter's value is the address of that value (usually on the
+/// caller's stack), not an identity; the identity is inside, as allocate
+/// returned it.
+fn through_reference(parameter: &Parameter, result: &TypeShape) -> Result<Inferred, String> {
+    let offset = result.first_pointer().unwrap_or(0);
+    if result.first_pointer().is_none() && !keys::is_integer_key(result) {
+        return Err(format!(
+            "parameter `{}` ({}) refers to a {} that holds no pointer or integer key",
+            parameter.name, parameter.shape.name, result.name
+        ));
+    }
+    let EntryLocation::Register(register) = parameter.location else {
+        return Err(format!(
+            "DWARF does not say where parameter `{}` is when release starts",
+            parameter.name
+        ));
+    };
+    let register = register_text(register);
+    inferred(
+        &format!("*({register}+{offset})"),
+        format!(
+            "parameter `{}` ({}) is a reference in {register}: its value is the address of the {} (an address on the caller's stack, no identity), so the id is read through it, at offset {offset} as allocate returned it",
+            parameter.name, parameter.shape.name, result.name
+        ),
+    )
 }
 
 /// An integer key passed to release: the whole 8-byte value.

@@ -288,6 +288,23 @@ fn pool_borrow<'a>(value: &'a TypeShape, pool: Option<&TypeShape>) -> Option<&'a
         .find(|f| not_an_identity(&f.shape, pool).is_some() && f.shape.kind == TypeKind::Pointer)
 }
 
+/// Whether `value` is a reference (`&T`, `&mut T`) to a type named
+/// `target`: DWARF names references by the referent's path, structs by
+/// their bare name, so the path's last segment is compared.
+pub fn refers_to(value: &TypeShape, target: &str) -> bool {
+    if value.kind != TypeKind::Pointer {
+        return false;
+    }
+    let Some(referent) = value.name.strip_prefix('&') else {
+        return false;
+    };
+    let referent = referent.strip_prefix("mut ").unwrap_or(referent);
+    referent == target
+        || referent
+            .strip_suffix(target)
+            .is_some_and(|path| path.ends_with("::"))
+}
+
 /// The scope of an integer key in words, for the report.
 pub fn scope_text(type_name: &str, scope: &Location) -> String {
     format!("integer key ({type_name}) scoped to the pool at {scope}")
@@ -566,6 +583,47 @@ mod tests {
         }
         let err = alloc_identity(&insert(other)).unwrap_err();
         assert!(err.contains("an enum other than Option or Result"), "{err}");
+    }
+
+    #[test]
+    fn a_guard_released_by_reference_is_read_through_it() {
+        let guard = TypeShape {
+            name: "Guard".into(),
+            size: 16,
+            kind: TypeKind::Struct(vec![
+                field("len", 0, scalar("usize", 8)),
+                field(
+                    "ptr",
+                    8,
+                    TypeShape {
+                        name: "*mut u8".into(),
+                        size: 8,
+                        kind: TypeKind::Pointer,
+                    },
+                ),
+            ]),
+        };
+        let reference = TypeShape {
+            name: "&mut app::pool::Guard".into(),
+            size: 8,
+            kind: TypeKind::Pointer,
+        };
+        assert!(refers_to(&reference, "Guard"));
+        assert!(!refers_to(&reference, "ard"));
+        let put_back = Signature {
+            parameters: vec![
+                parameter("self", pool_ref(), EntryLocation::Register(5)),
+                parameter("guard", reference, EntryLocation::Register(4)),
+            ],
+            returns: None,
+        };
+        let found = release_id(&insert(guard), &put_back).unwrap();
+        assert_eq!(found.location.to_string(), "*(arg1+8)");
+        assert!(
+            found.reason.contains("address on the caller's stack"),
+            "{}",
+            found.reason
+        );
     }
 
     #[test]
