@@ -415,10 +415,10 @@ counters! {
     8 EXITED_IN_ALLOCATE exited_in_allocate Lost "allocate calls in flight when their thread exited";
     9 NESTED_TOO_DEEP nested_too_deep Lost "allocate calls nested deeper than the per-thread limit, not tracked";
     10 THREADS_FULL threads_full Lost "allocate calls not tracked because the per-thread table was full";
-    11 ALLOC_ID_READ_ERRORS alloc_id_read_errors Lost "allocate returns whose id location could not be read";
+    11 ALLOC_ID_READ_ERRORS alloc_id_read_errors Lost "allocate returns whose id location (or its pool scope, or an enum result's discriminant) could not be read";
     12 LIVE_MAP_FULL live_map_full Lost "allocations not recorded because the live table was full";
     13 RETURNS_WITHOUT_ENTRY returns_without_entry Lost "allocate returns whose entry was not recorded (calls in flight at attach, or nested too deep)";
-    14 RELEASE_ID_READ_ERRORS release_id_read_errors Lost "release calls whose id location could not be read";
+    14 RELEASE_ID_READ_ERRORS release_id_read_errors Lost "release calls whose id location (or its pool scope) could not be read";
     15 SIZE_READ_ERRORS size_read_errors Lost "allocations whose size location could not be read (tracked with size 0)";
     16 SITE_MAP_FULL site_map_full Lost "allocations tracked but not counted per site because the site table was full";
     17 STACK_ERRORS stack_errors Lost "allocations whose stack could not be stored (counted under a site without frames)";

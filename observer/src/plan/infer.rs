@@ -151,13 +151,8 @@ const SIZE_NAMES: [&str; 6] = ["capacity", "cap", "len", "size", "bytes", "lengt
 /// really handed out), else a size parameter.
 pub fn size(signature: &Signature) -> Result<Inferred, String> {
     let result = returned(signature)?;
-    if result.size > 16 {
-        if let Some((field, offset)) = result.scalar_named(&SIZE_NAMES) {
-            return inferred(
-                &format!("*(arg0+{offset})"),
-                format!("field `{field}` of the returned {} (offset {offset}, in the hidden return slot)", result.name),
-            );
-        }
+    if let Some(found) = size_field(result) {
+        return Ok(found);
     }
     if let Some(found) = element_size(signature)? {
         return Ok(found);
@@ -184,6 +179,39 @@ pub fn size(signature: &Signature) -> Result<Inferred, String> {
         &register,
         format!("parameter `{}`, in {register} at entry", parameter.name),
     )
+}
+
+/// A size field of the returned value (of its success variant, for an
+/// `Option`/`Result`), where the return leaves it: the hidden slot, or
+/// rax/rdx for results of up to 16 bytes.
+fn size_field(result: &TypeShape) -> Option<Inferred> {
+    let (field, offset, variant) = match result.scalar_named(&SIZE_NAMES) {
+        Some((field, offset)) => (field, offset, None),
+        None => {
+            let (base, payload, variant) = keys::success_payload(result)?;
+            let (field, offset) = payload.scalar_named(&SIZE_NAMES)?;
+            (field, base + offset, Some(variant))
+        }
+    };
+    let (location, shift) = keys::value_at(result.size, offset, 8).ok()?;
+    if shift != 0 {
+        return None;
+    }
+    let place = match location.to_string().as_str() {
+        "ret" => "in rax".to_string(),
+        "ret.1" => "in rdx (ret.1)".to_string(),
+        _ => format!("at offset {offset} of the hidden return slot"),
+    };
+    let within = variant
+        .map(|v| format!(" (in its {v} variant)"))
+        .unwrap_or_default();
+    Some(Inferred {
+        location,
+        reason: format!(
+            "field `{field}` of the returned {}{within}, {place}: what the pool really handed out",
+            result.name
+        ),
+    })
 }
 
 /// A slab-like container (allocate returns an integer key) stores one

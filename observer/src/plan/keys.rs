@@ -136,6 +136,17 @@ pub fn result_value(result: &TypeShape, signature: &Signature) -> Result<ResultV
     }
 }
 
+/// The payload of an `Option`/`Result`'s success variant: its offset in
+/// the result, its shape and the variant's name.
+pub fn success_payload(result: &TypeShape) -> Option<(u64, &TypeShape, &str)> {
+    let TypeKind::Enum(shape) = &result.kind else {
+        return None;
+    };
+    let (success, _) = success_and_failure(result, shape).ok()?;
+    let payload = success.fields.first()?;
+    Some((payload.offset, &payload.shape, success.name.as_str()))
+}
+
 /// allocate's or release's `self`: the pool instance.
 pub fn pool_parameter(signature: &Signature) -> Option<&crate::resolve::signature::Parameter> {
     signature.parameters.iter().find(|p| p.name == "self")
@@ -624,6 +635,63 @@ mod tests {
             "{}",
             found.reason
         );
+    }
+
+    #[test]
+    fn a_capacity_inside_the_success_variant_or_rdx_is_the_size() {
+        let data = TypeShape {
+            name: "*mut u8".into(),
+            size: 8,
+            kind: TypeKind::Pointer,
+        };
+        let buf = TypeShape {
+            name: "Buf".into(),
+            size: 16,
+            kind: TypeKind::Struct(vec![
+                field("ptr", 0, data.clone()),
+                field("capacity", 8, scalar("usize", 8)),
+            ]),
+        };
+        // Returned as is: ptr in rax, capacity in rdx.
+        let found = size(&insert(buf.clone())).unwrap();
+        assert_eq!(found.location.to_string(), "ret.1");
+        assert!(
+            found.reason.contains("field `capacity`"),
+            "{}",
+            found.reason
+        );
+        // Option<Buf> (a niche on ptr, 16 bytes): the same registers.
+        let option = TypeShape {
+            name: "Option<Buf>".into(),
+            size: 16,
+            kind: TypeKind::Enum(EnumShape {
+                discriminant: Some((0, 8)),
+                variants: vec![
+                    Variant {
+                        name: "None".into(),
+                        discriminant: Some(0),
+                        fields: vec![],
+                    },
+                    Variant {
+                        name: "Some".into(),
+                        discriminant: None,
+                        fields: vec![field("__0", 0, buf)],
+                    },
+                ],
+            }),
+        };
+        let signature = insert(option);
+        let found = size(&signature).unwrap();
+        assert_eq!(found.location.to_string(), "ret.1");
+        assert!(
+            found.reason.contains("(in its Some variant)"),
+            "{}",
+            found.reason
+        );
+        let identity = alloc_identity(&signature).unwrap();
+        assert_eq!(identity.id.location.to_string(), "ret");
+        assert_eq!(identity.key, None);
+        assert_eq!(identity.success.unwrap().0.op, test_op::NOT_EQUAL);
     }
 
     #[test]
