@@ -258,6 +258,13 @@ pub fn inspect_says_what_the_key_is_and_what_is_no_identity() {
         stdout.contains("the id is an integer key (usize) scoped to the pool at arg0"),
         "{stdout}"
     );
+    assert_eq!(
+        stdout
+            .matches("pool (`self`) at entry: arg0, what an integer key")
+            .count(),
+        2,
+        "insert's and remove's: {stdout}"
+    );
     assert!(
         stdout.contains(
             "as --alloc-id auto: not inferable: bool has two values, so it cannot tell buffers apart"
