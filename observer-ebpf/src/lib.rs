@@ -20,6 +20,10 @@ pub const LOC_BASE_ARG_COUNT: u8 = 6;
 pub const LOC_BASE_RET: u8 = 6;
 /// [`Loc::base`]: the constant 0; with `final_offset` this is a literal.
 pub const LOC_BASE_CONST: u8 = 7;
+/// [`Loc::base`]: the second return register (`rdx`) when the function
+/// returns: bytes 8..16 of a 16-byte result (`ret.1`), such as the key of an
+/// `Option<usize>`.
+pub const LOC_BASE_RET_HIGH: u8 = 8;
 /// [`Loc::base`] values `LOC_BASE_REGISTER + n`: general register `n` in
 /// DWARF numbering (0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp,
 /// 8–15 r8–r15) when the probe fires. Only for probes evaluated where they
@@ -53,8 +57,55 @@ impl Loc {
     /// True when the location reads `ret`, which exists only where a
     /// return is observed.
     pub const fn needs_return(&self) -> bool {
-        self.base == LOC_BASE_RET
+        self.base == LOC_BASE_RET || self.base == LOC_BASE_RET_HIGH
     }
+}
+
+/// [`ReturnTest::op`] values: how the tested value is compared.
+pub mod test_op {
+    /// No test: every return is an allocation.
+    pub const ALWAYS: u32 = 0;
+    /// An allocation when the value equals [`super::ReturnTest::value`].
+    pub const EQUAL: u32 = 1;
+    /// An allocation when the value differs from it.
+    pub const NOT_EQUAL: u32 = 2;
+}
+
+/// Which of allocate's returns are allocations: for an enum result
+/// (`Option`, `Result`), the discriminant of the success variant.
+///
+/// Evaluation: `d = (evaluate(loc) >> shift) & mask`, then compared with
+/// `value` by `op` ([`test_op`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReturnTest {
+    pub loc: Loc,
+    pub mask: u64,
+    pub value: u64,
+    pub shift: u32,
+    pub op: u32,
+}
+
+impl ReturnTest {
+    /// Every return is an allocation.
+    pub const ALWAYS: ReturnTest = ReturnTest {
+        loc: Loc::ZERO,
+        mask: 0,
+        value: 0,
+        shift: 0,
+        op: test_op::ALWAYS,
+    };
+}
+
+/// Where a release probe finds the buffer's identity, by attach cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseLocs {
+    /// The id itself.
+    pub id: Loc,
+    /// What the id is scoped to (the pool instance for an integer key);
+    /// the literal 0 when ids are pointers, unique on their own.
+    pub scope: Loc,
 }
 
 /// Stack id used for allocations whose stack could not be captured; their
@@ -202,6 +253,9 @@ pub struct LiveKey {
     pub tgid: u32,
     pub _pad: u32,
     pub id: u64,
+    /// What `id` is unique within: the pool instance for integer keys
+    /// (two pools hand out the same keys), 0 for pointers.
+    pub scope: u64,
 }
 
 /// One outstanding buffer.
@@ -366,10 +420,10 @@ counters! {
     8 EXITED_IN_ALLOCATE exited_in_allocate Lost "allocate calls in flight when their thread exited";
     9 NESTED_TOO_DEEP nested_too_deep Lost "allocate calls nested deeper than the per-thread limit, not tracked";
     10 THREADS_FULL threads_full Lost "allocate calls not tracked because the per-thread table was full";
-    11 ALLOC_ID_READ_ERRORS alloc_id_read_errors Lost "allocate returns whose id location could not be read";
+    11 ALLOC_ID_READ_ERRORS alloc_id_read_errors Lost "allocate returns whose id location (or its pool scope, or an enum result's discriminant) could not be read";
     12 LIVE_MAP_FULL live_map_full Lost "allocations not recorded because the live table was full";
     13 RETURNS_WITHOUT_ENTRY returns_without_entry Lost "allocate returns whose entry was not recorded (calls in flight at attach, or nested too deep)";
-    14 RELEASE_ID_READ_ERRORS release_id_read_errors Lost "release calls whose id location could not be read";
+    14 RELEASE_ID_READ_ERRORS release_id_read_errors Lost "release calls whose id location (or its pool scope) could not be read";
     15 SIZE_READ_ERRORS size_read_errors Lost "allocations whose size location could not be read (tracked with size 0)";
     16 SITE_MAP_FULL site_map_full Lost "allocations tracked but not counted per site because the site table was full";
     17 STACK_ERRORS stack_errors Lost "allocations whose stack could not be stored (counted under a site without frames)";
@@ -384,12 +438,14 @@ counters! {
     26 CAUGHT_INSIDE caught_inside Target "panics caught inside allocate: its return probe was put back in place";
     27 FORKS forks Target "processes the target forked (their allocations are not observed)";
     28 EXECS execs Target "times the target replaced its program with exec (the probes went with the old one)";
+    29 ALLOC_FAILED alloc_failed Event "allocate returns of the failure variant (None, Err): nothing was allocated";
 }
 
 /// Every allocate call ends up in exactly one of these (after the
 /// entry was counted in `ALLOC_CALLS`), so they sum to it.
-pub const ALLOC_CALL_OUTCOMES: [u32; 9] = [
+pub const ALLOC_CALL_OUTCOMES: [u32; 10] = [
     counter::ALLOCATIONS,
+    counter::ALLOC_FAILED,
     counter::ALLOC_UNWOUND,
     counter::IN_FLIGHT,
     counter::ENTRIES_WITHOUT_RETURN,
@@ -421,6 +477,8 @@ pub mod names {
     pub const GLOBAL_TARGET_PID_NS_INO: &str = "TARGET_PID_NS_INO";
     pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
     pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
+    pub const GLOBAL_ALLOC_SCOPE_LOC: &str = "ALLOC_SCOPE_LOC";
+    pub const GLOBAL_ALLOC_TEST: &str = "ALLOC_TEST";
     pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";
     pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
@@ -444,6 +502,10 @@ mod pod {
     unsafe impl aya::Pod for super::Loc {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SiteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReturnTest {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReleaseLocs {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SiteStats {}
     // SAFETY: as above.

@@ -67,10 +67,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    counter, entry_kind, row_kind, stack_flags, walker, EntrySite, InFlight, LiveBuf, LiveKey, Loc,
-    MappingEntry, PageKey, PageRows, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow,
-    WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_FRAMES,
-    MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
+    counter, entry_kind, row_kind, stack_flags, test_op, walker, EntrySite, InFlight, LiveBuf,
+    LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey, SiteStats,
+    StackRecord, ThreadState, UnwindRow, WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST,
+    LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS,
+    MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -88,6 +89,13 @@ static TARGET_PID_NS_INO: Global<u64> = Global::new(0);
 static SIZE_LOC: Global<Loc> = Global::new(Loc::ZERO);
 #[unsafe(no_mangle)]
 static ALLOC_ID_LOC: Global<Loc> = Global::new(Loc::ZERO);
+/// What the allocated id is unique within (the pool instance, for integer
+/// keys); the literal 0 for ids that are pointers.
+#[unsafe(no_mangle)]
+static ALLOC_SCOPE_LOC: Global<Loc> = Global::new(Loc::ZERO);
+/// Which returns are allocations (an enum result's success variant).
+#[unsafe(no_mangle)]
+static ALLOC_TEST: Global<ReturnTest> = Global::new(ReturnTest::ALWAYS);
 /// [`walker`] constant: how stacks are walked.
 #[unsafe(no_mangle)]
 static WALKER: Global<u32> = Global::new(walker::DWARF);
@@ -126,11 +134,12 @@ static UNWIND_PAGES: HashMap<PageKey, PageRows> = HashMap::with_max_entries(1 <<
 static UNWIND_MAPPINGS: LpmTrie<[u8; 8], MappingEntry> =
     LpmTrie::with_max_entries(MAX_MAPPING_PREFIXES, BPF_F_NO_PREALLOC);
 
-/// Where each release probe finds the buffer's identity, by attach cookie
-/// (one entry per probe; the loader sizes it). Per probe because an
-/// inlined release keeps the value in a register its caller chose.
+/// Where each release probe finds the buffer's identity and its scope, by
+/// attach cookie (one entry per probe; the loader sizes it). Per probe
+/// because an inlined release keeps the values in registers its caller
+/// chose.
 #[map]
-static RELEASE_LOCS: Array<Loc> = Array::with_max_entries(1, 0);
+static RELEASE_LOCS: Array<ReleaseLocs> = Array::with_max_entries(1, 0);
 
 /// How each allocate entry probe is placed, by attach cookie.
 #[map]
@@ -874,17 +883,30 @@ fn on_alloc_return(regs: &pt_regs) {
         (*state).depth = depth as u32 - 1;
         call
     };
-    record_allocation(regs.rax, pid_tgid, call.0, call.1, call.2);
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call.0, call.1, call.2);
 }
 
 fn record_allocation(
-    ret: u64,
+    ret: Returned,
     pid_tgid: u64,
     args: [u64; LOC_BASE_ARG_COUNT as usize],
     entered_ns: u64,
     site: SiteKey,
 ) {
-    let Ok(id) = evaluate(&ALLOC_ID_LOC.load(), &args, ret, None) else {
+    match is_allocation(&ALLOC_TEST.load(), &args, ret) {
+        Ok(true) => {}
+        Ok(false) => {
+            count(counter::ALLOC_FAILED);
+            return;
+        }
+        Err(()) => {
+            count(counter::ALLOC_ID_READ_ERRORS);
+            return;
+        }
+    }
+    let id = evaluate(&ALLOC_ID_LOC.load(), &args, ret, None);
+    let scope = evaluate(&ALLOC_SCOPE_LOC.load(), &args, ret, None);
+    let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
@@ -893,6 +915,7 @@ fn record_allocation(
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
         id,
+        scope,
     };
     forget_stale(&key);
     let buf = LiveBuf {
@@ -1057,11 +1080,13 @@ fn on_release_enter(ctx: &ProbeContext) {
     let cookie = attach_cookie(ctx) as u32;
     // SAFETY: the probe's own register snapshot.
     let regs = unsafe { &*ctx.regs };
-    let id = RELEASE_LOCS
-        .get(cookie)
-        .ok_or(())
-        .and_then(|loc| evaluate(loc, &args, 0, Some(regs)));
-    let Ok(id) = id else {
+    let Some(locs) = RELEASE_LOCS.get(cookie) else {
+        count(counter::RELEASE_ID_READ_ERRORS);
+        return;
+    };
+    let id = evaluate(&locs.id, &args, NO_RETURN, Some(regs));
+    let scope = evaluate(&locs.scope, &args, NO_RETURN, Some(regs));
+    let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };
@@ -1069,6 +1094,7 @@ fn on_release_enter(ctx: &ProbeContext) {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
         id,
+        scope,
     };
     match take_live(&key) {
         Some(buf) => {
@@ -1158,8 +1184,35 @@ fn attach_cookie<C: aya_ebpf::EbpfContext>(ctx: &C) -> u64 {
     unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) }
 }
 
+/// What a function returned: rax and rdx (`ret`, `ret.1`).
+type Returned = [u64; 2];
+
+/// Where no return is seen (release probes): `ret` locations are refused
+/// before attaching, so these values are never used.
+const NO_RETURN: Returned = [0, 0];
+
+/// Whether a return is an allocation: always, or when the result's
+/// discriminant says it is the success variant (`Some`, `Ok`).
 #[inline(always)]
-fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64) -> u64 {
+fn is_allocation(
+    test: &ReturnTest,
+    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    ret: Returned,
+) -> Result<bool, ()> {
+    if test.op == test_op::ALWAYS {
+        return Ok(true);
+    }
+    let value = evaluate(&test.loc, args, ret, None)?;
+    // A shift of 64 or more is undefined; the planner never asks for one.
+    let discriminant = value.checked_shr(test.shift).unwrap_or(0) & test.mask;
+    Ok(match test.op {
+        test_op::EQUAL => discriminant == test.value,
+        _ => discriminant != test.value,
+    })
+}
+
+#[inline(always)]
+fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: Returned) -> u64 {
     match evaluate(loc, args, ret, None) {
         Ok(size) => size,
         Err(()) => {
@@ -1174,11 +1227,12 @@ fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: u64)
 fn evaluate(
     loc: &Loc,
     args: &[u64; LOC_BASE_ARG_COUNT as usize],
-    ret: u64,
+    ret: Returned,
     regs: Option<&pt_regs>,
 ) -> Result<u64, ()> {
     let mut value = match (loc.base, regs) {
-        (LOC_BASE_RET, _) => ret,
+        (LOC_BASE_RET, _) => ret[0],
+        (LOC_BASE_RET_HIGH, _) => ret[1],
         (LOC_BASE_CONST, _) => 0,
         (0, _) => args[0],
         (1, _) => args[1],

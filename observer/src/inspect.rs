@@ -275,6 +275,13 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role) {
             Err(why) => writeln!(out, "    as {flag} auto: not inferable: {why}"),
         };
     }
+    // Integer keys are scoped to the pool instance, read here at entry.
+    if let Ok(pool) = infer::release_scope(signature) {
+        let _ = writeln!(
+            out,
+            "    pool (`self`) at entry: {pool}, what an integer key handed out or taken back here is scoped to"
+        );
+    }
 }
 
 fn shape(shape: &TypeShape) -> String {

@@ -188,6 +188,18 @@ pub const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "release_id_reads_the_second_return_register",
+        args: &["attach", "--pid", "{pid}", "{spec}", "--release-id", "*(ret.1+8)"],
+        line: "reads ret",
+        ..DEFAULT
+    },
+    Case {
+        name: "alloc_id_names_a_third_return_register",
+        args: &["attach", "--pid", "{pid}", "{spec}", "--alloc-id", "ret.2"],
+        line: "bad location 'ret.2': ret.N: only ret.0 (rax) and ret.1 (rdx) hold a returned value",
+        ..DEFAULT
+    },
+    Case {
         name: "size_in_a_register_that_is_no_argument",
         args: &["attach", "--pid", "{pid}", "{spec}", "--size", "*(arg9+8)"],
         line: "bad location '*(arg9+8)'",

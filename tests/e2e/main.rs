@@ -32,6 +32,7 @@ mod metrics;
 mod overhead;
 mod panics;
 mod pprof;
+mod real_crates;
 mod support;
 mod top;
 
@@ -100,6 +101,11 @@ fn tests() -> Vec<Trial> {
         pprof::go_tool_pprof_reads_the_leak_with_its_exact_bytes,
         pprof::diff_base_between_two_marks_shows_the_growth_per_cycle,
         pprof::attach_writes_each_profile_to_its_output,
+        real_crates::sharded_slab_keys_are_followed_with_auto_locations,
+        real_crates::sharded_slab_keys_without_their_pool_collide,
+        real_crates::sharded_slab_stock_build_says_what_auto_needs,
+        real_crates::slotmap_insert_is_inlined_and_said_so,
+        real_crates::attach_refuses_an_inferred_id_that_is_no_identity,
         metrics::prometheus_scrapes_the_exact_leaked_bytes,
         metrics::a_metrics_port_in_use_is_refused_before_attaching,
         overhead::max_overhead_stops_the_session_with_a_final_report,
@@ -129,6 +135,7 @@ fn tests() -> Vec<Trial> {
         corpus::inspect_shows_copies_signatures_and_probe_points,
         harness::every_test_is_listed,
         panics::inspect_tells_whether_panics_unwind_and_how_returns_are_seen,
+        real_crates::inspect_says_what_the_key_is_and_what_is_no_identity,
     ));
     all.extend(errors::trials());
     all

@@ -109,7 +109,60 @@ pub fn corpus_dir() -> PathBuf {
     root().join("target/targets")
 }
 
-/// Builds `leak-corpus` every [`CorpusBuild`] way.
+/// The servers built on real pool crates, under `tests/real-crates/`.
+pub const REAL_CRATE_SERVERS: [&str; 2] = ["sharded-slab-server", "slotmap-server"];
+
+/// How the real-crate servers are built: the way `auto` needs, and the
+/// way `cargo build --release` ships them by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealCratesBuild {
+    /// `debug = 2`: full DWARF, types included.
+    Full,
+    /// Cargo's release default: no debug information.
+    Stock,
+}
+
+impl RealCratesBuild {
+    pub const ALL: [RealCratesBuild; 2] = [RealCratesBuild::Full, RealCratesBuild::Stock];
+
+    /// Its directory under [`corpus_dir`]; binaries are in `release/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RealCratesBuild::Full => "real-crates-full",
+            RealCratesBuild::Stock => "real-crates-stock",
+        }
+    }
+
+    fn debug(self) -> &'static str {
+        match self {
+            RealCratesBuild::Full => "full",
+            RealCratesBuild::Stock => "false",
+        }
+    }
+}
+
+/// Builds the real-crate servers every [`RealCratesBuild`] way.
+pub fn build_real_crates() -> Result<()> {
+    for build in RealCratesBuild::ALL {
+        println!("xtask: building the real-crate servers ({build:?})");
+        let mut command = cargo();
+        command
+            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(corpus_dir().join(build.name()))
+            .env("RUSTFLAGS", "")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug());
+        for server in REAL_CRATE_SERVERS {
+            command.args(["--package", server]);
+        }
+        checked(&mut command)?;
+    }
+    Ok(())
+}
+
+/// Builds `leak-corpus` every [`CorpusBuild`] way, then the real-crate
+/// servers ([`build_real_crates`]), which the corpus tests read from the
+/// same directory.
 pub fn build_corpus() -> Result<()> {
     for build in CorpusBuild::ALL {
         println!("xtask: building leak-corpus ({build:?})");
@@ -127,7 +180,7 @@ pub fn build_corpus() -> Result<()> {
             split_debug_info(&target_dir)?;
         }
     }
-    Ok(())
+    build_real_crates()
 }
 
 /// What distributions do: keep the DWARF in a file named by build id,

@@ -145,6 +145,12 @@ pub struct Locations {
     pub size: String,
     pub alloc_id: String,
     pub release_id: String,
+    /// What the id is: a pointer, an integer key scoped to a pool, or a
+    /// given location's value.
+    pub identity: String,
+    /// Which returns are allocations, when not every one is (an enum
+    /// result's success variant).
+    pub allocations_when: Option<String>,
     /// For `auto` locations: what was inferred and why.
     pub inferred: Vec<String>,
 }
@@ -305,6 +311,8 @@ pub fn build_report(
             size: plan.size.to_string(),
             alloc_id: plan.alloc_id.to_string(),
             release_id: plan.release_id_text(),
+            identity: plan.identity.clone(),
+            allocations_when: plan.allocations_when.clone(),
             inferred: plan.inferred.clone(),
         },
         counters: snapshot.counters,

@@ -22,7 +22,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{entry_kind, names, walker, EntrySite, Loc};
+use observer_ebpf::{entry_kind, names, walker, EntrySite, ReleaseLocs};
 
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
@@ -494,17 +494,18 @@ fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
 /// Gives every release probe its identity location, at its attach cookie:
 /// the site's own (an inlined instance), else the plan's.
 fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
-    let mut locations: Array<_, Loc> = Array::try_from(
+    let mut locations: Array<_, ReleaseLocs> = Array::try_from(
         ebpf.map_mut(names::MAP_RELEASE_LOCS)
             .context("eBPF object has no map RELEASE_LOCS")?,
     )?;
     for site in &plan.release.sites {
-        let location = site.release_id.unwrap_or(plan.release_id);
-        locations
-            .set(site.cookie, location.compiled(), 0)
-            .with_context(|| {
-                format!("cannot store the location of release site {}", site.cookie)
-            })?;
+        let location = ReleaseLocs {
+            id: site.release_id.unwrap_or(plan.release_id).compiled(),
+            scope: plan.release_scope.compiled(),
+        };
+        locations.set(site.cookie, location, 0).with_context(|| {
+            format!("cannot store the location of release site {}", site.cookie)
+        })?;
     }
     Ok(())
 }
@@ -517,6 +518,7 @@ fn load(
 ) -> Result<Ebpf> {
     let size = plan.size.compiled();
     let alloc_id = plan.alloc_id.compiled();
+    let alloc_scope = plan.alloc_scope.compiled();
     // aya-log's level global: 0 turns every log statement off.
     let log_level: u8 = if options.ebpf_log { 0xff } else { 0 };
     let walker = match options.walker {
@@ -531,6 +533,8 @@ fn load(
         .override_global(names::GLOBAL_TARGET_PID_NS_INO, &namespace.1, true)
         .override_global(names::GLOBAL_SIZE_LOC, &size, true)
         .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
+        .override_global(names::GLOBAL_ALLOC_SCOPE_LOC, &alloc_scope, true)
+        .override_global(names::GLOBAL_ALLOC_TEST, &plan.alloc_test, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .override_global(names::GLOBAL_WALKER, &walker, true)
         .map_max_entries(names::MAP_LIVE, options.max_live)

@@ -4,6 +4,9 @@
 //! to 16 bytes in rax:rdx, structs over 16 bytes passed by reference) and
 //! the parameters' own entry locations from DWARF.
 
+use observer_ebpf::ReturnTest;
+
+use super::keys::{self, IdKind};
 use super::loc::Location;
 use crate::resolve::signature::{
     next_argument, register_text, EntryLocation, Parameter, Signature, TypeShape,
@@ -28,32 +31,118 @@ fn returned(signature: &Signature) -> Result<&TypeShape, String> {
         .ok_or_else(|| "allocate returns nothing, so there is no buffer to follow".to_string())
 }
 
-/// The buffer's identity when allocate returns: the first pointer in what
-/// it returns.
-pub fn alloc_id(signature: &Signature) -> Result<Inferred, String> {
-    let result = returned(signature)?;
-    let offset = result
-        .first_pointer()
-        .ok_or_else(|| format!("{} holds no pointer to identify a buffer by", result.name))?;
-    if result.size > 16 {
-        return inferred(
-            &format!("*(arg0+{offset})"),
-            format!(
-                "{} ({} bytes) is returned through a hidden slot whose address is in rdi (arg0); its first pointer is at offset {offset}",
-                result.name, result.size
+/// What `--alloc-id auto` found: the id, which returns are allocations,
+/// and what the id is unique within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: Inferred,
+    /// For an enum result: the kernel's test of the success variant, and
+    /// the test in words.
+    pub success: Option<(ReturnTest, String)>,
+    /// For an integer key: its type and the pool it is unique within.
+    pub key: Option<KeyScope>,
+}
+
+/// An integer key and the pool instance it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyScope {
+    pub type_name: String,
+    /// allocate's `self` at entry; `None` when allocate has no `self`
+    /// (the key is then taken as unique in the process).
+    pub pool: Option<Location>,
+}
+
+impl KeyScope {
+    /// What the id is, in words (the report's `locations.identity`).
+    pub fn describe(&self) -> String {
+        match &self.pool {
+            Some(pool) => keys::scope_text(&self.type_name, pool),
+            None => format!(
+                "integer key ({}), unscoped: allocate has no `self`",
+                self.type_name
             ),
-        );
+        }
     }
-    match offset {
-        0 => inferred(
-            "ret",
-            format!("{} ({} bytes) is returned in rax; its first pointer is rax itself", result.name, result.size),
+}
+
+/// The buffer's identity when allocate returns: the first pointer in what
+/// it returns (for an enum, in its success variant), else an integer key.
+pub fn alloc_identity(signature: &Signature) -> Result<Identity, String> {
+    let result = returned(signature)?;
+    let value = keys::result_value(result, signature)?;
+    let (location, _) = keys::value_at(result.size, value.offset, 8)
+        .map_err(|why| format!("{} ({} bytes): its id's {why}", result.name, result.size))?;
+    let place = match location.to_string().as_str() {
+        "ret" => "rax".to_string(),
+        "ret.1" => "rdx (ret.1, the second half of a 16-byte result)".to_string(),
+        _ => format!(
+            "the hidden return slot whose address is in rdi (arg0), at offset {}",
+            value.offset
         ),
+    };
+    let what = match &value.kind {
+        IdKind::Pointer => "its first pointer".to_string(),
+        IdKind::Key { type_name } => format!("the integer key ({type_name})"),
+    };
+    let variant = value
+        .success
+        .as_ref()
+        .map(|s| format!(" in {}", s.variant))
+        .unwrap_or_default();
+    let mut reason = format!(
+        "{} ({} bytes) returns {what}{variant} in {place}",
+        result.name, result.size
+    );
+    let success = match &value.success {
+        Some(test) => {
+            let text = test.describe(result);
+            reason.push_str(&format!("; {text}"));
+            Some((test.compile(result.size)?, text))
+        }
+        None => None,
+    };
+    let key = match value.kind {
+        IdKind::Pointer => None,
+        IdKind::Key { type_name } => {
+            let pool = match keys::pool_parameter(signature) {
+                Some(parameter) => Some(scope_location("allocate", parameter)?),
+                None => None,
+            };
+            let scope = KeyScope { type_name, pool };
+            reason.push_str(&format!("; the id is an {}", scope.describe()));
+            Some(scope)
+        }
+    };
+    Ok(Identity {
+        id: Inferred { location, reason },
+        success,
+        key,
+    })
+}
+
+/// Where the pool instance (`self`) is at a function's entry.
+fn scope_location(role: &str, parameter: &Parameter) -> Result<Location, String> {
+    match parameter.location {
+        EntryLocation::Register(register) => {
+            Location::parse(&register_text(register)).map_err(|e| e.to_string())
+        }
         _ => Err(format!(
-            "{} ({} bytes) is returned in rax:rdx with its pointer in rdx, which locations cannot read",
-            result.name, result.size
+            "DWARF does not say which register holds {role}'s `self` at its entry, which an integer key is scoped to"
         )),
     }
+}
+
+/// The pool instance a key is scoped to at release's entry: its `self`.
+pub fn release_scope(release: &Signature) -> Result<Location, String> {
+    let parameter = keys::pool_parameter(release).ok_or_else(|| {
+        "release has no `self`, so the pool an integer key belongs to is unknown there".to_string()
+    })?;
+    scope_location("release", parameter)
+}
+
+/// The buffer's identity when allocate returns (see [`alloc_identity`]).
+pub fn alloc_id(signature: &Signature) -> Result<Inferred, String> {
+    alloc_identity(signature).map(|identity| identity.id)
 }
 
 const SIZE_NAMES: [&str; 6] = ["capacity", "cap", "len", "size", "bytes", "length"];
@@ -62,13 +151,11 @@ const SIZE_NAMES: [&str; 6] = ["capacity", "cap", "len", "size", "bytes", "lengt
 /// really handed out), else a size parameter.
 pub fn size(signature: &Signature) -> Result<Inferred, String> {
     let result = returned(signature)?;
-    if result.size > 16 {
-        if let Some((field, offset)) = result.scalar_named(&SIZE_NAMES) {
-            return inferred(
-                &format!("*(arg0+{offset})"),
-                format!("field `{field}` of the returned {} (offset {offset}, in the hidden return slot)", result.name),
-            );
-        }
+    if let Some(found) = size_field(result) {
+        return Ok(found);
+    }
+    if let Some(found) = element_size(signature)? {
+        return Ok(found);
     }
     let parameter = signature
         .parameters
@@ -94,16 +181,98 @@ pub fn size(signature: &Signature) -> Result<Inferred, String> {
     )
 }
 
+/// A size field of the returned value (of its success variant, for an
+/// `Option`/`Result`), where the return leaves it: the hidden slot, or
+/// rax/rdx for results of up to 16 bytes.
+fn size_field(result: &TypeShape) -> Option<Inferred> {
+    let (field, offset, variant) = match result.scalar_named(&SIZE_NAMES) {
+        Some((field, offset)) => (field, offset, None),
+        None => {
+            let (base, payload, variant) = keys::success_payload(result)?;
+            let (field, offset) = payload.scalar_named(&SIZE_NAMES)?;
+            (field, base + offset, Some(variant))
+        }
+    };
+    let (location, shift) = keys::value_at(result.size, offset, 8).ok()?;
+    if shift != 0 {
+        return None;
+    }
+    let place = match location.to_string().as_str() {
+        "ret" => "in rax".to_string(),
+        "ret.1" => "in rdx (ret.1)".to_string(),
+        _ => format!("at offset {offset} of the hidden return slot"),
+    };
+    let within = variant
+        .map(|v| format!(" (in its {v} variant)"))
+        .unwrap_or_default();
+    Some(Inferred {
+        location,
+        reason: format!(
+            "field `{field}` of the returned {}{within}, {place}: what the pool really handed out",
+            result.name
+        ),
+    })
+}
+
+/// A slab-like container (allocate returns an integer key) stores one
+/// value per key: the size is that value's, from DWARF.
+fn element_size(signature: &Signature) -> Result<Option<Inferred>, String> {
+    let Ok(identity) = alloc_identity(signature) else {
+        return Ok(None);
+    };
+    if identity.key.is_none() {
+        return Ok(None);
+    }
+    let stored = signature
+        .parameters
+        .iter()
+        .filter(|p| p.name != "self" && !SIZE_NAMES.contains(&p.name.as_str()))
+        .find(|p| p.name == "value")
+        .or_else(|| signature.parameters.iter().find(|p| p.name != "self"));
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    inferred(
+        &stored.shape.size.to_string(),
+        format!(
+            "allocate returns an integer key, so it stores a value per key: the size of parameter `{}` ({}, {} bytes in DWARF)",
+            stored.name, stored.shape.name, stored.shape.size
+        ),
+    )
+    .map(Some)
+}
+
 /// The buffer's identity at release: the parameter of allocate's result
 /// type (or the last one that is not `self`).
 pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, String> {
     let result = returned(alloc)?;
+    let key = alloc_identity(alloc).ok().and_then(|identity| identity.key);
     let parameter: &Parameter = release
         .parameters
         .iter()
-        .find(|p| p.shape.name == result.name && !result.name.is_empty())
+        .find(|p| {
+            !result.name.is_empty()
+                && (p.shape.name == result.name || keys::refers_to(&p.shape, &result.name))
+        })
+        .or_else(|| {
+            let key = key.as_ref()?;
+            release
+                .parameters
+                .iter()
+                .find(|p| p.name != "self" && p.shape.name == key.type_name)
+        })
         .or_else(|| release.parameters.iter().rev().find(|p| p.name != "self"))
         .ok_or_else(|| "release takes no parameter to identify the buffer by".to_string())?;
+    let pool = keys::pool_parameter(release).map(|p| &p.shape);
+    if let Some(why) = keys::not_an_identity(&parameter.shape, pool) {
+        return Err(format!("parameter `{}`: {why}", parameter.name));
+    }
+    if !result.name.is_empty() && keys::refers_to(&parameter.shape, &result.name) {
+        return through_reference(parameter, result);
+    }
+    if parameter.shape.first_pointer().is_none() && keys::is_integer_key(&parameter.shape) {
+        return release_key(parameter);
+    }
     let offset = parameter.shape.first_pointer().ok_or_else(|| {
         format!(
             "parameter `{}` ({}) holds no pointer",
@@ -164,6 +333,64 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
             parameter.name
         )),
     }
+}
+
+/// Release takes a reference to what allocate returned (`&mut Guard`):
+/// the parameter's value is the address of that value (usually on the
+/// caller's stack), not an identity; the identity is inside, as allocate
+/// returned it.
+fn through_reference(parameter: &Parameter, result: &TypeShape) -> Result<Inferred, String> {
+    let offset = result.first_pointer().unwrap_or(0);
+    if result.first_pointer().is_none() && !keys::is_integer_key(result) {
+        return Err(format!(
+            "parameter `{}` ({}) refers to a {} that holds no pointer or integer key",
+            parameter.name, parameter.shape.name, result.name
+        ));
+    }
+    let EntryLocation::Register(register) = parameter.location else {
+        return Err(format!(
+            "DWARF does not say where parameter `{}` is when release starts",
+            parameter.name
+        ));
+    };
+    let register = register_text(register);
+    inferred(
+        &format!("*({register}+{offset})"),
+        format!(
+            "parameter `{}` ({}) is a reference in {register}: its value is the address of the {} (an address on the caller's stack, no identity), so the id is read through it, at offset {offset} as allocate returned it",
+            parameter.name, parameter.shape.name, result.name
+        ),
+    )
+}
+
+/// An integer key passed to release: the whole 8-byte value.
+fn release_key(parameter: &Parameter) -> Result<Inferred, String> {
+    let (text, place) = match parameter.location {
+        EntryLocation::Register(register) | EntryLocation::Pair(register, _) => {
+            let register = register_text(register);
+            (register.clone(), format!("in {register}"))
+        }
+        EntryLocation::Memory(register) => {
+            let register = register_text(register);
+            (
+                format!("*{register}"),
+                format!("by reference in {register}"),
+            )
+        }
+        EntryLocation::Unknown => {
+            return Err(format!(
+                "DWARF does not say where parameter `{}` is when release starts",
+                parameter.name
+            ))
+        }
+    };
+    inferred(
+        &text,
+        format!(
+            "parameter `{}` ({}) is an integer key, {place}",
+            parameter.name, parameter.shape.name
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -321,6 +548,7 @@ mod tests {
                 ]),
             }),
         };
-        assert!(alloc_id(&pair).unwrap_err().contains("rdx"));
+        // Its pointer comes back in rdx: `ret.1`.
+        assert_eq!(alloc_id(&pair).unwrap().location.to_string(), "ret.1");
     }
 }

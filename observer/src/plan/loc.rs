@@ -3,7 +3,9 @@
 //! ```text
 //! loc  := term [('+' | '-') int]
 //! term := 'arg' N        N = 0..5: rdi rsi rdx rcx r8 r9 at function entry
-//!       | 'ret'          rax when the function returns
+//!       | 'ret' ['.0']   rax when the function returns
+//!       | 'ret.1'        rdx when the function returns: bytes 8..16 of a
+//!                        16-byte result (the key of an `Option<usize>`)
 //!       | REGISTER       rax rbx rcx rdx rsi rdi rbp rsp r8..r15 where the
 //!                        probe fires (release only: inlined release sites)
 //!       | '*' term       the u64 in target memory at term
@@ -19,7 +21,8 @@
 use std::fmt;
 
 use observer_ebpf::{
-    Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, MAX_LOC_STEPS,
+    Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH,
+    MAX_LOC_STEPS,
 };
 
 /// General registers by DWARF number.
@@ -30,7 +33,7 @@ pub const REGISTER_NAMES: [&str; 16] = [
 
 /// A location that failed to parse, with what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad location '{text}': {reason}; write argN (N=0..5), ret, *X, *(X+K) or a number")]
+#[error("bad location '{text}': {reason}; write argN (N=0..5), ret, ret.1, *X, *(X+K) or a number")]
 pub struct LocError {
     pub text: String,
     pub reason: String,
@@ -43,6 +46,11 @@ pub struct Location {
 }
 
 impl Location {
+    /// The literal 0: no value (an id that needs no scope).
+    pub const ZERO: Location = Location {
+        compiled: Loc::ZERO,
+    };
+
     /// Parses `text` (see the module documentation for the grammar).
     pub fn parse(text: &str) -> Result<Self, LocError> {
         let error = |reason: String| LocError {
@@ -110,6 +118,7 @@ impl fmt::Display for Location {
         let loc = &self.compiled;
         let mut text = match loc.base {
             LOC_BASE_RET => "ret".to_string(),
+            LOC_BASE_RET_HIGH => "ret.1".to_string(),
             LOC_BASE_CONST => return write!(f, "{}", loc.final_offset),
             n if n >= LOC_BASE_REGISTER => {
                 REGISTER_NAMES[usize::from(n - LOC_BASE_REGISTER)].into()
@@ -199,9 +208,22 @@ impl Parser<'_> {
             return Ok(n as u8);
         }
         if let Some(after) = self.rest.strip_prefix("ret") {
+            // `ret.N`: which 8 bytes of a result returned in registers.
+            let (base, after) = match after.strip_prefix('.') {
+                Some(half) => match half.chars().next() {
+                    Some('0') => (LOC_BASE_RET, &half[1..]),
+                    Some('1') => (LOC_BASE_RET_HIGH, &half[1..]),
+                    _ => {
+                        return Err(
+                            "ret.N: only ret.0 (rax) and ret.1 (rdx) hold a returned value".into(),
+                        )
+                    }
+                },
+                None => (LOC_BASE_RET, after),
+            };
             self.rest = after;
             self.reject_identifier_tail()?;
-            return Ok(LOC_BASE_RET);
+            return Ok(base);
         }
         // Longest names first, so r1x never reads as r1.
         let mut names: Vec<(usize, &str)> = REGISTER_NAMES.iter().copied().enumerate().collect();
@@ -268,6 +290,26 @@ mod tests {
         assert_eq!(compiled("arg5").base, 5);
         assert_eq!(compiled("ret").base, LOC_BASE_RET);
         assert_eq!(compiled(" arg2 ").steps, 0);
+    }
+
+    #[test]
+    fn the_second_return_register() {
+        assert_eq!(compiled("ret.1").base, LOC_BASE_RET_HIGH);
+        assert_eq!(compiled("ret.0"), compiled("ret"));
+        assert!(Location::parse("ret.1").unwrap().reads_return());
+        assert_eq!(Location::parse("ret.0").unwrap().to_string(), "ret");
+        assert_eq!(
+            Location::parse("*(ret.1+8)").unwrap().to_string(),
+            "*(ret.1+8)"
+        );
+        for (text, reason) in [
+            ("ret.2", "only ret.0"),
+            ("ret.", "only ret.0"),
+            ("ret.10", "unexpected '0'"),
+        ] {
+            let err = Location::parse(text).unwrap_err();
+            assert!(err.reason.contains(reason), "{text}: {}", err.reason);
+        }
     }
 
     #[test]
@@ -364,6 +406,7 @@ mod tests {
             "*arg1",
             "*(arg0+8)",
             "*(*(ret+8)+16)-4",
+            "ret.1",
             "*(arg2-8)",
             "256",
         ] {

@@ -5,6 +5,7 @@ pub mod callers;
 pub mod flow;
 pub mod infer;
 pub mod inlined;
+pub mod keys;
 pub mod loc;
 pub mod returns;
 pub mod site;
@@ -14,7 +15,9 @@ pub mod unwinding;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use infer::Identity;
 pub use loc::Location;
+use observer_ebpf::ReturnTest;
 use returns::{RepairAbility, ReturnChoice, ReturnInputs, ReturnMethod};
 use site::{Execution, ProbedInstruction};
 
@@ -110,6 +113,18 @@ pub struct ProbePlan {
     /// Release's identity location; for an inlined release, its first
     /// site's (each site carries its own in [`ProbeSite::release_id`]).
     pub release_id: Location,
+    /// Which returns are allocations: an enum result's success variant
+    /// (`auto`), else every return.
+    pub alloc_test: ReturnTest,
+    /// What ids are unique within, at allocate's return: allocate's `self`
+    /// for an integer key; the literal 0 for pointers.
+    pub alloc_scope: Location,
+    /// The same at release's entry: release's `self`, or the literal 0.
+    pub release_scope: Location,
+    /// What the id is, in words (a pointer, an integer key scoped to …).
+    pub identity: String,
+    /// `alloc_test` in words, when not every return is an allocation.
+    pub allocations_when: Option<String>,
     /// What `auto` locations were inferred to, and why, for people.
     pub inferred: Vec<String>,
     /// What planning could not cover and every report must say (inlined
@@ -136,18 +151,43 @@ impl ProbePlan {
         let alloc = plan_function(elf, exe_display, &request.alloc)?;
         let mut inferrer = Inferrer::new(elf, &alloc);
         let size = inferrer.resolve("--size", request.size, infer::size)?;
-        let alloc_id = inferrer.resolve("--alloc-id", request.alloc_id, infer::alloc_id)?;
-        let (release, release_id) = match resolve_function(elf, exe_display, &request.release) {
+        let (alloc_id, identity) = inferrer.resolve_alloc_id(request.alloc_id)?;
+        let scope = identity.as_ref().and_then(|i| i.key.as_ref()?.pool);
+        let (release, release_id, release_scope) = match resolve_function(
+            elf,
+            exe_display,
+            &request.release,
+        ) {
             Ok(function) => {
                 let release = plan_copies(elf, exe_display, function)?;
                 let release_id = inferrer.resolve_release(&release, request.release_id)?;
-                (release, release_id)
+                let release_scope = match scope {
+                    Some(_) => inferrer.resolve_release_scope(&release)?,
+                    None => Location::ZERO,
+                };
+                (release, release_id, release_scope)
             }
             Err(err @ ResolveError::NotFound { .. }) => {
-                inlined::plan_release(elf, exe_display, request, &mut inferrer)?
-                    .ok_or_else(|| UserError::new(err.to_string()))?
+                let (release, release_id) =
+                    inlined::plan_release(elf, exe_display, request, &mut inferrer)?
+                        .ok_or_else(|| UserError::new(err.to_string()))?;
+                if scope.is_some() {
+                    return Err(UserError::new(format!(
+                            "{} returns an integer key scoped to its pool, and {} is inlined everywhere: \
+                             finding the pool (`self`) at each inlined instance is not supported; \
+                             give --alloc-id and --release-id explicitly to use unscoped keys",
+                            alloc.function.name, request.release
+                        ))
+                        .into());
+                }
+                (release, release_id, Location::ZERO)
             }
             Err(err) => return Err(UserError::new(err.to_string()).into()),
+        };
+        let identity_text = match &identity {
+            Some(Identity { key: Some(key), .. }) => key.describe(),
+            Some(_) => "pointer (unique in the process)".to_string(),
+            None => format!("the value at {alloc_id}, as given"),
         };
         let Inferrer {
             explanations: inferred,
@@ -179,6 +219,17 @@ impl ProbePlan {
             size,
             alloc_id,
             release_id,
+            alloc_test: identity
+                .as_ref()
+                .and_then(|i| i.success.as_ref())
+                .map_or(ReturnTest::ALWAYS, |(test, _)| *test),
+            alloc_scope: scope.unwrap_or(Location::ZERO),
+            release_scope,
+            allocations_when: identity
+                .as_ref()
+                .and_then(|i| i.success.as_ref())
+                .map(|(_, text)| text.clone()),
+            identity: identity_text,
             inferred,
             warnings,
             returns,
@@ -262,6 +313,33 @@ impl<'a> Inferrer<'a> {
                 Ok(found.location)
             }
         }
+    }
+
+    /// `--alloc-id`: as given, or inferred with what the id is.
+    fn resolve_alloc_id(&mut self, spec: LocSpec) -> Result<(Location, Option<Identity>)> {
+        match spec {
+            LocSpec::Given(location) => Ok((location, None)),
+            LocSpec::Auto => {
+                let found = infer::alloc_identity(self.alloc_signature()?).map_err(|why| {
+                    UserError::new(format!(
+                        "--alloc-id auto: {why}; it is not a buffer's identity: write it explicitly"
+                    ))
+                })?;
+                self.explain("--alloc-id", &found.id);
+                Ok((found.id.location, Some(found)))
+            }
+        }
+    }
+
+    /// Release's `self`, which an integer key is scoped to.
+    fn resolve_release_scope(&mut self, release: &PlannedFunction) -> Result<Location> {
+        let signature = self.read_signature(release)?;
+        let scope = infer::release_scope(&signature)
+            .map_err(|why| UserError::new(format!("--release-id: {why}")))?;
+        self.explanations.push(format!(
+            "release scope = {scope}: release's `self`, the pool the key belongs to"
+        ));
+        Ok(scope)
     }
 
     fn resolve_release(&mut self, release: &PlannedFunction, spec: LocSpec) -> Result<Location> {

@@ -104,6 +104,10 @@ fn header(out: &mut String, report: &Report) {
         "  locations: size {}  alloc-id {}  release-id {}",
         l.size, l.alloc_id, l.release_id
     );
+    let _ = writeln!(out, "    id: {}", l.identity);
+    if let Some(when) = &l.allocations_when {
+        let _ = writeln!(out, "    {when}");
+    }
     for inference in &l.inferred {
         let _ = writeln!(out, "    {inference}");
     }
@@ -159,9 +163,14 @@ fn probe_summary(probe: &ProbedFunction) -> String {
 }
 
 fn counters(out: &mut String, c: &Counters) {
+    // Shown only for enum results, where a return may not allocate.
+    let failed = match c[counter::ALLOC_FAILED] {
+        0 => String::new(),
+        n => format!("{n} returned None/Err, "),
+    };
     let _ = writeln!(
         out,
-        "  events: {} allocations tracked of {} calls ({} unwound by a panic, {} in flight), {} releases matched of {} calls, {} unknown releases",
+        "  events: {} allocations tracked of {} calls ({failed}{} unwound by a panic, {} in flight), {} releases matched of {} calls, {} unknown releases",
         c[counter::ALLOCATIONS],
         c[counter::ALLOC_CALLS],
         c[counter::ALLOC_UNWOUND],

@@ -36,9 +36,32 @@ pub enum TypeKind {
     Pointer,
     /// An integer, float or bool.
     Scalar,
-    /// A struct (or tuple, or enum treated as opaque) with its fields.
+    /// A struct (or tuple) with its fields.
     Struct(Vec<Field>),
+    /// An enum with data (`Option<usize>`, `Result<K, E>`), as Rust's DWARF
+    /// describes it: a variant part.
+    Enum(EnumShape),
     Other,
+}
+
+/// An enum: where its discriminant is and what each variant holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumShape {
+    /// The discriminant's offset and size in bytes: a tag, or the field
+    /// whose unused values ("niche") tell the variants apart.
+    pub discriminant: Option<(u64, u64)>,
+    pub variants: Vec<Variant>,
+}
+
+/// One variant of an enum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    pub name: String,
+    /// The discriminant's value for this variant; `None` for the variant
+    /// that has every value the others do not (a niche enum's data variant).
+    pub discriminant: Option<u64>,
+    /// Its fields, at offsets from the start of the enum.
+    pub fields: Vec<Field>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,7 +428,10 @@ fn shape(
             };
         }
         gimli::DW_TAG_structure_type if depth < 8 => {
-            TypeKind::Struct(fields(dwarf, unit, offset, depth)?)
+            match variant_part(dwarf, unit, offset, depth)? {
+                Some(shape) => TypeKind::Enum(shape),
+                None => TypeKind::Struct(fields(dwarf, unit, offset, depth)?),
+            }
         }
         _ => TypeKind::Other,
     };
@@ -447,6 +473,98 @@ fn fields(
     }
     out.sort_by_key(|f| f.offset);
     Ok(out)
+}
+
+/// The variant part of an enum's structure type, if it has one: the
+/// discriminant member `DW_AT_discr` names, and each `DW_TAG_variant` with
+/// its `DW_AT_discr_value` and the member holding the variant's struct.
+fn variant_part(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    offset: UnitOffset,
+    depth: u32,
+) -> Result<Option<EnumShape>> {
+    let mut tree = unit.entries_tree(Some(offset))?;
+    let mut children = tree.root()?.children();
+    while let Some(child) = children.next()? {
+        if child.entry().tag() != gimli::DW_TAG_variant_part {
+            continue;
+        }
+        let discr_at = referenced(child.entry(), gimli::DW_AT_discr);
+        let mut shape = EnumShape {
+            discriminant: None,
+            variants: Vec::new(),
+        };
+        let mut parts = child.children();
+        while let Some(part) = parts.next()? {
+            let entry = part.entry();
+            match entry.tag() {
+                gimli::DW_TAG_member if Some(entry.offset()) == discr_at => {
+                    let size = referenced(entry, gimli::DW_AT_type)
+                        .map(|ty| shape_size(unit, ty))
+                        .transpose()?
+                        .unwrap_or(0);
+                    shape.discriminant = Some((member_offset(entry), size));
+                }
+                gimli::DW_TAG_variant => {
+                    let discriminant = entry
+                        .attr_value(gimli::DW_AT_discr_value)
+                        .and_then(|v| v.udata_value());
+                    let mut members = part.children();
+                    while let Some(member) = members.next()? {
+                        let member = member.entry();
+                        if member.tag() != gimli::DW_TAG_member {
+                            continue;
+                        }
+                        let at = member_offset(member);
+                        let fields = match referenced(member, gimli::DW_AT_type) {
+                            Some(ty) => fields(dwarf, unit, ty, depth + 1)?,
+                            None => Vec::new(),
+                        };
+                        shape.variants.push(Variant {
+                            name: name_of(dwarf, unit, member)?,
+                            discriminant,
+                            fields: fields
+                                .into_iter()
+                                .map(|f| Field {
+                                    offset: f.offset + at,
+                                    ..f
+                                })
+                                .collect(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        return Ok(Some(shape));
+    }
+    Ok(None)
+}
+
+/// The byte size of a type (through typedefs), 0 when DWARF does not say.
+fn shape_size(unit: &Unit<'_>, mut ty: UnitOffset) -> Result<u64> {
+    for _ in 0..8 {
+        let entry = unit.entry(ty)?;
+        if let Some(size) = entry
+            .attr_value(gimli::DW_AT_byte_size)
+            .and_then(|v| v.udata_value())
+        {
+            return Ok(size);
+        }
+        match referenced(&entry, gimli::DW_AT_type) {
+            Some(next) => ty = next,
+            None => break,
+        }
+    }
+    Ok(0)
+}
+
+fn member_offset(entry: &gimli::DebuggingInformationEntry<Slice<'_>>) -> u64 {
+    entry
+        .attr_value(gimli::DW_AT_data_member_location)
+        .and_then(|v| v.udata_value())
+        .unwrap_or(0)
 }
 
 /// Where the parameter is at `entry_pc`: a single-register location, or a

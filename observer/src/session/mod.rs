@@ -836,6 +836,10 @@ fn announce(
         describe(&plan.release)
     );
     eprintln!("observer: allocate returns: {}", plan.returns);
+    eprintln!("observer: buffer id: {}", plan.identity);
+    if let Some(when) = &plan.allocations_when {
+        eprintln!("observer: {when}");
+    }
     for inference in &plan.inferred {
         eprintln!("observer: {inference}");
     }
