@@ -917,13 +917,12 @@ fn record_allocation(
         id,
         scope,
     };
-    forget_stale(&key);
     let buf = LiveBuf {
         size,
         allocated_ns: entered_ns,
         site,
     };
-    if LIVE.insert(key, buf, BPF_ANY as u64).is_err() {
+    if !insert_live(&key, &buf) {
         count(counter::LIVE_MAP_FULL);
         return;
     }
@@ -1102,6 +1101,21 @@ fn on_release_enter(ctx: &ProbeContext) {
             count(counter::RELEASES);
         }
         None => count(counter::UNKNOWN_RELEASES),
+    }
+}
+
+/// Records a new live buffer; false when the table is full. The common
+/// case (a new id) costs one update; an id still live takes the stale
+/// path first (the kernel checks for an existing key before fullness).
+#[inline(always)]
+fn insert_live(key: &LiveKey, buf: &LiveBuf) -> bool {
+    match LIVE.insert(key, buf, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        Err(EEXIST) => {
+            forget_stale(key);
+            LIVE.insert(key, buf, BPF_ANY as u64).is_ok()
+        }
+        Err(_) => false,
     }
 }
 
