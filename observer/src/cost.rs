@@ -138,8 +138,24 @@ impl CostMeter {
     }
 
     /// Reads the programs' statistics and `counters` now, and returns the
-    /// cost since the previous reading.
+    /// cost since the previous reading, which this one becomes.
     pub fn read(&mut self, ebpf: &Ebpf, counters: &Counters) -> Result<Cost> {
+        let (now, programs) = self.reading(ebpf, counters);
+        let cost = cost_between(self.source, self.last.as_ref(), &now, programs);
+        self.last = Some(now);
+        self.latest = Some(cost.clone());
+        Ok(cost)
+    }
+
+    /// The cost now — totals as of `counters`, rates over the time since
+    /// the last periodic reading — without becoming a reading: what a
+    /// report says, however long ago the last interval ended.
+    pub fn peek(&self, ebpf: &Ebpf, counters: &Counters) -> Cost {
+        let (now, programs) = self.reading(ebpf, counters);
+        cost_between(self.source, self.last.as_ref(), &now, programs)
+    }
+
+    fn reading(&self, ebpf: &Ebpf, counters: &Counters) -> (Reading, Vec<ProgramStats>) {
         let programs = match self.source {
             CostSource::Kernel => program_stats(ebpf),
             CostSource::Estimate => Vec::new(),
@@ -152,10 +168,7 @@ impl CostMeter {
                 CostSource::Estimate => estimated_cpu_ns(counters),
             },
         };
-        let cost = cost_between(self.source, self.last.as_ref(), &now, programs);
-        self.last = Some(now);
-        self.latest = Some(cost.clone());
-        Ok(cost)
+        (now, programs)
     }
 
     /// The cost at the last reading, if any.

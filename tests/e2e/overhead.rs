@@ -49,8 +49,18 @@ pub fn max_overhead_stops_the_session_with_a_final_report() {
         .iter()
         .find(|p| p["program"] == "pool_alloc_enter")
         .expect("the entry probe's statistics");
-    assert!(enter["runs"].as_u64().unwrap() > 0, "{cost:#}");
-    assert!(report["counters"]["alloc_calls"].as_u64().unwrap() > 0);
+    let counters = &report["counters"];
+    let alloc_calls = counters["alloc_calls"].as_u64().unwrap();
+    assert!(alloc_calls > 0);
+    // The cost is the final report's own, not an earlier interval's: it
+    // covers every probe hit the report counts (the programs' statistics
+    // are read after the counters, while the target still runs).
+    assert_eq!(
+        cost["probe_hits"].as_u64().unwrap(),
+        2 * alloc_calls + counters["release_calls"].as_u64().unwrap(),
+        "{cost:#}"
+    );
+    assert!(enter["runs"].as_u64().unwrap() >= alloc_calls, "{cost:#}");
     let stopping = stderr
         .iter()
         .find(|l| l.contains("above --max-overhead 0.5%; stopping"))

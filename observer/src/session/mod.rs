@@ -348,7 +348,7 @@ impl Session {
             attached_secs: snapshot.taken_ns.saturating_sub(self.attached_ns) as f64 / 1e9,
             counters: &snapshot.counters,
             sites: &sites,
-            cost: self.cost.latest(),
+            cost: self.cost_now(&snapshot.counters).as_ref(),
         }))
     }
 
@@ -434,8 +434,17 @@ impl Session {
             reason,
             exited,
         );
-        report.cost = self.cost.latest().cloned();
+        report.cost = self.cost_now(&snapshot.counters);
         report
+    }
+
+    /// The programs' cost as of `counters` (the report's own snapshot),
+    /// or the last reading once the programs are gone.
+    fn cost_now(&self, counters: &crate::snapshot::Counters) -> Option<crate::cost::Cost> {
+        match self.ebpf() {
+            Ok(ebpf) => Some(self.cost.peek(ebpf, counters)),
+            Err(_) => self.cost.latest().cloned(),
+        }
     }
 
     fn emit_report(&mut self, reason: Reason) -> Result<()> {
@@ -615,6 +624,15 @@ impl Session {
         };
         let snapshot = self.final_snapshot();
         self.history.push(Sample::of(&snapshot));
+        // The programs' statistics go with them: read them first.
+        if let Ok(ebpf) = self.observed.attachment.ebpf() {
+            if let Err(err) = self.cost.read(ebpf, &snapshot.counters) {
+                eprintln!(
+                    "observer: the final report's cost is the last interval's: {}",
+                    crate::error::one_line(&err)
+                );
+            }
+        }
         let pid = self.observed.process.pid;
         // Detach now: the slow part below needs only what we copied.
         self.observed.attachment.detach();
