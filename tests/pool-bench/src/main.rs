@@ -2,7 +2,8 @@
 //!
 //! Prints `ready`, waits for a line on stdin (so a probe can be attached),
 //! then allocates and releases N buffers, each from a call chain D frames
-//! deep, and prints `ns_per_pair X`.
+//! deep, prints `ns_per_pair X`, and exits when stdin is closed (so an
+//! observer can be stopped while its target still lives).
 //!
 //! `pool-bench --keep N --stacks K` (K ≤ 1024)
 //!
@@ -55,6 +56,17 @@ fn main() {
         "ns_per_pair {:.1} checksum {checksum}",
         elapsed.as_nanos() as f64 / pairs as f64
     );
+    wait_for_end_of_input();
+}
+
+/// Returns when stdin is closed.
+fn wait_for_end_of_input() {
+    let mut rest = String::new();
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut rest)
+        .is_ok_and(|read| read > 0)
+    {}
 }
 
 /// Recurses `depth` times, then takes a buffer, writes to it and gives it
@@ -86,7 +98,11 @@ fn keep_buffers(pool: &BufPool, count: u64, stacks: u32) {
     }
     println!("kept {}", kept.len());
     let mut rest = String::new();
-    while std::io::stdin().lock().read_line(&mut rest).is_ok_and(|read| read > 0) {}
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut rest)
+        .is_ok_and(|read| read > 0)
+    {}
     drop(kept);
 }
 

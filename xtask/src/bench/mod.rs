@@ -13,6 +13,7 @@
 
 mod report;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +26,7 @@ use crate::cmd::{root, signal, Guarded};
 use crate::setup;
 use crate::targets::{build_observer, build_targets, targets_dir, Variant};
 
-const DEPTHS: [u32; 2] = [16, 64];
+const DEPTHS: [u32; 3] = [16, 0, 64];
 
 /// How much to measure, and with what.
 pub struct Plan {
@@ -89,6 +90,9 @@ struct Cell {
     depth: u32,
     load: Load,
     runs: Vec<f64>,
+    /// The observer's programs, ns per run by program, one map per run
+    /// (the kernel's statistics from the observer's final report).
+    programs: Vec<BTreeMap<String, f64>>,
 }
 
 impl Cell {
@@ -98,6 +102,7 @@ impl Cell {
             depth,
             load,
             runs: Vec::new(),
+            programs: Vec::new(),
         }
     }
 
@@ -118,6 +123,34 @@ impl Cell {
             Load::Observer { returns, walker } => format!("observer ({returns}, {walker} walker)"),
         };
         (build, load)
+    }
+
+    /// Each probe program's median ns per run over the rounds (entry,
+    /// return and release programs; the tail-called walker is counted in
+    /// the entry's), for people.
+    fn programs_line(&self) -> String {
+        let mut names: Vec<&String> = self.programs.iter().flat_map(BTreeMap::keys).collect();
+        names.sort();
+        names.dedup();
+        names
+            .iter()
+            .filter(|name| {
+                ["alloc_enter", "alloc_return", "release_enter"]
+                    .iter()
+                    .any(|probe| name.contains(probe))
+            })
+            .map(|name| {
+                let mut values: Vec<f64> = self
+                    .programs
+                    .iter()
+                    .filter_map(|p| p.get(*name))
+                    .copied()
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                format!("{name} {:.0}", values[values.len() / 2])
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn median(&self) -> f64 {
@@ -192,8 +225,9 @@ pub fn run(plan: &Plan, results: &Path, update_readme: bool) -> Result<()> {
             cells.len()
         );
         for cell in &mut cells {
-            let value = measure(plan, cell)?;
+            let (value, programs) = measure(plan, cell)?;
             cell.runs.push(value);
+            cell.programs.extend(programs);
         }
     }
     print_results(plan, &cells);
@@ -267,7 +301,7 @@ fn update_readme_table(plan: &Plan, cells: &[Cell], big: Option<&report::BigRepo
         plan.rounds,
     ));
     table.push_str(
-        "| depth | build | attached | ns per pair | ratio to the floor |\n|---|---|---|---|---|\n",
+        "| depth | build | attached | ns per pair | ratio to the floor | programs, ns per run (kernel statistics) |\n|---|---|---|---|---|---|\n",
     );
     for cell in cells {
         let (build, load) = cell.label_parts();
@@ -275,9 +309,10 @@ fn update_readme_table(plan: &Plan, cells: &[Cell], big: Option<&report::BigRepo
             .map(|r| format!("{r:.2}"))
             .unwrap_or_default();
         table.push_str(&format!(
-            "| {} | {build} | {load} | {:.0} | {ratio} |\n",
+            "| {} | {build} | {load} | {:.0} | {ratio} | {} |\n",
             cell.depth,
-            cell.median()
+            cell.median(),
+            cell.programs_line()
         ));
     }
     if let Some(big) = big {
@@ -319,6 +354,9 @@ fn print_results(plan: &Plan, cells: &[Cell]) {
             cell.median(),
             runs.join(" ")
         );
+        if !cell.programs.is_empty() {
+            println!("      ns per run: {}", cell.programs_line());
+        }
     }
 }
 
@@ -343,19 +381,14 @@ fn write_results(cells: &[Cell], big: Option<&report::BigReport>, results: &Path
     let mut lines: Vec<String> = cells
         .iter()
         .map(|cell| {
-            let ratio = ratio_to_floor(cells, cell)
-                .map(|r| format!("{r:.3}"))
-                .unwrap_or_else(|| "null".into());
-            format!(
-                "{{\"cell\":\"{}\",\"median_ns\":{:.1},\"runs\":[{}],\"ratio_to_floor\":{ratio}}}",
-                cell.label(),
-                cell.median(),
-                cell.runs
-                    .iter()
-                    .map(|r| format!("{r:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
+            serde_json::json!({
+                "cell": cell.label(),
+                "median_ns": cell.median(),
+                "runs": cell.runs,
+                "ratio_to_floor": ratio_to_floor(cells, cell),
+                "programs_ns_per_run": cell.programs,
+            })
+            .to_string()
         })
         .collect();
     if let Some(big) = big {
@@ -376,7 +409,7 @@ fn write_results(cells: &[Cell], big: Option<&report::BigReport>, results: &Path
 
 /// One run: start the bench, attach what the cell asks for, let it go,
 /// read its number.
-fn measure(plan: &Plan, cell: &Cell) -> Result<f64> {
+fn measure(plan: &Plan, cell: &Cell) -> Result<(f64, Option<BTreeMap<String, f64>>)> {
     let bench: PathBuf = targets_dir(cell.build).join("pool-bench");
     let mut child = Command::new(&bench)
         .args(["--pairs", &plan.pairs.to_string()])
@@ -392,9 +425,11 @@ fn measure(plan: &Plan, cell: &Cell) -> Result<f64> {
     if ready != "ready" {
         bail!("unexpected pool-bench output: {ready}");
     }
+    let report_dir = tempfile::tempdir()?;
+    let report = report_dir.path().join("report.json");
     let attached = match cell.load {
         Load::Alone => None,
-        load => Some(attach(&plan.observer, bench_child.0.id(), load)?),
+        load => Some(attach(&plan.observer, bench_child.0.id(), load, &report)?),
     };
     stdin.write_all(b"go\n")?;
     let result = stdout.next().context("pool-bench gave no result")??;
@@ -407,12 +442,39 @@ fn measure(plan: &Plan, cell: &Cell) -> Result<f64> {
         signal(&attached.0, libc::SIGINT)?;
         attached.0.wait()?;
     }
-    Ok(value)
+    // pool-bench waits for the end of its input: the observer was stopped
+    // while its target lived, as a user would stop it.
+    drop(stdin);
+    let programs = match cell.load {
+        Load::Observer { .. } => Some(program_costs(&report)?),
+        _ => None,
+    };
+    Ok((value, programs))
+}
+
+/// ns per run of each program that ran, from a report's `cost`.
+fn program_costs(report: &Path) -> Result<BTreeMap<String, f64>> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).context("the observer wrote no report")?)?;
+    let programs = report["cost"]["programs"]
+        .as_array()
+        .context("the report has no program statistics")?;
+    Ok(programs
+        .iter()
+        .filter_map(|program| {
+            let runs = program["runs"].as_u64().filter(|&runs| runs > 0)?;
+            let time = program["run_time_ns"].as_u64()?;
+            Some((
+                program["program"].as_str()?.to_string(),
+                time as f64 / runs as f64,
+            ))
+        })
+        .collect())
 }
 
 /// Starts the observer (or its probe floor) on `pid` and waits until its
 /// probes are in place.
-fn attach(observer: &Path, pid: u32, load: Load) -> Result<Guarded> {
+fn attach(observer: &Path, pid: u32, load: Load, report: &Path) -> Result<Guarded> {
     let mut command = Command::new(observer);
     let (subcommand, returns, ready) = match load {
         Load::Floor { returns } => ("floor", returns, "observer: floor attached"),
@@ -438,7 +500,10 @@ fn attach(observer: &Path, pid: u32, load: Load) -> Result<Guarded> {
         // it; pool-bench's allocate could panic, so it must be accepted.
         .args(["--accept-abort-on-panic"]);
     if let Load::Observer { walker, .. } = load {
-        command.args(["--stack-walker", walker, "--interval", "1h"]);
+        command
+            .args(["--stack-walker", walker, "--interval", "1h"])
+            .args(["--format", "json", "--output"])
+            .arg(report);
     }
     let mut observer = command
         .stdout(Stdio::null())

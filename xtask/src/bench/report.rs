@@ -51,7 +51,7 @@ pub fn measure(observer: &Path) -> Result<BigReport> {
     }
     let dir = tempfile::tempdir()?;
     let output = dir.path().join("report.json");
-    let attached = attach(observer, bench_child.0.id(), &output)?;
+    let mut attached = attach(observer, bench_child.0.id(), &output)?;
     stdin.write_all(b"go\n")?;
     let kept = lines.next().context("pool-bench kept nothing")??;
     if kept != format!("kept {BUFFERS}") {
@@ -68,6 +68,9 @@ pub fn measure(observer: &Path) -> Result<BigReport> {
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_memory_kib(attached.0.id())? as f64 / 1024.0;
     check_counts(&output)?;
+    signal(&attached.0, libc::SIGINT)?;
+    attached.0.wait()?;
+    drop(stdin);
     Ok(BigReport { seconds, peak_mib })
 }
 
