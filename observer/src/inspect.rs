@@ -51,6 +51,9 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
                     return Err(UserError::new(err.to_string()).into());
                 }
                 describe_inlined(&mut out, &elf, &found);
+                if let Some(text) = crate::plan::inlined_alloc::describe(&elf, pattern)? {
+                    out.push_str(&text);
+                }
                 continue;
             }
             Err(err) => return Err(UserError::new(err.to_string()).into()),
@@ -174,8 +177,8 @@ fn describe_inlined(out: &mut String, elf: &ElfInfo, found: &inlined::Found) {
     let _ = writeln!(
         out,
         "{} — no out-of-line copy; inlined at {} place{}. As --release it is probed where \
-         control enters each (with --release-id auto); as --alloc it cannot be followed (an \
-         inlined call's result has no location), so probe a function that is not inlined",
+         control enters each (with --release-id auto); as --alloc it is followed at each \
+         instance, its result read where control leaves it (with full DWARF, debug = 2)",
         instances[0].function,
         instances.len(),
         if instances.len() == 1 { "" } else { "s" }

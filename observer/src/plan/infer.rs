@@ -166,6 +166,54 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
     }
 }
 
+/// The buffer's identity at a release that takes a pointer to what
+/// allocate returned — a guard's `Drop::drop(&mut self)`, or the
+/// `drop_in_place::<Guard>` glue that runs it: the buffer's pointer inside
+/// the guard (the pooled object's heap pointer, e.g. a `Vec`'s data),
+/// read through the pointer, never the pointer itself, which is only
+/// where the guard lives (on the stack, different for every drop).
+/// `None` when no parameter points to allocate's result type.
+pub fn guard_release_id(
+    alloc: &Signature,
+    release: &Signature,
+) -> Option<Result<Inferred, String>> {
+    let result = alloc.returns.as_ref()?;
+    let parameter = release
+        .parameters
+        .iter()
+        .find(|p| p.shape.points_to(&result.name))?;
+    Some(through_guard(result, parameter))
+}
+
+fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, String> {
+    let offset = result.buffer_pointer().ok_or_else(|| {
+        format!(
+            "parameter `{}` points to a {} that holds no pointer to identify a buffer by",
+            parameter.name, result.name
+        )
+    })?;
+    let pointer = match parameter.location {
+        EntryLocation::Register(register) => register_text(register),
+        EntryLocation::Memory(register) => format!("*{}", register_text(register)),
+        _ => return Err(format!(
+            "DWARF does not say where parameter `{}` (a pointer to the {}) is when release starts",
+            parameter.name, result.name
+        )),
+    };
+    let location = match offset {
+        0 => format!("*{pointer}"),
+        offset => format!("*({pointer}+{offset})"),
+    };
+    inferred(
+        &location,
+        format!(
+            "parameter `{}` points to the {} allocate returned (in {pointer}); the buffer's \
+             pointer inside it is at offset {offset}",
+            parameter.name, result.name
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use super::{Inferrer, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSit
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
-use crate::resolve::signature::{inlined_calls, InlinedInstance};
+use crate::resolve::signature::{inlined_calls, signature_at, InlinedEntry, InlinedInstance};
 use crate::resolve::ResolvedFunction;
 
 /// At most this many probes for the entries into one inlined release:
@@ -67,7 +67,7 @@ pub(super) fn plan_release(
             skipped.push(format!("{caller}: no function symbol holds its code"));
         }
         for entry in &instance.entries {
-            let found = match infer::release_id(&alloc, &entry.signature) {
+            let found = match release_id_at(elf, &alloc, entry) {
                 Ok(found) => found,
                 Err(why) => {
                     skipped.push(format!("{caller} at {:#x}: {why}", entry.address));
@@ -136,6 +136,36 @@ pub(super) fn plan_release(
         },
         first,
     )))
+}
+
+/// The release's identity where control enters an instance: through a
+/// guard's pointer when release takes one (a `Drop` impl), else as for an
+/// out-of-line release. An instance entered at its holder's first
+/// instruction (a `Drop` impl inlined into its `drop_in_place` glue) has
+/// its parameters located only a few instructions later; there they are
+/// the holder's own, which its signature places at its entry.
+fn release_id_at(
+    elf: &ElfInfo,
+    alloc: &crate::resolve::signature::Signature,
+    entry: &InlinedEntry,
+) -> Result<infer::Inferred, String> {
+    let holder = elf
+        .function_containing(entry.address)
+        .filter(|f| f.address == entry.address)
+        .and_then(|f| signature_at(elf, f.address).ok().flatten());
+    let signatures = [Some(&entry.signature), holder.as_ref()];
+    let mut guard_error = None;
+    for signature in signatures.into_iter().flatten() {
+        match infer::guard_release_id(alloc, signature) {
+            Some(Ok(found)) => return Ok(found),
+            Some(Err(why)) => guard_error = guard_error.or(Some(why)),
+            None => {}
+        }
+    }
+    match guard_error {
+        Some(why) => Err(why),
+        None => infer::release_id(alloc, &entry.signature),
+    }
 }
 
 /// The inlined instances of `pattern`, with where control enters each.
@@ -236,6 +266,7 @@ fn site_at(
         first_instruction: decode_first(bytes, address),
         label: Some(format!("inlined in {caller}")),
         release_id: Some(location),
+        exit: None,
         call: None,
         probe_address: address,
     })

@@ -4,9 +4,11 @@
 pub mod debuginfo;
 pub mod dwarf;
 pub mod elf;
+pub mod inlined_result;
 pub mod libraries;
 pub mod pattern;
 pub mod pid_namespace;
+pub mod places;
 pub mod process;
 pub mod safe_file;
 pub mod signature;

@@ -112,6 +112,43 @@ impl TypeShape {
         }
     }
 
+    /// The offset of the pointer that identifies a pooled buffer: the first
+    /// pointer that owns what it points to (a raw pointer, as inside `Vec`,
+    /// `Box` or `NonNull`), else the first pointer of any kind. A borrowed
+    /// reference (`&Pool`, the way back a guard keeps) is shared by every
+    /// buffer, so it is a buffer's identity only when nothing else is.
+    pub fn buffer_pointer(&self) -> Option<u64> {
+        self.owned_pointer().or_else(|| self.first_pointer())
+    }
+
+    fn owned_pointer(&self) -> Option<u64> {
+        match &self.kind {
+            TypeKind::Pointer if !self.name.starts_with('&') => Some(0),
+            TypeKind::Struct(fields) => fields
+                .iter()
+                .find_map(|f| f.shape.owned_pointer().map(|o| f.offset + o)),
+            _ => None,
+        }
+    }
+
+    /// For a pointer or reference type: true when it points to a type
+    /// named `pointee` (DWARF names the pointer `&mut a::T<..>` or
+    /// `a::T<..> *`, and a struct by its last path segment).
+    pub fn points_to(&self, pointee: &str) -> bool {
+        if self.kind != TypeKind::Pointer || pointee.is_empty() {
+            return false;
+        }
+        let target = self
+            .name
+            .trim_start_matches("&mut ")
+            .trim_start_matches('&')
+            .trim_start_matches("*mut ")
+            .trim_start_matches("*const ")
+            .trim_end_matches(" *")
+            .trim();
+        target == pointee || target.ends_with(&format!("::{pointee}"))
+    }
+
     /// The offset of an integer field with one of these names, searched
     /// through nested structs.
     pub fn scalar_named(&self, names: &[&str]) -> Option<(String, u64)> {
@@ -208,7 +245,7 @@ pub fn inlined_calls(
 
 /// A subprogram's path: its demangled linkage name, else its own or its
 /// declaration's name.
-fn function_path(
+pub(crate) fn function_path(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     mut at: UnitOffset,
@@ -307,7 +344,7 @@ fn read_signature(
 }
 
 /// The return type, from the DIE or the declaration it completes.
-fn return_type(
+pub(crate) fn return_type(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     concrete: UnitOffset,
@@ -328,7 +365,7 @@ fn return_type(
     Ok(None)
 }
 
-fn referenced(
+pub(crate) fn referenced(
     entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
     attr: gimli::DwAt,
 ) -> Option<UnitOffset> {
@@ -340,7 +377,7 @@ fn referenced(
 
 /// An attribute of the DIE at `at`, or else of its abstract origin (an
 /// inlined or concrete parameter leaves its name and type there).
-fn own_or_origin_attr<'a>(
+pub(crate) fn own_or_origin_attr<'a>(
     unit: &Unit<'a>,
     at: UnitOffset,
     origin: Option<UnitOffset>,
@@ -357,7 +394,7 @@ fn own_or_origin_attr<'a>(
 /// Follows a type reference, into another unit when it points there
 /// (inlining across crates leaves a caller's unit pointing at the types of
 /// the crate that defined the function).
-fn shape_of_reference(
+pub(crate) fn shape_of_reference(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     value: AttributeValue<Slice<'_>>,

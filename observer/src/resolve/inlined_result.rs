@@ -1,0 +1,224 @@
+//! An allocate the compiler inlined into its callers: each instance's
+//! code, the places control enters and leaves it, and where the caller
+//! keeps the result when control leaves.
+//!
+//! An inlined call has no return value in DWARF: its result becomes one of
+//! the caller's variables (`let buffer = pool.pull(..)`), whose location
+//! list says where it is at each address. So the result at an exit is the
+//! caller's variable of the function's return type that DWARF places at
+//! that address.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use anyhow::Result;
+use gimli::{AttributeValue, UnitSectionOffset};
+
+use super::dwarf::{
+    abstract_instances, code_ranges, for_each_inlined_call, matching_subprograms, name_of, Match,
+    Slice,
+};
+use super::elf::ElfInfo;
+use super::pattern::RustPath;
+use super::places::{decode, frame_base_register, Place};
+use super::signature::{function_path, own_or_origin_attr, referenced, return_type, TypeShape};
+
+type Unit<'a> = gimli::Unit<Slice<'a>>;
+
+/// One inlined instance of an allocate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocInstance {
+    /// The inlined function's path, as DWARF names it.
+    pub function: String,
+    /// The inlined function it sits in, if any.
+    pub via: Option<String>,
+    pub ranges: Vec<Range<u64>>,
+    /// Where control enters it.
+    pub entries: Vec<u64>,
+    /// What it returns (`None` without DWARF types).
+    pub returns: Option<TypeShape>,
+    pub exits: Vec<Exit>,
+}
+
+/// A place control leaves an instance, and where the result is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub address: u64,
+    /// The result's place, or why it has none.
+    pub result: Result<Place, String>,
+}
+
+/// Where control enters and leaves an instance with these ranges.
+pub struct Flow {
+    pub entries: Vec<u64>,
+    pub exits: Vec<u64>,
+}
+
+/// Every inlined instance of the function `wanted` names (by full path),
+/// with its flow (from `flow_of`, given the instance's ranges) and the
+/// result's place at each exit.
+pub fn inlined_allocs(
+    elf: &ElfInfo,
+    wanted: &RustPath,
+    mut flow_of: impl FnMut(&[Range<u64>]) -> Flow,
+) -> Result<Vec<AllocInstance>> {
+    if !elf.has_debug_info {
+        return Ok(Vec::new());
+    }
+    let sections = super::dwarf::sections(elf)?;
+    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
+    let declarations: HashMap<UnitSectionOffset, String> = matching_subprograms(&dwarf, wanted)?
+        .into_iter()
+        .filter(|(_, _, how)| *how == Match::Path)
+        .map(|(offset, name, _)| (offset, name))
+        .collect();
+    if declarations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let origins = abstract_instances(&dwarf, declarations)?;
+    let mut instances = Vec::new();
+    for_each_inlined_call(&dwarf, &origins, |unit, entry, function, via| {
+        let ranges = code_ranges(&dwarf, unit, entry)?;
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let via = via
+            .map(|at| function_path(&dwarf, unit, at))
+            .transpose()?
+            .flatten();
+        let returns = return_type(&dwarf, unit, entry.offset())?;
+        let Flow { entries, exits } = flow_of(&ranges);
+        let exits = match &returns {
+            Some(shape) => results_at(&dwarf, unit, &shape.name, &exits)?,
+            None => exits
+                .iter()
+                .map(|&address| Exit {
+                    address,
+                    result: Err("DWARF has no type for its result".into()),
+                })
+                .collect(),
+        };
+        instances.push(AllocInstance {
+            function: function.to_string(),
+            via,
+            ranges,
+            entries,
+            returns,
+            exits,
+        });
+        Ok(())
+    })?;
+    Ok(instances)
+}
+
+/// A scope around the DIE being read: its code and its frame base.
+struct Scope {
+    depth: isize,
+    ranges: Vec<Range<u64>>,
+    frame_base: Option<u16>,
+}
+
+/// For each exit address, the place of the variable of type `type_name`
+/// that DWARF locates there (the result, stored by the caller).
+fn results_at(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    type_name: &str,
+    exits: &[u64],
+) -> Result<Vec<Exit>> {
+    let mut found: Vec<Vec<Place>> = vec![Vec::new(); exits.len()];
+    let mut scopes: Vec<Scope> = Vec::new();
+    let mut entries = unit.entries();
+    while let Some(entry) = entries.next_dfs()? {
+        let depth = entry.depth();
+        scopes.retain(|s| s.depth < depth);
+        match entry.tag() {
+            gimli::DW_TAG_subprogram
+            | gimli::DW_TAG_lexical_block
+            | gimli::DW_TAG_inlined_subroutine => {
+                let frame_base = match entry.attr_value(gimli::DW_AT_frame_base) {
+                    Some(AttributeValue::Exprloc(e)) => frame_base_register(e.0.slice()),
+                    _ => scopes.last().and_then(|s| s.frame_base),
+                };
+                scopes.push(Scope {
+                    depth,
+                    ranges: code_ranges(dwarf, unit, entry)?,
+                    frame_base,
+                });
+            }
+            gimli::DW_TAG_variable | gimli::DW_TAG_formal_parameter => {
+                if type_of(dwarf, unit, entry)?.as_deref() != Some(type_name) {
+                    continue;
+                }
+                let Some(scope) = scopes.last() else {
+                    continue;
+                };
+                for (index, &address) in exits.iter().enumerate() {
+                    let in_scope = scope.ranges.iter().any(|r| r.contains(&address));
+                    if let Some(bytes) = expression_at(dwarf, unit, entry, address, in_scope)? {
+                        if let Some(place) = decode(&bytes, scope.frame_base) {
+                            if !found[index].contains(&place) {
+                                found[index].push(place);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(exits
+        .iter()
+        .zip(found)
+        .map(|(&address, mut places)| Exit {
+            address,
+            result: match places.len() {
+                1 => Ok(places.remove(0)),
+                0 => Err(format!("DWARF locates no {type_name} there")),
+                n => Err(format!("{n} values of type {type_name} are located there")),
+            },
+        })
+        .collect())
+}
+
+/// The name of a variable's type.
+fn type_of(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Result<Option<String>> {
+    let origin = referenced(entry, gimli::DW_AT_abstract_origin);
+    match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? {
+        Some(AttributeValue::UnitRef(ty)) => Ok(Some(name_of(dwarf, unit, &unit.entry(ty)?)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The variable's location expression at `address`: the location list
+/// entry covering it, or its single location when its scope covers it.
+fn expression_at(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+    address: u64,
+    in_scope: bool,
+) -> Result<Option<Vec<u8>>> {
+    match entry.attr_value(gimli::DW_AT_location) {
+        Some(AttributeValue::Exprloc(expression)) if in_scope => {
+            Ok(Some(expression.0.slice().to_vec()))
+        }
+        Some(AttributeValue::Exprloc(_)) | None => Ok(None),
+        Some(value) => {
+            let Some(offset) = dwarf.attr_locations_offset(unit, value)? else {
+                return Ok(None);
+            };
+            let mut list = dwarf.locations(unit, offset)?;
+            while let Some(location) = list.next()? {
+                if location.range.begin <= address && address < location.range.end {
+                    return Ok(Some(location.data.0.slice().to_vec()));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
