@@ -269,13 +269,23 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role) {
         Role::Release => vec![as_release],
     };
     for (flag, found) in shown {
-        let _ = match found {
-            Ok(found) => writeln!(
+        let doubt = found
+            .as_ref()
+            .ok()
+            .filter(|_| flag == "--release-id")
+            .and_then(|found| infer::address_not_identity(signature, &found.location));
+        let _ = match (found, doubt) {
+            (Ok(found), Some(why)) => writeln!(
+                out,
+                "    as {flag} auto: {} — CANNOT BE AN IDENTITY: {why}",
+                found.location
+            ),
+            (Ok(found), None) => writeln!(
                 out,
                 "    as {flag} auto: {} ({})",
                 found.location, found.reason
             ),
-            Err(why) => writeln!(out, "    as {flag} auto: not inferable: {why}"),
+            (Err(why), _) => writeln!(out, "    as {flag} auto: not inferable: {why}"),
         };
     }
 }

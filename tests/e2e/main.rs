@@ -32,6 +32,7 @@ mod metrics;
 mod overhead;
 mod panics;
 mod pprof;
+mod real_crates;
 mod support;
 mod top;
 
@@ -70,6 +71,10 @@ fn tests() -> Vec<Trial> {
         corpus::auto_locations_from_full_dwarf,
         corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
         corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
+        real_crates::object_pool_guard_leak_is_reported_where_the_inlined_pull_runs,
+        real_crates::drop_in_place_of_the_guard_selects_only_its_glue,
+        real_crates::object_pool_stock_build_says_which_build_setting_is_needed,
+        real_crates::lto_gateway_disconnect_leak_is_reported_exactly,
         detach::detaching_leaves_no_probe_behind,
         detach::a_kill_while_attaching_leaks_nothing,
         exits::an_error_while_attached_still_gives_the_final_report,

@@ -130,6 +130,78 @@ pub fn build_corpus() -> Result<()> {
     Ok(())
 }
 
+/// The demo gateway built as size- and speed-minded services ship it:
+/// `lto = "fat"`, `codegen-units = 1`, full debug info in the binary.
+/// Across crates, LTO inlines the pool's functions into their callers.
+pub fn build_lto_gateway() -> Result<()> {
+    println!("xtask: building leaky-gateway (fat LTO, one codegen unit, debug = 2)");
+    checked(
+        cargo()
+            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .args(["--package", "leaky-gateway", "--target-dir"])
+            .arg(corpus_dir().join("lto"))
+            .env("RUSTFLAGS", "")
+            .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "full"),
+    )
+}
+
+/// How the servers on real pool crates (`tests/real-crates/`) are built:
+/// with full DWARF (`debug = 2`, what following inlined pools needs), and
+/// stock (`cargo build --release`, no debug info).
+pub const REAL_CRATE_BUILDS: [(&str, &str); 2] =
+    [("real-crates-full", "full"), ("real-crates-stock", "false")];
+
+/// The servers on real pool crates.
+pub const REAL_CRATE_SERVERS: [&str; 1] = ["pool-server"];
+
+/// Builds every server of `tests/real-crates/` each [`REAL_CRATE_BUILDS`]
+/// way (`corpus_dir()/real-crates-*/release/`).
+pub fn build_real_crates() -> Result<()> {
+    for (name, debug) in REAL_CRATE_BUILDS {
+        println!("xtask: building the servers on real pool crates ({name})");
+        let mut command = cargo();
+        command
+            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(corpus_dir().join(name))
+            .env("RUSTFLAGS", "")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", debug);
+        for server in REAL_CRATE_SERVERS {
+            command.args(["--package", server]);
+        }
+        checked(&mut command)?;
+    }
+    Ok(())
+}
+
+/// Builds the named groups of target programs (all when none is named).
+pub fn build_named(only: &[String]) -> Result<()> {
+    let builds: [(&str, fn() -> Result<()>); 5] = [
+        ("leaky", || build_targets(Variant::Leaky)),
+        ("fixed", || build_targets(Variant::Fixed)),
+        ("corpus", build_corpus),
+        ("real-crates", build_real_crates),
+        ("lto", build_lto_gateway),
+    ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !builds.iter().any(|(known, _)| known == name))
+    {
+        anyhow::bail!(
+            "no target group '{unknown}': name some of {}",
+            builds.map(|(name, _)| name).join(", ")
+        );
+    }
+    for (name, build) in builds {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            build()?;
+        }
+    }
+    Ok(())
+}
+
 /// What distributions do: keep the DWARF in a file named by build id,
 /// strip the binary of everything (symbol table included).
 /// Runs again only when cargo produced a new, unstripped binary.

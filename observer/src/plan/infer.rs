@@ -195,10 +195,12 @@ fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, 
     let pointer = match parameter.location {
         EntryLocation::Register(register) => register_text(register),
         EntryLocation::Memory(register) => format!("*{}", register_text(register)),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "DWARF does not say where parameter `{}` (a pointer to the {}) is when release starts",
             parameter.name, result.name
-        )),
+        ))
+        }
     };
     let location = match offset {
         0 => format!("*{pointer}"),
@@ -212,6 +214,43 @@ fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, 
             parameter.name, result.name
         ),
     )
+}
+
+/// Why an inferred release identity cannot identify a buffer, if it
+/// cannot: it is a parameter that points to a value of a named type (a
+/// guard passed to its `Drop` impl or `drop_in_place` glue), so it is the
+/// address where that value lives — a stack slot, different at every
+/// drop — rather than the buffer inside it.
+pub fn address_not_identity(release: &Signature, location: &Location) -> Option<String> {
+    let text = location.to_string();
+    let parameter = release
+        .parameters
+        .iter()
+        .find(|p| matches!(p.location, EntryLocation::Register(r) if register_text(r) == text))?;
+    let shape = &parameter.shape;
+    if shape.kind != crate::resolve::signature::TypeKind::Pointer || points_to_bytes(shape) {
+        return None;
+    }
+    Some(format!(
+        "{text} is parameter {} ({}), the address where that value lives (a guard's stack \
+         slot, different at every drop), not the buffer inside it: name the allocate whose \
+         result it points to (auto then reads the buffer pointer inside), or write \
+         --release-id '*({text}+K)' with the buffer pointer's offset K",
+        if parameter.name.is_empty() {
+            "(unnamed)".to_string()
+        } else {
+            format!("`{}`", parameter.name)
+        },
+        shape.name
+    ))
+}
+
+/// A pointer to raw bytes (`*mut u8`, `&[u8]`, `*const c_void`): itself a
+/// buffer's address.
+fn points_to_bytes(shape: &TypeShape) -> bool {
+    ["u8", "i8", "[u8]", "c_void", "core::ffi::c_void", "()"]
+        .iter()
+        .any(|bytes| shape.points_to(bytes))
 }
 
 #[cfg(test)]

@@ -162,9 +162,13 @@ fn release_id_at(
             None => {}
         }
     }
-    match guard_error {
+    if let Some(why) = guard_error {
+        return Err(why);
+    }
+    let found = infer::release_id(alloc, &entry.signature)?;
+    match infer::address_not_identity(&entry.signature, &found.location) {
         Some(why) => Err(why),
-        None => infer::release_id(alloc, &entry.signature),
+        None => Ok(found),
     }
 }
 

@@ -294,7 +294,13 @@ impl<'a> Inferrer<'a> {
                 let release = self.read_signature(release)?;
                 let alloc = self.alloc_signature()?;
                 let found = infer::guard_release_id(alloc, &release)
-                    .unwrap_or_else(|| infer::release_id(alloc, &release))
+                    .unwrap_or_else(|| {
+                        let found = infer::release_id(alloc, &release)?;
+                        match infer::address_not_identity(&release, &found.location) {
+                            Some(why) => Err(why),
+                            None => Ok(found),
+                        }
+                    })
                     .map_err(|why| {
                         UserError::new(format!("--release-id auto: {why}; write it explicitly"))
                     })?;

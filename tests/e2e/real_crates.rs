@@ -1,0 +1,265 @@
+//! Pools Rust servers really use, from crates.io, used the normal way
+//! (`tests/real-crates/`): generic, instantiated and inlined in the
+//! server's crate, their buffers given back by a guard's `Drop`. And the
+//! demo gateway built with fat LTO, which inlines across crates.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+
+use serde_json::Value;
+
+use crate::corpus::corpus_dir;
+use crate::support::*;
+
+const POOL_SERVER: &str = "tests/real-crates/pool-server/src/main.rs";
+/// `object-pool`: allocate inlined into the server, release inlined into
+/// the guard's drop glue, both named as in the source.
+const GUARD_SPEC: [&str; 10] = [
+    "--alloc",
+    "object_pool::Pool<*>::pull",
+    "--size",
+    "auto",
+    "--alloc-id",
+    "auto",
+    "--release",
+    "object_pool::Reusable<*>::drop",
+    "--release-id",
+    "auto",
+];
+/// What every request buffer holds (`BUFFER_CAPACITY`).
+const BUFFER: i64 = 4096;
+const REQUESTS: usize = 400;
+const BAD_REQUESTS: usize = 40;
+
+/// `pool-server` of one build (`full`: debug = 2; `stock`: none).
+fn pool_server(build: &str) -> PathBuf {
+    corpus_dir().join(format!("real-crates-{build}/release/pool-server"))
+}
+
+/// A running server, listening on a loopback port.
+struct Server {
+    child: Guarded,
+    address: String,
+    _stdout: Receiver<String>,
+}
+
+impl Server {
+    fn start(program: PathBuf) -> Self {
+        let mut child = Command::new(&program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{}: {err}", program.display()));
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let first = stdout
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server announces its address");
+        let address = first
+            .strip_prefix("listening on ")
+            .expect(&first)
+            .to_string();
+        Self {
+            child: Guarded(child),
+            address,
+            _stdout: stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// One client sends `requests` requests, `bad` of them malformed
+    /// (spread evenly), reading every reply; returns the error replies.
+    fn serve(&self, requests: usize, bad: usize) -> usize {
+        let stream = TcpStream::connect(&self.address).expect("connect");
+        let mut replies = BufReader::new(stream.try_clone().unwrap()).lines();
+        let mut writer = stream;
+        let every = requests / bad.max(1);
+        let mut errors = 0;
+        for i in 0..requests {
+            let request = if bad > 0 && i % every == 0 && i / every < bad {
+                format!("FETCH key{i}\n")
+            } else {
+                format!("SET key{i} value{i}\n")
+            };
+            writer.write_all(request.as_bytes()).unwrap();
+            let reply = replies.next().expect("a reply").unwrap();
+            errors += usize::from(reply.starts_with("ERR"));
+        }
+        errors
+    }
+}
+
+/// The server's bad requests keep their pooled buffers; every other
+/// buffer goes back to the pool when its guard drops. Both pool functions
+/// are inlined (`pull` into the server, `Reusable::drop` into the glue
+/// that drops guards), named as in the source, with `auto` locations.
+pub fn object_pool_guard_leak_is_reported_where_the_inlined_pull_runs() {
+    let server = Server::start(pool_server("full"));
+    let mut observer = Observer::attach_with(server.pid(), &GUARD_SPEC, &[]);
+    let errors = server.serve(REQUESTS, BAD_REQUESTS);
+    assert_eq!(errors, BAD_REQUESTS);
+    let report = observer.report();
+    assert_guard_leak(&report);
+    let stderr = observer.stderr().join("\n");
+    assert!(
+        stderr.contains("inlined in pool_server::Server::serve, leaving at"),
+        "{stderr}"
+    );
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// The release named by its drop glue, with the type argument: only the
+/// guard's glue copies are probed, and `auto` reads the buffer inside the
+/// guard, not the guard's address.
+pub fn drop_in_place_of_the_guard_selects_only_its_glue() {
+    let server = Server::start(pool_server("full"));
+    let mut spec = GUARD_SPEC;
+    spec[7] = "drop_in_place<object_pool::Reusable<*>>";
+    let mut observer = Observer::attach_with(server.pid(), &spec, &[]);
+    server.serve(REQUESTS, BAD_REQUESTS);
+    let report = observer.report();
+    assert_guard_leak(&report);
+    let release = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "release")
+        .expect("a release probe");
+    let copies = release["copies"].as_array().unwrap();
+    assert!(!copies.is_empty(), "{release:#}");
+    for copy in copies {
+        assert!(
+            copy["symbol"]
+                .as_str()
+                .unwrap()
+                .contains("object_pool..Reusable"),
+            "only the guard's glue is probed: {release:#}"
+        );
+    }
+    assert_eq!(release["inlined"], false, "{release:#}");
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+}
+
+fn assert_guard_leak(report: &Value) {
+    let leak = site_through(report, "pool_server::Server::serve");
+    assert_eq!(leak["rank"], 1, "{report:#}");
+    assert_eq!(int(&leak["buffers"]), BAD_REQUESTS as i64, "{leak:#}");
+    assert_eq!(
+        int(&leak["bytes"]),
+        BAD_REQUESTS as i64 * BUFFER,
+        "{leak:#}"
+    );
+    let serve = frames(leak)
+        .iter()
+        .find(|f| f["function"] == "pool_server::Server::serve")
+        .unwrap_or_else(|| panic!("no serve frame: {leak:#}"));
+    assert!(
+        serve["file"].as_str().unwrap().ends_with(POOL_SERVER),
+        "{serve}"
+    );
+    assert_eq!(
+        serve["line"],
+        source_line(POOL_SERVER, "self.buffers.pull(")
+    );
+    let counters = &report["counters"];
+    // Every request pulled a buffer (and the last read, at the end of
+    // the connection, one more); every good one gave it back.
+    assert_eq!(
+        int(&counters["allocations"]),
+        REQUESTS as i64 + 1,
+        "{counters:#}"
+    );
+    assert_eq!(
+        int(&counters["releases"]),
+        (REQUESTS - BAD_REQUESTS) as i64 + 1,
+        "{counters:#}"
+    );
+    assert_eq!(int(&counters["unknown_releases"]), 0, "{counters:#}");
+    assert_eq!(int(&counters["alloc_id_read_errors"]), 0, "{counters:#}");
+    assert_eq!(int(&counters["entries_without_return"]), 0, "{counters:#}");
+    assert_accounting_balances(report);
+}
+
+/// A stock build has no DWARF: the inlined pull cannot be found, and the
+/// error says what build setting would make it followable.
+pub fn object_pool_stock_build_says_which_build_setting_is_needed() {
+    let server = Server::start(pool_server("stock"));
+    let pid = server.pid().to_string();
+    let mut args = vec!["attach", "--pid", &pid];
+    args.extend(GUARD_SPEC);
+    let (code, stdout, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    let program = pool_server("stock");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "observer: error: no function 'object_pool::Pool<*>::pull' in {}; if it exists in \
+             the source it was probably inlined into its callers; the binary has no DWARF to \
+             confirm it, and inlined functions are followed only with full DWARF: build with \
+             debug = 2, or give its debug file with --debug-file",
+            program.display()
+        )
+    );
+}
+
+/// The gateway's pool under fat LTO. LLVM sees every caller of
+/// `release(&self, buf: PooledBuf)` and passes the buffer's fields in
+/// registers instead of by reference (`mov %rsi,%rbx` keeps the pointer,
+/// `lock sub %rdx,…` subtracts the capacity), and its DWARF then has no
+/// location for `buf`: the identity is `arg1` itself, as the disassembly
+/// shows. `allocate` keeps its hidden return slot.
+const LTO_SPEC: [&str; 10] = [
+    "--alloc",
+    "bufpool::BufPool::allocate",
+    "--size",
+    "*(arg0+8)",
+    "--alloc-id",
+    "*arg0",
+    "--release",
+    "bufpool::BufPool::release",
+    "--release-id",
+    "arg1",
+];
+
+/// The demo gateway built with `lto = "fat"`, `codegen-units = 1` and full
+/// debug info reports the demo's leak exactly.
+pub fn lto_gateway_disconnect_leak_is_reported_exactly() {
+    let program = corpus_dir().join("lto/release/leaky-gateway");
+    let gateway = Gateway::spawn(Command::new(&program), |child| child);
+    gateway.chat(30, 3);
+    let mut observer = Observer::attach_with(gateway.pid(), &LTO_SPEC, &[]);
+    let cycles = 100;
+    gateway.chat(cycles, 3);
+    let report = observer.report();
+    let leak = site_through(&report, "say_goodbye");
+    assert_eq!(leak["rank"], 1, "the leak is the top site: {report:#}");
+    assert_eq!(int(&leak["buffers"]), cycles as i64, "{leak:#}");
+    assert_eq!(int(&leak["bytes"]), cycles as i64 * 256, "{leak:#}");
+    assert!(
+        frames(leak)
+            .iter()
+            .any(|f| f["function"] == "leaky_gateway::codec::Encoder::encode"),
+        "the leaking function is named: {leak:#}"
+    );
+    for site in sites(&report) {
+        if !has_frame(site, "say_goodbye") {
+            assert_eq!(
+                int(&site["buffers"]),
+                0,
+                "healthy site holds buffers: {site:#}"
+            );
+        }
+    }
+    assert_eq!(int(&report["counters"]["unknown_releases"]), 0);
+    assert_accounting_balances(&report);
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(gateway.stop(), 30 + cycles as i64);
+}
