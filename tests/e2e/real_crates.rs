@@ -29,6 +29,24 @@ const GUARD_SPEC: [&str; 10] = [
     "--release-id",
     "auto",
 ];
+const SLAB_SERVER: &str = "tests/real-crates/slab-server/src/main.rs";
+/// `slab`: `insert` and `remove` inlined into the server. The identity is
+/// the slab's integer key, which `auto` does not take yet (it looks for a
+/// pointer): `ret` is the result itself wherever each inlined instance
+/// leaves it, `arg1` remove's parameter `key` wherever DWARF puts it.
+const SLAB_SPEC: [&str; 10] = [
+    "--alloc",
+    "slab::Slab<*>::insert",
+    "--size",
+    "1",
+    "--alloc-id",
+    "ret",
+    "--release",
+    "slab::Slab<*>::remove",
+    "--release-id",
+    "arg1",
+];
+
 /// What every request buffer holds (`BUFFER_CAPACITY`).
 const BUFFER: i64 = 4096;
 const REQUESTS: usize = 400;
@@ -36,7 +54,11 @@ const BAD_REQUESTS: usize = 40;
 
 /// `pool-server` of one build (`full`: debug = 2; `stock`: none).
 fn pool_server(build: &str) -> PathBuf {
-    corpus_dir().join(format!("real-crates-{build}/release/pool-server"))
+    real_crate_server("pool-server", build)
+}
+
+fn real_crate_server(name: &str, build: &str) -> PathBuf {
+    corpus_dir().join(format!("real-crates-{build}/release/{name}"))
 }
 
 /// A running server, listening on a loopback port.
@@ -75,6 +97,23 @@ impl Server {
     /// One client sends `requests` requests, `bad` of them malformed
     /// (spread evenly), reading every reply; returns the error replies.
     fn serve(&self, requests: usize, bad: usize) -> usize {
+        self.send(
+            requests,
+            bad,
+            |i| format!("SET key{i} value{i}\n"),
+            |i| format!("FETCH key{i}\n"),
+        )
+    }
+
+    /// Sends `requests` requests made by `good` and, `bad` of them spread
+    /// evenly, by `malformed`; returns the error replies.
+    fn send(
+        &self,
+        requests: usize,
+        bad: usize,
+        good: impl Fn(usize) -> String,
+        malformed: impl Fn(usize) -> String,
+    ) -> usize {
         let stream = TcpStream::connect(&self.address).expect("connect");
         let mut replies = BufReader::new(stream.try_clone().unwrap()).lines();
         let mut writer = stream;
@@ -82,9 +121,9 @@ impl Server {
         let mut errors = 0;
         for i in 0..requests {
             let request = if bad > 0 && i % every == 0 && i / every < bad {
-                format!("FETCH key{i}\n")
+                malformed(i)
             } else {
-                format!("SET key{i} value{i}\n")
+                good(i)
             };
             writer.write_all(request.as_bytes()).unwrap();
             let reply = replies.next().expect("a reply").unwrap();
@@ -262,4 +301,72 @@ pub fn lto_gateway_disconnect_leak_is_reported_exactly() {
     let (status, _) = observer.stop();
     assert!(status.success(), "{status}");
     assert_eq!(gateway.stop(), 30 + cycles as i64);
+}
+
+/// The slab server's jobs with a bad weight return before their removal:
+/// their keys stay in the slab. `insert` and `remove` are inlined.
+pub fn slab_keys_left_in_flight_are_reported_where_the_inlined_insert_runs() {
+    let server = Server::start(real_crate_server("slab-server", "full"));
+    let mut observer = Observer::attach_with(server.pid(), &SLAB_SPEC, &[]);
+    let errors = server.send(
+        REQUESTS,
+        BAD_REQUESTS,
+        |i| format!("JOB job{i} {i}\n"),
+        |i| format!("JOB job{i} heavy\n"),
+    );
+    assert_eq!(errors, BAD_REQUESTS);
+    let report = observer.report();
+    let leak = site_through(&report, "slab_server::Jobs::run");
+    assert_eq!(leak["rank"], 1, "{report:#}");
+    assert_eq!(int(&leak["buffers"]), BAD_REQUESTS as i64, "{leak:#}");
+    let run = frames(leak)
+        .iter()
+        .find(|f| f["function"] == "slab_server::Jobs::run")
+        .unwrap_or_else(|| panic!("no run frame: {leak:#}"));
+    assert_eq!(run["line"], source_line(SLAB_SERVER, "self.lock().insert("));
+    let counters = &report["counters"];
+    assert_eq!(
+        int(&counters["allocations"]),
+        REQUESTS as i64,
+        "{counters:#}"
+    );
+    assert_eq!(
+        int(&counters["releases"]),
+        (REQUESTS - BAD_REQUESTS) as i64,
+        "{counters:#}"
+    );
+    assert_eq!(int(&counters["unknown_releases"]), 0, "{counters:#}");
+    assert_accounting_balances(&report);
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// A stock slab server: nothing to find, and the message says what would.
+pub fn slab_stock_build_says_which_build_setting_is_needed() {
+    let program = real_crate_server("slab-server", "stock");
+    let server = Server::start(program.clone());
+    let pid = server.pid().to_string();
+    let mut args = vec!["attach", "--pid", &pid];
+    args.extend(SLAB_SPEC);
+    let (code, stdout, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    // Then the standard library's own `insert`s, as names it has.
+    let (message, suggestions) = stderr
+        .trim()
+        .split_once("; did you mean ")
+        .unwrap_or((stderr.trim(), ""));
+    assert!(
+        suggestions.is_empty() || !suggestions.contains("slab::"),
+        "{stderr}"
+    );
+    assert_eq!(
+        message,
+        format!(
+            "observer: error: no function 'slab::Slab<*>::insert' in {}; if it exists in the \
+             source it was probably inlined into its callers; the binary has no DWARF to confirm \
+             it, and inlined functions are followed only with full DWARF: build with debug = 2, \
+             or give its debug file with --debug-file",
+            program.display()
+        )
+    );
 }

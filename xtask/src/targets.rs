@@ -154,7 +154,7 @@ pub const REAL_CRATE_BUILDS: [(&str, &str); 2] =
     [("real-crates-full", "full"), ("real-crates-stock", "false")];
 
 /// The servers on real pool crates.
-pub const REAL_CRATE_SERVERS: [&str; 1] = ["pool-server"];
+pub const REAL_CRATE_SERVERS: [&str; 2] = ["pool-server", "slab-server"];
 
 /// Builds every server of `tests/real-crates/` each [`REAL_CRATE_BUILDS`]
 /// way (`corpus_dir()/real-crates-*/release/`).

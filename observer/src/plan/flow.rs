@@ -70,16 +70,28 @@ pub fn entries(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Entries
     }
 }
 
-/// Where control leaves the instance covering `ranges`: the caller's
-/// instructions outside them that an instruction inside falls or jumps
-/// to. The instruction after a call that ends a range is not one: had the
-/// call returned, it would have returned into the instance, so it does
-/// not (a panic, an allocation failure). Jumps out of the caller (tail
-/// calls) are not exits either: the result then is not the caller's.
-pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Vec<u64> {
+/// Where control leaves an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exits {
+    /// The caller's instructions outside the instance that an instruction
+    /// inside falls or jumps to.
+    pub addresses: Vec<u64>,
+    /// Returns of calls that end a range of the instance (an out-of-line
+    /// helper finishing the call, or a function that never returns, such
+    /// as a panic: the code cannot tell which).
+    pub after_calls: Vec<u64>,
+    /// Each exit with the instruction inside the instance control leaves
+    /// from: `(exit, from)`.
+    pub edges: Vec<(u64, u64)>,
+}
+
+/// Where control leaves the instance covering `ranges`. Jumps out of the
+/// caller (tail calls) are not exits: the result then is not the caller's.
+pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
     let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
     let code_range = code_address..code_address + code.len() as u64;
-    let mut addresses = Vec::new();
+    let leaves = |address: u64| !inside(address) && code_range.contains(&address);
+    let mut exits = Exits::default();
     let mut decoder = Decoder::with_ip(64, code, code_address, DecoderOptions::NONE);
     while decoder.can_decode() {
         let instruction = decoder.decode();
@@ -91,20 +103,32 @@ pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Vec<u64> 
             FlowControl::Next => (true, None),
             FlowControl::ConditionalBranch => (true, Some(instruction.near_branch_target())),
             FlowControl::UnconditionalBranch => (false, Some(instruction.near_branch_target())),
+            FlowControl::Call | FlowControl::IndirectCall => {
+                if leaves(next) {
+                    exits.after_calls.push(next);
+                    exits.edges.push((next, instruction.ip()));
+                }
+                (false, None)
+            }
             _ => (false, None),
         };
         for successor in [falls_through.then_some(next), target]
             .into_iter()
             .flatten()
         {
-            if !inside(successor) && code_range.contains(&successor) {
-                addresses.push(successor);
+            if leaves(successor) {
+                exits.addresses.push(successor);
+                exits.edges.push((successor, instruction.ip()));
             }
         }
     }
-    addresses.sort_unstable();
-    addresses.dedup();
-    addresses
+    for list in [&mut exits.addresses, &mut exits.after_calls] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    let addresses = exits.addresses.clone();
+    exits.after_calls.retain(|a| !addresses.contains(a));
+    exits
 }
 
 /// `address`, or the first instruction after the padding (`nop`s) that
@@ -168,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn exits_are_edges_out_of_the_instance_but_not_past_a_call_that_ends_it() {
+    fn exits_are_edges_out_of_the_instance_and_returns_of_calls_that_end_it() {
         // 0x00 nop (caller); 0x01 jne 0x06 (inlined); 0x03 call 0x03+5+0
         // (inlined, ends its range: never returns); 0x08 nop; 0x06..
         // Layout: [0x90, 0x75, 0x03, 0xe8, 0, 0, 0, 0, 0x90]
@@ -176,11 +200,12 @@ mod tests {
         // Instance: 0x4001..0x4008 (jne and call).
         let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4008)));
         // jne's target 0x4006 is inside; its fall-through 0x4003 inside;
-        // the call's next (0x4008) is not an exit.
-        assert_eq!(found, Vec::<u64>::new());
+        // the call's return (0x4008) may be an exit or never happen.
+        assert_eq!(found.addresses, Vec::<u64>::new());
+        assert_eq!(found.after_calls, vec![0x4008]);
         // Instance: only the jne: both its successors are outside.
         let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4003)));
-        assert_eq!(found, vec![0x4003, 0x4006]);
+        assert_eq!(found.addresses, vec![0x4003, 0x4006]);
     }
 
     #[test]

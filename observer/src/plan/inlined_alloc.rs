@@ -71,13 +71,17 @@ pub(super) fn plan_alloc(
         .into());
     };
     check_given(request, exe_display, instances.len())?;
-    let id_offset = returns.buffer_pointer().ok_or_else(|| {
-        UserError::new(format!(
-            "--alloc-id auto: {} (what inlined {name} returns) holds no pointer to identify a \
-             buffer by; write it explicitly",
-            returns.name
-        ))
-    })?;
+    let id_offset = match request.alloc_id {
+        // The result itself (a slab's integer key).
+        LocSpec::Given(_) => 0,
+        LocSpec::Auto => returns.buffer_pointer().ok_or_else(|| {
+            UserError::new(format!(
+                "--alloc-id auto: {} (what inlined {name} returns) holds no pointer to identify \
+                 a buffer by; --alloc-id ret takes the result itself",
+                returns.name
+            ))
+        })?,
+    };
     let size = size_rule(request.size, &returns)?;
     let mut plan = Builder::default();
     for instance in &instances {
@@ -89,12 +93,14 @@ pub(super) fn plan_alloc(
 /// Locations given on the command line must be the same at every exit:
 /// only a literal size is.
 fn check_given(request: &ProbeRequest, exe_display: &str, places: usize) -> Result<()> {
-    let fits = |spec: LocSpec| match spec {
+    let fits = |flag: &str, spec: LocSpec| match spec {
         LocSpec::Auto => true,
+        // `ret`: the result, wherever each caller keeps it.
+        LocSpec::Given(location) if flag == "--alloc-id" => location.to_string() == "ret",
         LocSpec::Given(location) => location.is_constant(),
     };
     for (flag, spec) in [("--alloc-id", request.alloc_id), ("--size", request.size)] {
-        if !fits(spec) {
+        if !fits(flag, spec) {
             let LocSpec::Given(location) = spec else {
                 unreachable!("auto fits");
             };
@@ -106,7 +112,7 @@ fn check_given(request: &ProbeRequest, exe_display: &str, places: usize) -> Resu
                 if flag == "--size" {
                     " or a literal size"
                 } else {
-                    ""
+                    ", or ret for the result itself"
                 }
             ))
             .into());
@@ -169,6 +175,8 @@ fn find(elf: &ElfInfo, pattern: &str) -> Result<Vec<AllocInstance>> {
             return Flow {
                 entries: Vec::new(),
                 exits: Vec::new(),
+                after_calls: Vec::new(),
+                edges: Vec::new(),
             };
         };
         let code = elf
@@ -181,9 +189,12 @@ fn find(elf: &ElfInfo, pattern: &str) -> Result<Vec<AllocInstance>> {
             .collect();
         entries.sort_unstable();
         entries.dedup();
+        let exits = flow::exits(code, caller.address, ranges);
         Flow {
             entries,
-            exits: flow::exits(code, caller.address, ranges),
+            exits: exits.addresses,
+            after_calls: exits.after_calls,
+            edges: exits.edges,
         }
     })
 }
@@ -232,6 +243,9 @@ impl Builder {
                         )),
                     }
                 }
+                // A call's return where nothing is located is most likely
+                // a call that never returns.
+                Err(_) if exit.after_call => {}
                 Err(why) => self
                     .skipped
                     .push(format!("{caller}, leaving at {:#x}: {why}", exit.address)),
@@ -435,7 +449,11 @@ pub fn describe(elf: &ElfInfo, pattern: &str) -> Result<Option<String>> {
             caller_label(elf, instance),
             hex_list(&instance.entries)
         );
-        for exit in &instance.exits {
+        for exit in instance
+            .exits
+            .iter()
+            .filter(|e| !e.after_call || e.result.is_ok())
+        {
             let text = match (id_offset, &size) {
                 (Some(offset), Some(size)) => match exit_values(&exit.result, offset, size) {
                     Ok((values, _)) => format!(

@@ -44,6 +44,9 @@ pub struct AllocInstance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     pub address: u64,
+    /// The return of a call that ends the instance, which may never
+    /// happen (a panic): not worth a warning when nothing is located there.
+    pub after_call: bool,
     /// The result's place, or why it has none.
     pub result: Result<Place, String>,
 }
@@ -52,6 +55,11 @@ pub struct Exit {
 pub struct Flow {
     pub entries: Vec<u64>,
     pub exits: Vec<u64>,
+    /// Exits that are the returns of calls ending the instance.
+    pub after_calls: Vec<u64>,
+    /// Each exit with the instruction inside the instance it is reached
+    /// from: `(exit, from)`.
+    pub edges: Vec<(u64, u64)>,
 }
 
 /// Every inlined instance of the function `wanted` names (by full path),
@@ -87,17 +95,34 @@ pub fn inlined_allocs(
             .transpose()?
             .flatten();
         let returns = return_type(&dwarf, unit, entry.offset())?;
-        let Flow { entries, exits } = flow_of(&ranges);
-        let exits = match &returns {
-            Some(shape) => results_at(&dwarf, unit, &shape.name, &exits)?,
+        let Flow {
+            entries,
+            mut exits,
+            after_calls,
+            edges,
+        } = flow_of(&ranges);
+        exits.extend(&after_calls);
+        let wanted = Wanted {
+            instance: entry.offset(),
+            type_name: returns.as_ref().map_or("", |r| r.name.as_str()),
+            exits: &exits,
+            edges: &edges,
+            after_calls: &after_calls,
+        };
+        let mut exits = match &returns {
+            Some(_) => results_at(&dwarf, unit, &wanted)?,
             None => exits
                 .iter()
                 .map(|&address| Exit {
                     address,
+                    after_call: false,
                     result: Err("DWARF has no type for its result".into()),
                 })
                 .collect(),
         };
+        for exit in &mut exits {
+            exit.after_call = after_calls.contains(&exit.address);
+        }
         instances.push(AllocInstance {
             function: function.to_string(),
             via,
@@ -118,20 +143,45 @@ struct Scope {
     frame_base: Option<u16>,
 }
 
-/// For each exit address, the place of the variable of type `type_name`
-/// that DWARF locates there (the result, stored by the caller).
+/// What [`results_at`] looks for.
+struct Wanted<'w> {
+    /// The instance's DIE.
+    instance: gimli::UnitOffset,
+    /// Its result type's name.
+    type_name: &'w str,
+    exits: &'w [u64],
+    /// `(exit, from)`: the instruction inside the instance each exit is
+    /// reached from.
+    edges: &'w [(u64, u64)],
+    after_calls: &'w [u64],
+}
+
+/// For each exit, the place of the result: the caller's variable of the
+/// result type that DWARF locates at the exit; failing that, the inlined
+/// function's own variable of that type (the value it returns) located at
+/// the instruction control leaves from, when that place still holds it at
+/// the exit (always after a jump; after a call only in memory or in a
+/// register the call preserves).
 fn results_at(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
-    type_name: &str,
-    exits: &[u64],
+    wanted: &Wanted<'_>,
 ) -> Result<Vec<Exit>> {
+    let exits = wanted.exits;
     let mut found: Vec<Vec<Place>> = vec![Vec::new(); exits.len()];
+    let mut own: Vec<Vec<Place>> = vec![Vec::new(); exits.len()];
     let mut scopes: Vec<Scope> = Vec::new();
+    let mut inside_at: Option<isize> = None;
     let mut entries = unit.entries();
     while let Some(entry) = entries.next_dfs()? {
         let depth = entry.depth();
         scopes.retain(|s| s.depth < depth);
+        if inside_at.is_some_and(|d| depth <= d) {
+            inside_at = None;
+        }
+        if entry.offset() == wanted.instance {
+            inside_at = Some(depth);
+        }
         match entry.tag() {
             gimli::DW_TAG_subprogram
             | gimli::DW_TAG_lexical_block
@@ -147,18 +197,30 @@ fn results_at(
                 });
             }
             gimli::DW_TAG_variable | gimli::DW_TAG_formal_parameter => {
-                if type_of(dwarf, unit, entry)?.as_deref() != Some(type_name) {
+                if type_of(dwarf, unit, entry)?.as_deref() != Some(wanted.type_name) {
                     continue;
                 }
                 let Some(scope) = scopes.last() else {
                     continue;
                 };
-                for (index, &address) in exits.iter().enumerate() {
+                let located = |address: u64| -> Result<Option<Place>> {
                     let in_scope = scope.ranges.iter().any(|r| r.contains(&address));
-                    if let Some(bytes) = expression_at(dwarf, unit, entry, address, in_scope)? {
-                        if let Some(place) = decode(&bytes, scope.frame_base) {
-                            if !found[index].contains(&place) {
-                                found[index].push(place);
+                    Ok(expression_at(dwarf, unit, entry, address, in_scope)?
+                        .and_then(|bytes| decode(&bytes, scope.frame_base)))
+                };
+                let inside = inside_at.is_some();
+                for (index, &address) in exits.iter().enumerate() {
+                    if !inside {
+                        if let Some(place) = located(address)? {
+                            push_new(&mut found[index], place);
+                        }
+                        continue;
+                    }
+                    let after_call = wanted.after_calls.contains(&address);
+                    for &(_, from) in wanted.edges.iter().filter(|(to, _)| *to == address) {
+                        if let Some(place) = located(from)? {
+                            if !after_call || survives_calls(&place) {
+                                push_new(&mut own[index], place);
                             }
                         }
                     }
@@ -167,18 +229,44 @@ fn results_at(
             _ => {}
         }
     }
+    let type_name = wanted.type_name;
     Ok(exits
         .iter()
-        .zip(found)
-        .map(|(&address, mut places)| Exit {
-            address,
-            result: match places.len() {
-                1 => Ok(places.remove(0)),
-                0 => Err(format!("DWARF locates no {type_name} there")),
-                n => Err(format!("{n} values of type {type_name} are located there")),
-            },
+        .zip(found.into_iter().zip(own))
+        .map(|(&address, (found, own))| {
+            let mut places = if found.is_empty() { own } else { found };
+            Exit {
+                address,
+                after_call: false,
+                result: match places.len() {
+                    1 => Ok(places.remove(0)),
+                    0 => Err(format!("DWARF locates no {type_name} there")),
+                    n => Err(format!("{n} values of type {type_name} are located there")),
+                },
+            }
         })
         .collect())
+}
+
+fn push_new(places: &mut Vec<Place>, place: Place) {
+    if !places.contains(&place) {
+        places.push(place);
+    }
+}
+
+/// Whether a value in this place is still there after a call returns:
+/// in memory, or in registers the System V ABI has calls preserve (rbx,
+/// rbp, r12–r15).
+fn survives_calls(place: &Place) -> bool {
+    use super::places::Part;
+    const PRESERVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
+    const RSP: u16 = 7;
+    place.pieces.iter().all(|piece| match piece.part {
+        Part::Register(register) => PRESERVED.contains(&register),
+        Part::Memory { register, .. } | Part::Computed { register, .. } => {
+            register == RSP || PRESERVED.contains(&register)
+        }
+    })
 }
 
 /// The name of a variable's type.

@@ -316,18 +316,7 @@ fn read_signature(
         if entry.tag() != gimli::DW_TAG_formal_parameter {
             continue;
         }
-        let origin = referenced(entry, gimli::DW_AT_abstract_origin);
-        let name = match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_name)? {
-            Some(value) => dwarf
-                .attr_string(unit, value)?
-                .to_string_lossy()
-                .into_owned(),
-            None => String::new(),
-        };
-        let Some(ty) = own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? else {
-            continue;
-        };
-        let Some(shape) = shape_of_reference(dwarf, unit, ty)? else {
+        let Some((name, shape)) = parameter_name_and_shape(dwarf, unit, entry)? else {
             continue;
         };
         let location = entry_location(dwarf, unit, entry, entry_pc)?;
@@ -343,6 +332,49 @@ fn read_signature(
     })
 }
 
+/// A parameter's name and type shape, from its DIE or its abstract origin,
+/// which LTO and cross-crate inlining may leave in another unit.
+fn parameter_name_and_shape(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Result<Option<(String, TypeShape)>> {
+    if let Some(AttributeValue::DebugInfoRef(target)) =
+        entry.attr_value(gimli::DW_AT_abstract_origin)
+    {
+        if let Some((other, at)) = unit_holding(dwarf, target)? {
+            let origin = other.entry(at)?;
+            return parameter_name_and_shape(dwarf, &other, &origin);
+        }
+    }
+    let origin = referenced(entry, gimli::DW_AT_abstract_origin);
+    let name = match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_name)? {
+        Some(value) => dwarf
+            .attr_string(unit, value)?
+            .to_string_lossy()
+            .into_owned(),
+        None => String::new(),
+    };
+    let Some(ty) = own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? else {
+        return Ok(None);
+    };
+    Ok(shape_of_reference(dwarf, unit, ty)?.map(|shape| (name, shape)))
+}
+
+/// The unit holding a section offset, and the offset within it.
+fn unit_holding<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    target: gimli::DebugInfoOffset,
+) -> Result<Option<(Unit<'a>, UnitOffset)>> {
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        if let Some(at) = target.to_unit_offset(&header) {
+            return Ok(Some((dwarf.unit(header)?, at)));
+        }
+    }
+    Ok(None)
+}
+
 /// The return type, from the DIE or the declaration it completes.
 pub(crate) fn return_type(
     dwarf: &gimli::Dwarf<Slice<'_>>,
@@ -354,6 +386,15 @@ pub(crate) fn return_type(
         let entry = unit.entry(at)?;
         if let Some(value) = entry.attr_value(gimli::DW_AT_type) {
             return shape_of_reference(dwarf, unit, value);
+        }
+        if let Some(AttributeValue::DebugInfoRef(target)) =
+            entry.attr_value(gimli::DW_AT_abstract_origin)
+        {
+            // An origin in another unit (LTO, cross-crate inlining).
+            return match unit_holding(dwarf, target)? {
+                Some((other, at)) => return_type(dwarf, &other, at),
+                None => Ok(None),
+            };
         }
         match referenced(&entry, gimli::DW_AT_specification)
             .or_else(|| referenced(&entry, gimli::DW_AT_abstract_origin))

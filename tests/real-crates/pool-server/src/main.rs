@@ -63,6 +63,8 @@ impl Server {
 
     /// Serves one connection until the client closes it.
     fn serve<'s>(&'s self, stream: TcpStream, rejected: &Mutex<Rejected<'s>>) -> std::io::Result<()> {
+        // Replies are small and answer each request: send them at once.
+        stream.set_nodelay(true)?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut writer = stream;
         loop {
