@@ -370,3 +370,23 @@ pub fn slab_stock_build_says_which_build_setting_is_needed() {
         )
     );
 }
+
+/// With line tables only, an inlined function is named with where DWARF
+/// shows it inlined and the build setting that would let it be followed.
+pub fn line_tables_only_say_where_it_was_inlined_and_what_build_is_needed() {
+    let binary = corpus_dir().join("corpus-line-tables/release/leak-corpus");
+    let (code, stdout, stderr) =
+        observer_command(&["inspect", binary.to_str().unwrap(), "FramePool<*>::put"]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "observer: error: no function 'FramePool<*>::put' in {}; DWARF shows a function named \
+             'put<512>' (line tables only, so possibly another one) inlined at 2 call sites (e.g. \
+             in leak_corpus::frames::run), with no out-of-line copy: its inlined instances are \
+             followed (as --alloc and as --release, with auto locations) only with full DWARF: \
+             build with debug = 2, or give its debug file with --debug-file",
+            binary.display()
+        )
+    );
+}

@@ -176,9 +176,12 @@ pub fn build_real_crates() -> Result<()> {
     Ok(())
 }
 
+/// A named group of target programs and how to build it.
+type Build = (&'static str, fn() -> Result<()>);
+
 /// Builds the named groups of target programs (all when none is named).
 pub fn build_named(only: &[String]) -> Result<()> {
-    let builds: [(&str, fn() -> Result<()>); 5] = [
+    let builds: [Build; 5] = [
         ("leaky", || build_targets(Variant::Leaky)),
         ("fixed", || build_targets(Variant::Fixed)),
         ("corpus", build_corpus),

@@ -62,7 +62,11 @@ impl Server {
     }
 
     /// Serves one connection until the client closes it.
-    fn serve<'s>(&'s self, stream: TcpStream, rejected: &Mutex<Rejected<'s>>) -> std::io::Result<()> {
+    fn serve<'s>(
+        &'s self,
+        stream: TcpStream,
+        rejected: &Mutex<Rejected<'s>>,
+    ) -> std::io::Result<()> {
         // Replies are small and answer each request: send them at once.
         stream.set_nodelay(true)?;
         let mut reader = BufReader::new(stream.try_clone()?);
@@ -77,7 +81,10 @@ impl Server {
                 Ok(request) => self.execute(request),
                 Err(why) => {
                     let reply = format!("ERR {why}");
-                    rejected.lock().unwrap_or_else(|e| e.into_inner()).push(buffer);
+                    rejected
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(buffer);
                     reply
                 }
             };
@@ -98,7 +105,11 @@ fn main() -> std::io::Result<()> {
         scope.spawn(|| {
             // Stop when whoever started the server closes its stdin.
             let mut line = String::new();
-            while std::io::stdin().lock().read_line(&mut line).is_ok_and(|n| n > 0) {
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .is_ok_and(|n| n > 0)
+            {
                 line.clear();
             }
             std::process::exit(0);

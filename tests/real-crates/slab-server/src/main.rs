@@ -79,7 +79,11 @@ fn main() -> std::io::Result<()> {
         scope.spawn(|| {
             // Stop when whoever started the server closes its stdin.
             let mut line = String::new();
-            while std::io::stdin().lock().read_line(&mut line).is_ok_and(|n| n > 0) {
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .is_ok_and(|n| n > 0)
+            {
                 line.clear();
             }
             std::process::exit(0);
