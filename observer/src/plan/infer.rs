@@ -188,8 +188,9 @@ pub fn guard_release_id(
 fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, String> {
     let offset = result.buffer_pointer().ok_or_else(|| {
         format!(
-            "parameter `{}` points to a {} that holds no pointer to identify a buffer by",
-            parameter.name, result.name
+            "parameter {} points to a {} that holds no pointer to identify a buffer by",
+            parameter_label(parameter),
+            result.name
         )
     })?;
     let pointer = match parameter.location {
@@ -209,9 +210,10 @@ fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, 
     inferred(
         &location,
         format!(
-            "parameter `{}` points to the {} allocate returned (in {pointer}); the buffer's \
+            "parameter {} points to the {} allocate returned (in {pointer}); the buffer's \
              pointer inside it is at offset {offset}",
-            parameter.name, result.name
+            parameter_label(parameter),
+            result.name
         ),
     )
 }
@@ -236,13 +238,18 @@ pub fn address_not_identity(release: &Signature, location: &Location) -> Option<
          slot, different at every drop), not the buffer inside it: name the allocate whose \
          result it points to (auto then reads the buffer pointer inside), or write \
          --release-id '*({text}+K)' with the buffer pointer's offset K",
-        if parameter.name.is_empty() {
-            "(unnamed)".to_string()
-        } else {
-            format!("`{}`", parameter.name)
-        },
+        parameter_label(parameter),
         shape.name
     ))
+}
+
+/// A parameter as explanations name it (drop glue's is unnamed).
+fn parameter_label(parameter: &Parameter) -> String {
+    if parameter.name.is_empty() {
+        "(unnamed)".to_string()
+    } else {
+        format!("`{}`", parameter.name)
+    }
 }
 
 /// A pointer to raw bytes (`*mut u8`, `&[u8]`, `*const c_void`): itself a

@@ -534,4 +534,60 @@ mod tests {
         // Nothing owned: the first pointer is all there is.
         assert_eq!(only_borrowed.buffer_pointer(), Some(0));
     }
+
+    fn signature(parameters: Vec<crate::resolve::signature::Parameter>) -> Signature {
+        Signature {
+            parameters,
+            returns: None,
+        }
+    }
+
+    fn guard_pointer(location: crate::resolve::signature::EntryLocation) -> Signature {
+        signature(vec![crate::resolve::signature::Parameter {
+            name: String::new(),
+            shape: shape("*mut object_pool::Reusable<Vec<u8>>", 8, TypeKind::Pointer),
+            location,
+        }])
+    }
+
+    #[test]
+    fn a_guards_release_reads_the_buffer_inside_the_guard() {
+        use crate::plan::infer::guard_release_id;
+        use crate::resolve::signature::EntryLocation;
+        let alloc = Signature {
+            parameters: Vec::new(),
+            returns: Some(guard()),
+        };
+        let found = guard_release_id(&alloc, &guard_pointer(EntryLocation::Register(5)))
+            .expect("a pointer to the guard")
+            .unwrap();
+        assert_eq!(found.location.to_string(), "*(arg0+8)");
+        let spilled = guard_release_id(&alloc, &guard_pointer(EntryLocation::Memory(3)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(spilled.location.to_string(), "*(*rbx+8)");
+        // A release that takes no pointer to the guard is not a guard's.
+        let other = signature(vec![crate::resolve::signature::Parameter {
+            name: "buf".into(),
+            shape: shape("*mut u8", 8, TypeKind::Pointer),
+            location: EntryLocation::Register(4),
+        }]);
+        assert!(guard_release_id(&alloc, &other).is_none());
+    }
+
+    #[test]
+    fn the_guards_own_address_is_flagged_but_a_byte_pointer_is_not() {
+        use crate::plan::infer::address_not_identity;
+        use crate::resolve::signature::EntryLocation;
+        let arg0 = Location::parse("arg0").unwrap();
+        let why = address_not_identity(&guard_pointer(EntryLocation::Register(5)), &arg0)
+            .expect("flagged");
+        assert!(why.contains("stack slot"), "{why}");
+        let bytes = signature(vec![crate::resolve::signature::Parameter {
+            name: "buf".into(),
+            shape: shape("*mut u8", 8, TypeKind::Pointer),
+            location: EntryLocation::Register(5),
+        }]);
+        assert_eq!(address_not_identity(&bytes, &arg0), None);
+    }
 }
