@@ -390,3 +390,30 @@ pub fn line_tables_only_say_where_it_was_inlined_and_what_build_is_needed() {
         )
     );
 }
+
+/// `inspect` on the guard's drop glue alone flags the guard's address as
+/// no identity; with the allocate named first it reads the buffer inside.
+pub fn inspect_follows_the_guard_to_its_buffer_or_says_why_not() {
+    let binary = pool_server("full");
+    let binary = binary.to_str().unwrap();
+    let glue = "drop_in_place<object_pool::Reusable<*>>";
+    let (code, alone, stderr) = observer_command(&["inspect", binary, glue]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        alone.contains(
+            "as --release-id auto: arg0 — CANNOT BE AN IDENTITY: arg0 is parameter (unnamed) \
+             (*mut object_pool::Reusable<alloc::vec::Vec<u8, alloc::alloc::Global>>), the \
+             address where that value lives (a guard's stack slot, different at every drop)"
+        ),
+        "{alone}"
+    );
+    let (code, both, stderr) =
+        observer_command(&["inspect", binary, "object_pool::Pool<*>::pull", glue]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(both.contains("as --release-id auto: *(arg0+8)"), "{both}");
+    assert!(!both.contains("CANNOT BE AN IDENTITY"), "{both}");
+    assert!(
+        both.contains("--alloc-id auto = *(rsp+168), --size auto = *(rsp+160)"),
+        "{both}"
+    );
+}

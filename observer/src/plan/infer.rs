@@ -236,7 +236,8 @@ pub fn address_not_identity(release: &Signature, location: &Location) -> Option<
     Some(format!(
         "{text} is parameter {} ({}), the address where that value lives (a guard's stack \
          slot, different at every drop), not the buffer inside it: name the allocate whose \
-         result it points to (auto then reads the buffer pointer inside), or write \
+         result it points to (--alloc; in inspect, before it) and auto reads the buffer \
+         pointer inside, or write \
          --release-id '*({text}+K)' with the buffer pointer's offset K",
         parameter_label(parameter),
         shape.name

@@ -195,7 +195,7 @@ fn parameter_at(entry: &InlinedEntry, index: usize) -> Result<infer::Inferred, S
 /// instruction (a `Drop` impl inlined into its `drop_in_place` glue) has
 /// its parameters located only a few instructions later; there they are
 /// the holder's own, which its signature places at its entry.
-fn release_id_at(
+pub(crate) fn release_id_at(
     elf: &ElfInfo,
     alloc: &crate::resolve::signature::Signature,
     entry: &InlinedEntry,

@@ -470,6 +470,11 @@ pub fn describe(elf: &ElfInfo, pattern: &str) -> Result<Option<String>> {
     Ok(Some(out))
 }
 
+/// What an inlined `pattern` returns, when DWARF has its type.
+pub fn result_type(elf: &ElfInfo, pattern: &str) -> Result<Option<TypeShape>> {
+    Ok(find(elf, pattern)?.into_iter().find_map(|i| i.returns))
+}
+
 fn hex_list(addresses: &[u64]) -> String {
     addresses
         .iter()
