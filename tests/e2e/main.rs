@@ -79,6 +79,7 @@ fn tests() -> Vec<Trial> {
         real_crates::slab_stock_build_says_which_build_setting_is_needed,
         real_crates::line_tables_only_say_where_it_was_inlined_and_what_build_is_needed,
         real_crates::inspect_follows_the_guard_to_its_buffer_or_says_why_not,
+        real_crates::options_that_cannot_fit_an_inlined_allocate_are_refused,
         detach::detaching_leaves_no_probe_behind,
         detach::a_kill_while_attaching_leaks_nothing,
         exits::an_error_while_attached_still_gives_the_final_report,

@@ -417,3 +417,47 @@ pub fn inspect_follows_the_guard_to_its_buffer_or_says_why_not() {
         "{both}"
     );
 }
+
+/// Locations written out cannot fit the places each caller keeps an
+/// inlined allocate's result in, and nothing returns for `--returns` to
+/// watch: one line, exit 2, nothing attached.
+pub fn options_that_cannot_fit_an_inlined_allocate_are_refused() {
+    let server = Server::start(pool_server("full"));
+    let pid = server.pid().to_string();
+    let program = pool_server("full");
+    for (flag, value, advice) in [
+        ("--alloc-id", "*arg0", ", or ret for the result itself"),
+        ("--size", "arg1", " or a literal size"),
+    ] {
+        let mut spec = GUARD_SPEC;
+        let at = spec.iter().position(|a| *a == flag).unwrap();
+        spec[at + 1] = value;
+        let mut args = vec!["attach", "--pid", &pid];
+        args.extend(spec);
+        let (code, stdout, stderr) = observer_command(&args);
+        assert_eq!(code, Some(2), "{stdout}{stderr}");
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "observer: error: 'object_pool::Pool<*>::pull' has no out-of-line copy in {}: it \
+                 is inlined at 1 place, each keeping its result where its caller chose, so one \
+                 {flag} '{value}' cannot fit them all: use {flag} auto (needs DWARF with types, \
+                 debug = 2){advice}",
+                program.display()
+            )
+        );
+    }
+    let mut args = vec!["attach", "--pid", &pid];
+    args.extend(GUARD_SPEC);
+    args.extend(["--returns", "call-sites"]);
+    let (code, stdout, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "observer: error: --returns call-sites does not apply: 'object_pool::Pool<*>::pull' is \
+         inlined, so nothing returns; its results are read where control leaves each inlined \
+         instance (leave out --returns)"
+    );
+    // Nothing was attached: the server still serves.
+    assert_eq!(server.serve(10, 1), 1);
+}

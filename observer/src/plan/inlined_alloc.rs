@@ -105,10 +105,12 @@ fn check_given(request: &ProbeRequest, exe_display: &str, places: usize) -> Resu
                 unreachable!("auto fits");
             };
             return Err(UserError::new(format!(
-                "'{}' has no out-of-line copy in {exe_display}: it is inlined at {places} places, \
-                 each keeping its result where its caller chose, so one {flag} '{location}' \
-                 cannot fit them all: use {flag} auto (needs DWARF with types, debug = 2){}",
+                "'{}' has no out-of-line copy in {exe_display}: it is inlined at {places} \
+                 place{}, each keeping its result where its caller chose, so one {flag} \
+                 '{location}' cannot fit them all: use {flag} auto (needs DWARF with types, \
+                 debug = 2){}",
                 request.alloc,
+                if places == 1 { "" } else { "s" },
                 if flag == "--size" {
                     " or a literal size"
                 } else {

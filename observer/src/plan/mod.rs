@@ -176,6 +176,17 @@ impl ProbePlan {
         } = inferrer;
         check_locations(size, alloc_id, release_id, alloc.inlined)?;
         let returns = match planned.exits {
+            Some(_) if request.returns != ReturnChoice::Auto => {
+                return Err(UserError::new(format!(
+                    "--returns {} does not apply: '{}' is inlined, so nothing returns; its \
+                     results are read where control leaves each inlined instance (leave out \
+                     --returns)",
+                    clap::ValueEnum::to_possible_value(&request.returns)
+                        .map_or_else(String::new, |v| v.get_name().to_string()),
+                    request.alloc
+                ))
+                .into())
+            }
             Some(sites) => ReturnMethod::InlinedExits { sites },
             None => returns::choose(&ReturnInputs {
                 elf,
