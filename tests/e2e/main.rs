@@ -72,6 +72,7 @@ fn tests() -> Vec<Trial> {
         corpus::release_inlined_everywhere_is_probed_where_control_enters_each_instance,
         corpus::deleted_binaries_and_other_mount_namespaces_are_symbolized,
         real_crates::object_pool_guard_leak_is_reported_where_the_inlined_pull_runs,
+        real_crates::object_pool_guard_leak_is_followed_through_a_debug_file,
         real_crates::drop_in_place_of_the_guard_selects_only_its_glue,
         real_crates::object_pool_stock_build_says_which_build_setting_is_needed,
         real_crates::lto_gateway_disconnect_leak_is_reported_exactly,

@@ -52,7 +52,8 @@ const BUFFER: i64 = 4096;
 const REQUESTS: usize = 400;
 const BAD_REQUESTS: usize = 40;
 
-/// `pool-server` of one build (`full`: debug = 2; `stock`: none).
+/// `pool-server` of one build (`full`: debug = 2; `stock`: none; `split`:
+/// the full build stripped, its DWARF in `real-crates-split/debug`).
 fn pool_server(build: &str) -> PathBuf {
     real_crate_server("pool-server", build)
 }
@@ -138,8 +139,22 @@ impl Server {
 /// are inlined (`pull` into the server, `Reusable::drop` into the glue
 /// that drops guards), named as in the source, with `auto` locations.
 pub fn object_pool_guard_leak_is_reported_where_the_inlined_pull_runs() {
-    let server = Server::start(pool_server("full"));
-    let mut observer = Observer::attach_with(server.pid(), &GUARD_SPEC, &[]);
+    guard_leak_is_reported(pool_server("full"), &[]);
+}
+
+/// The same, from a stripped binary whose DWARF is in a debug file found
+/// by build id, as distributions ship.
+pub fn object_pool_guard_leak_is_followed_through_a_debug_file() {
+    let debug_dir = corpus_dir().join("real-crates-split/debug");
+    guard_leak_is_reported(
+        pool_server("split"),
+        &["--debug-dir", debug_dir.to_str().unwrap()],
+    );
+}
+
+fn guard_leak_is_reported(program: PathBuf, extra: &[&str]) {
+    let server = Server::start(program);
+    let mut observer = Observer::attach_with(server.pid(), &GUARD_SPEC, extra);
     let errors = server.serve(REQUESTS, BAD_REQUESTS);
     assert_eq!(errors, BAD_REQUESTS);
     let report = observer.report();

@@ -124,7 +124,7 @@ pub fn build_corpus() -> Result<()> {
                 .env("CARGO_PROFILE_RELEASE_PANIC", build.panic()),
         )?;
         if build == CorpusBuild::Split {
-            split_debug_info(&target_dir)?;
+            split_debug_info(&target_dir, "leak-corpus")?;
         }
     }
     Ok(())
@@ -149,7 +149,8 @@ pub fn build_lto_gateway() -> Result<()> {
 
 /// How the servers on real pool crates (`tests/real-crates/`) are built:
 /// with full DWARF (`debug = 2`, what following inlined pools needs), and
-/// stock (`cargo build --release`, no debug info).
+/// stock (`cargo build --release`, no debug info). The full build is also
+/// split into a stripped binary and its debug file (`real-crates-split`).
 pub const REAL_CRATE_BUILDS: [(&str, &str); 2] =
     [("real-crates-full", "full"), ("real-crates-stock", "false")];
 
@@ -172,6 +173,22 @@ pub fn build_real_crates() -> Result<()> {
             command.args(["--package", server]);
         }
         checked(&mut command)?;
+    }
+    split_real_crates()
+}
+
+/// The `debug = 2` servers as distributions ship them
+/// (`corpus_dir()/real-crates-split`): stripped, their DWARF in
+/// `debug/.build-id/xx/rest.debug`.
+fn split_real_crates() -> Result<()> {
+    let full = corpus_dir().join("real-crates-full/release");
+    let split = corpus_dir().join("real-crates-split");
+    std::fs::create_dir_all(split.join("release"))?;
+    for server in REAL_CRATE_SERVERS {
+        let copy = split.join("release").join(server);
+        // A fresh copy each time: the split below strips it in place.
+        std::fs::copy(full.join(server), &copy)?;
+        split_debug_info(&split, server)?;
     }
     Ok(())
 }
@@ -208,8 +225,8 @@ pub fn build_named(only: &[String]) -> Result<()> {
 /// What distributions do: keep the DWARF in a file named by build id,
 /// strip the binary of everything (symbol table included).
 /// Runs again only when cargo produced a new, unstripped binary.
-fn split_debug_info(target_dir: &std::path::Path) -> Result<()> {
-    let binary = target_dir.join("release/leak-corpus");
+fn split_debug_info(target_dir: &std::path::Path, program: &str) -> Result<()> {
+    let binary = target_dir.join("release").join(program);
     let sections = crate::cmd::output(crate::cmd::command("readelf").arg("-S").arg(&binary))?;
     if !String::from_utf8_lossy(&sections.stdout).contains(".debug_info") {
         return Ok(());
