@@ -160,11 +160,13 @@ fn size_field(shape: &TypeShape) -> Option<(String, u64)> {
             TypeKind::Struct(inner)
                 if named && inner.len() == 1 && matches!(inner[0].shape.kind, TypeKind::Scalar) =>
             {
-                Some((field.name.clone(), field.offset + inner[0].offset))
+                Some((
+                    field.name.clone(),
+                    field.offset.checked_add(inner[0].offset)?,
+                ))
             }
-            TypeKind::Struct(_) => {
-                size_field(&field.shape).map(|(name, offset)| (name, field.offset + offset))
-            }
+            TypeKind::Struct(_) => size_field(&field.shape)
+                .and_then(|(name, offset)| Some((name, field.offset.checked_add(offset)?))),
             _ => None,
         }
     })
@@ -360,7 +362,7 @@ fn exit_values(
     let id_text = place.word_at(id_offset).ok_or_else(|| {
         format!(
             "DWARF does not locate the result's bytes {id_offset}..{}",
-            id_offset + 8
+            id_offset.saturating_add(8)
         )
     })?;
     let size = match size {

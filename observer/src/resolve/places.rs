@@ -43,9 +43,11 @@ impl Place {
     /// describes them.
     pub fn word_at(&self, offset: u64) -> Option<String> {
         let piece = self.piece_holding(offset)?;
-        let inside = offset - piece.offset;
+        let inside = i64::try_from(offset - piece.offset).ok()?;
         match piece.part {
-            Part::Memory { register, offset } => Some(memory(register, offset + inside as i64)),
+            Part::Memory { register, offset } => {
+                Some(memory(register, offset.checked_add(inside)?))
+            }
             Part::Register(register) if inside == 0 => Some(name(register).to_string()),
             Part::Computed { register, offset } if inside == 0 => Some(sum(register, offset)),
             _ => None,
@@ -56,13 +58,13 @@ impl Place {
     /// pointer) points to.
     pub fn through_pointer(&self, offset: u64) -> Option<String> {
         let piece = self.piece_holding(0)?;
-        let offset = offset as i64;
+        let offset = i64::try_from(offset).ok()?;
         match piece.part {
             Part::Register(register) => Some(memory(register, offset)),
             Part::Computed {
                 register,
                 offset: base,
-            } => Some(memory(register, base + offset)),
+            } => Some(memory(register, base.checked_add(offset)?)),
             Part::Memory {
                 register,
                 offset: at,
@@ -78,9 +80,14 @@ impl Place {
     }
 
     fn piece_holding(&self, offset: u64) -> Option<&Piece> {
-        self.pieces
-            .iter()
-            .find(|p| p.offset <= offset && p.size.is_none_or(|size| offset + 8 <= p.offset + size))
+        // Sizes and offsets come from the target's DWARF: no arithmetic on
+        // them may overflow.
+        let end = offset.checked_add(8)?;
+        self.pieces.iter().find(|p| {
+            p.offset <= offset
+                && p.size
+                    .is_none_or(|size| p.offset.checked_add(size).is_some_and(|e| end <= e))
+        })
     }
 }
 
@@ -151,7 +158,7 @@ pub fn decode(bytes: &[u8], frame_base: Option<u16>) -> Option<Place> {
                         part,
                     });
                 }
-                offset += size;
+                offset = offset.checked_add(size)?;
             }
             _ => return None,
         }
@@ -226,6 +233,24 @@ mod tests {
         assert_eq!(place.word_at(0).as_deref(), Some("rbx"));
         assert_eq!(place.word_at(8), None);
         assert_eq!(place.word_at(16).as_deref(), Some("r14"));
+    }
+
+    #[test]
+    fn hostile_sizes_and_offsets_do_not_overflow() {
+        // DW_OP_breg7 i64::MAX: the word 8 bytes further cannot be said.
+        let mut bytes = vec![0x77];
+        bytes.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00]);
+        let place = decode(&bytes, None).unwrap();
+        assert_eq!(place.word_at(8), None);
+        // Two pieces of u64::MAX bytes.
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let mut bytes = vec![0x53, 0x93];
+        bytes.extend(huge);
+        bytes.extend([0x5e, 0x93]);
+        bytes.extend(huge);
+        assert_eq!(decode(&bytes, None), None);
+        let one_piece = decode(&[0x53, 0x93, 0x08], None).unwrap();
+        assert_eq!(one_piece.word_at(u64::MAX - 4), None);
     }
 
     #[test]

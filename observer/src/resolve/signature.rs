@@ -124,9 +124,11 @@ impl TypeShape {
     fn owned_pointer(&self) -> Option<u64> {
         match &self.kind {
             TypeKind::Pointer if !self.name.starts_with('&') => Some(0),
-            TypeKind::Struct(fields) => fields
-                .iter()
-                .find_map(|f| f.shape.owned_pointer().map(|o| f.offset + o)),
+            TypeKind::Struct(fields) => fields.iter().find_map(|f| {
+                f.shape
+                    .owned_pointer()
+                    .and_then(|o| f.offset.checked_add(o))
+            }),
             _ => None,
         }
     }
