@@ -333,6 +333,22 @@ pub mod entry_kind {
     /// The probe is on a `call` of the function (its first instruction
     /// cannot be probed): the callee has not been entered yet.
     pub const CALL_SITE: u32 = 1;
+    /// The probe is where control enters an inlined instance of the
+    /// function: there is no call, so no return-address slot. The call is
+    /// recorded as if its slot were just below the stack pointer, where
+    /// the probe on the instance's exit (same frame, same stack pointer)
+    /// looks for it.
+    pub const INLINED: u32 = 2;
+}
+
+/// Where an inlined allocate's result is when control leaves one of its
+/// instances, by the exit probe's attach cookie (`ALLOC_EXITS`): each
+/// caller keeps it in places of its own choosing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitLocs {
+    pub id: Loc,
+    pub size: Loc,
 }
 
 /// What the allocate entry probe must know about the site it fires at,
@@ -471,6 +487,7 @@ pub mod names {
     pub const MAP_UNWIND_MAPPINGS: &str = "UNWIND_MAPPINGS";
     pub const MAP_WALKERS: &str = "WALKERS";
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
+    pub const MAP_ALLOC_EXITS: &str = "ALLOC_EXITS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
     pub const GLOBAL_TARGET_PID_NS_DEV: &str = "TARGET_PID_NS_DEV";
@@ -492,6 +509,7 @@ pub mod names {
     pub const PROG_EMPTY: &str = "pool_empty";
     pub const PROG_NEW_TASK: &str = "pool_new_task";
     pub const PROG_EXEC: &str = "pool_exec";
+    pub const PROG_ALLOC_INLINED_EXIT: &str = "pool_alloc_inlined_exit";
 }
 
 #[cfg(feature = "user")]
@@ -518,6 +536,8 @@ mod pod {
     unsafe impl aya::Pod for super::InFlight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EntrySite {}
+    // SAFETY: as above (two `Loc`s).
+    unsafe impl aya::Pod for super::ExitLocs {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackRecord {}
     // SAFETY: as above.

@@ -67,9 +67,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    counter, entry_kind, row_kind, stack_flags, test_op, walker, EntrySite, InFlight, LiveBuf,
-    LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey, SiteStats,
-    StackRecord, ThreadState, UnwindRow, WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST,
+    counter, entry_kind, row_kind, stack_flags, test_op, walker, EntrySite, ExitLocs, InFlight,
+    LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey,
+    SiteStats, StackRecord, ThreadState, UnwindRow, WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST,
     LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS,
     MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
 };
@@ -144,6 +144,11 @@ static RELEASE_LOCS: Array<ReleaseLocs> = Array::with_max_entries(1, 0);
 /// How each allocate entry probe is placed, by attach cookie.
 #[map]
 static ENTRY_SITES: Array<EntrySite> = Array::with_max_entries(1, 0);
+
+/// Where each inlined allocate's exit probe finds the result, by attach
+/// cookie (one entry per exit; the loader sizes it).
+#[map]
+static ALLOC_EXITS: Array<ExitLocs> = Array::with_max_entries(1, 0);
 
 /// Slot 0: the address of the target's uretprobe trampoline, once
 /// userspace has seen it in `/proc/PID/maps` (0 before).
@@ -251,6 +256,12 @@ pub fn pool_alloc_return(ctx: RetProbeContext) -> u32 {
 pub fn pool_alloc_return_site(ctx: ProbeContext) -> u32 {
     // SAFETY: the probe's own register snapshot.
     on_alloc_return(unsafe { &*ctx.regs });
+    0
+}
+
+#[uprobe]
+pub fn pool_alloc_inlined_exit(ctx: ProbeContext) -> u32 {
+    on_alloc_inlined_exit(&ctx);
     0
 }
 
@@ -411,6 +422,10 @@ fn on_alloc_enter(ctx: &ProbeContext) {
             regs.rsp.wrapping_sub(8),
             regs.rip.wrapping_add(u64::from(site.call_length)),
         )
+    } else if site.kind == entry_kind::INLINED {
+        // No call, no return address: the slot a call would have used,
+        // which the exit probe computes from the same stack pointer.
+        (regs.rsp.wrapping_sub(8), 0)
     } else {
         (regs.rsp, read_user(regs.rsp).unwrap_or(0))
     };
@@ -855,44 +870,92 @@ fn read_user(address: u64) -> Option<u64> {
 /// An allocate call returns (uretprobe, or the instruction after a call):
 /// the call whose return-address slot is just below the stack pointer.
 fn on_alloc_return(regs: &pt_regs) {
-    let Some(pid_tgid) = target_thread() else {
+    let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
+    let locs = ExitLocs {
+        id: ALLOC_ID_LOC.load(),
+        size: SIZE_LOC.load(),
+    };
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, &locs, None);
+}
+
+/// Control leaves an inlined instance of allocate: the call recorded at
+/// its entry (same frame, so the same stack pointer), with the result
+/// where this exit's caller keeps it.
+fn on_alloc_inlined_exit(ctx: &ProbeContext) {
+    // SAFETY: the probe's own register snapshot.
+    let regs = unsafe { &*ctx.regs };
+    let cookie = attach_cookie(ctx) as u32;
+    let Some((pid_tgid, call)) = pop_call(regs) else {
+        return;
+    };
+    let Some(locs) = ALLOC_EXITS.get(cookie).copied() else {
+        count(counter::ALLOC_ID_READ_ERRORS);
+        return;
+    };
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, &locs, Some(regs));
+}
+
+/// The allocate call in flight whose return-address slot is just below
+/// the stack pointer, taken off the thread's stack of calls (counted when
+/// there is none).
+fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
+    let pid_tgid = target_thread()?;
     let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
         count(counter::RETURNS_WITHOUT_ENTRY);
-        return;
+        return None;
     };
     let slot = regs.rsp.wrapping_sub(8);
     // SAFETY: this thread's own PENDING element; only the small fields of
     // the call are copied (the state is too large for the BPF stack); the
     // index is masked into the array.
-    let call = unsafe {
+    unsafe {
         // Calls deeper than this one were left without returning.
         drop_gone_calls(state, slot, false);
         let depth = (*state).depth as usize;
         if depth == 0 {
             count(counter::RETURNS_WITHOUT_ENTRY);
-            return;
+            return None;
         }
         let top = &(*state).frames[frame_index(depth - 1)];
         if top.entry_sp != slot {
             count(counter::RETURNS_WITHOUT_ENTRY);
-            return;
+            return None;
         }
-        let call = (top.args, top.entered_ns, top.site);
+        let call = Call {
+            args: top.args,
+            entered_ns: top.entered_ns,
+            site: top.site,
+        };
         (*state).depth = depth as u32 - 1;
-        call
-    };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call.0, call.1, call.2);
+        Some((pid_tgid, call))
+    }
 }
 
-fn record_allocation(
-    ret: Returned,
-    pid_tgid: u64,
+/// What an allocate call's entry recorded, for its return.
+struct Call {
     args: [u64; LOC_BASE_ARG_COUNT as usize],
     entered_ns: u64,
     site: SiteKey,
+}
+
+/// Records the buffer an allocate call returned (`ret`: rax and rdx),
+/// found at `locs` (`regs` where the probe fires, for locations that read
+/// registers), when the return is an allocation at all.
+#[inline(always)]
+fn record_allocation(
+    ret: Returned,
+    pid_tgid: u64,
+    call: Call,
+    locs: &ExitLocs,
+    regs: Option<&pt_regs>,
 ) {
+    let Call {
+        args,
+        entered_ns,
+        site,
+    } = call;
     match is_allocation(&ALLOC_TEST.load(), &args, ret) {
         Ok(true) => {}
         Ok(false) => {
@@ -904,13 +967,13 @@ fn record_allocation(
             return;
         }
     }
-    let id = evaluate(&ALLOC_ID_LOC.load(), &args, ret, None);
+    let id = evaluate(&locs.id, &args, ret, regs);
     let scope = evaluate(&ALLOC_SCOPE_LOC.load(), &args, ret, None);
     let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    let size = evaluate_size(&SIZE_LOC.load(), &args, ret);
+    let size = evaluate_size(&locs.size, &args, ret, regs);
     let key = LiveKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
@@ -1226,8 +1289,13 @@ fn is_allocation(
 }
 
 #[inline(always)]
-fn evaluate_size(loc: &Loc, args: &[u64; LOC_BASE_ARG_COUNT as usize], ret: Returned) -> u64 {
-    match evaluate(loc, args, ret, None) {
+fn evaluate_size(
+    loc: &Loc,
+    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    ret: Returned,
+    regs: Option<&pt_regs>,
+) -> u64 {
+    match evaluate(loc, args, ret, regs) {
         Ok(size) => size,
         Err(()) => {
             count(counter::SIZE_READ_ERRORS);

@@ -41,6 +41,9 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
     for rejected in &elf.debug_rejected {
         let _ = writeln!(out, "  debug file not used: {rejected}");
     }
+    // The first function named that returns something: the allocate a
+    // later release's `auto` is inferred against (a guard's buffer).
+    let mut alloc: Option<Signature> = None;
     for pattern in patterns {
         out.push('\n');
         let function = match resolve_function(&elf, &display, pattern) {
@@ -50,7 +53,19 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
                 if found.instances.is_empty() {
                     return Err(UserError::new(err.to_string()).into());
                 }
-                describe_inlined(&mut out, &elf, &found);
+                describe_inlined(&mut out, &elf, &found, alloc.as_ref());
+                if let Some(text) = crate::plan::inlined_alloc::describe(&elf, pattern)? {
+                    out.push_str(&text);
+                }
+                if alloc.is_none() {
+                    alloc =
+                        crate::plan::inlined_alloc::result_type(&elf, pattern)?.map(|returns| {
+                            Signature {
+                                parameters: Vec::new(),
+                                returns: Some(returns),
+                            }
+                        });
+                }
                 continue;
             }
             Err(err) => return Err(UserError::new(err.to_string()).into()),
@@ -69,7 +84,21 @@ pub fn inspect(binary: &Path, patterns: &[String], debug: &DebugOptions) -> Resu
         let mangled: Vec<&str> = function.copies.iter().map(|c| c.mangled.as_str()).collect();
         let names = dwarf::names_by_linkage(&elf, &mangled).unwrap_or_default();
         for (index, copy) in function.copies.iter().enumerate() {
-            describe_copy(&mut out, &elf, index, copy, names.get(&copy.mangled));
+            describe_copy(
+                &mut out,
+                &elf,
+                index,
+                copy,
+                names.get(&copy.mangled),
+                alloc.as_ref(),
+            );
+        }
+        if alloc.is_none() {
+            alloc = function
+                .copies
+                .first()
+                .and_then(|copy| signature_at(&elf, copy.address).ok().flatten())
+                .filter(|signature| signature.returns.is_some());
         }
         describe_probing(&mut out, &elf, binary, function.clone());
         match dwarf::find_inlined(&elf, &RustPath::parse(pattern)) {
@@ -137,6 +166,7 @@ fn describe_copy(
     index: usize,
     copy: &FunctionSymbol,
     name: Option<&String>,
+    alloc: Option<&Signature>,
 ) {
     let offset = elf.file_offset(copy.address).unwrap_or(0);
     let _ = writeln!(
@@ -148,7 +178,7 @@ fn describe_copy(
             .unwrap_or_default()
     );
     match signature_at(elf, copy.address) {
-        Ok(Some(signature)) => describe_signature(out, &signature, Role::Either),
+        Ok(Some(signature)) => describe_signature(out, &signature, Role::Either(alloc)),
         Ok(None) => {
             let _ = writeln!(
                 out,
@@ -169,13 +199,18 @@ fn describe_copy(
 
 /// A function with no out-of-line copy: its inlined instances, where each
 /// is entered, and what a release probe there would read.
-fn describe_inlined(out: &mut String, elf: &ElfInfo, found: &inlined::Found) {
+fn describe_inlined(
+    out: &mut String,
+    elf: &ElfInfo,
+    found: &inlined::Found,
+    alloc: Option<&Signature>,
+) {
     let instances = &found.instances;
     let _ = writeln!(
         out,
         "{} — no out-of-line copy; inlined at {} place{}. As --release it is probed where \
-         control enters each (with --release-id auto); as --alloc it cannot be followed (an \
-         inlined call's result has no location), so probe a function that is not inlined",
+         control enters each (with --release-id auto); as --alloc it is followed at each \
+         instance, its result read where control leaves it (with full DWARF, debug = 2)",
         instances[0].function,
         instances.len(),
         if instances.len() == 1 { "" } else { "s" }
@@ -200,7 +235,8 @@ fn describe_inlined(out: &mut String, elf: &ElfInfo, found: &inlined::Found) {
         );
         for entry in &instance.entries {
             let _ = writeln!(out, "    at {:#x}:", entry.address);
-            describe_signature(out, &entry.signature, Role::Release);
+            let release = inlined::release_id_at(elf, alloc.unwrap_or(&unknown_alloc()), entry);
+            describe_signature(out, &entry.signature, Role::Release(release));
             let bytes = elf.bytes_at(entry.address, 16).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -218,13 +254,28 @@ fn describe_inlined(out: &mut String, elf: &ElfInfo, found: &inlined::Found) {
 }
 
 /// Which inferences a signature is shown with.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Either,
-    Release,
+enum Role<'a> {
+    /// An out-of-line copy: as allocate, and as release (against the
+    /// allocate named before it, if any, whose result it may point to).
+    Either(Option<&'a Signature>),
+    /// An inlined instance's entry: as release, inferred already.
+    Release(Result<infer::Inferred, String>),
 }
 
-fn describe_signature(out: &mut String, signature: &Signature, role: Role) {
+/// Stands for an allocate not named: what it returns is unknown.
+fn unknown_alloc() -> Signature {
+    Signature {
+        parameters: Vec::new(),
+        returns: Some(TypeShape {
+            name: String::new(),
+            size: 0,
+            kind: crate::resolve::signature::TypeKind::Other,
+        }),
+    }
+}
+
+/// A signature and what `auto` infers from it.
+fn describe_signature(out: &mut String, signature: &Signature, role: Role<'_>) {
     let parameters: Vec<String> = signature
         .parameters
         .iter()
@@ -252,27 +303,36 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role) {
         ("--alloc-id", infer::alloc_id(signature)),
         ("--size", infer::size(signature)),
     ];
-    let unknown = Signature {
-        parameters: Vec::new(),
-        returns: Some(TypeShape {
-            name: String::new(),
-            size: 0,
-            kind: crate::resolve::signature::TypeKind::Other,
-        }),
-    };
-    let as_release = ("--release-id", infer::release_id(&unknown, signature));
     let shown: Vec<_> = match role {
-        Role::Either => as_allocate.into_iter().chain([as_release]).collect(),
-        Role::Release => vec![as_release],
+        Role::Either(alloc) => {
+            let release = alloc
+                .and_then(|alloc| infer::guard_release_id(alloc, signature))
+                .unwrap_or_else(|| infer::release_id(&unknown_alloc(), signature));
+            as_allocate
+                .into_iter()
+                .chain([("--release-id", release)])
+                .collect()
+        }
+        Role::Release(release) => vec![("--release-id", release)],
     };
     for (flag, found) in shown {
-        let _ = match found {
-            Ok(found) => writeln!(
+        let doubt = found
+            .as_ref()
+            .ok()
+            .filter(|_| flag == "--release-id")
+            .and_then(|found| infer::address_not_identity(signature, &found.location));
+        let _ = match (found, doubt) {
+            (Ok(found), Some(why)) => writeln!(
+                out,
+                "    as {flag} auto: {} — CANNOT BE AN IDENTITY: {why}",
+                found.location
+            ),
+            (Ok(found), None) => writeln!(
                 out,
                 "    as {flag} auto: {} ({})",
                 found.location, found.reason
             ),
-            Err(why) => writeln!(out, "    as {flag} auto: not inferable: {why}"),
+            (Err(why), _) => writeln!(out, "    as {flag} auto: not inferable: {why}"),
         };
     }
     // Integer keys are scoped to the pool instance, read here at entry.

@@ -313,6 +313,10 @@ fn observed(
     launched: Option<launch::Launched>,
     kernel: KernelFeatures,
 ) -> Observed {
+    let mut symbolizer = symbolizer;
+    if plan.alloc.inlined {
+        symbolizer.set_inlined_allocate(&plan.alloc.function.name);
+    }
     Observed {
         process,
         plan,

@@ -113,6 +113,9 @@ pub struct MappedFiles {
 pub struct Symbolizer {
     mapped: MappedFiles,
     blazesym: Blazesym,
+    /// Allocate's name when it is inlined: a stack then starts inside a
+    /// caller, at an instance of it, not at a function's first instruction.
+    inlined_allocate: Option<crate::resolve::pattern::RustPath>,
     /// Frames already found, by where the address was looked up: the
     /// stacks of a server share most of their addresses (its runtime's
     /// frames), and a report over thousands of stacks would otherwise look
@@ -293,7 +296,13 @@ impl Symbolizer {
             mapped,
             blazesym,
             memo: std::sync::Mutex::default(),
+            inlined_allocate: None,
         }
+    }
+
+    /// Allocate is inlined (named `name`): stacks start at its instances.
+    pub fn set_inlined_allocate(&mut self, name: &str) {
+        self.inlined_allocate = Some(crate::resolve::pattern::RustPath::parse(name));
     }
 
     /// Picks up mappings added since the last call (e.g. `dlopen`). Does
@@ -320,13 +329,32 @@ impl Symbolizer {
         let mut frames = Vec::new();
         for (depth, &address) in addresses.iter().enumerate() {
             if depth == 0 {
-                // The probed function's first instruction: line tables often
-                // give it to a call inlined later in the body (the prologue
-                // is scheduled with it), which is not on this stack yet.
-                frames.extend(self.symbolize_one(address, address).pop());
+                frames.extend(self.first_frames(address));
             } else {
                 frames.extend(self.symbolize_one(address, address.saturating_sub(1)));
             }
+        }
+        frames
+    }
+
+    /// The frames of the probed address. At a function's first
+    /// instruction, line tables often give it to a call inlined later in
+    /// the body (the prologue is scheduled with it), which is not on this
+    /// stack yet: only the function itself. At an inlined allocate's
+    /// instance, allocate and the callers it is inlined into, leaving out
+    /// what allocate itself inlined.
+    fn first_frames(&self, address: u64) -> Vec<Frame> {
+        let mut frames = self.symbolize_one(address, address);
+        let Some(allocate) = &self.inlined_allocate else {
+            return frames.pop().into_iter().collect();
+        };
+        let names_allocate = |frame: &Frame| {
+            frame.function.as_deref().is_some_and(|name| {
+                allocate.matches_ignoring_generics(&crate::resolve::pattern::RustPath::parse(name))
+            })
+        };
+        if let Some(at) = frames.iter().rposition(names_allocate) {
+            frames.drain(..at);
         }
         frames
     }

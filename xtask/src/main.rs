@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | demo | test | lint | kernels | bench | dist | fuzz`.
+//! Project tasks: `cargo xtask setup | demo | test | lint | kernels | bench | targets | dist | fuzz`.
 
 mod bench;
 mod cmd;
@@ -60,6 +60,10 @@ enum Task {
         #[arg(long, default_value_os_t = bench::default_results())]
         results: std::path::PathBuf,
     },
+    /// Build target programs only, for running end-to-end tests by hand:
+    /// `leaky`, `fixed`, `corpus`, `real-crates`, `lto` (all when none is
+    /// named).
+    Targets { only: Vec<String> },
     /// One static x86-64 binary (musl) with the eBPF programs embedded,
     /// and its SHA-256, in target/dist/, built from the packaged crates.
     Dist,
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             Some(observer) => bench::run(&bench::Plan::quick(observer), &results, false),
             None => bench::Plan::full().and_then(|plan| bench::run(&plan, &results, update_readme)),
         },
+        Task::Targets { only } => targets::build_named(&only),
         Task::Dist => setup::run().and_then(|()| dist::build()).map(drop),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };

@@ -110,7 +110,12 @@ pub fn corpus_dir() -> PathBuf {
 }
 
 /// The servers built on real pool crates, under `tests/real-crates/`.
-pub const REAL_CRATE_SERVERS: [&str; 2] = ["sharded-slab-server", "slotmap-server"];
+pub const REAL_CRATE_SERVERS: [&str; 4] = [
+    "pool-server",
+    "sharded-slab-server",
+    "slab-server",
+    "slotmap-server",
+];
 
 /// How the real-crate servers are built: the way `auto` needs, and the
 /// way `cargo build --release` ships them by default.
@@ -141,28 +146,7 @@ impl RealCratesBuild {
     }
 }
 
-/// Builds the real-crate servers every [`RealCratesBuild`] way.
-pub fn build_real_crates() -> Result<()> {
-    for build in RealCratesBuild::ALL {
-        println!("xtask: building the real-crate servers ({build:?})");
-        let mut command = cargo();
-        command
-            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
-            .arg("--target-dir")
-            .arg(corpus_dir().join(build.name()))
-            .env("RUSTFLAGS", "")
-            .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug());
-        for server in REAL_CRATE_SERVERS {
-            command.args(["--package", server]);
-        }
-        checked(&mut command)?;
-    }
-    Ok(())
-}
-
-/// Builds `leak-corpus` every [`CorpusBuild`] way, then the real-crate
-/// servers ([`build_real_crates`]), which the corpus tests read from the
-/// same directory.
+/// Builds `leak-corpus` every [`CorpusBuild`] way.
 pub fn build_corpus() -> Result<()> {
     for build in CorpusBuild::ALL {
         println!("xtask: building leak-corpus ({build:?})");
@@ -177,17 +161,102 @@ pub fn build_corpus() -> Result<()> {
                 .env("CARGO_PROFILE_RELEASE_PANIC", build.panic()),
         )?;
         if build == CorpusBuild::Split {
-            split_debug_info(&target_dir)?;
+            split_debug_info(&target_dir, "leak-corpus")?;
         }
     }
-    build_real_crates()
+    Ok(())
+}
+
+/// The demo gateway built as size- and speed-minded services ship it:
+/// `lto = "fat"`, `codegen-units = 1`, full debug info in the binary.
+/// Across crates, LTO inlines the pool's functions into their callers.
+pub fn build_lto_gateway() -> Result<()> {
+    println!("xtask: building leaky-gateway (fat LTO, one codegen unit, debug = 2)");
+    checked(
+        cargo()
+            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .args(["--package", "leaky-gateway", "--target-dir"])
+            .arg(corpus_dir().join("lto"))
+            .env("RUSTFLAGS", "")
+            .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "full"),
+    )
+}
+
+/// Builds every server of `tests/real-crates/` each [`RealCratesBuild`]
+/// way (`corpus_dir()/real-crates-*/release/`), and the `debug = 2` build
+/// split into a stripped binary and its debug file (`real-crates-split`).
+pub fn build_real_crates() -> Result<()> {
+    for build in RealCratesBuild::ALL {
+        println!("xtask: building the servers on real pool crates ({build:?})");
+        let mut command = cargo();
+        command
+            .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(corpus_dir().join(build.name()))
+            .env("RUSTFLAGS", "")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug());
+        for server in REAL_CRATE_SERVERS {
+            command.args(["--package", server]);
+        }
+        checked(&mut command)?;
+    }
+    split_real_crates()
+}
+
+/// The `debug = 2` servers as distributions ship them
+/// (`corpus_dir()/real-crates-split`): stripped, their DWARF in
+/// `debug/.build-id/xx/rest.debug`.
+fn split_real_crates() -> Result<()> {
+    let full = corpus_dir()
+        .join(RealCratesBuild::Full.name())
+        .join("release");
+    let split = corpus_dir().join("real-crates-split");
+    std::fs::create_dir_all(split.join("release"))?;
+    for server in REAL_CRATE_SERVERS {
+        let copy = split.join("release").join(server);
+        // A fresh copy each time: the split below strips it in place.
+        std::fs::copy(full.join(server), &copy)?;
+        split_debug_info(&split, server)?;
+    }
+    Ok(())
+}
+
+/// A named group of target programs and how to build it.
+type Build = (&'static str, fn() -> Result<()>);
+
+/// Builds the named groups of target programs (all when none is named).
+pub fn build_named(only: &[String]) -> Result<()> {
+    let builds: [Build; 5] = [
+        ("leaky", || build_targets(Variant::Leaky)),
+        ("fixed", || build_targets(Variant::Fixed)),
+        ("corpus", build_corpus),
+        ("real-crates", build_real_crates),
+        ("lto", build_lto_gateway),
+    ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !builds.iter().any(|(known, _)| known == name))
+    {
+        anyhow::bail!(
+            "no target group '{unknown}': name some of {}",
+            builds.map(|(name, _)| name).join(", ")
+        );
+    }
+    for (name, build) in builds {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            build()?;
+        }
+    }
+    Ok(())
 }
 
 /// What distributions do: keep the DWARF in a file named by build id,
 /// strip the binary of everything (symbol table included).
 /// Runs again only when cargo produced a new, unstripped binary.
-fn split_debug_info(target_dir: &std::path::Path) -> Result<()> {
-    let binary = target_dir.join("release/leak-corpus");
+fn split_debug_info(target_dir: &std::path::Path, program: &str) -> Result<()> {
+    let binary = target_dir.join("release").join(program);
     let sections = crate::cmd::output(crate::cmd::command("readelf").arg("-S").arg(&binary))?;
     if !String::from_utf8_lossy(&sections.stdout).contains(".debug_info") {
         return Ok(());

@@ -1,12 +1,14 @@
 //! The DWARF readers run on a target's binary or debug file: inlined
 //! instances (`find_inlined`, `inlined_calls`), DWARF's names of generic
-//! copies (`names_by_linkage`) and signatures (`signature_at`). Any bytes
-//! give an error or an answer, never a panic.
+//! copies (`names_by_linkage`), signatures (`signature_at`) and an inlined
+//! allocate's result at its exits (`inlined_allocs`, which decodes location
+//! expressions). Any bytes give an error or an answer, never a panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use observer::resolve::dwarf::{find_inlined, names_by_linkage};
+use observer::resolve::inlined_result::{inlined_allocs, Flow};
 use observer::resolve::pattern::RustPath;
 use observer::resolve::signature::{inlined_calls, signature_at};
 
@@ -34,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
         let _ = find_inlined(&elf, &wanted);
         let _ = inlined_calls(&elf, &wanted, |ranges| {
             ranges.iter().map(|range| range.start).take(4).collect()
+        });
+        // Exits at the ends of the ranges, reached from their starts.
+        let _ = inlined_allocs(&elf, &wanted, |ranges| Flow {
+            entries: ranges.iter().map(|range| range.start).take(4).collect(),
+            exits: ranges.iter().map(|range| range.end).take(4).collect(),
+            after_calls: ranges.iter().map(|range| range.end).take(1).collect(),
+            edges: ranges
+                .iter()
+                .map(|range| (range.end, range.start))
+                .take(4)
+                .collect(),
         });
     }
     let mangled: Vec<&str> = symbols.clone().map(|f| f.mangled.as_str()).collect();

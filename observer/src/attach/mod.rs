@@ -22,7 +22,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{entry_kind, names, walker, EntrySite, ReleaseLocs};
+use observer_ebpf::{entry_kind, names, walker, EntrySite, ExitLocs, ReleaseLocs};
 
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
@@ -252,6 +252,7 @@ pub fn attach(
     }
     install_release_locations(&mut ebpf, plan)?;
     install_entry_sites(&mut ebpf, plan)?;
+    install_alloc_exits(&mut ebpf, plan)?;
     let logger = options
         .ebpf_log
         .then(|| aya_log::EbpfLogger::init(&mut ebpf))
@@ -306,6 +307,11 @@ pub fn attach(
         ReturnMethod::CallSites { sites, .. } => add(
             &mut ebpf,
             names::PROG_ALLOC_RETURN_SITE,
+            &targets_of(plan, sites),
+        )?,
+        ReturnMethod::InlinedExits { sites } => add(
+            &mut ebpf,
+            names::PROG_ALLOC_INLINED_EXIT,
             &targets_of(plan, sites),
         )?,
         _ => add(
@@ -377,7 +383,9 @@ pub fn attach_floor(plan: &ProbePlan, options: AttachOptions) -> Result<Floor> {
     let empty = loaded_program(&mut ebpf, names::PROG_EMPTY)?;
     let mut requests = Vec::new();
     let returns = match &plan.returns {
-        ReturnMethod::CallSites { sites, .. } => (targets_of(plan, sites), false),
+        ReturnMethod::CallSites { sites, .. } | ReturnMethod::InlinedExits { sites } => {
+            (targets_of(plan, sites), false)
+        }
         _ => (targets_of(plan, &plan.alloc.sites), true),
     };
     for (targets, retprobe) in [
@@ -467,11 +475,40 @@ fn install_entry_sites(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
                 call_length: u32::from(call.length),
                 callee_delta: call.callee.wrapping_sub(site.probe_address) as i64,
             },
+            None if plan.alloc.inlined => EntrySite {
+                kind: entry_kind::INLINED,
+                ..EntrySite::default()
+            },
             None => EntrySite::default(),
         };
         entries
             .set(site.cookie, entry, 0)
             .with_context(|| format!("cannot describe allocate site {}", site.cookie))?;
+    }
+    Ok(())
+}
+
+/// Tells each exit probe of an inlined allocate where the result is, by
+/// cookie.
+fn install_alloc_exits(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
+    let ReturnMethod::InlinedExits { sites } = &plan.returns else {
+        return Ok(());
+    };
+    let mut exits: Array<_, ExitLocs> = Array::try_from(
+        ebpf.map_mut(names::MAP_ALLOC_EXITS)
+            .context("eBPF object has no map ALLOC_EXITS")?,
+    )?;
+    for site in sites {
+        let values = site
+            .exit
+            .with_context(|| format!("exit site {} has no locations", site.cookie))?;
+        let locs = ExitLocs {
+            id: values.id.compiled(),
+            size: values.size.compiled(),
+        };
+        exits
+            .set(site.cookie, locs, 0)
+            .with_context(|| format!("cannot store the locations of exit {}", site.cookie))?;
     }
     Ok(())
 }
@@ -540,6 +577,7 @@ fn load(
         .map_max_entries(names::MAP_LIVE, options.max_live)
         .map_max_entries(names::MAP_RELEASE_LOCS, release_sites(plan))
         .map_max_entries(names::MAP_ENTRY_SITES, plan.alloc.sites.len().max(1) as u32)
+        .map_max_entries(names::MAP_ALLOC_EXITS, alloc_exits(plan))
         .map_max_entries(names::MAP_UNWIND_ROWS, rows_capacity.max(1))
         .load(EBPF_OBJECT)
         .map_err(|err| {
@@ -563,6 +601,14 @@ fn release_sites(plan: &ProbePlan) -> u32 {
         .max()
         .unwrap_or(0);
     highest + 1
+}
+
+/// Entries `ALLOC_EXITS` needs: one per exit of an inlined allocate.
+fn alloc_exits(plan: &ProbePlan) -> u32 {
+    match &plan.returns {
+        ReturnMethod::InlinedExits { sites } => sites.len().max(1) as u32,
+        _ => 1,
+    }
 }
 
 fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {

@@ -5,6 +5,8 @@
 //! blocks (a loop's tail, a cold path) and rustc emits no DW_AT_entry_pc.
 //! The addresses that run once per call are those control reaches from
 //! outside the instance: the targets of the caller's edges into its ranges.
+//! Symmetrically, control leaves an instance by the edges from its ranges
+//! to the rest of the caller: where an inlined allocate's result is ready.
 
 use std::ops::Range;
 
@@ -68,6 +70,88 @@ pub fn entries(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Entries
     }
 }
 
+/// Where control leaves an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exits {
+    /// The caller's instructions outside the instance that an instruction
+    /// inside falls or jumps to.
+    pub addresses: Vec<u64>,
+    /// Returns of calls that end a range of the instance (an out-of-line
+    /// helper finishing the call, or a function that never returns, such
+    /// as a panic: the code cannot tell which).
+    pub after_calls: Vec<u64>,
+    /// Each exit with the instruction inside the instance control leaves
+    /// from: `(exit, from)`.
+    pub edges: Vec<(u64, u64)>,
+}
+
+/// Where control leaves the instance covering `ranges`. Jumps out of the
+/// caller (tail calls) are not exits: the result then is not the caller's.
+pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
+    let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
+    let code_range = code_address..code_address + code.len() as u64;
+    let leaves = |address: u64| !inside(address) && code_range.contains(&address);
+    let mut exits = Exits::default();
+    let mut decoder = Decoder::with_ip(64, code, code_address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() || !inside(instruction.ip()) {
+            continue;
+        }
+        let next = instruction.next_ip();
+        let (falls_through, target) = match instruction.flow_control() {
+            FlowControl::Next => (true, None),
+            FlowControl::ConditionalBranch => (true, Some(instruction.near_branch_target())),
+            FlowControl::UnconditionalBranch => (false, Some(instruction.near_branch_target())),
+            FlowControl::Call | FlowControl::IndirectCall => {
+                if leaves(next) {
+                    exits.after_calls.push(next);
+                    exits.edges.push((next, instruction.ip()));
+                }
+                (false, None)
+            }
+            _ => (false, None),
+        };
+        for successor in [falls_through.then_some(next), target]
+            .into_iter()
+            .flatten()
+        {
+            if leaves(successor) {
+                exits.addresses.push(successor);
+                exits.edges.push((successor, instruction.ip()));
+            }
+        }
+    }
+    for list in [&mut exits.addresses, &mut exits.after_calls] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    let addresses = exits.addresses.clone();
+    exits.after_calls.retain(|a| !addresses.contains(a));
+    exits
+}
+
+/// `address`, or the first instruction after the padding (`nop`s) that
+/// starts there: alignment padding before a loop head is often where
+/// control first falls into an instance, and the kernel refuses to probe
+/// its long forms (segment prefixes).
+pub fn past_padding(code: &[u8], code_address: u64, address: u64) -> u64 {
+    let Some(start) = address.checked_sub(code_address) else {
+        return address;
+    };
+    let Some(rest) = code.get(start as usize..) else {
+        return address;
+    };
+    let mut decoder = Decoder::with_ip(64, rest, address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.mnemonic() != iced_x86::Mnemonic::Nop {
+            return instruction.ip();
+        }
+    }
+    address
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +189,30 @@ mod tests {
         let code = [0x90, 0x90, 0xeb, 0xfd];
         let found = entries(&code, 0x3000, std::slice::from_ref(&(0x3001..0x3004)));
         assert_eq!(found.addresses, vec![0x3001]);
+    }
+
+    #[test]
+    fn exits_are_edges_out_of_the_instance_and_returns_of_calls_that_end_it() {
+        // 0x00 nop (caller); 0x01 jne 0x06 (inlined); 0x03 call 0x03+5+0
+        // (inlined, ends its range: never returns); 0x08 nop; 0x06..
+        // Layout: [0x90, 0x75, 0x03, 0xe8, 0, 0, 0, 0, 0x90]
+        let code = [0x90, 0x75, 0x03, 0xe8, 0, 0, 0, 0, 0x90];
+        // Instance: 0x4001..0x4008 (jne and call).
+        let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4008)));
+        // jne's target 0x4006 is inside; its fall-through 0x4003 inside;
+        // the call's return (0x4008) may be an exit or never happen.
+        assert_eq!(found.addresses, Vec::<u64>::new());
+        assert_eq!(found.after_calls, vec![0x4008]);
+        // Instance: only the jne: both its successors are outside.
+        let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4003)));
+        assert_eq!(found.addresses, vec![0x4003, 0x4006]);
+    }
+
+    #[test]
+    fn padding_is_skipped() {
+        // nop; xchg ax,ax (66 90); xor eax,eax
+        let code = [0x90, 0x66, 0x90, 0x31, 0xc0];
+        assert_eq!(past_padding(&code, 0x5000, 0x5000), 0x5003);
+        assert_eq!(past_padding(&code, 0x5000, 0x5003), 0x5003);
     }
 }

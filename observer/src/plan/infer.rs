@@ -393,6 +393,101 @@ fn release_key(parameter: &Parameter) -> Result<Inferred, String> {
     )
 }
 
+/// The buffer's identity at a release that takes a pointer to what
+/// allocate returned — a guard's `Drop::drop(&mut self)`, or the
+/// `drop_in_place::<Guard>` glue that runs it: the buffer's pointer inside
+/// the guard (the pooled object's heap pointer, e.g. a `Vec`'s data),
+/// read through the pointer, never the pointer itself, which is only
+/// where the guard lives (on the stack, different for every drop).
+/// `None` when no parameter points to allocate's result type.
+pub fn guard_release_id(
+    alloc: &Signature,
+    release: &Signature,
+) -> Option<Result<Inferred, String>> {
+    let result = alloc.returns.as_ref()?;
+    let parameter = release
+        .parameters
+        .iter()
+        .find(|p| p.shape.points_to(&result.name))?;
+    Some(through_guard(result, parameter))
+}
+
+fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, String> {
+    let offset = result.buffer_pointer().ok_or_else(|| {
+        format!(
+            "parameter {} points to a {} that holds no pointer to identify a buffer by",
+            parameter_label(parameter),
+            result.name
+        )
+    })?;
+    let pointer = match parameter.location {
+        EntryLocation::Register(register) => register_text(register),
+        EntryLocation::Memory(register) => format!("*{}", register_text(register)),
+        _ => {
+            return Err(format!(
+            "DWARF does not say where parameter `{}` (a pointer to the {}) is when release starts",
+            parameter.name, result.name
+        ))
+        }
+    };
+    let location = match offset {
+        0 => format!("*{pointer}"),
+        offset => format!("*({pointer}+{offset})"),
+    };
+    inferred(
+        &location,
+        format!(
+            "parameter {} points to the {} allocate returned (in {pointer}); the buffer's \
+             pointer inside it is at offset {offset}",
+            parameter_label(parameter),
+            result.name
+        ),
+    )
+}
+
+/// Why an inferred release identity cannot identify a buffer, if it
+/// cannot: it is a parameter that points to a value of a named type (a
+/// guard passed to its `Drop` impl or `drop_in_place` glue), so it is the
+/// address where that value lives — a stack slot, different at every
+/// drop — rather than the buffer inside it.
+pub fn address_not_identity(release: &Signature, location: &Location) -> Option<String> {
+    let text = location.to_string();
+    let parameter = release
+        .parameters
+        .iter()
+        .find(|p| matches!(p.location, EntryLocation::Register(r) if register_text(r) == text))?;
+    let shape = &parameter.shape;
+    if shape.kind != crate::resolve::signature::TypeKind::Pointer || points_to_bytes(shape) {
+        return None;
+    }
+    Some(format!(
+        "{text} is parameter {} ({}), the address where that value lives (a guard's stack \
+         slot, different at every drop), not the buffer inside it: name the allocate whose \
+         result it points to (--alloc; in inspect, before it) and auto reads the buffer \
+         pointer inside, or write \
+         --release-id '*({text}+K)' with the buffer pointer's offset K",
+        parameter_label(parameter),
+        shape.name
+    ))
+}
+
+/// A parameter as explanations name it (drop glue's is unnamed).
+fn parameter_label(parameter: &Parameter) -> String {
+    if parameter.name.is_empty() {
+        "(unnamed)".to_string()
+    } else {
+        format!("`{}`", parameter.name)
+    }
+}
+
+/// A pointer to raw bytes (`*mut u8`, `&[u8]`, `*const c_void`): itself a
+/// buffer's address.
+fn points_to_bytes(shape: &TypeShape) -> bool {
+    ["u8", "i8", "[u8]", "c_void", "core::ffi::c_void", "()"]
+        .iter()
+        .any(|bytes| shape.points_to(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use super::{Inferrer, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSit
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
-use crate::resolve::signature::{inlined_calls, InlinedInstance};
+use crate::resolve::signature::{inlined_calls, signature_at, InlinedEntry, InlinedInstance};
 use crate::resolve::ResolvedFunction;
 
 /// At most this many probes for the entries into one inlined release:
@@ -48,17 +48,26 @@ pub(super) fn plan_release(
         return Ok(None);
     }
     let name = instances[0].function.clone();
-    if let LocSpec::Given(location) = request.release_id {
-        return Err(UserError::new(format!(
-            "'{}' has no out-of-line copy in {exe_display}: it is inlined at {} places, each keeping \
-             the buffer in its own registers, so one --release-id '{location}' cannot fit them all: \
-             use --release-id auto (needs DWARF with types, debug = 2)",
-            request.release,
-            instances.len()
-        ))
-        .into());
-    }
-    let alloc = inferrer.alloc_signature()?.clone();
+    let parameter = match request.release_id {
+        LocSpec::Given(location) => Some(parameter_index(&location).ok_or_else(|| {
+            UserError::new(format!(
+                "'{}' has no out-of-line copy in {exe_display}: it is inlined at {} places, each \
+                 keeping the buffer in its own registers, so one --release-id '{location}' cannot \
+                 fit them all: use --release-id auto (needs DWARF with types, debug = 2), or argN \
+                 for the Nth parameter wherever DWARF puts it",
+                request.release,
+                instances.len()
+            ))
+        })?),
+        LocSpec::Auto => None,
+    };
+    let alloc = match parameter {
+        Some(_) => crate::resolve::signature::Signature {
+            parameters: Vec::new(),
+            returns: None,
+        },
+        None => inferrer.alloc_signature()?.clone(),
+    };
     let mut sites = Vec::new();
     let mut skipped = Vec::new();
     for instance in &instances {
@@ -67,7 +76,10 @@ pub(super) fn plan_release(
             skipped.push(format!("{caller}: no function symbol holds its code"));
         }
         for entry in &instance.entries {
-            let found = match infer::release_id(&alloc, &entry.signature) {
+            let found = match parameter.map_or_else(
+                || release_id_at(elf, &alloc, entry),
+                |index| parameter_at(entry, index),
+            ) {
                 Ok(found) => found,
                 Err(why) => {
                     skipped.push(format!("{caller} at {:#x}: {why}", entry.address));
@@ -90,8 +102,14 @@ pub(super) fn plan_release(
             };
             if sites.len() < EXPLAINED_ENTRIES {
                 inferrer.explanations.push(format!(
-                    "--release-id auto, inlined in {caller}, entered at {:#x} = {}: {}",
-                    entry.address, found.location, found.reason
+                    "--release-id {}, inlined in {caller}, entered at {:#x} = {}: {}",
+                    match request.release_id {
+                        LocSpec::Auto => "auto".to_string(),
+                        LocSpec::Given(given) => given.to_string(),
+                    },
+                    entry.address,
+                    found.location,
+                    found.reason
                 ));
             }
             sites.push(site);
@@ -136,6 +154,73 @@ pub(super) fn plan_release(
         },
         first,
     )))
+}
+
+/// `argN` alone names the Nth parameter of an inlined release: there are
+/// no argument registers in an inlined call, only where DWARF puts each
+/// parameter.
+fn parameter_index(location: &Location) -> Option<usize> {
+    let text = location.to_string();
+    let index: usize = text.strip_prefix("arg")?.parse().ok()?;
+    (index < 6).then_some(index)
+}
+
+/// The Nth parameter where control enters an instance (`--release-id
+/// argN` on an inlined release), when DWARF puts it in a register.
+fn parameter_at(entry: &InlinedEntry, index: usize) -> Result<infer::Inferred, String> {
+    let parameter = entry
+        .signature
+        .parameters
+        .get(index)
+        .ok_or_else(|| format!("DWARF describes no parameter {index} there"))?;
+    let crate::resolve::signature::EntryLocation::Register(register) = parameter.location else {
+        return Err(format!(
+            "DWARF does not put parameter `{}` in a register there",
+            parameter.name
+        ));
+    };
+    let text = crate::resolve::signature::register_text(register);
+    Ok(infer::Inferred {
+        location: Location::parse(&text).map_err(|e| e.to_string())?,
+        reason: format!(
+            "parameter `{}` ({}), in {text} there",
+            parameter.name, parameter.shape.name
+        ),
+    })
+}
+
+/// The release's identity where control enters an instance: through a
+/// guard's pointer when release takes one (a `Drop` impl), else as for an
+/// out-of-line release. An instance entered at its holder's first
+/// instruction (a `Drop` impl inlined into its `drop_in_place` glue) has
+/// its parameters located only a few instructions later; there they are
+/// the holder's own, which its signature places at its entry.
+pub(crate) fn release_id_at(
+    elf: &ElfInfo,
+    alloc: &crate::resolve::signature::Signature,
+    entry: &InlinedEntry,
+) -> Result<infer::Inferred, String> {
+    let holder = elf
+        .function_containing(entry.address)
+        .filter(|f| f.address == entry.address)
+        .and_then(|f| signature_at(elf, f.address).ok().flatten());
+    let signatures = [Some(&entry.signature), holder.as_ref()];
+    let mut guard_error = None;
+    for signature in signatures.into_iter().flatten() {
+        match infer::guard_release_id(alloc, signature) {
+            Some(Ok(found)) => return Ok(found),
+            Some(Err(why)) => guard_error = guard_error.or(Some(why)),
+            None => {}
+        }
+    }
+    if let Some(why) = guard_error {
+        return Err(why);
+    }
+    let found = infer::release_id(alloc, &entry.signature)?;
+    match infer::address_not_identity(&entry.signature, &found.location) {
+        Some(why) => Err(why),
+        None => Ok(found),
+    }
 }
 
 /// The inlined instances of `pattern`, with where control enters each.
@@ -236,6 +321,7 @@ fn site_at(
         first_instruction: decode_first(bytes, address),
         label: Some(format!("inlined in {caller}")),
         release_id: Some(location),
+        exit: None,
         call: None,
         probe_address: address,
     })

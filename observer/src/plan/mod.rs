@@ -5,6 +5,7 @@ pub mod callers;
 pub mod flow;
 pub mod infer;
 pub mod inlined;
+pub mod inlined_alloc;
 pub mod keys;
 pub mod loc;
 pub mod returns;
@@ -75,11 +76,21 @@ pub struct ProbeSite {
     /// the plan's `release_id`: an inlined instance of release, whose
     /// values sit in whatever registers its caller chose.
     pub release_id: Option<Location>,
+    /// Set on the exits of an inlined allocate: where the result's id and
+    /// size are there.
+    pub exit: Option<ExitValues>,
     /// Set when the probe is on a `call` of the function instead of its
     /// first instruction (which the kernel refuses to probe).
     pub call: Option<CallEntry>,
     /// The ELF address of the probed instruction.
     pub probe_address: u64,
+}
+
+/// Where an inlined allocate's result is at one of its exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitValues {
+    pub id: Location,
+    pub size: Location,
 }
 
 /// A function entered through a probe on its caller's `call` instruction.
@@ -148,10 +159,20 @@ impl ProbePlan {
         unwinder: &Result<Unwinder, String>,
         repair: &RepairAbility,
     ) -> Result<Self> {
-        let alloc = plan_function(elf, exe_display, &request.alloc)?;
+        let planned = plan_alloc(elf, exe_display, request)?;
+        let alloc = planned.function;
         let mut inferrer = Inferrer::new(elf, &alloc);
-        let size = inferrer.resolve("--size", request.size, infer::size)?;
-        let (alloc_id, identity) = inferrer.resolve_alloc_id(request.alloc_id)?;
+        inferrer.alloc_signature = planned.signature;
+        inferrer.explanations = planned.explanations;
+        inferrer.warnings = planned.warnings;
+        let (size, alloc_id, identity) = match planned.first {
+            Some(first) => (first.size, first.id, None),
+            None => {
+                let size = inferrer.resolve("--size", request.size, infer::size)?;
+                let (alloc_id, identity) = inferrer.resolve_alloc_id(request.alloc_id)?;
+                (size, alloc_id, identity)
+            }
+        };
         let scope = identity.as_ref().and_then(|i| i.key.as_ref()?.pool);
         let (release, release_id, release_scope) = match resolve_function(
             elf,
@@ -187,6 +208,9 @@ impl ProbePlan {
         let identity_text = match &identity {
             Some(Identity { key: Some(key), .. }) => key.describe(),
             Some(_) => "pointer (unique in the process)".to_string(),
+            None if alloc.inlined => format!(
+                "the result where control leaves each inlined instance ({alloc_id} at the first)"
+            ),
             None => format!("the value at {alloc_id}, as given"),
         };
         let Inferrer {
@@ -194,15 +218,29 @@ impl ProbePlan {
             mut warnings,
             ..
         } = inferrer;
-        check_locations(size, alloc_id, release_id)?;
-        let returns = returns::choose(&ReturnInputs {
-            elf,
-            alloc: &alloc,
-            choice: request.returns,
-            accept_abort: request.accept_abort_on_panic,
-            unwinder,
-            repair,
-        })?;
+        check_locations(size, alloc_id, release_id, alloc.inlined)?;
+        let returns = match planned.exits {
+            Some(_) if request.returns != ReturnChoice::Auto => {
+                return Err(UserError::new(format!(
+                    "--returns {} does not apply: '{}' is inlined, so nothing returns; its \
+                     results are read where control leaves each inlined instance (leave out \
+                     --returns)",
+                    clap::ValueEnum::to_possible_value(&request.returns)
+                        .map_or_else(String::new, |v| v.get_name().to_string()),
+                    request.alloc
+                ))
+                .into())
+            }
+            Some(sites) => ReturnMethod::InlinedExits { sites },
+            None => returns::choose(&ReturnInputs {
+                elf,
+                alloc: &alloc,
+                choice: request.returns,
+                accept_abort: request.accept_abort_on_panic,
+                unwinder,
+                repair,
+            })?,
+        };
         if let ReturnMethod::CallSites { unseen, .. } = &returns {
             if !unseen.is_empty() {
                 warnings.push(format!(
@@ -347,8 +385,16 @@ impl<'a> Inferrer<'a> {
             LocSpec::Given(location) => Ok(location),
             LocSpec::Auto => {
                 let release = self.read_signature(release)?;
-                let found =
-                    infer::release_id(self.alloc_signature()?, &release).map_err(|why| {
+                let alloc = self.alloc_signature()?;
+                let found = infer::guard_release_id(alloc, &release)
+                    .unwrap_or_else(|| {
+                        let found = infer::release_id(alloc, &release)?;
+                        match infer::address_not_identity(&release, &found.location) {
+                            Some(why) => Err(why),
+                            None => Ok(found),
+                        }
+                    })
+                    .map_err(|why| {
                         UserError::new(format!("--release-id auto: {why}; write it explicitly"))
                     })?;
                 self.explain("--release-id", &found);
@@ -365,9 +411,16 @@ impl<'a> Inferrer<'a> {
     }
 }
 
-fn check_locations(size: Location, alloc_id: Location, release_id: Location) -> Result<()> {
+fn check_locations(
+    size: Location,
+    alloc_id: Location,
+    release_id: Location,
+    alloc_inlined: bool,
+) -> Result<()> {
     for (flag, location) in [("--size", size), ("--alloc-id", alloc_id)] {
-        if location.reads_register() {
+        // An inlined allocate's locations are read where its exit probes
+        // fire, in the registers there.
+        if location.reads_register() && !alloc_inlined {
             return Err(UserError::new(format!(
                 "{flag} '{location}' reads a register directly, which only release probes can: \
                  use argN (the registers saved at allocate's entry) or ret"
@@ -392,10 +445,44 @@ fn check_locations(size: Location, alloc_id: Location, release_id: Location) -> 
     Ok(())
 }
 
-fn plan_function(elf: &ElfInfo, exe_display: &str, pattern: &str) -> Result<PlannedFunction> {
-    let function = resolve_function(elf, exe_display, pattern)
-        .map_err(|err| UserError::new(err.to_string()))?;
-    plan_copies(elf, exe_display, function)
+/// Allocate, planned: its entry probes, and for an inlined allocate its
+/// exit probes and what was inferred for them.
+struct PlannedAlloc {
+    function: PlannedFunction,
+    signature: Option<Signature>,
+    first: Option<ExitValues>,
+    exits: Option<Vec<ProbeSite>>,
+    explanations: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Plans allocate's out-of-line copies, or, when it has none, its inlined
+/// instances.
+fn plan_alloc(elf: &ElfInfo, exe_display: &str, request: &ProbeRequest) -> Result<PlannedAlloc> {
+    let function = match resolve_function(elf, exe_display, &request.alloc) {
+        Ok(function) => function,
+        Err(err @ ResolveError::NotFound { .. }) => {
+            let inlined = inlined_alloc::plan_alloc(elf, exe_display, request)?
+                .ok_or_else(|| UserError::new(err.to_string()))?;
+            return Ok(PlannedAlloc {
+                function: inlined.planned,
+                signature: Some(inlined.signature),
+                first: Some(inlined.first),
+                exits: Some(inlined.exits),
+                explanations: inlined.explanations,
+                warnings: inlined.warnings,
+            });
+        }
+        Err(err) => return Err(UserError::new(err.to_string()).into()),
+    };
+    Ok(PlannedAlloc {
+        function: plan_copies(elf, exe_display, function)?,
+        signature: None,
+        first: None,
+        exits: None,
+        explanations: Vec::new(),
+        warnings: Vec::new(),
+    })
 }
 
 /// One probe at the entry of each out-of-line copy; where the kernel
@@ -456,6 +543,7 @@ fn entry_site(
         first_instruction: site::decode_first(bytes, symbol.address),
         label,
         release_id: None,
+        exit: None,
         call: None,
         probe_address: symbol.address,
     })
@@ -499,6 +587,7 @@ fn call_site_entries(
                 None => format!("called from {} at {:#x}", call.caller, call.address),
             }),
             release_id: None,
+            exit: None,
             call: Some(CallEntry {
                 length: call.length,
                 callee: symbol.address,

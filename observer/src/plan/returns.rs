@@ -73,12 +73,19 @@ pub enum ReturnMethod {
     /// Uretprobes although a panic could abort the target
     /// (`--accept-abort-on-panic`).
     Unprotected { hazard: String },
+    /// Allocate is inlined: probes where control leaves each instance,
+    /// each reading the result where its caller keeps it. Nothing returns,
+    /// so nothing a panic unwinds can be harmed.
+    InlinedExits { sites: Vec<ProbeSite> },
 }
 
 impl ReturnMethod {
     /// True when the allocate probes are uretprobes.
     pub fn uses_uretprobes(&self) -> bool {
-        !matches!(self, ReturnMethod::CallSites { .. })
+        !matches!(
+            self,
+            ReturnMethod::CallSites { .. } | ReturnMethod::InlinedExits { .. }
+        )
     }
 
     /// Short name, for reports and JSON.
@@ -88,6 +95,7 @@ impl ReturnMethod {
             ReturnMethod::Repaired { .. } => "uretprobe-with-repair",
             ReturnMethod::CallSites { .. } => "call-sites",
             ReturnMethod::Unprotected { .. } => "uretprobe-unprotected",
+            ReturnMethod::InlinedExits { .. } => "inlined-exits",
         }
     }
 }
@@ -132,6 +140,18 @@ impl fmt::Display for ReturnMethod {
                 f,
                 "uretprobe, UNPROTECTED (--accept-abort-on-panic): {hazard}"
             ),
+            ReturnMethod::InlinedExits { sites } => {
+                let stepped = sites
+                    .iter()
+                    .filter(|s| s.first_instruction.execution != Execution::Emulated)
+                    .count();
+                write!(
+                    f,
+                    "{} exits of inlined instances ({stepped} single-stepped, ~10x an emulated \
+                     probe): allocate is inlined, so its result is read where control leaves it",
+                    sites.len()
+                )
+            }
         }
     }
 }
@@ -283,6 +303,7 @@ pub fn return_sites(elf: &ElfInfo, found: &Callers) -> (Vec<ProbeSite>, Vec<Stri
                     first_instruction,
                     label: Some(format!("after the call in {}", call.caller)),
                     release_id: None,
+                    exit: None,
                     call: None,
                     probe_address: address,
                 });

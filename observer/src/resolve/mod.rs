@@ -4,9 +4,11 @@
 pub mod debuginfo;
 pub mod dwarf;
 pub mod elf;
+pub mod inlined_result;
 pub mod libraries;
 pub mod pattern;
 pub mod pid_namespace;
+pub mod places;
 pub mod process;
 pub mod safe_file;
 pub mod signature;
@@ -127,10 +129,9 @@ fn not_found_hints(elf: &ElfInfo, wanted: &RustPath) -> Vec<String> {
     let mut hints = Vec::new();
     match dwarf::find_inlined(elf, wanted) {
         Ok(Some(inlined)) => hints.push(format!(
-            "{inlined}, with no out-of-line copy: as --alloc, probe a function it is inlined \
-             into, or a pool function that is not inlined (an inlined call's result has no \
-             location); as --release, full DWARF lets the observer probe each instance with \
-             --release-id auto"
+            "{inlined}, with no out-of-line copy: its inlined instances are followed (as \
+             --alloc and as --release, with auto locations) only with full DWARF: build with \
+             debug = 2, or give its debug file with --debug-file"
         )),
         Ok(None) => {}
         Err(err) => hints.push(format!("(could not read its DWARF: {err:#})")),
@@ -140,7 +141,8 @@ fn not_found_hints(elf: &ElfInfo, wanted: &RustPath) -> Vec<String> {
     } else if !elf.has_debug_info && hints.is_empty() {
         hints.push(
             "if it exists in the source it was probably inlined into its callers; the binary has \
-             no DWARF to confirm it (build with debug = \"line-tables-only\" to see where)"
+             no DWARF to confirm it, and inlined functions are followed only with full DWARF: \
+             build with debug = 2, or give its debug file with --debug-file"
                 .into(),
         );
     }

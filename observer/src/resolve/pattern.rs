@@ -121,10 +121,77 @@ fn segment_matches(pattern: &Segment, symbol: &Segment) -> bool {
     }
     match (&pattern.generics, &symbol.generics) {
         (None, None) => true,
-        (Some(p), Some(_)) if p == "*" => true,
-        (Some(p), Some(s)) => normalize_spaces(p) == normalize_spaces(s),
+        (Some(p), Some(s)) => arguments_match(p, s, 0),
         _ => false,
     }
+}
+
+/// Whether the generic arguments `symbol` fit the pattern's `pattern`
+/// (both without their angle brackets): `*` alone fits any list; else
+/// argument by argument, each `*` fitting one type and each path fitting
+/// the types it names the way function paths do (its last segments, so
+/// `drop_in_place<object_pool::Reusable<*>>` selects the guard's glue and
+/// not every `drop_in_place`).
+fn arguments_match(pattern: &str, symbol: &str, nesting: usize) -> bool {
+    if pattern.trim() == "*" {
+        return true;
+    }
+    let patterns = split_arguments(pattern);
+    let symbols = split_arguments(symbol);
+    patterns.len() == symbols.len()
+        && patterns
+            .iter()
+            .zip(&symbols)
+            .all(|(p, s)| type_matches(p, s, nesting))
+}
+
+/// One generic argument against one type.
+fn type_matches(pattern: &str, symbol: &str, nesting: usize) -> bool {
+    let pattern = pattern.trim();
+    if pattern == "*" {
+        return true;
+    }
+    if normalize_spaces(pattern) == normalize_spaces(symbol) {
+        return true;
+    }
+    // Only a path with generics of its own needs the recursive match; a
+    // symbol's nesting is the target's choice, so its depth is bounded.
+    if !pattern.contains('<') || nesting >= MAX_IMPL_NESTING {
+        return false;
+    }
+    let (pattern, symbol) = (RustPath::parse(pattern), RustPath::parse(symbol));
+    if pattern.segments.is_empty() || pattern.segments.len() > symbol.segments.len() {
+        return false;
+    }
+    let tail = &symbol.segments[symbol.segments.len() - pattern.segments.len()..];
+    pattern.segments.iter().zip(tail).all(|(p, s)| {
+        p.ident == s.ident
+            && match (&p.generics, &s.generics) {
+                (None, None) => true,
+                (Some(p), Some(s)) => arguments_match(p, s, nesting + 1),
+                _ => false,
+            }
+    })
+}
+
+/// Splits generic arguments at the commas outside brackets.
+fn split_arguments(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                pieces.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&text[start..]);
+    pieces
 }
 
 fn normalize_spaces(text: &str) -> String {
@@ -355,6 +422,26 @@ mod tests {
         assert!(path("Pool<*>::allocate").matches(&path("bufpool::Pool<T>::allocate")));
         assert_eq!(symbol.wildcarded(), "bufpool::Pool<*>::allocate");
         assert_eq!(symbol.without_generics(), "bufpool::Pool::allocate");
+    }
+
+    #[test]
+    fn a_type_argument_selects_only_its_copies() {
+        let guard = path("core::ptr::drop_in_place<object_pool::Reusable<alloc::vec::Vec<u8>>>");
+        let other = path("core::ptr::drop_in_place<alloc::vec::Vec<u8>>");
+        for pattern in [
+            "drop_in_place<object_pool::Reusable<*>>",
+            "drop_in_place<Reusable<*>>",
+            "core::ptr::drop_in_place<object_pool::Reusable<alloc::vec::Vec<u8>>>",
+            "drop_in_place<*>",
+        ] {
+            assert!(path(pattern).matches(&guard), "{pattern}");
+        }
+        assert!(!path("drop_in_place<object_pool::Reusable<*>>").matches(&other));
+        assert!(!path("drop_in_place<other::Reusable<*>>").matches(&guard));
+        // One argument per argument.
+        let map = path("a::Map<u32, a::Entry<u8>>::get");
+        assert!(path("Map<*, Entry<*>>::get").matches(&map));
+        assert!(!path("Map<Entry<*>>::get").matches(&map));
     }
 
     #[test]

@@ -135,6 +135,45 @@ impl TypeShape {
         }
     }
 
+    /// The offset of the pointer that identifies a pooled buffer: the first
+    /// pointer that owns what it points to (a raw pointer, as inside `Vec`,
+    /// `Box` or `NonNull`), else the first pointer of any kind. A borrowed
+    /// reference (`&Pool`, the way back a guard keeps) is shared by every
+    /// buffer, so it is a buffer's identity only when nothing else is.
+    pub fn buffer_pointer(&self) -> Option<u64> {
+        self.owned_pointer().or_else(|| self.first_pointer())
+    }
+
+    fn owned_pointer(&self) -> Option<u64> {
+        match &self.kind {
+            TypeKind::Pointer if !self.name.starts_with('&') => Some(0),
+            TypeKind::Struct(fields) => fields.iter().find_map(|f| {
+                f.shape
+                    .owned_pointer()
+                    .and_then(|o| f.offset.checked_add(o))
+            }),
+            _ => None,
+        }
+    }
+
+    /// For a pointer or reference type: true when it points to a type
+    /// named `pointee` (DWARF names the pointer `&mut a::T<..>` or
+    /// `a::T<..> *`, and a struct by its last path segment).
+    pub fn points_to(&self, pointee: &str) -> bool {
+        if self.kind != TypeKind::Pointer || pointee.is_empty() {
+            return false;
+        }
+        let target = self
+            .name
+            .trim_start_matches("&mut ")
+            .trim_start_matches('&')
+            .trim_start_matches("*mut ")
+            .trim_start_matches("*const ")
+            .trim_end_matches(" *")
+            .trim();
+        target == pointee || target.ends_with(&format!("::{pointee}"))
+    }
+
     /// The offset of an integer field with one of these names, searched
     /// through nested structs.
     pub fn scalar_named(&self, names: &[&str]) -> Option<(String, u64)> {
@@ -231,7 +270,7 @@ pub fn inlined_calls(
 
 /// A subprogram's path: its demangled linkage name, else its own or its
 /// declaration's name.
-fn function_path(
+pub(crate) fn function_path(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     mut at: UnitOffset,
@@ -302,18 +341,7 @@ fn read_signature(
         if entry.tag() != gimli::DW_TAG_formal_parameter {
             continue;
         }
-        let origin = referenced(entry, gimli::DW_AT_abstract_origin);
-        let name = match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_name)? {
-            Some(value) => dwarf
-                .attr_string(unit, value)?
-                .to_string_lossy()
-                .into_owned(),
-            None => String::new(),
-        };
-        let Some(ty) = own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? else {
-            continue;
-        };
-        let Some(shape) = shape_of_reference(dwarf, unit, ty)? else {
+        let Some((name, shape)) = parameter_name_and_shape(dwarf, unit, entry)? else {
             continue;
         };
         let location = entry_location(dwarf, unit, entry, entry_pc)?;
@@ -329,8 +357,51 @@ fn read_signature(
     })
 }
 
+/// A parameter's name and type shape, from its DIE or its abstract origin,
+/// which LTO and cross-crate inlining may leave in another unit.
+fn parameter_name_and_shape(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Result<Option<(String, TypeShape)>> {
+    if let Some(AttributeValue::DebugInfoRef(target)) =
+        entry.attr_value(gimli::DW_AT_abstract_origin)
+    {
+        if let Some((other, at)) = unit_holding(dwarf, target)? {
+            let origin = other.entry(at)?;
+            return parameter_name_and_shape(dwarf, &other, &origin);
+        }
+    }
+    let origin = referenced(entry, gimli::DW_AT_abstract_origin);
+    let name = match own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_name)? {
+        Some(value) => dwarf
+            .attr_string(unit, value)?
+            .to_string_lossy()
+            .into_owned(),
+        None => String::new(),
+    };
+    let Some(ty) = own_or_origin_attr(unit, entry.offset(), origin, gimli::DW_AT_type)? else {
+        return Ok(None);
+    };
+    Ok(shape_of_reference(dwarf, unit, ty)?.map(|shape| (name, shape)))
+}
+
+/// The unit holding a section offset, and the offset within it.
+fn unit_holding<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    target: gimli::DebugInfoOffset,
+) -> Result<Option<(Unit<'a>, UnitOffset)>> {
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        if let Some(at) = target.to_unit_offset(&header) {
+            return Ok(Some((dwarf.unit(header)?, at)));
+        }
+    }
+    Ok(None)
+}
+
 /// The return type, from the DIE or the declaration it completes.
-fn return_type(
+pub(crate) fn return_type(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     concrete: UnitOffset,
@@ -340,6 +411,15 @@ fn return_type(
         let entry = unit.entry(at)?;
         if let Some(value) = entry.attr_value(gimli::DW_AT_type) {
             return shape_of_reference(dwarf, unit, value);
+        }
+        if let Some(AttributeValue::DebugInfoRef(target)) =
+            entry.attr_value(gimli::DW_AT_abstract_origin)
+        {
+            // An origin in another unit (LTO, cross-crate inlining).
+            return match unit_holding(dwarf, target)? {
+                Some((other, at)) => return_type(dwarf, &other, at),
+                None => Ok(None),
+            };
         }
         match referenced(&entry, gimli::DW_AT_specification)
             .or_else(|| referenced(&entry, gimli::DW_AT_abstract_origin))
@@ -351,7 +431,7 @@ fn return_type(
     Ok(None)
 }
 
-fn referenced(
+pub(crate) fn referenced(
     entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
     attr: gimli::DwAt,
 ) -> Option<UnitOffset> {
@@ -363,7 +443,7 @@ fn referenced(
 
 /// An attribute of the DIE at `at`, or else of its abstract origin (an
 /// inlined or concrete parameter leaves its name and type there).
-fn own_or_origin_attr<'a>(
+pub(crate) fn own_or_origin_attr<'a>(
     unit: &Unit<'a>,
     at: UnitOffset,
     origin: Option<UnitOffset>,
@@ -380,7 +460,7 @@ fn own_or_origin_attr<'a>(
 /// Follows a type reference, into another unit when it points there
 /// (inlining across crates leaves a caller's unit pointing at the types of
 /// the crate that defined the function).
-fn shape_of_reference(
+pub(crate) fn shape_of_reference(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     value: AttributeValue<Slice<'_>>,
