@@ -60,15 +60,36 @@ pub fn conditional_trial(
 /// function with the test attribute in these files would silently never run.
 pub fn every_test_is_listed() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e");
-    for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
-        let text = std::fs::read_to_string(entry.path()).unwrap();
+    let mut files = 0;
+    for file in source_files(&dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
         let attribute = concat!("#[", "test]");
         assert!(
             !text.contains(attribute),
             "{} has a {attribute} function: list it in tests/e2e/main.rs instead (it would never run)",
-            entry.path().display()
+            file.display()
         );
+        files += 1;
     }
+    assert!(
+        files > 10,
+        "only {files} test sources found under {}",
+        dir.display()
+    );
+}
+
+/// The `.rs` files under `dir`, subdirectories (modules) included.
+fn source_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(source_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Why tests that need eBPF are skipped, if they are.

@@ -130,6 +130,12 @@ impl Server {
             let reply = replies.next().expect("a reply").unwrap();
             errors += usize::from(reply.starts_with("ERR"));
         }
+        // Close, and wait for the server to close its side: it has then
+        // dropped the buffer it pulled for a next request (its guard goes
+        // before the connection does), so a report taken now sees the
+        // connection's end, not a moment of it.
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(replies.next().is_none(), "the server said more");
         errors
     }
 }

@@ -200,9 +200,12 @@ pub fn sharded_slab_stock_build_says_what_auto_needs() {
     );
 }
 
-/// `SlotMap::insert` is `#[inline(always)]`: there is no function to
-/// probe, and the error says so from DWARF (full build) or says what
-/// build setting would show it (stock build).
+/// `SlotMap::insert` is `#[inline(always)]`: it is followed at its inlined
+/// instance, but its result is an integer key, which `auto` takes as an
+/// identity only where the key can be scoped to its pool (`self` at an
+/// out-of-line entry; DWARF does not locate it inside the instance): the
+/// error says so from DWARF (full build), or says what build setting
+/// would show the inlining (stock build).
 pub fn slotmap_insert_is_inlined_and_said_so() {
     let spec = [
         "--alloc",
@@ -219,11 +222,11 @@ pub fn slotmap_insert_is_inlined_and_said_so() {
     for (build, expected) in [
         (
             "full",
-            "DWARF shows 'slotmap::basic::SlotMap<K,V>::insert' inlined at 1 call site (e.g. in slotmap_server::main), with no out-of-line copy",
+            "--alloc-id auto: DefaultKey (what inlined slotmap::basic::SlotMap<K,V>::insert returns) holds no pointer to identify a buffer by; --alloc-id ret takes the result itself",
         ),
         (
             "stock",
-            "the binary has no DWARF to confirm it (build with debug = \"line-tables-only\" to see where)",
+            "the binary has no DWARF to confirm it, and inlined functions are followed only with full DWARF: build with debug = 2",
         ),
     ] {
         let server = Server::start(build, "slotmap-server");
