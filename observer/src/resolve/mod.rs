@@ -5,6 +5,7 @@ pub mod debuginfo;
 pub mod dwarf;
 pub mod elf;
 pub mod libraries;
+pub mod object;
 pub mod pattern;
 pub mod pid_namespace;
 pub mod process;
