@@ -180,7 +180,23 @@ pub fn build_corpus() -> Result<()> {
             split_debug_info(&target_dir)?;
         }
     }
-    build_real_crates()
+    build_real_crates()?;
+    build_allocator_targets()
+}
+
+/// The C programs of `tests/allocators/`, in [`corpus_dir`]`/allocators`:
+/// libc's allocator observed in the shared object, not the executable.
+/// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
+pub fn build_allocator_targets() -> Result<()> {
+    println!("xtask: building the allocator targets");
+    let out = corpus_dir().join("allocators");
+    std::fs::create_dir_all(&out)?;
+    checked(
+        crate::cmd::command("gcc")
+            .args(["-O1", "-g", "-fno-builtin", "-o"])
+            .arg(out.join("libc-leak"))
+            .arg(root().join("tests/allocators/libc-leak.c")),
+    )
 }
 
 /// What distributions do: keep the DWARF in a file named by build id,
