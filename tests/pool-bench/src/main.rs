@@ -86,7 +86,11 @@ fn keep_buffers(pool: &BufPool, count: u64, stacks: u32) {
     }
     println!("kept {}", kept.len());
     let mut rest = String::new();
-    while std::io::stdin().lock().read_line(&mut rest).is_ok_and(|read| read > 0) {}
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut rest)
+        .is_ok_and(|read| read > 0)
+    {}
     drop(kept);
 }
 
