@@ -188,7 +188,8 @@ pub struct GateArgs {
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// The pool's allocate function, by path without hash
-    /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic).
+    /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic);
+    /// `OBJECT:FUNCTION` for a shared object the target maps (`libc.so.6:malloc`).
     #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
     pub alloc: String,
     /// Buffer size in bytes, evaluated when allocate returns (`argN` = value at
@@ -199,7 +200,7 @@ pub struct ProbeArgs {
     /// entry); `auto` reads it off DWARF.
     #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
     pub alloc_id: LocSpec,
-    /// The pool's release function.
+    /// The pool's release function (in the same object as --alloc).
     #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
     pub release: String,
     /// Buffer identity at release's entry; `auto` reads it off DWARF.
@@ -350,6 +351,21 @@ pub struct DiffArgs {
 }
 
 impl ProbeArgs {
+    /// Refuses `OBJECT:FUNCTION` where no process runs yet to map it.
+    pub fn refuse_objects(&self, command: &str) -> anyhow::Result<()> {
+        let named = [&self.alloc, &self.release]
+            .into_iter()
+            .find(|f| crate::resolve::object::split(f).object.is_some());
+        match named {
+            Some(function) => Err(crate::error::UserError::new(format!(
+                "{function}: functions in shared objects (OBJECT:FUNCTION) are probed in a running \
+                 process: use `observer attach`, `{command}` probes the executable only"
+            ))
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     pub fn request(&self) -> ProbeRequest {
         ProbeRequest {
             alloc: self.alloc.clone(),

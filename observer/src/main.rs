@@ -13,6 +13,7 @@ use observer::plan::{ProbePlan, ProbeRequest};
 use observer::render;
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
+use observer::resolve::object;
 use observer::resolve::pid_namespace::ObserverNamespace;
 use observer::resolve::process::Process;
 use observer::resolve::unwinder::{self, Unwinder};
@@ -115,8 +116,8 @@ async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
             let (process, request, debug) = (process.clone(), args.probes.request(), debug.clone());
             move || {
                 let exe = process.exe_path();
-                plan(&process, exe.clone(), &request, &debug, |elf| {
-                    unwinder::of_process(&process, elf, &exe)
+                plan(&process, exe, &request, &debug, |elf, probed| {
+                    unwinder::of_process(&process, elf, probed)
                 })
             }
         })
@@ -161,6 +162,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let kernel = KernelFeatures::probe();
     kernel.require()?;
     let debug = args.session.debug_options()?;
+    args.probes.refuse_objects("run")?;
     // Dropped on any early return: a child never released is killed.
     let mut launched = launch::spawn_paused(&args.command)?;
     let (plan, build_id) = signals
@@ -169,7 +171,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
             let (program, request) = (launched.program.clone(), args.probes.request());
             let debug = debug.clone();
             move || {
-                plan(&paused, program.clone(), &request, &debug, |elf| {
+                plan(&paused, program.clone(), &request, &debug, |elf, _| {
                     unwinder::of_program(elf, &program)
                 })
             }
@@ -232,7 +234,7 @@ async fn floor_command(args: FloorArgs) -> Result<Outcome> {
         exe.clone(),
         &args.probes.request(),
         &debug,
-        |elf| unwinder::of_process(&process, elf, &exe),
+        |elf, probed| unwinder::of_process(&process, elf, probed),
     )?;
     let options = AttachOptions {
         max_live: 1,
@@ -286,18 +288,34 @@ fn plan(
     binary: std::path::PathBuf,
     request: &ProbeRequest,
     debug: &DebugOptions,
-    find_unwinder: impl FnOnce(&ElfInfo) -> Result<Unwinder, String>,
+    find_unwinder: impl FnOnce(&ElfInfo, &Path) -> Result<Unwinder, String>,
 ) -> Result<(ProbePlan, Option<String>)> {
+    let (alloc, release) = (
+        object::split(&request.alloc),
+        object::split(&request.release),
+    );
+    let (binary, display) = match object::common_object(&alloc, &release)? {
+        None => (binary, process.exe_display.clone()),
+        Some(name) => {
+            let mapped = object::find_mapped(process, name)?;
+            (mapped.path, mapped.display)
+        }
+    };
+    let request = ProbeRequest {
+        alloc: alloc.function.to_string(),
+        release: release.function.to_string(),
+        ..request.clone()
+    };
     let root = process.root()?;
-    let elf = ElfInfo::read_with_debug(&binary, Path::new(&process.exe_display), &root, debug)?;
-    let unwinder = find_unwinder(&elf);
+    let elf = ElfInfo::read_with_debug(&binary, Path::new(&display), &root, debug)?;
+    let unwinder = find_unwinder(&elf, &binary);
     let repair = attach::repair::ability(Some(process.pid));
     let plan = ProbePlan::new(
         process.pid,
         binary,
         &elf,
-        &process.exe_display,
-        request,
+        &display,
+        &request,
         &unwinder,
         &repair,
     )?;

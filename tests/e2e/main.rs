@@ -17,6 +17,7 @@
 //! stays loaded after an observer exits, which a concurrently running
 //! observer would falsify.
 
+mod allocators;
 mod ci_gate;
 mod containers;
 mod corpus;
@@ -55,6 +56,8 @@ macro_rules! tests {
 fn tests() -> Vec<Trial> {
     let mut all = Vec::new();
     all.extend(tests!(Needs::Ebpf =>
+        allocators::libc_malloc_in_the_shared_object_gives_the_exact_leak,
+        allocators::shared_object_mistakes_are_one_line_errors,
         ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site,
         ci_gate::suppressed_leak_passes,
         ci_gate::fixed_gateway_passes_without_suppressions,

@@ -228,12 +228,13 @@ type Build = (&'static str, fn() -> Result<()>);
 
 /// Builds the named groups of target programs (all when none is named).
 pub fn build_named(only: &[String]) -> Result<()> {
-    let builds: [Build; 5] = [
+    let builds: [Build; 6] = [
         ("leaky", || build_targets(Variant::Leaky)),
         ("fixed", || build_targets(Variant::Fixed)),
         ("corpus", build_corpus),
         ("real-crates", build_real_crates),
         ("lto", build_lto_gateway),
+        ("allocators", build_allocator_targets),
     ];
     if let Some(unknown) = only
         .iter()
@@ -250,6 +251,21 @@ pub fn build_named(only: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The C programs of `tests/allocators/`, in [`corpus_dir`]`/allocators`:
+/// libc's allocator observed in the shared object, not the executable.
+/// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
+pub fn build_allocator_targets() -> Result<()> {
+    println!("xtask: building the allocator targets");
+    let out = corpus_dir().join("allocators");
+    std::fs::create_dir_all(&out)?;
+    checked(
+        crate::cmd::command("gcc")
+            .args(["-O1", "-g", "-fno-builtin", "-o"])
+            .arg(out.join("libc-leak"))
+            .arg(root().join("tests/allocators/libc-leak.c")),
+    )
 }
 
 /// What distributions do: keep the DWARF in a file named by build id,
