@@ -873,11 +873,11 @@ fn on_alloc_return(regs: &pt_regs) {
     let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
-    let locs = ExitLocs {
-        id: ALLOC_ID_LOC.load(),
-        size: SIZE_LOC.load(),
+    let locs = AllocLocs {
+        id: global_ref(&ALLOC_ID_LOC),
+        size: global_ref(&SIZE_LOC),
     };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, &locs, None);
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, None);
 }
 
 /// Control leaves an inlined instance of allocate: the call recorded at
@@ -890,11 +890,15 @@ fn on_alloc_inlined_exit(ctx: &ProbeContext) {
     let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
-    let Some(locs) = ALLOC_EXITS.get(cookie).copied() else {
+    let Some(locs) = ALLOC_EXITS.get(cookie) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, &locs, Some(regs));
+    let locs = AllocLocs {
+        id: &locs.id,
+        size: &locs.size,
+    };
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, Some(regs));
 }
 
 /// The allocate call in flight whose return-address slot is just below
@@ -933,6 +937,36 @@ fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
     }
 }
 
+/// Where an allocation's id and size are at a return: the plan's (in
+/// read-only data) or an inlined exit's (in `ALLOC_EXITS`), referred to in
+/// place rather than copied onto the stack.
+#[derive(Clone, Copy)]
+struct AllocLocs<'a> {
+    id: &'a Loc,
+    size: &'a Loc,
+}
+
+/// A global set by the loader, in place: its fields are then read with
+/// [`field`] where they are used. Copying the locations out (`load`) put
+/// hundreds of bytes on the stack, past the 512 the verifiers of Linux
+/// 6.1 and 6.12 allow a call chain.
+#[inline(always)]
+fn global_ref<T>(global: &'static Global<T>) -> &'static T {
+    // SAFETY: `Global<T>` is `repr(transparent)` over an always
+    // initialized `MaybeUninit<T>`; every read through the reference is
+    // volatile (`field`), so the compiler never assumes the initializer
+    // the loader replaced.
+    unsafe { &*(global as *const Global<T>).cast::<T>() }
+}
+
+/// One field of a global or map value, read where it is used (volatile:
+/// see [`global_ref`]).
+#[inline(always)]
+fn field<T: Copy>(value: &T) -> T {
+    // SAFETY: a valid, aligned reference.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
 /// What an allocate call's entry recorded, for its return.
 struct Call {
     args: [u64; LOC_BASE_ARG_COUNT as usize],
@@ -948,7 +982,7 @@ fn record_allocation(
     ret: Returned,
     pid_tgid: u64,
     call: Call,
-    locs: &ExitLocs,
+    locs: AllocLocs,
     regs: Option<&pt_regs>,
 ) {
     let Call {
@@ -956,7 +990,7 @@ fn record_allocation(
         entered_ns,
         site,
     } = call;
-    match is_allocation(&ALLOC_TEST.load(), &args, ret) {
+    match is_allocation(global_ref(&ALLOC_TEST), &args, ret) {
         Ok(true) => {}
         Ok(false) => {
             count(counter::ALLOC_FAILED);
@@ -967,13 +1001,13 @@ fn record_allocation(
             return;
         }
     }
-    let id = evaluate(&locs.id, &args, ret, regs);
-    let scope = evaluate(&ALLOC_SCOPE_LOC.load(), &args, ret, None);
+    let id = evaluate(locs.id, &args, ret, regs);
+    let scope = evaluate(global_ref(&ALLOC_SCOPE_LOC), &args, ret, None);
     let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    let size = evaluate_size(&locs.size, &args, ret, regs);
+    let size = evaluate_size(locs.size, &args, ret, regs);
     let key = LiveKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
@@ -1276,15 +1310,17 @@ fn is_allocation(
     args: &[u64; LOC_BASE_ARG_COUNT as usize],
     ret: Returned,
 ) -> Result<bool, ()> {
-    if test.op == test_op::ALWAYS {
+    let op = field(&test.op);
+    if op == test_op::ALWAYS {
         return Ok(true);
     }
     let value = evaluate(&test.loc, args, ret, None)?;
     // A shift of 64 or more is undefined; the planner never asks for one.
-    let discriminant = value.checked_shr(test.shift).unwrap_or(0) & test.mask;
-    Ok(match test.op {
-        test_op::EQUAL => discriminant == test.value,
-        _ => discriminant != test.value,
+    let discriminant = value.checked_shr(field(&test.shift)).unwrap_or(0) & field(&test.mask);
+    let expected = field(&test.value);
+    Ok(match op {
+        test_op::EQUAL => discriminant == expected,
+        _ => discriminant != expected,
     })
 }
 
@@ -1312,7 +1348,7 @@ fn evaluate(
     ret: Returned,
     regs: Option<&pt_regs>,
 ) -> Result<u64, ()> {
-    let mut value = match (loc.base, regs) {
+    let mut value = match (field(&loc.base), regs) {
         (LOC_BASE_RET, _) => ret[0],
         (LOC_BASE_RET_HIGH, _) => ret[1],
         (LOC_BASE_CONST, _) => 0,
@@ -1327,18 +1363,19 @@ fn evaluate(
         }
         _ => return Err(()),
     };
+    let steps = field(&loc.steps) as usize;
     let mut step = 0;
     while step < MAX_LOC_STEPS {
-        if step >= loc.steps as usize {
+        if step >= steps {
             break;
         }
-        let address = value.wrapping_add(loc.offsets[step] as u64);
+        let address = value.wrapping_add(field(&loc.offsets[step]) as u64);
         // SAFETY: bpf_probe_read_user copies from user memory and returns an
         // error instead of faulting on a bad address.
         value = unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())?;
         step += 1;
     }
-    Ok(value.wrapping_add(loc.final_offset as u64))
+    Ok(value.wrapping_add(field(&loc.final_offset) as u64))
 }
 
 /// General register `number` (DWARF numbering) from a probe's registers.
