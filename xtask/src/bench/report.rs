@@ -107,9 +107,13 @@ fn attach(observer: &Path, pid: u32, output: &Path) -> Result<Guarded> {
     let mut observer = command.spawn().context("cannot start the observer")?;
     let stderr = observer.stderr.take().context("stderr")?;
     let guard = Guarded(observer);
-    for line in BufReader::new(stderr).lines() {
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if line.starts_with("observer: attached") {
+            // Keep reading what it says (a closed pipe would end it when it
+            // reports).
+            std::thread::spawn(move || lines.for_each(drop));
             return Ok(guard);
         }
         if line.starts_with("observer: error") {
