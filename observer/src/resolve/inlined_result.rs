@@ -8,20 +8,18 @@
 //! caller's variable of the function's return type that DWARF places at
 //! that address.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use anyhow::Result;
-use gimli::{AttributeValue, UnitSectionOffset};
+use gimli::AttributeValue;
 
-use super::dwarf::{
-    abstract_instances, code_ranges, for_each_inlined_call, matching_subprograms, name_of, Match,
-    Slice,
-};
+use super::dwarf::{code_ranges, name_of, Slice};
 use super::elf::ElfInfo;
 use super::pattern::RustPath;
 use super::places::{decode, frame_base_register, Place};
-use super::signature::{function_path, own_or_origin_attr, referenced, return_type, TypeShape};
+use super::signature::{
+    for_each_inlined_instance, own_or_origin_attr, referenced, return_type, TypeShape,
+};
 
 type Unit<'a> = gimli::Unit<Slice<'a>>;
 
@@ -70,37 +68,16 @@ pub fn inlined_allocs(
     wanted: &RustPath,
     mut flow_of: impl FnMut(&[Range<u64>]) -> Flow,
 ) -> Result<Vec<AllocInstance>> {
-    if !elf.has_debug_info {
-        return Ok(Vec::new());
-    }
-    let sections = super::dwarf::sections(elf)?;
-    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
-    let declarations: HashMap<UnitSectionOffset, String> = matching_subprograms(&dwarf, wanted)?
-        .into_iter()
-        .filter(|(_, _, how)| *how == Match::Path)
-        .map(|(offset, name, _)| (offset, name))
-        .collect();
-    if declarations.is_empty() {
-        return Ok(Vec::new());
-    }
-    let origins = abstract_instances(&dwarf, declarations)?;
     let mut instances = Vec::new();
-    for_each_inlined_call(&dwarf, &origins, |unit, entry, function, via| {
-        let ranges = code_ranges(&dwarf, unit, entry)?;
-        if ranges.is_empty() {
-            return Ok(());
-        }
-        let via = via
-            .map(|at| function_path(&dwarf, unit, at))
-            .transpose()?
-            .flatten();
-        let returns = return_type(&dwarf, unit, entry.offset())?;
+    for_each_inlined_instance(elf, wanted, |site| {
+        let (dwarf, unit, entry) = (site.dwarf, site.unit, site.entry);
+        let returns = return_type(dwarf, unit, entry.offset())?;
         let Flow {
             entries,
             mut exits,
             after_calls,
             edges,
-        } = flow_of(&ranges);
+        } = flow_of(&site.ranges);
         exits.extend(&after_calls);
         let wanted = Wanted {
             instance: entry.offset(),
@@ -110,7 +87,7 @@ pub fn inlined_allocs(
             after_calls: &after_calls,
         };
         let mut exits = match &returns {
-            Some(_) => results_at(&dwarf, unit, &wanted)?,
+            Some(_) => results_at(dwarf, unit, &wanted)?,
             None => exits
                 .iter()
                 .map(|&address| Exit {
@@ -124,9 +101,9 @@ pub fn inlined_allocs(
             exit.after_call = after_calls.contains(&exit.address);
         }
         instances.push(AllocInstance {
-            function: function.to_string(),
-            via,
-            ranges,
+            function: site.function.to_string(),
+            via: site.via,
+            ranges: site.ranges,
             entries,
             returns,
             exits,

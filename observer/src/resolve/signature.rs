@@ -224,8 +224,51 @@ pub fn inlined_calls(
     wanted: &RustPath,
     mut entries_of: impl FnMut(&[Range<u64>]) -> Vec<u64>,
 ) -> Result<Vec<InlinedInstance>> {
+    let mut instances = Vec::new();
+    for_each_inlined_instance(elf, wanted, |site| {
+        let entries = entries_of(&site.ranges)
+            .into_iter()
+            .map(|address| {
+                Ok(InlinedEntry {
+                    address,
+                    signature: read_signature(site.dwarf, site.unit, site.entry.offset(), address)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        instances.push(InlinedInstance {
+            function: site.function.to_string(),
+            via: site.via,
+            ranges: site.ranges,
+            entries,
+        });
+        Ok(())
+    })?;
+    Ok(instances)
+}
+
+/// One inlined instance, with code, of a function a pattern names.
+pub(crate) struct InlinedSite<'s, 'a> {
+    pub dwarf: &'s gimli::Dwarf<Slice<'a>>,
+    pub unit: &'s Unit<'a>,
+    /// Its `DW_TAG_inlined_subroutine`.
+    pub entry: &'s gimli::DebuggingInformationEntry<Slice<'a>>,
+    /// The inlined function's path.
+    pub function: &'s str,
+    /// The function it is inlined into, when DWARF names it.
+    pub via: Option<String>,
+    pub ranges: Vec<Range<u64>>,
+}
+
+/// Calls `visit` on every inlined instance with code of the functions
+/// `wanted` names by path in `elf`'s DWARF (none without DWARF): what
+/// planning an inlined release and an inlined allocate both start from.
+pub(crate) fn for_each_inlined_instance(
+    elf: &ElfInfo,
+    wanted: &RustPath,
+    mut visit: impl FnMut(InlinedSite<'_, '_>) -> Result<()>,
+) -> Result<()> {
     if !elf.has_debug_info {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let sections = super::dwarf::sections(elf)?;
     let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
@@ -235,10 +278,9 @@ pub fn inlined_calls(
         .map(|(offset, name, _)| (offset, name))
         .collect();
     if declarations.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let origins = abstract_instances(&dwarf, declarations)?;
-    let mut instances = Vec::new();
     for_each_inlined_call(&dwarf, &origins, |unit, entry, function, via| {
         let ranges = code_ranges(&dwarf, unit, entry)?;
         if ranges.is_empty() {
@@ -248,24 +290,15 @@ pub fn inlined_calls(
             .map(|at| function_path(&dwarf, unit, at))
             .transpose()?
             .flatten();
-        let entries = entries_of(&ranges)
-            .into_iter()
-            .map(|address| {
-                Ok(InlinedEntry {
-                    address,
-                    signature: read_signature(&dwarf, unit, entry.offset(), address)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        instances.push(InlinedInstance {
-            function: function.to_string(),
+        visit(InlinedSite {
+            dwarf: &dwarf,
+            unit,
+            entry,
+            function,
             via,
             ranges,
-            entries,
-        });
-        Ok(())
-    })?;
-    Ok(instances)
+        })
+    })
 }
 
 /// A subprogram's path: its demangled linkage name, else its own or its
