@@ -28,6 +28,21 @@ use crate::targets::{build_observer, build_targets, targets_dir, Variant};
 
 const DEPTHS: [u32; 3] = [16, 0, 64];
 
+/// pool-bench's pool and where its ids and sizes are, for every observer
+/// the benchmark attaches.
+const POOL_BENCH_SPEC: [&str; 10] = [
+    "--alloc",
+    "bufpool::BufPool::allocate",
+    "--size",
+    "*(arg0+8)",
+    "--alloc-id",
+    "*arg0",
+    "--release",
+    "bufpool::BufPool::release",
+    "--release-id",
+    "*arg1",
+];
+
 /// How much to measure, and with what.
 pub struct Plan {
     /// allocate+release pairs per run.
@@ -483,19 +498,8 @@ fn attach(observer: &Path, pid: u32, load: Load, report: &Path) -> Result<Guarde
     };
     command
         .args([subcommand, "--pid", &pid.to_string()])
-        .args([
-            "--alloc",
-            "bufpool::BufPool::allocate",
-            "--size",
-            "*(arg0+8)",
-        ])
-        .args([
-            "--alloc-id",
-            "*arg0",
-            "--release",
-            "bufpool::BufPool::release",
-        ])
-        .args(["--release-id", "*arg1", "--returns", returns])
+        .args(POOL_BENCH_SPEC)
+        .args(["--returns", returns])
         // The uretprobe path is measured as the proof and the repair run
         // it; pool-bench's allocate could panic, so it must be accepted.
         .args(["--accept-abort-on-panic"]);

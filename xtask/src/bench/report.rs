@@ -79,26 +79,8 @@ fn attach(observer: &Path, pid: u32, output: &Path) -> Result<Guarded> {
     let mut command = Command::new(observer);
     command
         .args(["attach", "--pid", &pid.to_string()])
-        .args([
-            "--alloc",
-            "bufpool::BufPool::allocate",
-            "--size",
-            "*(arg0+8)",
-        ])
-        .args([
-            "--alloc-id",
-            "*arg0",
-            "--release",
-            "bufpool::BufPool::release",
-        ])
-        .args([
-            "--release-id",
-            "*arg1",
-            "--interval",
-            "1h",
-            "--format",
-            "json",
-        ])
+        .args(super::POOL_BENCH_SPEC)
+        .args(["--interval", "1h", "--format", "json"])
         .args(["--max-live", &(BUFFERS + BUFFERS / 10).to_string()])
         .arg("--output")
         .arg(output)
