@@ -33,13 +33,20 @@ pub const LOC_BASE_REGISTER: u8 = 16;
 /// A compiled location: where a value lives when a probe fires.
 ///
 /// Evaluation: `v = base; for each of the first `steps` offsets: v = *(u64*)(v + offset);
-/// v += final_offset`. Memory reads are user-memory reads of 8 bytes.
+/// v += final_offset`. Memory reads are user-memory reads of 8 bytes. With
+/// `high_half` set, `v` is an 8-byte value split over two registers, 4
+/// bytes each (DWARF's `DW_OP_piece 4` pairs, as optimised code keeps a
+/// `(u32, u32)` key): `v = low 32 bits of v | low 32 bits of that
+/// register << 32`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Loc {
     pub base: u8,
     pub steps: u8,
-    pub _pad: [u8; 6],
+    /// 0, or `LOC_BASE_REGISTER + n`: register `n` holds the upper 4 bytes
+    /// (where the probe fires only, like register bases).
+    pub high_half: u8,
+    pub _pad: [u8; 5],
     pub offsets: [i64; MAX_LOC_STEPS],
     pub final_offset: i64,
 }
@@ -49,7 +56,8 @@ impl Loc {
     pub const ZERO: Loc = Loc {
         base: LOC_BASE_CONST,
         steps: 0,
-        _pad: [0; 6],
+        high_half: 0,
+        _pad: [0; 5],
         offsets: [0; MAX_LOC_STEPS],
         final_offset: 0,
     };
@@ -349,6 +357,9 @@ pub mod entry_kind {
 pub struct ExitLocs {
     pub id: Loc,
     pub size: Loc,
+    /// What the id is unique within (an integer key's pool type); the
+    /// literal 0 for pointers.
+    pub scope: Loc,
 }
 
 /// What the allocate entry probe must know about the site it fires at,

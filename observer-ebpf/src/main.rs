@@ -876,6 +876,7 @@ fn on_alloc_return(regs: &pt_regs) {
     let locs = AllocLocs {
         id: global_ref(&ALLOC_ID_LOC),
         size: global_ref(&SIZE_LOC),
+        scope: global_ref(&ALLOC_SCOPE_LOC),
     };
     record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, None);
 }
@@ -897,6 +898,7 @@ fn on_alloc_inlined_exit(ctx: &ProbeContext) {
     let locs = AllocLocs {
         id: &locs.id,
         size: &locs.size,
+        scope: &locs.scope,
     };
     record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, Some(regs));
 }
@@ -944,6 +946,7 @@ fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
 struct AllocLocs<'a> {
     id: &'a Loc,
     size: &'a Loc,
+    scope: &'a Loc,
 }
 
 /// A global set by the loader, in place: its fields are then read with
@@ -1002,7 +1005,7 @@ fn record_allocation(
         }
     }
     let id = evaluate(locs.id, &args, ret, regs);
-    let scope = evaluate(global_ref(&ALLOC_SCOPE_LOC), &args, ret, None);
+    let scope = evaluate(locs.scope, &args, ret, None);
     let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
@@ -1375,7 +1378,15 @@ fn evaluate(
         value = unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())?;
         step += 1;
     }
-    Ok(value.wrapping_add(field(&loc.final_offset) as u64))
+    let value = value.wrapping_add(field(&loc.final_offset) as u64);
+    match (field(&loc.high_half), regs) {
+        (0, _) => Ok(value),
+        (high, Some(regs)) if high >= LOC_BASE_REGISTER => {
+            let high = register(regs, high - LOC_BASE_REGISTER)?;
+            Ok((value & 0xffff_ffff) | (high << 32))
+        }
+        _ => Err(()),
+    }
 }
 
 /// General register `number` (DWARF numbering) from a probe's registers.

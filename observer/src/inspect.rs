@@ -284,6 +284,9 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role<'_>) {
                 EntryLocation::Register(n) => register_text(n),
                 EntryLocation::Memory(n) => format!("*{}, by reference", register_text(n)),
                 EntryLocation::Pair(a, b) => format!("{} + {}", register_text(a), register_text(b)),
+                EntryLocation::Halves(a, b) => {
+                    format!("{}:{} (4 bytes each)", register_text(a), register_text(b))
+                }
                 EntryLocation::Unknown => "location unknown".into(),
             };
             format!("{}: {} [{place}]", p.name, shape(&p.shape))

@@ -110,7 +110,8 @@ pub fn corpus_dir() -> PathBuf {
 }
 
 /// The servers built on real pool crates, under `tests/real-crates/`.
-pub const REAL_CRATE_SERVERS: [&str; 4] = [
+pub const REAL_CRATE_SERVERS: [&str; 5] = [
+    "lifeguard-server",
     "pool-server",
     "sharded-slab-server",
     "slab-server",

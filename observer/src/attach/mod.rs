@@ -505,6 +505,7 @@ fn install_alloc_exits(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
         let locs = ExitLocs {
             id: values.id.compiled(),
             size: values.size.compiled(),
+            scope: values.scope.compiled(),
         };
         exits
             .set(site.cookie, locs, 0)
@@ -538,7 +539,7 @@ fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
     for site in &plan.release.sites {
         let location = ReleaseLocs {
             id: site.release_id.unwrap_or(plan.release_id).compiled(),
-            scope: plan.release_scope.compiled(),
+            scope: site.release_scope.unwrap_or(plan.release_scope).compiled(),
         };
         locations.set(site.cookie, location, 0).with_context(|| {
             format!("cannot store the location of release site {}", site.cookie)

@@ -8,6 +8,7 @@
 //! Symmetrically, control leaves an instance by the edges from its ranges
 //! to the rest of the caller: where an inlined allocate's result is ready.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
@@ -131,6 +132,114 @@ pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
     exits
 }
 
+/// The caller's instructions ordinary flow reaches from its first one
+/// (calls taken to return): landing pads, which only the unwinder jumps
+/// to when a call panics, are left out. `None` when a computed jump makes
+/// that unknowable.
+pub fn ordinary_flow(code: &[u8], code_address: u64) -> Option<BTreeSet<u64>> {
+    let end = code_address + code.len() as u64;
+    let mut seen = BTreeSet::new();
+    let mut pending = vec![code_address];
+    while let Some(at) = pending.pop() {
+        if !(code_address..end).contains(&at) || !seen.insert(at) {
+            continue;
+        }
+        let Some(instruction) = decode_at(code, code_address, at) else {
+            continue;
+        };
+        let next = instruction.next_ip();
+        match instruction.flow_control() {
+            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => pending.push(next),
+            FlowControl::ConditionalBranch => {
+                pending.extend([next, instruction.near_branch_target()]);
+            }
+            FlowControl::UnconditionalBranch => pending.push(instruction.near_branch_target()),
+            FlowControl::IndirectBranch => return None,
+            _ => {}
+        }
+    }
+    Some(seen)
+}
+
+/// The exits a call can return through: those left from an instruction
+/// ordinary flow reaches (`reached`, from [`ordinary_flow`]; `None` keeps
+/// all), and that do not trap (`ud2` after a call that never returns).
+/// The others never hand a result to the caller.
+pub fn ordinary_exits(
+    code: &[u8],
+    code_address: u64,
+    reached: Option<&BTreeSet<u64>>,
+    mut exits: Exits,
+) -> Exits {
+    let traps = |address: u64| {
+        decode_at(code, code_address, address)
+            .is_some_and(|i| i.flow_control() == FlowControl::Exception)
+    };
+    let reached_from = |from: &u64| reached.is_none_or(|reached| reached.contains(from));
+    exits
+        .edges
+        .retain(|(exit, from)| reached_from(from) && !traps(*exit));
+    let kept = |address: &u64| exits.edges.iter().any(|(exit, _)| exit == address);
+    let addresses: Vec<u64> = exits.addresses.iter().copied().filter(kept).collect();
+    let after_calls: Vec<u64> = exits.after_calls.iter().copied().filter(kept).collect();
+    exits.addresses = addresses;
+    exits.after_calls = after_calls;
+    exits
+}
+
+fn decode_at(code: &[u8], code_address: u64, address: u64) -> Option<iced_x86::Instruction> {
+    let offset = usize::try_from(address.checked_sub(code_address)?).ok()?;
+    let mut decoder = Decoder::with_ip(64, code.get(offset..)?, address, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    (!instruction.is_invalid()).then_some(instruction)
+}
+
+/// Longest detour followed, in instructions.
+const MAX_DETOUR: usize = 8;
+
+/// The instance's ranges with its detours added: the short runs of caller
+/// code (as DWARF attributes them) that control passes through in the
+/// middle of a call — straight-line instructions and jumps leading
+/// straight back into the instance, no call, no branch elsewhere. LLVM
+/// leaves such runs when it merges blocks (a shared `lea; jmp` tail).
+/// Taken as the instance's own, they are neither a place the call ends
+/// nor one it starts, so one call is one entry and one exit.
+pub fn with_detours(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut extended = ranges.to_vec();
+    for (exit, _) in exits(code, code_address, ranges).edges {
+        if let Some(detour) = detour_from(code, code_address, ranges, exit) {
+            extended.extend(detour);
+        }
+    }
+    extended
+}
+
+/// The instructions control runs through from `start` (outside the
+/// instance) when they lead straight back into it.
+fn detour_from(
+    code: &[u8],
+    code_address: u64,
+    ranges: &[Range<u64>],
+    start: u64,
+) -> Option<Vec<Range<u64>>> {
+    let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
+    let mut visited = Vec::new();
+    let mut at = start;
+    for _ in 0..MAX_DETOUR {
+        let instruction = decode_at(code, code_address, at)?;
+        visited.push(at..instruction.next_ip());
+        at = match instruction.flow_control() {
+            FlowControl::Next => instruction.next_ip(),
+            FlowControl::UnconditionalBranch => instruction.near_branch_target(),
+            _ => return None,
+        };
+        if inside(at) {
+            return Some(visited);
+        }
+    }
+    None
+}
+
 /// `address`, or the first instruction after the padding (`nop`s) that
 /// starts there: alignment padding before a loop head is often where
 /// control first falls into an instance, and the kernel refuses to probe
@@ -206,6 +315,60 @@ mod tests {
         // Instance: only the jne: both its successors are outside.
         let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4003)));
         assert_eq!(found.addresses, vec![0x4003, 0x4006]);
+    }
+
+    /// The lifeguard relay's `Pool::new`: a check, a two-instruction run
+    /// DWARF gives to the caller (`lea; jmp`), then the rest of the call.
+    ///
+    /// ```text
+    /// 0x00 cmp rax, rbx   instance
+    /// 0x03 jne 0x0b       instance: out, a real exit
+    /// 0x05 lea r14,[rax]  caller (the detour)
+    /// 0x08 jmp 0x0c       caller (the detour), back in
+    /// 0x0a nop            caller
+    /// 0x0b ret            caller
+    /// 0x0c nop            instance
+    /// 0x0d nop            caller: the call's end
+    /// ```
+    #[test]
+    fn a_detour_through_caller_code_is_neither_an_exit_nor_an_entry() {
+        let code = [
+            0x48, 0x39, 0xd8, 0x75, 0x06, 0x4c, 0x8d, 0x30, 0xeb, 0x02, 0x90, 0xc3, 0x90, 0x90,
+        ];
+        let ranges = [0x6000..0x6005, 0x600c..0x600d];
+        let before = exits(&code, 0x6000, &ranges);
+        assert_eq!(before.addresses, vec![0x6005, 0x600b, 0x600d]);
+        let ranges = with_detours(&code, 0x6000, &ranges);
+        assert_eq!(
+            exits(&code, 0x6000, &ranges).addresses,
+            vec![0x600b, 0x600d]
+        );
+        assert_eq!(entries(&code, 0x6000, &ranges).addresses, vec![0x6000]);
+    }
+
+    /// ```text
+    /// 0x00 call 0x05      instance (may panic: its landing pad is 0x07)
+    /// 0x05 jmp 0x0b       instance: out, the call's end
+    /// 0x07 jmp 0x0c       instance, landing pad: out, only when unwinding
+    /// 0x09 jmp 0x0d       instance: out, to a trap
+    /// 0x0b ret            caller
+    /// 0x0c ret            caller
+    /// 0x0d ud2            caller
+    /// ```
+    #[test]
+    fn exits_only_unwinding_or_trapping_reaches_are_not_returns() {
+        let code = [
+            0xe8, 0x00, 0x00, 0x00, 0x00, 0xeb, 0x04, 0xeb, 0x03, 0xeb, 0x02, 0xc3, 0xc3, 0x0f,
+            0x0b,
+        ];
+        let ranges = std::slice::from_ref(&(0x7000..0x700b));
+        let all = exits(&code, 0x7000, ranges);
+        assert_eq!(all.addresses, vec![0x700b, 0x700c, 0x700d]);
+        let reached = ordinary_flow(&code, 0x7000).expect("no computed jump");
+        assert!(!reached.contains(&0x7007), "the landing pad");
+        let returns = ordinary_exits(&code, 0x7000, Some(&reached), all);
+        assert_eq!(returns.addresses, vec![0x700b]);
+        assert_eq!(returns.edges, vec![(0x700b, 0x7005)]);
     }
 
     #[test]

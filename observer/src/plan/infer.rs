@@ -6,7 +6,7 @@
 
 use observer_ebpf::ReturnTest;
 
-use super::keys::{self, IdKind};
+use super::keys::{self, IdKind, PoolScope};
 use super::loc::Location;
 use crate::resolve::signature::{
     next_argument, register_text, EntryLocation, Parameter, Signature, TypeShape,
@@ -47,9 +47,10 @@ pub struct Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyScope {
     pub type_name: String,
-    /// allocate's `self` at entry; `None` when allocate has no `self`
-    /// (the key is then taken as unique in the process).
-    pub pool: Option<Location>,
+    /// allocate's `self` at entry, or the pool's type; `None` when
+    /// allocate has no `self` (the key is then taken as unique in the
+    /// process).
+    pub pool: Option<PoolScope>,
 }
 
 impl KeyScope {
@@ -105,7 +106,9 @@ pub fn alloc_identity(signature: &Signature) -> Result<Identity, String> {
         IdKind::Pointer => None,
         IdKind::Key { type_name } => {
             let pool = match keys::pool_parameter(signature) {
-                Some(parameter) => Some(scope_location("allocate", parameter)?),
+                Some(parameter) => {
+                    Some(PoolScope::Instance(scope_location("allocate", parameter)?))
+                }
                 None => None,
             };
             let scope = KeyScope { type_name, pool };
@@ -214,13 +217,19 @@ fn size_field(result: &TypeShape) -> Option<Inferred> {
     })
 }
 
+/// Whether allocate returns an integer key (a slab's), and its type.
+fn returned_key(signature: &Signature) -> Option<String> {
+    let result = signature.returns.as_ref()?;
+    match keys::result_value(result, signature).ok()?.kind {
+        IdKind::Key { type_name } => Some(type_name),
+        IdKind::Pointer => None,
+    }
+}
+
 /// A slab-like container (allocate returns an integer key) stores one
 /// value per key: the size is that value's, from DWARF.
-fn element_size(signature: &Signature) -> Result<Option<Inferred>, String> {
-    let Ok(identity) = alloc_identity(signature) else {
-        return Ok(None);
-    };
-    if identity.key.is_none() {
+pub fn element_size(signature: &Signature) -> Result<Option<Inferred>, String> {
+    if returned_key(signature).is_none() {
         return Ok(None);
     }
     let stored = signature
@@ -246,7 +255,7 @@ fn element_size(signature: &Signature) -> Result<Option<Inferred>, String> {
 /// type (or the last one that is not `self`).
 pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, String> {
     let result = returned(alloc)?;
-    let key = alloc_identity(alloc).ok().and_then(|identity| identity.key);
+    let key = returned_key(alloc);
     let parameter: &Parameter = release
         .parameters
         .iter()
@@ -259,7 +268,7 @@ pub fn release_id(alloc: &Signature, release: &Signature) -> Result<Inferred, St
             release
                 .parameters
                 .iter()
-                .find(|p| p.name != "self" && p.shape.name == key.type_name)
+                .find(|p| p.name != "self" && p.shape.name == *key)
         })
         .or_else(|| release.parameters.iter().rev().find(|p| p.name != "self"))
         .ok_or_else(|| "release takes no parameter to identify the buffer by".to_string())?;
@@ -369,6 +378,13 @@ fn release_key(parameter: &Parameter) -> Result<Inferred, String> {
         EntryLocation::Register(register) | EntryLocation::Pair(register, _) => {
             let register = register_text(register);
             (register.clone(), format!("in {register}"))
+        }
+        EntryLocation::Halves(low, high) => {
+            let [low, high] = [low, high].map(|r| crate::plan::loc::REGISTER_NAMES[usize::from(r)]);
+            (
+                format!("{low}:{high}"),
+                format!("split over {low} (its low 4 bytes) and {high} (its high 4 bytes)"),
+            )
         }
         EntryLocation::Memory(register) => {
             let register = register_text(register);

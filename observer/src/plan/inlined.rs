@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use anyhow::Result;
 
+use super::keys::{self, PoolScope};
 use super::site::decode_first;
 use super::{flow, infer};
 use super::{Inferrer, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSite};
@@ -39,6 +40,7 @@ pub(super) fn plan_release(
     exe_display: &str,
     request: &ProbeRequest,
     inferrer: &mut Inferrer<'_>,
+    scope: Option<&PoolScope>,
 ) -> Result<Option<(PlannedFunction, Location)>> {
     let Found {
         instances,
@@ -86,7 +88,14 @@ pub(super) fn plan_release(
                     continue;
                 }
             };
-            let Some(site) = site_at(
+            let release_scope = match scope_at(entry, scope) {
+                Ok(release_scope) => release_scope,
+                Err(why) => {
+                    skipped.push(format!("{caller} at {:#x}: {why}", entry.address));
+                    continue;
+                }
+            };
+            let Some(mut site) = site_at(
                 elf,
                 &name,
                 entry.address,
@@ -112,6 +121,7 @@ pub(super) fn plan_release(
                     found.reason
                 ));
             }
+            site.release_scope = release_scope;
             sites.push(site);
         }
     }
@@ -154,6 +164,19 @@ pub(super) fn plan_release(
         },
         first,
     )))
+}
+
+/// The pool an integer key belongs to where control enters an instance:
+/// its `self` when allocate's keys are scoped to pool instances, its
+/// `self`'s type when to pool types; nothing for pointers.
+fn scope_at(entry: &InlinedEntry, scope: Option<&PoolScope>) -> Result<Option<Location>, String> {
+    match scope {
+        None => Ok(None),
+        Some(PoolScope::Instance(_)) => infer::release_scope(&entry.signature).map(Some),
+        Some(PoolScope::Type(_)) => keys::pool_type(&entry.signature)
+            .map(|pool| Some(PoolScope::Type(pool).location()))
+            .ok_or_else(|| "DWARF names no `self` there, the pool a key belongs to".into()),
+    }
 }
 
 /// `argN` alone names the Nth parameter of an inlined release: there are
@@ -241,7 +264,8 @@ pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
         let code = elf
             .bytes_at(caller.address, caller.size as usize)
             .unwrap_or_default();
-        let found = flow::entries(code, caller.address, ranges);
+        let ranges = flow::with_detours(code, caller.address, ranges);
+        let found = flow::entries(code, caller.address, &ranges);
         if found.computed_jumps {
             with_computed_jumps.insert(function_name(caller));
         }
@@ -321,6 +345,7 @@ fn site_at(
         first_instruction: decode_first(bytes, address),
         label: Some(format!("inlined in {caller}")),
         release_id: Some(location),
+        release_scope: None,
         exit: None,
         call: None,
         probe_address: address,

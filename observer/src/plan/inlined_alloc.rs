@@ -15,6 +15,8 @@ use std::ops::Range;
 use anyhow::Result;
 
 use super::flow;
+use super::infer::{self, KeyScope};
+use super::keys::{self, IdKind, PoolScope};
 use super::site::decode_first;
 use super::{ExitValues, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSite};
 use crate::error::UserError;
@@ -40,8 +42,11 @@ pub(super) struct InlinedAlloc {
     pub planned: PlannedFunction,
     /// Exit probes, each with the result's place there.
     pub exits: Vec<ProbeSite>,
-    /// Allocate's result type, for inferring the release's identity.
+    /// Allocate's parameters and result type, for inferring the release's
+    /// identity.
     pub signature: Signature,
+    /// For an integer key: its type and what it is unique within.
+    pub key: Option<KeyScope>,
     /// The first exit's locations, reported as the plan's.
     pub first: ExitValues,
     pub explanations: Vec<String>,
@@ -71,23 +76,80 @@ pub(super) fn plan_alloc(
         .into());
     };
     check_given(request, exe_display, instances.len())?;
-    let id_offset = match request.alloc_id {
-        // The result itself (a slab's integer key).
-        LocSpec::Given(_) => 0,
-        LocSpec::Auto => returns.buffer_pointer().ok_or_else(|| {
-            UserError::new(format!(
-                "--alloc-id auto: {} (what inlined {name} returns) holds no pointer to identify \
-                 a buffer by; --alloc-id ret takes the result itself",
-                returns.name
-            ))
-        })?,
-    };
-    let size = size_rule(request.size, &returns)?;
+    let identity = id_rule(request.alloc_id, &name, &returns, &instances)?;
+    let size = size_rule(request.size, &returns, identity.key.is_some())?;
     let mut plan = Builder::default();
     for instance in &instances {
-        plan.add_instance(elf, instance, id_offset, &size);
+        plan.add_instance(elf, instance, &identity, &size);
     }
-    plan.finish(request, exe_display, &name, &instances, returns, &size)
+    plan.finish(
+        request,
+        exe_display,
+        &name,
+        &instances,
+        returns,
+        &size,
+        identity,
+    )
+}
+
+/// What identifies a buffer at every exit: the bytes at `offset` of the
+/// result, and for an integer key, what it is unique within.
+struct IdRule {
+    offset: u64,
+    key: Option<KeyScope>,
+}
+
+fn id_rule(
+    spec: LocSpec,
+    name: &str,
+    returns: &TypeShape,
+    instances: &[AllocInstance],
+) -> Result<IdRule> {
+    // `ret`: the result itself (a slab's integer key), unscoped.
+    if let LocSpec::Given(_) = spec {
+        return Ok(IdRule {
+            offset: 0,
+            key: None,
+        });
+    }
+    if let Some(offset) = returns.buffer_pointer() {
+        return Ok(IdRule { offset, key: None });
+    }
+    let signature = instance_signature(&instances[0], returns);
+    let refuse = |why: String| {
+        UserError::new(format!(
+            "--alloc-id auto: {} (what inlined {name} returns) {why}; --alloc-id ret takes the \
+             result itself",
+            returns.name
+        ))
+    };
+    let value = keys::result_value(returns, &signature).map_err(&refuse)?;
+    let IdKind::Key { type_name } = value.kind else {
+        return Err(refuse("holds no pointer to identify a buffer by".into()).into());
+    };
+    if value.success.is_some() {
+        return Err(refuse(
+            "is an enum: which of its variants an inlined instance leaves is not followed".into(),
+        )
+        .into());
+    }
+    Ok(IdRule {
+        offset: value.offset,
+        key: Some(KeyScope {
+            type_name,
+            pool: keys::pool_type(&signature).map(PoolScope::Type),
+        }),
+    })
+}
+
+/// An instance's signature as DWARF declares it (its parameters' types;
+/// their locations are rarely known inside a caller).
+fn instance_signature(instance: &AllocInstance, returns: &TypeShape) -> Signature {
+    Signature {
+        parameters: instance.parameters.clone(),
+        returns: Some(returns.clone()),
+    }
 }
 
 /// Locations given on the command line must be the same at every exit:
@@ -129,11 +191,16 @@ enum SizeRule {
     Literal(Location),
     /// The field at this offset of the result.
     Field { name: String, offset: u64 },
+    /// A slab's: the size of the value each instance stores per key.
+    Element,
 }
 
-fn size_rule(spec: LocSpec, returns: &TypeShape) -> Result<SizeRule> {
+fn size_rule(spec: LocSpec, returns: &TypeShape, returns_key: bool) -> Result<SizeRule> {
     if let LocSpec::Given(location) = spec {
         return Ok(SizeRule::Literal(location));
+    }
+    if returns_key && size_field(returns).is_none() {
+        return Ok(SizeRule::Element);
     }
     let (name, offset) = size_field(returns).ok_or_else(|| {
         UserError::new(format!(
@@ -186,14 +253,20 @@ fn find(elf: &ElfInfo, pattern: &str) -> Result<Vec<AllocInstance>> {
         let code = elf
             .bytes_at(caller.address, caller.size as usize)
             .unwrap_or_default();
+        let ranges = &flow::with_detours(code, caller.address, ranges);
+        // Landing pads run only when a call panics: no call starts or
+        // returns there.
+        let reached = flow::ordinary_flow(code, caller.address);
         let mut entries: Vec<u64> = flow::entries(code, caller.address, ranges)
             .addresses
             .into_iter()
+            .filter(|address| reached.as_ref().is_none_or(|r| r.contains(address)))
             .map(|address| flow::past_padding(code, caller.address, address))
             .collect();
         entries.sort_unstable();
         entries.dedup();
         let exits = flow::exits(code, caller.address, ranges);
+        let exits = flow::ordinary_exits(code, caller.address, reached.as_ref(), exits);
         Flow {
             entries,
             exits: exits.addresses,
@@ -220,14 +293,22 @@ impl Builder {
         &mut self,
         elf: &ElfInfo,
         instance: &AllocInstance,
-        id_offset: u64,
+        identity: &IdRule,
         size: &SizeRule,
     ) {
         let caller = caller_label(elf, instance);
+        let scoped = match instance_scope(instance, identity) {
+            Ok(scoped) => scoped,
+            Err(why) => {
+                self.skipped.push(format!("{caller}: {why}"));
+                return;
+            }
+        };
         let mut exits = Vec::new();
         for exit in &instance.exits {
-            match exit_values(&exit.result, id_offset, size) {
-                Ok((values, why)) => {
+            match exit_values(&exit.result, identity.offset, &scoped.size, size) {
+                Ok((mut values, why)) => {
+                    values.scope = scoped.scope;
                     let index = self.exits.len() + exits.len();
                     match site_at(elf, &instance.function, exit.address, &caller, index) {
                         Some(mut site) => {
@@ -273,6 +354,7 @@ impl Builder {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         self,
         request: &ProbeRequest,
@@ -281,6 +363,7 @@ impl Builder {
         instances: &[AllocInstance],
         returns: TypeShape,
         size: &SizeRule,
+        identity: IdRule,
     ) -> Result<Option<InlinedAlloc>> {
         if self.entries.is_empty() || self.exits.is_empty() {
             return Err(UserError::new(format!(
@@ -305,11 +388,20 @@ impl Builder {
             .into());
         }
         let mut explanations = self.explanations;
-        if let SizeRule::Field { name: field, .. } = size {
-            explanations.push(format!(
+        match size {
+            SizeRule::Field { name: field, .. } => explanations.push(format!(
                 "--size auto: field `{field}` of the {} each inlined instance returns",
                 returns.name
-            ));
+            )),
+            SizeRule::Element => explanations.push(format!(
+                "--size auto: inlined {name} returns an integer key, so it stores a value per \
+                 key: the size of that value's type in DWARF, per instance ({} at the first)",
+                self.exits[0].exit.map_or(Location::ZERO, |v| v.size)
+            )),
+            SizeRule::Literal(_) => {}
+        }
+        if let Some(key) = &identity.key {
+            explanations.push(format!("--alloc-id auto: the id is an {}", key.describe()));
         }
         if self.exits.len() > EXPLAINED_EXITS {
             explanations.push(format!(
@@ -340,10 +432,8 @@ impl Builder {
                 inlined: true,
             },
             exits: self.exits,
-            signature: Signature {
-                parameters: Vec::new(),
-                returns: Some(returns),
-            },
+            signature: instance_signature(&instances[0], &returns),
+            key: identity.key,
             first,
             explanations,
             warnings,
@@ -355,6 +445,7 @@ impl Builder {
 fn exit_values(
     result: &Result<crate::resolve::places::Place, String>,
     id_offset: u64,
+    element_size: &Option<Location>,
     size: &SizeRule,
 ) -> Result<(ExitValues, String), String> {
     let place = result.as_ref().map_err(Clone::clone)?;
@@ -370,15 +461,46 @@ fn exit_values(
         SizeRule::Field { offset, .. } => parse(place.word_at(*offset).ok_or_else(|| {
             format!("DWARF does not locate the result's size at offset {offset}")
         })?)?,
+        SizeRule::Element => element_size
+            .ok_or_else(|| "DWARF gives no size for the value stored under the key".to_string())?,
     };
     let values = ExitValues {
         id: parse(id_text)?,
         size,
+        scope: Location::ZERO,
     };
     Ok((
         values,
-        format!("the caller's result there, whose buffer pointer is at offset {id_offset}"),
+        format!("the caller's result there, whose identity is at offset {id_offset}"),
     ))
+}
+
+/// What one instance adds to every exit's values: the pool scope of its
+/// keys, and the size of the value it stores per key.
+struct InstanceValues {
+    scope: Location,
+    size: Option<Location>,
+}
+
+fn instance_scope(instance: &AllocInstance, identity: &IdRule) -> Result<InstanceValues, String> {
+    let Some(key) = &identity.key else {
+        return Ok(InstanceValues {
+            scope: Location::ZERO,
+            size: None,
+        });
+    };
+    let Some(returns) = &instance.returns else {
+        return Err("DWARF has no type for its result".into());
+    };
+    let signature = instance_signature(instance, returns);
+    // Every instantiation is its own pool type (`Slab<A>`, `Slab<B>`).
+    let scope = match (&key.pool, keys::pool_type(&signature)) {
+        (Some(_), Some(pool)) => PoolScope::Type(pool).location(),
+        (None, _) => Location::ZERO,
+        (Some(_), None) => return Err("DWARF names no `self` for this instance".into()),
+    };
+    let size = infer::element_size(&signature)?.map(|found| found.location);
+    Ok(InstanceValues { scope, size })
 }
 
 /// A probe at `address`, or `None` when it is not in a loadable segment.
@@ -403,6 +525,7 @@ fn site_at(
         first_instruction: decode_first(bytes, address),
         label: Some(format!("inlined in {caller}")),
         release_id: None,
+        release_scope: None,
         exit: None,
         call: None,
         probe_address: address,
@@ -432,8 +555,12 @@ pub fn describe(elf: &ElfInfo, pattern: &str) -> Result<Option<String>> {
     let Some(returns) = instances.iter().find_map(|i| i.returns.clone()) else {
         return Ok(None);
     };
-    let id_offset = returns.buffer_pointer();
-    let size = size_rule(LocSpec::Auto, &returns).ok();
+    let name = instances[0].function.clone();
+    let identity = id_rule(LocSpec::Auto, &name, &returns, &instances);
+    let size = identity
+        .as_ref()
+        .ok()
+        .and_then(|id| size_rule(LocSpec::Auto, &returns, id.key.is_some()).ok());
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -441,9 +568,10 @@ pub fn describe(elf: &ElfInfo, pattern: &str) -> Result<Option<String>> {
          control leaves it); it returns {} ({} bytes){}",
         returns.name,
         returns.size,
-        match id_offset {
-            Some(offset) => format!(", buffer pointer at offset {offset}"),
-            None => ", which holds no pointer to identify a buffer by".into(),
+        match &identity {
+            Ok(IdRule { key: Some(key), .. }) => format!(", an {}", key.describe()),
+            Ok(IdRule { offset, .. }) => format!(", buffer pointer at offset {offset}"),
+            Err(why) => format!(": {why}"),
         }
     );
     for (number, instance) in instances.iter().enumerate() {
@@ -453,19 +581,31 @@ pub fn describe(elf: &ElfInfo, pattern: &str) -> Result<Option<String>> {
             caller_label(elf, instance),
             hex_list(&instance.entries)
         );
+        let scoped = identity
+            .as_ref()
+            .map_err(|_| "see above".to_string())
+            .and_then(|id| instance_scope(instance, id));
         for exit in instance
             .exits
             .iter()
             .filter(|e| !e.after_call || e.result.is_ok())
         {
-            let text = match (id_offset, &size) {
-                (Some(offset), Some(size)) => match exit_values(&exit.result, offset, size) {
-                    Ok((values, _)) => format!(
-                        "--alloc-id auto = {}, --size auto = {}",
-                        values.id, values.size
-                    ),
-                    Err(why) => format!("not inferable: {why}"),
-                },
+            let text = match (&identity, &scoped, &size) {
+                (Ok(id), Ok(scoped), Some(size)) => {
+                    match exit_values(&exit.result, id.offset, &scoped.size, size) {
+                        Ok((values, _)) => format!(
+                            "--alloc-id auto = {}, --size auto = {}{}",
+                            values.id,
+                            values.size,
+                            match id.key {
+                                Some(_) => format!(", scope = {}", scoped.scope),
+                                None => String::new(),
+                            }
+                        ),
+                        Err(why) => format!("not inferable: {why}"),
+                    }
+                }
+                (_, Err(why), _) if identity.is_ok() => format!("not inferable: {why}"),
                 _ => "not inferable (see above)".into(),
             };
             let _ = writeln!(out, "    leaving at {:#x}: {text}", exit.address);

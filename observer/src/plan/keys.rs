@@ -316,9 +316,63 @@ pub fn refers_to(value: &TypeShape, target: &str) -> bool {
             .is_some_and(|path| path.ends_with("::"))
 }
 
+/// What an integer key is unique within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolScope {
+    /// The pool instance: its address, found at this location (allocate's
+    /// `self` at entry).
+    Instance(Location),
+    /// The pool's type (`slab::Slab<app::Job>`), when no instance can be
+    /// found: an allocate inlined into its callers, whose `self` DWARF
+    /// leaves without a location. Two pools of one type share keys then.
+    Type(String),
+}
+
+impl PoolScope {
+    /// The value the kernel keys a buffer by, next to its id.
+    pub fn location(&self) -> Location {
+        match self {
+            Self::Instance(location) => *location,
+            Self::Type(name) => Location::literal(type_tag(name)),
+        }
+    }
+}
+
+/// A number standing for a pool type, the same wherever the type is named
+/// the same (FNV-1a of the name): allocate and release compute it apart.
+/// 48 bits, never 0 (0 means "no scope"), so it prints as a short literal.
+pub fn type_tag(type_name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in type_name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash & 0xffff_ffff_ffff) | 1
+}
+
+/// The pool type a function's `self` refers to (`&mut Slab<T>` → `Slab<T>`).
+pub fn pool_type(signature: &Signature) -> Option<String> {
+    let parameter = pool_parameter(signature)?;
+    let name = parameter.shape.name.as_str();
+    let referent = name.strip_prefix('&').unwrap_or(name);
+    let referent = referent.strip_prefix("mut ").unwrap_or(referent);
+    Some(referent.to_string())
+}
+
 /// The scope of an integer key in words, for the report.
-pub fn scope_text(type_name: &str, scope: &Location) -> String {
-    format!("integer key ({type_name}) scoped to the pool at {scope}")
+pub fn scope_text(type_name: &str, scope: &PoolScope) -> String {
+    match scope {
+        PoolScope::Instance(location) => {
+            format!("integer key ({type_name}) scoped to the pool at {location}")
+        }
+        PoolScope::Type(pool) => format!(
+            "integer key ({type_name}) scoped to the pool's type {pool} (tag {}): DWARF has no \
+             location for the inlined allocate's `self`, so two pools of this type in one \
+             process would share keys (a key handed out again while live counts as a \
+             reallocated id)",
+            type_tag(pool)
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@
 //!       | '*(' loc ')'   the u64 in target memory at loc
 //!       | int            a literal (sizes of fixed-size pools)
 //! int  := decimal | 0x hex
+//! halves := REGISTER ':' REGISTER
+//!                        an 8-byte value split over two registers where the
+//!                        probe fires: the low 4 bytes in the first, the high
+//!                        4 in the second (a `(u32, u32)` key, as DWARF's
+//!                        `DW_OP_piece 4` pairs describe it); a whole
+//!                        location on its own
 //! ```
 //!
 //! A location compiles to [`observer_ebpf::Loc`]: a base register followed
@@ -51,12 +57,22 @@ impl Location {
         compiled: Loc::ZERO,
     };
 
+    /// The literal `value` (below 2^63, so it prints back as it parses).
+    pub fn literal(value: u64) -> Self {
+        let mut compiled = Loc::ZERO;
+        compiled.final_offset = (value & (u64::MAX >> 1)) as i64;
+        Self { compiled }
+    }
+
     /// Parses `text` (see the module documentation for the grammar).
     pub fn parse(text: &str) -> Result<Self, LocError> {
         let error = |reason: String| LocError {
             text: text.to_string(),
             reason,
         };
+        if let Some((low, high)) = text.trim().split_once(':') {
+            return halves(low.trim(), high.trim()).map_err(error);
+        }
         let mut parser = Parser {
             rest: text.trim(),
             steps: Vec::new(),
@@ -84,7 +100,8 @@ impl Location {
             compiled: Loc {
                 base,
                 steps: parser.steps.len() as u8,
-                _pad: [0; 6],
+                high_half: 0,
+                _pad: [0; 5],
                 offsets,
                 final_offset: parser.pending_offset,
             },
@@ -104,7 +121,7 @@ impl Location {
     /// True when the location reads a general register directly (valid only
     /// where the probe fires, i.e. for release).
     pub fn reads_register(&self) -> bool {
-        self.compiled.base >= LOC_BASE_REGISTER
+        self.compiled.base >= LOC_BASE_REGISTER || self.compiled.high_half != 0
     }
 
     /// True for a literal: no register, no memory.
@@ -113,9 +130,30 @@ impl Location {
     }
 }
 
+/// `low:high`: two registers holding the halves of an 8-byte value.
+fn halves(low: &str, high: &str) -> Result<Location, String> {
+    let register = |name: &str| {
+        REGISTER_NAMES
+            .iter()
+            .position(|r| *r == name)
+            .map(|n| LOC_BASE_REGISTER + n as u8)
+            .ok_or_else(|| {
+                format!("'{name}': both halves of 'low:high' must be registers (rax … r15)")
+            })
+    };
+    let mut compiled = Loc::ZERO;
+    compiled.base = register(low)?;
+    compiled.high_half = register(high)?;
+    Ok(Location { compiled })
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let loc = &self.compiled;
+        if loc.high_half >= LOC_BASE_REGISTER {
+            let name = |base: u8| REGISTER_NAMES[usize::from(base - LOC_BASE_REGISTER)];
+            return write!(f, "{}:{}", name(loc.base), name(loc.high_half));
+        }
         let mut text = match loc.base {
             LOC_BASE_RET => "ret".to_string(),
             LOC_BASE_RET_HIGH => "ret.1".to_string(),

@@ -16,7 +16,7 @@ pub mod unwinding;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use infer::Identity;
+use keys::PoolScope;
 pub use loc::Location;
 use observer_ebpf::ReturnTest;
 use returns::{RepairAbility, ReturnChoice, ReturnInputs, ReturnMethod};
@@ -76,6 +76,10 @@ pub struct ProbeSite {
     /// the plan's `release_id`: an inlined instance of release, whose
     /// values sit in whatever registers its caller chose.
     pub release_id: Option<Location>,
+    /// Where this release site finds the pool an integer key belongs to,
+    /// when it differs from the plan's `release_scope` (an inlined
+    /// instance's `self`, or the site's own pool type).
+    pub release_scope: Option<Location>,
     /// Set on the exits of an inlined allocate: where the result's id and
     /// size are there.
     pub exit: Option<ExitValues>,
@@ -91,6 +95,9 @@ pub struct ProbeSite {
 pub struct ExitValues {
     pub id: Location,
     pub size: Location,
+    /// What an integer key is unique within there (the literal 0 for
+    /// pointers).
+    pub scope: Location,
 }
 
 /// A function entered through a probe on its caller's `call` instruction.
@@ -173,45 +180,47 @@ impl ProbePlan {
                 (size, alloc_id, identity)
             }
         };
-        let scope = identity.as_ref().and_then(|i| i.key.as_ref()?.pool);
-        let (release, release_id, release_scope) = match resolve_function(
-            elf,
-            exe_display,
-            &request.release,
-        ) {
-            Ok(function) => {
-                let release = plan_copies(elf, exe_display, function)?;
-                let release_id = inferrer.resolve_release(&release, request.release_id)?;
-                let release_scope = match scope {
-                    Some(_) => inferrer.resolve_release_scope(&release)?,
-                    None => Location::ZERO,
-                };
-                (release, release_id, release_scope)
-            }
-            Err(err @ ResolveError::NotFound { .. }) => {
-                let (release, release_id) =
-                    inlined::plan_release(elf, exe_display, request, &mut inferrer)?
-                        .ok_or_else(|| UserError::new(err.to_string()))?;
-                if scope.is_some() {
-                    return Err(UserError::new(format!(
-                            "{} returns an integer key scoped to its pool, and {} is inlined everywhere: \
-                             finding the pool (`self`) at each inlined instance is not supported; \
-                             give --alloc-id and --release-id explicitly to use unscoped keys",
-                            alloc.function.name, request.release
-                        ))
-                        .into());
+        let key = identity
+            .as_ref()
+            .and_then(|i| i.key.clone())
+            .or(planned.key);
+        let scope = key.as_ref().and_then(|key| key.pool.clone());
+        let (mut release, release_id, release_scope) =
+            match resolve_function(elf, exe_display, &request.release) {
+                Ok(function) => {
+                    let release = plan_copies(elf, exe_display, function)?;
+                    let release_id = inferrer.resolve_release(&release, request.release_id)?;
+                    let release_scope = match &scope {
+                        Some(PoolScope::Instance(_)) => inferrer.resolve_release_scope(&release)?,
+                        _ => Location::ZERO,
+                    };
+                    (release, release_id, release_scope)
                 }
-                (release, release_id, Location::ZERO)
+                Err(err @ ResolveError::NotFound { .. }) => {
+                    let (release, release_id) = inlined::plan_release(
+                        elf,
+                        exe_display,
+                        request,
+                        &mut inferrer,
+                        scope.as_ref(),
+                    )?
+                    .ok_or_else(|| UserError::new(err.to_string()))?;
+                    (release, release_id, Location::ZERO)
+                }
+                Err(err) => return Err(UserError::new(err.to_string()).into()),
+            };
+        if let Some(PoolScope::Type(pool)) = &scope {
+            if !release.inlined {
+                inferrer.scope_copies_by_type(&mut release, pool)?;
             }
-            Err(err) => return Err(UserError::new(err.to_string()).into()),
-        };
-        let identity_text = match &identity {
-            Some(Identity { key: Some(key), .. }) => key.describe(),
-            Some(_) => "pointer (unique in the process)".to_string(),
-            None if alloc.inlined => format!(
+        }
+        let identity_text = match (&identity, &key) {
+            (_, Some(key)) => key.describe(),
+            (Some(_), None) => "pointer (unique in the process)".to_string(),
+            (None, None) if alloc.inlined => format!(
                 "the result where control leaves each inlined instance ({alloc_id} at the first)"
             ),
-            None => format!("the value at {alloc_id}, as given"),
+            (None, None) => format!("the value at {alloc_id}, as given"),
         };
         let Inferrer {
             explanations: inferred,
@@ -261,7 +270,11 @@ impl ProbePlan {
                 .as_ref()
                 .and_then(|i| i.success.as_ref())
                 .map_or(ReturnTest::ALWAYS, |(test, _)| *test),
-            alloc_scope: scope.unwrap_or(Location::ZERO),
+            alloc_scope: match (&scope, planned.first) {
+                (_, Some(first)) => first.scope,
+                (Some(scope), None) => scope.location(),
+                (None, None) => Location::ZERO,
+            },
             release_scope,
             allocations_when: identity
                 .as_ref()
@@ -354,7 +367,7 @@ impl<'a> Inferrer<'a> {
     }
 
     /// `--alloc-id`: as given, or inferred with what the id is.
-    fn resolve_alloc_id(&mut self, spec: LocSpec) -> Result<(Location, Option<Identity>)> {
+    fn resolve_alloc_id(&mut self, spec: LocSpec) -> Result<(Location, Option<infer::Identity>)> {
         match spec {
             LocSpec::Given(location) => Ok((location, None)),
             LocSpec::Auto => {
@@ -367,6 +380,31 @@ impl<'a> Inferrer<'a> {
                 Ok((found.id.location, Some(found)))
             }
         }
+    }
+
+    /// Gives each out-of-line release copy the tag of its own pool type
+    /// (`self`'s), which keys handed out by an inlined allocate are scoped
+    /// to; refuses when no copy works on allocate's pool type.
+    fn scope_copies_by_type(&mut self, release: &mut PlannedFunction, pool: &str) -> Result<()> {
+        let mut matching = 0;
+        for site in &mut release.sites {
+            let signature = signature_at(self.elf, site.symbol.address)?;
+            let own = signature.as_ref().and_then(keys::pool_type);
+            matching += usize::from(own.as_deref() == Some(pool));
+            site.release_scope = own.map(|own| PoolScope::Type(own).location());
+        }
+        if matching == 0 {
+            return Err(UserError::new(format!(
+                "--release-id: {} works on no {pool}, the pool type allocate's keys belong to; \
+                 name the release of that pool",
+                release.function.name
+            ))
+            .into());
+        }
+        self.explanations.push(format!(
+            "release scope: the pool type of each copy's `self`, as for allocate ({pool})"
+        ));
+        Ok(())
     }
 
     /// Release's `self`, which an integer key is scoped to.
@@ -450,6 +488,8 @@ fn check_locations(
 struct PlannedAlloc {
     function: PlannedFunction,
     signature: Option<Signature>,
+    /// An inlined allocate's integer key, when it returns one.
+    key: Option<infer::KeyScope>,
     first: Option<ExitValues>,
     exits: Option<Vec<ProbeSite>>,
     explanations: Vec<String>,
@@ -467,6 +507,7 @@ fn plan_alloc(elf: &ElfInfo, exe_display: &str, request: &ProbeRequest) -> Resul
             return Ok(PlannedAlloc {
                 function: inlined.planned,
                 signature: Some(inlined.signature),
+                key: inlined.key,
                 first: Some(inlined.first),
                 exits: Some(inlined.exits),
                 explanations: inlined.explanations,
@@ -478,6 +519,7 @@ fn plan_alloc(elf: &ElfInfo, exe_display: &str, request: &ProbeRequest) -> Resul
     Ok(PlannedAlloc {
         function: plan_copies(elf, exe_display, function)?,
         signature: None,
+        key: None,
         first: None,
         exits: None,
         explanations: Vec::new(),
@@ -543,6 +585,7 @@ fn entry_site(
         first_instruction: site::decode_first(bytes, symbol.address),
         label,
         release_id: None,
+        release_scope: None,
         exit: None,
         call: None,
         probe_address: symbol.address,
@@ -587,6 +630,7 @@ fn call_site_entries(
                 None => format!("called from {} at {:#x}", call.caller, call.address),
             }),
             release_id: None,
+            release_scope: None,
             exit: None,
             call: Some(CallEntry {
                 length: call.length,

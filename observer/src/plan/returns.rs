@@ -303,6 +303,7 @@ pub fn return_sites(elf: &ElfInfo, found: &Callers) -> (Vec<ProbeSite>, Vec<Stri
                     first_instruction,
                     label: Some(format!("after the call in {}", call.caller)),
                     release_id: None,
+                    release_scope: None,
                     exit: None,
                     call: None,
                     probe_address: address,

@@ -18,7 +18,8 @@ use super::elf::ElfInfo;
 use super::pattern::RustPath;
 use super::places::{decode, frame_base_register, Place};
 use super::signature::{
-    for_each_inlined_instance, own_or_origin_attr, referenced, return_type, TypeShape,
+    declared_parameters, for_each_inlined_instance, own_or_origin_attr, referenced, return_type,
+    Parameter, TypeShape,
 };
 
 type Unit<'a> = gimli::Unit<Slice<'a>>;
@@ -35,6 +36,10 @@ pub struct AllocInstance {
     pub entries: Vec<u64>,
     /// What it returns (`None` without DWARF types).
     pub returns: Option<TypeShape>,
+    /// Its parameters' names and types (`self`: the pool, whose type an
+    /// integer key is scoped to); their locations are those at the first
+    /// entry, often none in an inlined instance.
+    pub parameters: Vec<Parameter>,
     pub exits: Vec<Exit>,
 }
 
@@ -100,12 +105,19 @@ pub fn inlined_allocs(
         for exit in &mut exits {
             exit.after_call = after_calls.contains(&exit.address);
         }
+        let first_entry = entries
+            .first()
+            .copied()
+            .or_else(|| site.ranges.first().map(|r| r.start))
+            .unwrap_or(0);
+        let parameters = declared_parameters(dwarf, unit, entry.offset(), first_entry)?;
         instances.push(AllocInstance {
             function: site.function.to_string(),
             via: site.via,
             ranges: site.ranges,
             entries,
             returns,
+            parameters,
             exits,
         });
         Ok(())

@@ -42,7 +42,9 @@ impl Place {
     /// The location of the 8 bytes at `offset` inside the value, if DWARF
     /// describes them.
     pub fn word_at(&self, offset: u64) -> Option<String> {
-        let piece = self.piece_holding(offset)?;
+        let Some(piece) = self.piece_holding(offset) else {
+            return self.halves_at(offset);
+        };
         let inside = i64::try_from(offset - piece.offset).ok()?;
         match piece.part {
             Part::Memory { register, offset } => {
@@ -77,6 +79,20 @@ impl Place {
                 })
             }
         }
+    }
+
+    /// The 8 bytes at `offset` as two 4-byte register pieces (`low:high`),
+    /// the way optimised code keeps a `(u32, u32)` key.
+    fn halves_at(&self, offset: u64) -> Option<String> {
+        let register_at = |at: u64| {
+            self.pieces.iter().find_map(|p| match p.part {
+                Part::Register(register) if p.offset == at && p.size == Some(4) => Some(register),
+                _ => None,
+            })
+        };
+        let low = register_at(offset)?;
+        let high = register_at(offset.checked_add(4)?)?;
+        Some(format!("{}:{}", name(low), name(high)))
     }
 
     fn piece_holding(&self, offset: u64) -> Option<&Piece> {

@@ -82,6 +82,8 @@ pub enum EntryLocation {
     Memory(u16),
     /// A 16-byte value split over two registers: bytes 0..8, then 8..16.
     Pair(u16, u16),
+    /// An 8-byte value split over two registers: bytes 0..4, then 4..8.
+    Halves(u16, u16),
     /// DWARF says something else, or nothing.
     Unknown,
 }
@@ -359,7 +361,7 @@ pub fn signature_at(elf: &ElfInfo, address: u64) -> Result<Option<Signature>> {
     Ok(found)
 }
 
-fn read_signature(
+pub(crate) fn read_signature(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &Unit<'_>,
     concrete: UnitOffset,
@@ -388,6 +390,63 @@ fn read_signature(
         parameters,
         returns,
     })
+}
+
+/// The parameters an inlined instance's function declares, as its abstract
+/// origin lists them (an instance keeps DIEs only for the parameters it
+/// still has: an optimised-out `self` is missing there), with the
+/// instance's own locations at `entry_pc` where it has them.
+pub(crate) fn declared_parameters(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    concrete: UnitOffset,
+    entry_pc: u64,
+) -> Result<Vec<Parameter>> {
+    let located = read_signature(dwarf, unit, concrete, entry_pc)?.parameters;
+    let entry = unit.entry(concrete)?;
+    let declared = match entry.attr_value(gimli::DW_AT_abstract_origin) {
+        Some(AttributeValue::UnitRef(origin)) => formal_parameters(dwarf, unit, origin)?,
+        Some(AttributeValue::DebugInfoRef(target)) => match unit_holding(dwarf, target)? {
+            Some((other, origin)) => formal_parameters(dwarf, &other, origin)?,
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    if declared.len() <= located.len() {
+        return Ok(located);
+    }
+    Ok(declared
+        .into_iter()
+        .map(|(name, shape)| {
+            located
+                .iter()
+                .find(|p| p.name == name)
+                .cloned()
+                .unwrap_or(Parameter {
+                    name,
+                    shape,
+                    location: EntryLocation::Unknown,
+                })
+        })
+        .collect())
+}
+
+/// The names and types of a function DIE's formal parameters.
+fn formal_parameters(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    function: UnitOffset,
+) -> Result<Vec<(String, TypeShape)>> {
+    let mut parameters = Vec::new();
+    let mut tree = unit.entries_tree(Some(function))?;
+    let mut children = tree.root()?.children();
+    while let Some(child) = children.next()? {
+        let entry = child.entry();
+        if entry.tag() == gimli::DW_TAG_formal_parameter {
+            parameters.extend(parameter_name_and_shape(dwarf, unit, entry)?);
+        }
+    }
+    Ok(parameters)
 }
 
 /// A parameter's name and type shape, from its DIE or its abstract origin,
@@ -498,21 +557,35 @@ pub(crate) fn shape_of_reference(
     unit: &Unit<'_>,
     value: AttributeValue<Slice<'_>>,
 ) -> Result<Option<TypeShape>> {
+    with_referenced(dwarf, unit, value, |unit, ty| shape(dwarf, unit, ty, 0))
+}
+
+/// Runs `read` on the DIE a type reference points to: in this unit, or in
+/// another one (`DW_FORM_ref_addr`: LTO merges crates into units that
+/// share types across them). `None` for anything else.
+fn with_referenced<'a, T>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    unit: &Unit<'a>,
+    value: AttributeValue<Slice<'a>>,
+    read: impl FnOnce(&Unit<'a>, UnitOffset) -> Result<T>,
+) -> Result<Option<T>> {
     match value {
-        AttributeValue::UnitRef(ty) => shape(dwarf, unit, ty, 0).map(Some),
-        AttributeValue::DebugInfoRef(target) => {
-            let mut units = dwarf.units();
-            while let Some(header) = units.next()? {
-                if let Some(ty) = target.to_unit_offset(&header) {
-                    let other = dwarf.unit(header)?;
-                    return shape(dwarf, &other, ty, 0).map(Some);
-                }
-            }
-            Ok(None)
-        }
+        AttributeValue::UnitRef(at) => read(unit, at).map(Some),
+        AttributeValue::DebugInfoRef(target) => match unit_holding(dwarf, target)? {
+            Some((other, at)) => read(&other, at).map(Some),
+            None => Ok(None),
+        },
         _ => Ok(None),
     }
 }
+
+/// How deep types are followed into their fields. A pooled `Vec`'s data
+/// pointer sits 10 levels into a guard in current Rust (`Recycled` →
+/// `RecycledInner` → `ManuallyDrop` → `MaybeDangling` → `Vec` → `RawVec`
+/// → `RawVecInner` → `Unique` → `NonNull` → `*const u8`); stopping short
+/// of it leaves only the guard's borrow of its pool, the same for every
+/// buffer.
+const MAX_TYPE_DEPTH: u32 = 16;
 
 /// The shape of the type at `offset` (typedefs and qualifiers skipped).
 fn shape(
@@ -531,16 +604,21 @@ fn shape(
         gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => TypeKind::Pointer,
         gimli::DW_TAG_base_type => TypeKind::Scalar,
         gimli::DW_TAG_typedef | gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
-            return match referenced(&entry, gimli::DW_AT_type) {
-                Some(inner) if depth < 8 => shape(dwarf, unit, inner, depth + 1),
-                _ => Ok(TypeShape {
-                    name,
-                    size,
-                    kind: TypeKind::Other,
-                }),
+            let inner = match entry.attr_value(gimli::DW_AT_type) {
+                Some(value) if depth < MAX_TYPE_DEPTH => {
+                    with_referenced(dwarf, unit, value, |unit, inner| {
+                        shape(dwarf, unit, inner, depth + 1)
+                    })?
+                }
+                _ => None,
             };
+            return Ok(inner.unwrap_or(TypeShape {
+                name,
+                size,
+                kind: TypeKind::Other,
+            }));
         }
-        gimli::DW_TAG_structure_type if depth < 8 => {
+        gimli::DW_TAG_structure_type if depth < MAX_TYPE_DEPTH => {
             match variant_part(dwarf, unit, offset, depth)? {
                 Some(shape) => TypeKind::Enum(shape),
                 None => TypeKind::Struct(fields(dwarf, unit, offset, depth)?),
@@ -575,13 +653,19 @@ fn fields(
             .attr_value(gimli::DW_AT_data_member_location)
             .and_then(|v| v.udata_value())
             .unwrap_or(0);
-        let Some(ty) = referenced(entry, gimli::DW_AT_type) else {
+        let Some(ty) = entry.attr_value(gimli::DW_AT_type) else {
+            continue;
+        };
+        let Some(field_shape) = with_referenced(dwarf, unit, ty, |unit, ty| {
+            shape(dwarf, unit, ty, depth + 1)
+        })?
+        else {
             continue;
         };
         out.push(Field {
             name,
             offset: field_offset,
-            shape: shape(dwarf, unit, ty, depth + 1)?,
+            shape: field_shape,
         });
     }
     out.sort_by_key(|f| f.offset);
@@ -630,8 +714,11 @@ fn variant_part(
                             continue;
                         }
                         let at = member_offset(member);
-                        let fields = match referenced(member, gimli::DW_AT_type) {
-                            Some(ty) => fields(dwarf, unit, ty, depth + 1)?,
+                        let fields = match member.attr_value(gimli::DW_AT_type) {
+                            Some(ty) => with_referenced(dwarf, unit, ty, |unit, ty| {
+                                fields(dwarf, unit, ty, depth + 1)
+                            })?
+                            .unwrap_or_default(),
                             None => Vec::new(),
                         };
                         shape.variants.push(Variant {
@@ -726,6 +813,11 @@ fn location_of_expression(bytes: &[u8]) -> EntryLocation {
         // DW_OP_regA DW_OP_piece 8 DW_OP_regB DW_OP_piece 8
         [a, PIECE, 8, b, PIECE, 8] => match (register(a), register(b)) {
             (Some(a), Some(b)) => EntryLocation::Pair(a, b),
+            _ => EntryLocation::Unknown,
+        },
+        // DW_OP_regA DW_OP_piece 4 DW_OP_regB DW_OP_piece 4
+        [a, PIECE, 4, b, PIECE, 4] => match (register(a), register(b)) {
+            (Some(a), Some(b)) => EntryLocation::Halves(a, b),
             _ => EntryLocation::Unknown,
         },
         _ => EntryLocation::Unknown,

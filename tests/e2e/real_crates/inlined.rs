@@ -11,6 +11,7 @@ use std::sync::mpsc::Receiver;
 
 use serde_json::Value;
 
+use super::{assert_planted, auto_spec, Planted};
 use crate::corpus::corpus_dir;
 use crate::support::*;
 
@@ -30,22 +31,15 @@ const GUARD_SPEC: [&str; 10] = [
     "auto",
 ];
 const SLAB_SERVER: &str = "tests/real-crates/slab-server/src/main.rs";
-/// `slab`: `insert` and `remove` inlined into the server. The identity is
-/// the slab's integer key, which `auto` does not take yet (it looks for a
-/// pointer): `ret` is the result itself wherever each inlined instance
-/// leaves it, `arg1` remove's parameter `key` wherever DWARF puts it.
-const SLAB_SPEC: [&str; 10] = [
-    "--alloc",
-    "slab::Slab<*>::insert",
-    "--size",
-    "1",
-    "--alloc-id",
-    "ret",
-    "--release",
-    "slab::Slab<*>::remove",
-    "--release-id",
-    "arg1",
-];
+/// `slab`: `insert` and `remove` inlined into the server, named as in the
+/// source with `auto` locations: the identity is the slab's integer key
+/// where each inlined instance leaves it and where remove's `key` is, both
+/// scoped to the pool's type (DWARF keeps no `self` for the inlined insert).
+fn slab_spec() -> [&'static str; 10] {
+    auto_spec("slab::Slab<*>::insert", "slab::Slab<*>::remove")
+}
+/// The DWARF size of `slab_server::Job`, what the slab stores per key.
+const JOB_SIZE: i64 = 32;
 
 /// What every request buffer holds (`BUFFER_CAPACITY`).
 const BUFFER: i64 = 4096;
@@ -208,43 +202,20 @@ pub fn drop_in_place_of_the_guard_selects_only_its_glue() {
 }
 
 fn assert_guard_leak(report: &Value) {
-    let leak = site_through(report, "pool_server::Server::serve");
-    assert_eq!(leak["rank"], 1, "{report:#}");
-    assert_eq!(int(&leak["buffers"]), BAD_REQUESTS as i64, "{leak:#}");
-    assert_eq!(
-        int(&leak["bytes"]),
-        BAD_REQUESTS as i64 * BUFFER,
-        "{leak:#}"
-    );
-    let serve = frames(leak)
-        .iter()
-        .find(|f| f["function"] == "pool_server::Server::serve")
-        .unwrap_or_else(|| panic!("no serve frame: {leak:#}"));
-    assert!(
-        serve["file"].as_str().unwrap().ends_with(POOL_SERVER),
-        "{serve}"
-    );
-    assert_eq!(
-        serve["line"],
-        source_line(POOL_SERVER, "self.buffers.pull(")
-    );
-    let counters = &report["counters"];
     // Every request pulled a buffer (and the last read, at the end of
     // the connection, one more); every good one gave it back.
-    assert_eq!(
-        int(&counters["allocations"]),
-        REQUESTS as i64 + 1,
-        "{counters:#}"
+    assert_planted(
+        report,
+        &Planted {
+            function: "pool_server::Server::serve",
+            source: POOL_SERVER,
+            line_text: "self.buffers.pull(",
+            buffers: BAD_REQUESTS as i64,
+            bytes_each: BUFFER,
+            allocations: REQUESTS as i64 + 1,
+            releases: (REQUESTS - BAD_REQUESTS) as i64 + 1,
+        },
     );
-    assert_eq!(
-        int(&counters["releases"]),
-        (REQUESTS - BAD_REQUESTS) as i64 + 1,
-        "{counters:#}"
-    );
-    assert_eq!(int(&counters["unknown_releases"]), 0, "{counters:#}");
-    assert_eq!(int(&counters["alloc_id_read_errors"]), 0, "{counters:#}");
-    assert_eq!(int(&counters["entries_without_return"]), 0, "{counters:#}");
-    assert_accounting_balances(report);
 }
 
 /// A stock build has no DWARF: the inlined pull cannot be found, and the
@@ -324,11 +295,55 @@ pub fn lto_gateway_disconnect_leak_is_reported_exactly() {
     assert_eq!(gateway.stop(), 30 + cycles as i64);
 }
 
+const LIFEGUARD_SERVER: &str = "tests/real-crates/lifeguard-server/src/main.rs";
+/// `lifeguard`: `Pool::new` inlined into the relay, its `Recycled` smart
+/// pointer returned to the pool by the drop glue, named as in the source.
+fn recycled_spec() -> [&'static str; 10] {
+    auto_spec(
+        "lifeguard::Pool<*>::new",
+        "drop_in_place<lifeguard::Recycled<*>>",
+    )
+}
+/// What every message buffer holds (`BUFFER_CAPACITY`).
+const MESSAGE_BUFFER: i64 = 2048;
+
+/// The relay's messages without a channel go to a dead-letter queue that
+/// nothing drains, each holding its recycled buffer; every other buffer
+/// goes back to the pool when its `Recycled` drops.
+pub fn lifeguard_dead_letters_are_reported_where_the_inlined_new_runs() {
+    let server = Server::start(real_crate_server("lifeguard-server", "full"));
+    let mut observer = Observer::attach_with(server.pid(), &recycled_spec(), &[]);
+    let errors = server.send(
+        REQUESTS,
+        BAD_REQUESTS,
+        |i| format!("MSG room{} hello {i}\n", i % 7),
+        |i| format!("MSG hello{i}\n"),
+    );
+    assert_eq!(errors, BAD_REQUESTS);
+    let report = observer.report();
+    // One buffer per message, and the one pulled for the read that found
+    // the connection closed.
+    assert_planted(
+        &report,
+        &Planted {
+            function: "lifeguard_server::Relay::serve",
+            source: LIFEGUARD_SERVER,
+            line_text: "let mut message = self.buffers.new();",
+            buffers: BAD_REQUESTS as i64,
+            bytes_each: MESSAGE_BUFFER,
+            allocations: REQUESTS as i64 + 1,
+            releases: (REQUESTS + 1 - BAD_REQUESTS) as i64,
+        },
+    );
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+}
+
 /// The slab server's jobs with a bad weight return before their removal:
 /// their keys stay in the slab. `insert` and `remove` are inlined.
 pub fn slab_keys_left_in_flight_are_reported_where_the_inlined_insert_runs() {
     let server = Server::start(real_crate_server("slab-server", "full"));
-    let mut observer = Observer::attach_with(server.pid(), &SLAB_SPEC, &[]);
+    let mut observer = Observer::attach_with(server.pid(), &slab_spec(), &[]);
     let errors = server.send(
         REQUESTS,
         BAD_REQUESTS,
@@ -337,27 +352,25 @@ pub fn slab_keys_left_in_flight_are_reported_where_the_inlined_insert_runs() {
     );
     assert_eq!(errors, BAD_REQUESTS);
     let report = observer.report();
-    let leak = site_through(&report, "slab_server::Jobs::run");
-    assert_eq!(leak["rank"], 1, "{report:#}");
-    assert_eq!(int(&leak["buffers"]), BAD_REQUESTS as i64, "{leak:#}");
-    let run = frames(leak)
-        .iter()
-        .find(|f| f["function"] == "slab_server::Jobs::run")
-        .unwrap_or_else(|| panic!("no run frame: {leak:#}"));
-    assert_eq!(run["line"], source_line(SLAB_SERVER, "self.lock().insert("));
-    let counters = &report["counters"];
-    assert_eq!(
-        int(&counters["allocations"]),
-        REQUESTS as i64,
-        "{counters:#}"
+    let identity = report["locations"]["identity"].as_str().unwrap_or_default();
+    assert!(
+        identity.starts_with(
+            "integer key (usize) scoped to the pool's type slab::Slab<slab_server::Job>"
+        ),
+        "{identity}"
     );
-    assert_eq!(
-        int(&counters["releases"]),
-        (REQUESTS - BAD_REQUESTS) as i64,
-        "{counters:#}"
+    assert_planted(
+        &report,
+        &Planted {
+            function: "slab_server::Jobs::run",
+            source: SLAB_SERVER,
+            line_text: "self.lock().insert(",
+            buffers: BAD_REQUESTS as i64,
+            bytes_each: JOB_SIZE,
+            allocations: REQUESTS as i64,
+            releases: (REQUESTS - BAD_REQUESTS) as i64,
+        },
     );
-    assert_eq!(int(&counters["unknown_releases"]), 0, "{counters:#}");
-    assert_accounting_balances(&report);
     let (status, _) = observer.stop();
     assert!(status.success(), "{status}");
 }
@@ -368,7 +381,7 @@ pub fn slab_stock_build_says_which_build_setting_is_needed() {
     let server = Server::start(program.clone());
     let pid = server.pid().to_string();
     let mut args = vec!["attach", "--pid", &pid];
-    args.extend(SLAB_SPEC);
+    args.extend(slab_spec());
     let (code, stdout, stderr) = observer_command(&args);
     assert_eq!(code, Some(2), "{stdout}{stderr}");
     // Then the standard library's own `insert`s, as names it has.

@@ -8,6 +8,7 @@ use std::process::{ChildStdin, Command, Stdio};
 
 use serde_json::Value;
 
+use super::{assert_planted, auto_spec, Planted};
 use crate::corpus::corpus_dir;
 use crate::support::*;
 
@@ -19,18 +20,12 @@ const REFUSED: i64 = 10;
 const SESSION_BYTES: i64 = 32;
 const SERVER_SOURCE: &str = "tests/real-crates/sharded-slab-server/src/main.rs";
 
-const SHARDED_SLAB_AUTO: [&str; 10] = [
-    "--alloc",
-    "sharded_slab::Slab<*>::insert",
-    "--release",
-    "sharded_slab::Slab<*>::remove",
-    "--size",
-    "auto",
-    "--alloc-id",
-    "auto",
-    "--release-id",
-    "auto",
-];
+fn sharded_slab_auto() -> [&'static str; 10] {
+    auto_spec(
+        "sharded_slab::Slab<*>::insert",
+        "sharded_slab::Slab<*>::remove",
+    )
+}
 
 /// A running server of `tests/real-crates/`, waiting for the word to
 /// serve one round of traffic.
@@ -92,7 +87,7 @@ fn observe_sharded_slab(spec: &[&str]) -> Value {
 /// (the table is full) is no allocation, and the two listeners' tables
 /// hand out the same keys, told apart by the pool they belong to.
 pub fn sharded_slab_keys_are_followed_with_auto_locations() {
-    let report = observe_sharded_slab(&SHARDED_SLAB_AUTO);
+    let report = observe_sharded_slab(&sharded_slab_auto());
     let locations = &report["locations"];
     assert_eq!(locations["alloc_id"], "ret.1", "{locations:#}");
     assert_eq!(locations["release_id"], "arg1", "{locations:#}");
@@ -189,7 +184,7 @@ pub fn sharded_slab_stock_build_says_what_auto_needs() {
     let server = Server::start("stock", "sharded-slab-server");
     let pid = server.pid().to_string();
     let mut args = vec!["attach", "--pid", pid.as_str()];
-    args.extend(SHARDED_SLAB_AUTO);
+    args.extend(sharded_slab_auto());
     let (code, _, stderr) = observer_command(&args);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(
@@ -200,44 +195,73 @@ pub fn sharded_slab_stock_build_says_what_auto_needs() {
     );
 }
 
-/// `SlotMap::insert` is `#[inline(always)]`: it is followed at its inlined
-/// instance, but its result is an integer key, which `auto` takes as an
-/// identity only where the key can be scoped to its pool (`self` at an
-/// out-of-line entry; DWARF does not locate it inside the instance): the
-/// error says so from DWARF (full build), or says what build setting
-/// would show the inlining (stock build).
-pub fn slotmap_insert_is_inlined_and_said_so() {
-    let spec = [
-        "--alloc",
+const SLOTMAP_SOURCE: &str = "tests/real-crates/slotmap-server/src/main.rs";
+fn slotmap_auto() -> [&'static str; 10] {
+    auto_spec(
         "slotmap::basic::SlotMap<*>::insert",
-        "--release",
         "slotmap::basic::SlotMap<*>::remove",
-        "--size",
-        "auto",
-        "--alloc-id",
-        "auto",
-        "--release-id",
-        "auto",
-    ];
-    for (build, expected) in [
-        (
-            "full",
-            "--alloc-id auto: DefaultKey (what inlined slotmap::basic::SlotMap<K,V>::insert returns) holds no pointer to identify a buffer by; --alloc-id ret takes the result itself",
+    )
+}
+/// Requests `slotmap-server` serves in a round, and those whose body
+/// fails to parse, left in the map.
+const SLOTMAP_REQUESTS: i64 = 200;
+const SLOTMAP_LEAKS: i64 = 40;
+/// The DWARF size of `slotmap_server::Request`.
+const REQUEST_BYTES: i64 = 32;
+
+/// `SlotMap::insert` is `#[inline(always)]` and its `DefaultKey` (two
+/// `u32`s) lives split over two registers where the inlined insert ends
+/// and where the inlined `remove` starts: both are read as `low:high`
+/// halves, scoped to the map's type.
+pub fn slotmap_keys_left_in_the_map_are_reported_with_auto_locations() {
+    let mut server = Server::start("full", "slotmap-server");
+    let mut observer = Observer::attach_with(server.pid(), &slotmap_auto(), &[]);
+    let done = server.serve();
+    assert!(
+        done.starts_with(&format!("done: {SLOTMAP_LEAKS} bad requests")),
+        "{done}"
+    );
+    let report = observer.report();
+    let locations = &report["locations"];
+    assert_eq!(locations["alloc_id"], "rsi:rcx", "{locations:#}");
+    let identity = locations["identity"].as_str().unwrap_or_default();
+    assert!(
+        identity.starts_with("integer key (DefaultKey) scoped to the pool's type slotmap::"),
+        "{identity}"
+    );
+    assert_planted(
+        &report,
+        &Planted {
+            function: "slotmap_server::Server::receive",
+            source: SLOTMAP_SOURCE,
+            line_text: "self.in_flight.insert(Request {",
+            buffers: SLOTMAP_LEAKS,
+            bytes_each: REQUEST_BYTES,
+            allocations: SLOTMAP_REQUESTS,
+            releases: SLOTMAP_REQUESTS - SLOTMAP_LEAKS,
+        },
+    );
+    let (status, _) = observer.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// A stock slotmap server: the message says what build setting would let
+/// the inlined insert be followed.
+pub fn slotmap_stock_build_says_which_build_setting_is_needed() {
+    let server = Server::start("stock", "slotmap-server");
+    let pid = server.pid().to_string();
+    let mut args = vec!["attach", "--pid", pid.as_str()];
+    args.extend(slotmap_auto());
+    let (code, _, stderr) = observer_command(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "the binary has no DWARF to confirm it, and inlined functions are followed only \
+             with full DWARF: build with debug = 2"
         ),
-        (
-            "stock",
-            "the binary has no DWARF to confirm it, and inlined functions are followed only with full DWARF: build with debug = 2",
-        ),
-    ] {
-        let server = Server::start(build, "slotmap-server");
-        let pid = server.pid().to_string();
-        let mut args = vec!["attach", "--pid", pid.as_str()];
-        args.extend(spec);
-        let (code, _, stderr) = observer_command(&args);
-        assert_eq!(code, Some(2), "{build}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{build}: {stderr}");
-        assert!(stderr.contains(expected), "{build}: {stderr}");
-    }
+        "{stderr}"
+    );
 }
 
 /// `inspect` shows what the key is and why the release's `bool` result
