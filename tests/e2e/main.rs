@@ -81,7 +81,7 @@ fn tests() -> Vec<Trial> {
         real_crates::lto_gateway_disconnect_leak_is_reported_exactly,
         real_crates::slab_keys_left_in_flight_are_reported_where_the_inlined_insert_runs,
         real_crates::lifeguard_dead_letters_are_reported_where_the_inlined_new_runs,
-        real_crates::slab_stock_build_says_which_build_setting_is_needed,
+        real_crates::stock_builds_say_which_build_setting_is_needed,
         real_crates::line_tables_only_say_where_it_was_inlined_and_what_build_is_needed,
         real_crates::inspect_follows_the_guard_to_its_buffer_or_says_why_not,
         real_crates::options_that_cannot_fit_an_inlined_allocate_are_refused,

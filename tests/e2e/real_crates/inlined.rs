@@ -298,12 +298,13 @@ pub fn lto_gateway_disconnect_leak_is_reported_exactly() {
 const LIFEGUARD_SERVER: &str = "tests/real-crates/lifeguard-server/src/main.rs";
 /// `lifeguard`: `Pool::new` inlined into the relay, its `Recycled` smart
 /// pointer returned to the pool by the drop glue, named as in the source.
-fn recycled_spec() -> [&'static str; 10] {
-    auto_spec(
-        "lifeguard::Pool<*>::new",
-        "drop_in_place<lifeguard::Recycled<*>>",
-    )
-}
+/// `Pool::new` and the release as users name it: the smart pointer's drop
+/// glue, or the `Drop` impl it runs (on the `RecycledInner` it wraps).
+const RECYCLED_RELEASES: [&str; 2] = [
+    "drop_in_place<lifeguard::Recycled<*>>",
+    "lifeguard::RecycledInner<*>::drop",
+];
+
 /// What every message buffer holds (`BUFFER_CAPACITY`).
 const MESSAGE_BUFFER: i64 = 2048;
 
@@ -311,32 +312,35 @@ const MESSAGE_BUFFER: i64 = 2048;
 /// nothing drains, each holding its recycled buffer; every other buffer
 /// goes back to the pool when its `Recycled` drops.
 pub fn lifeguard_dead_letters_are_reported_where_the_inlined_new_runs() {
-    let server = Server::start(real_crate_server("lifeguard-server", "full"));
-    let mut observer = Observer::attach_with(server.pid(), &recycled_spec(), &[]);
-    let errors = server.send(
-        REQUESTS,
-        BAD_REQUESTS,
-        |i| format!("MSG room{} hello {i}\n", i % 7),
-        |i| format!("MSG hello{i}\n"),
-    );
-    assert_eq!(errors, BAD_REQUESTS);
-    let report = observer.report();
-    // One buffer per message, and the one pulled for the read that found
-    // the connection closed.
-    assert_planted(
-        &report,
-        &Planted {
-            function: "lifeguard_server::Relay::serve",
-            source: LIFEGUARD_SERVER,
-            line_text: "let mut message = self.buffers.new();",
-            buffers: BAD_REQUESTS as i64,
-            bytes_each: MESSAGE_BUFFER,
-            allocations: REQUESTS as i64 + 1,
-            releases: (REQUESTS + 1 - BAD_REQUESTS) as i64,
-        },
-    );
-    let (status, _) = observer.stop();
-    assert!(status.success(), "{status}");
+    for release in RECYCLED_RELEASES {
+        let server = Server::start(real_crate_server("lifeguard-server", "full"));
+        let spec = auto_spec("lifeguard::Pool<*>::new", release);
+        let mut observer = Observer::attach_with(server.pid(), &spec, &[]);
+        let errors = server.send(
+            REQUESTS,
+            BAD_REQUESTS,
+            |i| format!("MSG room{} hello {i}\n", i % 7),
+            |i| format!("MSG hello{i}\n"),
+        );
+        assert_eq!(errors, BAD_REQUESTS);
+        let report = observer.report();
+        // One buffer per message, and the one pulled for the read that
+        // found the connection closed.
+        assert_planted(
+            &report,
+            &Planted {
+                function: "lifeguard_server::Relay::serve",
+                source: LIFEGUARD_SERVER,
+                line_text: "let mut message = self.buffers.new();",
+                buffers: BAD_REQUESTS as i64,
+                bytes_each: MESSAGE_BUFFER,
+                allocations: REQUESTS as i64 + 1,
+                releases: (REQUESTS + 1 - BAD_REQUESTS) as i64,
+            },
+        );
+        let (status, _) = observer.stop();
+        assert!(status.success(), "{release}: {status}");
+    }
 }
 
 /// The slab server's jobs with a bad weight return before their removal:
@@ -375,34 +379,41 @@ pub fn slab_keys_left_in_flight_are_reported_where_the_inlined_insert_runs() {
     assert!(status.success(), "{status}");
 }
 
-/// A stock slab server: nothing to find, and the message says what would.
-pub fn slab_stock_build_says_which_build_setting_is_needed() {
-    let program = real_crate_server("slab-server", "stock");
-    let server = Server::start(program.clone());
-    let pid = server.pid().to_string();
-    let mut args = vec!["attach", "--pid", &pid];
-    args.extend(slab_spec());
-    let (code, stdout, stderr) = observer_command(&args);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    // Then the standard library's own `insert`s, as names it has.
-    let (message, suggestions) = stderr
-        .trim()
-        .split_once("; did you mean ")
-        .unwrap_or((stderr.trim(), ""));
-    assert!(
-        suggestions.is_empty() || !suggestions.contains("slab::"),
-        "{stderr}"
-    );
-    assert_eq!(
-        message,
-        format!(
-            "observer: error: no function 'slab::Slab<*>::insert' in {}; if it exists in the \
-             source it was probably inlined into its callers; the binary has no DWARF to confirm \
-             it, and inlined functions are followed only with full DWARF: build with debug = 2, \
-             or give its debug file with --debug-file",
-            program.display()
-        )
-    );
+/// Stock slab and lifeguard servers: nothing to find, and the message
+/// says what would.
+pub fn stock_builds_say_which_build_setting_is_needed() {
+    for (name, alloc, crate_path) in [
+        ("slab-server", "slab::Slab<*>::insert", "slab::"),
+        ("lifeguard-server", "lifeguard::Pool<*>::new", "lifeguard::"),
+    ] {
+        let program = real_crate_server(name, "stock");
+        let server = Server::start(program.clone());
+        let pid = server.pid().to_string();
+        let mut args = vec!["attach", "--pid", &pid];
+        args.extend(auto_spec(alloc, "core::ptr::drop_in_place"));
+        let (code, stdout, stderr) = observer_command(&args);
+        assert_eq!(code, Some(2), "{stdout}{stderr}");
+        // Then the standard library's functions of that name, as names
+        // it has.
+        let (message, suggestions) = stderr
+            .trim()
+            .split_once("; did you mean ")
+            .unwrap_or((stderr.trim(), ""));
+        assert!(
+            suggestions.is_empty() || !suggestions.contains(crate_path),
+            "{stderr}"
+        );
+        assert_eq!(
+            message,
+            format!(
+                "observer: error: no function '{alloc}' in {}; if it exists in the source it \
+                 was probably inlined into its callers; the binary has no DWARF to confirm it, \
+                 and inlined functions are followed only with full DWARF: build with debug = 2, \
+                 or give its debug file with --debug-file",
+                program.display()
+            )
+        );
+    }
 }
 
 /// With line tables only, an inlined function is named with where DWARF
