@@ -9,16 +9,15 @@
 //! end, so allocate must stay out of line.
 
 use std::collections::BTreeSet;
-use std::ops::Range;
 
 use anyhow::Result;
 
+use super::instance;
 use super::keys::{self, PoolScope};
-use super::site::decode_first;
 use super::{flow, infer};
 use super::{Inferrer, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSite};
 use crate::error::UserError;
-use crate::resolve::elf::{ElfInfo, FunctionSymbol};
+use crate::resolve::elf::ElfInfo;
 use crate::resolve::pattern::RustPath;
 use crate::resolve::signature::{inlined_calls, signature_at, InlinedEntry, InlinedInstance};
 use crate::resolve::ResolvedFunction;
@@ -95,14 +94,8 @@ pub(super) fn plan_release(
                     continue;
                 }
             };
-            let Some(mut site) = site_at(
-                elf,
-                &name,
-                entry.address,
-                &caller,
-                found.location,
-                sites.len(),
-            ) else {
+            let Some(mut site) = instance::site_at(elf, &name, entry.address, &caller, sites.len())
+            else {
                 skipped.push(format!(
                     "{caller}: {:#x} is outside the loaded code",
                     entry.address
@@ -121,6 +114,7 @@ pub(super) fn plan_release(
                     found.reason
                 ));
             }
+            site.release_id = Some(found.location);
             site.release_scope = release_scope;
             sites.push(site);
         }
@@ -258,7 +252,7 @@ pub struct Found {
 pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
     let mut with_computed_jumps = BTreeSet::new();
     let instances = inlined_calls(elf, &RustPath::parse(pattern), |ranges| {
-        let Some(caller) = caller_of(elf, ranges) else {
+        let Some(caller) = instance::caller_of(elf, ranges) else {
             return Vec::new();
         };
         let code = elf
@@ -267,7 +261,7 @@ pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
         let ranges = flow::with_detours(code, caller.address, ranges);
         let found = flow::entries(code, caller.address, &ranges);
         if found.computed_jumps {
-            with_computed_jumps.insert(function_name(caller));
+            with_computed_jumps.insert(instance::function_name(caller));
         }
         found.addresses
     })?;
@@ -277,17 +271,9 @@ pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
     })
 }
 
-/// Where an instance sits, for people: the inlined call it is part of, if
-/// any, and the function symbol holding its code.
+/// Where an instance sits, for people (see [`instance::caller_label`]).
 pub fn caller_label(elf: &ElfInfo, instance: &InlinedInstance) -> String {
-    let symbol = caller_of(elf, &instance.ranges).map_or_else(
-        || format!("code at {:#x}", instance.ranges[0].start),
-        function_name,
-    );
-    match &instance.via {
-        Some(via) if *via != symbol => format!("{via} (in {symbol})"),
-        _ => symbol,
-    }
+    instance::caller_label(elf, &instance.ranges, instance.via.as_deref())
 }
 
 /// Refuses plans that probe nothing, or more places than the kernel side
@@ -319,44 +305,4 @@ fn check_coverage(
         .into());
     }
     Ok(())
-}
-
-/// The probe for one entry, or `None` when its address is not in a
-/// loadable segment.
-fn site_at(
-    elf: &ElfInfo,
-    name: &str,
-    address: u64,
-    caller: &str,
-    location: Location,
-    index: usize,
-) -> Option<ProbeSite> {
-    let file_offset = elf.file_offset(address)?;
-    let bytes = elf.bytes_at(address, 16).unwrap_or_default();
-    Some(ProbeSite {
-        cookie: u32::try_from(index).ok()?,
-        symbol: FunctionSymbol {
-            mangled: format!("{name} inlined at {address:#x}"),
-            demangled: name.to_string(),
-            address,
-            size: 0,
-        },
-        file_offset,
-        first_instruction: decode_first(bytes, address),
-        label: Some(format!("inlined in {caller}")),
-        release_id: Some(location),
-        release_scope: None,
-        exit: None,
-        call: None,
-        probe_address: address,
-    })
-}
-
-/// The function symbol whose code holds the instance.
-fn caller_of<'e>(elf: &'e ElfInfo, ranges: &[Range<u64>]) -> Option<&'e FunctionSymbol> {
-    elf.function_containing(ranges.iter().map(|r| r.start).min()?)
-}
-
-fn function_name(function: &FunctionSymbol) -> String {
-    RustPath::parse(&function.demangled).to_string()
 }

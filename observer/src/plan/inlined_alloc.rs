@@ -10,17 +10,15 @@
 //! result type at that address) and pairs it with the entry by the same
 //! stack pointer. Needs full DWARF (`debug = 2`, or a debug file).
 
-use std::ops::Range;
-
 use anyhow::Result;
 
 use super::flow;
 use super::infer::{self, KeyScope};
+use super::instance;
 use super::keys::{self, IdKind, PoolScope};
-use super::site::decode_first;
 use super::{ExitValues, LocSpec, Location, PlannedFunction, ProbeRequest, ProbeSite};
 use crate::error::UserError;
-use crate::resolve::elf::{ElfInfo, FunctionSymbol};
+use crate::resolve::elf::ElfInfo;
 use crate::resolve::inlined_result::{inlined_allocs, AllocInstance, Flow};
 use crate::resolve::pattern::RustPath;
 use crate::resolve::signature::{Signature, TypeShape};
@@ -242,7 +240,7 @@ fn size_field(shape: &TypeShape) -> Option<(String, u64)> {
 /// The instances of `pattern` with where control enters and leaves each.
 fn find(elf: &ElfInfo, pattern: &str) -> Result<Vec<AllocInstance>> {
     inlined_allocs(elf, &RustPath::parse(pattern), |ranges| {
-        let Some(caller) = caller_of(elf, ranges) else {
+        let Some(caller) = instance::caller_of(elf, ranges) else {
             return Flow {
                 entries: Vec::new(),
                 exits: Vec::new(),
@@ -310,7 +308,7 @@ impl Builder {
                 Ok((mut values, why)) => {
                     values.scope = scoped.scope;
                     let index = self.exits.len() + exits.len();
-                    match site_at(elf, &instance.function, exit.address, &caller, index) {
+                    match instance::site_at(elf, &instance.function, exit.address, &caller, index) {
                         Some(mut site) => {
                             site.exit = Some(values);
                             if self.explanations.len() < EXPLAINED_EXITS {
@@ -345,7 +343,7 @@ impl Builder {
         self.exits.extend(exits);
         for &address in &instance.entries {
             let index = self.entries.len();
-            match site_at(elf, &instance.function, address, &caller, index) {
+            match instance::site_at(elf, &instance.function, address, &caller, index) {
                 Some(site) => self.entries.push(site),
                 None => self.skipped.push(format!(
                     "{caller}: entry {address:#x} is outside the loaded code"
@@ -503,48 +501,8 @@ fn instance_scope(instance: &AllocInstance, identity: &IdRule) -> Result<Instanc
     Ok(InstanceValues { scope, size })
 }
 
-/// A probe at `address`, or `None` when it is not in a loadable segment.
-fn site_at(
-    elf: &ElfInfo,
-    name: &str,
-    address: u64,
-    caller: &str,
-    index: usize,
-) -> Option<ProbeSite> {
-    let file_offset = elf.file_offset(address)?;
-    let bytes = elf.bytes_at(address, 16).unwrap_or_default();
-    Some(ProbeSite {
-        cookie: u32::try_from(index).ok()?,
-        symbol: FunctionSymbol {
-            mangled: format!("{name} inlined at {address:#x}"),
-            demangled: name.to_string(),
-            address,
-            size: 0,
-        },
-        file_offset,
-        first_instruction: decode_first(bytes, address),
-        label: Some(format!("inlined in {caller}")),
-        release_id: None,
-        release_scope: None,
-        exit: None,
-        call: None,
-        probe_address: address,
-    })
-}
-
 fn caller_label(elf: &ElfInfo, instance: &AllocInstance) -> String {
-    let symbol = caller_of(elf, &instance.ranges).map_or_else(
-        || format!("code at {:#x}", instance.ranges[0].start),
-        |f| RustPath::parse(&f.demangled).to_string(),
-    );
-    match &instance.via {
-        Some(via) if *via != symbol => format!("{via} (in {symbol})"),
-        _ => symbol,
-    }
-}
-
-fn caller_of<'e>(elf: &'e ElfInfo, ranges: &[Range<u64>]) -> Option<&'e FunctionSymbol> {
-    elf.function_containing(ranges.iter().map(|r| r.start).min()?)
+    instance::caller_label(elf, &instance.ranges, instance.via.as_deref())
 }
 
 /// For `inspect`: each instance of an inlined allocate, where it is

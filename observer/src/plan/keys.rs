@@ -437,6 +437,30 @@ mod tests {
         }
     }
 
+    /// `Option<T>` whose `None` is the 0 niche of its payload's first
+    /// word: `Some` has no discriminant value of its own.
+    fn niche_option(name: &str, size: u64, payload: TypeShape) -> TypeShape {
+        TypeShape {
+            name: name.into(),
+            size,
+            kind: TypeKind::Enum(EnumShape {
+                discriminant: Some((0, 8)),
+                variants: vec![
+                    Variant {
+                        name: "None".into(),
+                        discriminant: Some(0),
+                        fields: vec![],
+                    },
+                    Variant {
+                        name: "Some".into(),
+                        discriminant: None,
+                        fields: vec![field("__0", 0, payload)],
+                    },
+                ],
+            }),
+        }
+    }
+
     fn insert(returns: TypeShape) -> Signature {
         Signature {
             parameters: vec![
@@ -558,33 +582,15 @@ mod tests {
 
         // Option<Box<T>>: None is the null pointer; Some has no value of
         // its own, so it is "not 0".
-        let boxed = TypeShape {
-            name: "Option<Box<T>>".into(),
-            size: 8,
-            kind: TypeKind::Enum(EnumShape {
-                discriminant: Some((0, 8)),
-                variants: vec![
-                    Variant {
-                        name: "None".into(),
-                        discriminant: Some(0),
-                        fields: vec![],
-                    },
-                    Variant {
-                        name: "Some".into(),
-                        discriminant: None,
-                        fields: vec![field(
-                            "__0",
-                            0,
-                            TypeShape {
-                                name: "*mut T".into(),
-                                size: 8,
-                                kind: TypeKind::Pointer,
-                            },
-                        )],
-                    },
-                ],
-            }),
-        };
+        let boxed = niche_option(
+            "Option<Box<T>>",
+            8,
+            TypeShape {
+                name: "*mut T".into(),
+                size: 8,
+                kind: TypeKind::Pointer,
+            },
+        );
         let identity = alloc_identity(&insert(boxed)).unwrap();
         assert_eq!(identity.id.location.to_string(), "ret");
         assert_eq!(identity.key, None);
@@ -715,25 +721,7 @@ mod tests {
             found.reason
         );
         // Option<Buf> (a niche on ptr, 16 bytes): the same registers.
-        let option = TypeShape {
-            name: "Option<Buf>".into(),
-            size: 16,
-            kind: TypeKind::Enum(EnumShape {
-                discriminant: Some((0, 8)),
-                variants: vec![
-                    Variant {
-                        name: "None".into(),
-                        discriminant: Some(0),
-                        fields: vec![],
-                    },
-                    Variant {
-                        name: "Some".into(),
-                        discriminant: None,
-                        fields: vec![field("__0", 0, buf)],
-                    },
-                ],
-            }),
-        };
+        let option = niche_option("Option<Buf>", 16, buf);
         let signature = insert(option);
         let found = size(&signature).unwrap();
         assert_eq!(found.location.to_string(), "ret.1");

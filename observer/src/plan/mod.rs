@@ -6,6 +6,7 @@ pub mod flow;
 pub mod infer;
 pub mod inlined;
 pub mod inlined_alloc;
+pub mod instance;
 pub mod keys;
 pub mod loc;
 pub mod returns;
