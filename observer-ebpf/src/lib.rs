@@ -308,10 +308,11 @@ pub struct WalkState {
     pub mode: u32,
     /// Entries of the cached walk usable by this walk (0: none).
     pub cached_len: u32,
-    /// While verifying: the cache entry the walk stands on.
+    /// While verifying: the cache entry the walk stands on; after a slot
+    /// differed, the entry it differed at (a later join is below it).
     pub cached_at: u32,
-    /// The frame index (in the stack record) where the walk joined the
-    /// cache, and the cache entry it joined.
+    /// The frame index (in the stack record) where the walk last joined
+    /// the cache, and the cache entry it joined.
     pub joined_at: u32,
     pub joined_entry: u32,
     /// Entries this walk wrote to the per-CPU walk scratch: one per frame
@@ -325,9 +326,10 @@ pub struct WalkState {
 
 /// [`WalkState::mode`] values.
 pub mod walk_mode {
-    /// No usable cached walk (none, other tables, or a slot differed).
+    /// No usable cached walk (none, or walked with other tables).
     pub const UNCACHED: u32 = 0;
-    /// Stepping frame by frame, looking for a state the cached walk had.
+    /// Stepping frame by frame, looking for a state the cached walk had
+    /// (below the entry where a slot last differed, if one did).
     pub const SEEKING: u32 = 1;
     /// Joined: re-reading the cached walk's slots, frame by frame.
     pub const VERIFYING: u32 = 2;

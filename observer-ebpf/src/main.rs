@@ -594,6 +594,7 @@ unsafe fn use_cache(state: *mut ThreadState, pid_tgid: u64) -> Option<*const Wal
         if len > 0 && (*cache).generation == (*state).walk.generation {
             (*state).walk.mode = walk_mode::SEEKING;
             (*state).walk.cached_len = len;
+            (*state).walk.cached_at = len;
             return Some(cache);
         }
     }
@@ -751,10 +752,17 @@ fn walk_stack(ctx: &ProbeContext) {
 }
 
 /// True (and the walk switched to re-reading) when the walk stands where
-/// its thread's cached walk stood.
+/// its thread's cached walk stood, below where it last left it, and the
+/// walk could still be finished by stepping if a slot differs: a walk
+/// never runs out of tail calls before [`MAX_FRAMES`] because it joined.
 fn try_join(state: &mut ThreadState, cache: &WalkCache) -> bool {
     let walk = &mut state.walk;
     if walk.mode != walk_mode::SEEKING {
+        return false;
+    }
+    let steps_left = (MAX_FRAMES as u32).saturating_sub(state.stack.len);
+    let programs_left = steps_left.div_ceil(FRAMES_PER_CALL as u32);
+    if walk.tail_calls + 2 + programs_left > MAX_TAIL_CALLS {
         return false;
     }
     let Some(at) = seek_sp(walk.cached_len, walk.sp, |index| {
@@ -765,7 +773,7 @@ fn try_join(state: &mut ThreadState, cache: &WalkCache) -> bool {
     let Some(entry) = cached_entry(&cache.frames, at) else {
         return false;
     };
-    if !entry.joins(walk.pc, walk.sp, walk.bp, state.stack.len == 0) {
+    if at >= walk.cached_at || !entry.joins(walk.pc, walk.sp, walk.bp, state.stack.len == 0) {
         return false;
     }
     walk.mode = walk_mode::VERIFYING;
@@ -918,8 +926,10 @@ fn reuse_one(
             )
         });
         if !same {
+            // Step on from here; the walk may join again further down
+            // (callers that are the same again, such as a runtime's).
             count(counter::WALK_CACHE_MISMATCHES);
-            walk.mode = walk_mode::UNCACHED;
+            walk.mode = walk_mode::SEEKING;
             return false;
         }
     }
