@@ -261,6 +261,7 @@ static EMPTY_CACHE: WalkCache = WalkCache {
     len: 0,
     _pad: 0,
     generation: 0,
+    stack_id: NO_STACK,
     frames: [EMPTY_CACHED_FRAME; CACHED_FRAMES],
 };
 
@@ -552,7 +553,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
                 if try_join(&mut *state, &*cache) {
                     // SAFETY: WALKERS holds programs of the same type; on
                     // success control does not come back.
-                    let _ = WALKERS.tail_call(ctx, walker_slot::CACHED);
+                    WALKERS.tail_call(ctx, walker_slot::CACHED);
                     (*state).walk.mode = walk_mode::UNCACHED;
                 }
             }
@@ -729,7 +730,7 @@ fn walk_stack(ctx: &ProbeContext) {
                 // success control does not come back.
                 unsafe {
                     (*state).walk.tail_calls += 1;
-                    let _ = WALKERS.tail_call(ctx, walker_slot::CACHED);
+                    WALKERS.tail_call(ctx, walker_slot::CACHED);
                     // Only reached if the tail call failed: step on.
                     (*state).walk.mode = walk_mode::UNCACHED;
                 }
@@ -742,7 +743,7 @@ fn walk_stack(ctx: &ProbeContext) {
     unsafe {
         if (*state).walk.done == 0 && (*state).walk.tail_calls < MAX_TAIL_CALLS {
             (*state).walk.tail_calls += 1;
-            let _ = WALKERS.tail_call(ctx, walker_slot::STEP);
+            WALKERS.tail_call(ctx, walker_slot::STEP);
         }
         if (*state).walk.done == 0 {
             (*state).stack.flags |= stack_flags::TRUNCATED;
@@ -801,18 +802,31 @@ fn walk_cached(ctx: &ProbeContext) {
     };
     match WALK_CACHES.get_ptr(pid_tgid) {
         Some(cache) => {
-            // Every slot the cached walk read from here on is between the
-            // walk's stack pointer and the cached walk's outermost one.
+            // The slots this call's frames read are between the walk's
+            // stack pointer and that of the last frame it can reach.
             // SAFETY: this thread's own PENDING and WALK_CACHES elements;
             // the copy is this CPU's.
             let window = unsafe {
-                let end = cached_entry(&(*cache).frames, 0).map_or(0, |outermost| outermost.sp);
+                let last = (*state)
+                    .walk
+                    .cached_at
+                    .saturating_sub(FRAMES_REUSED_PER_CALL as u32);
+                let end = cached_entry(&(*cache).frames, last).map_or(0, |last| last.sp);
                 WindowAt::fill(&mut *copy, (*state).walk.sp, end)
             };
+            let learned = TRAMPOLINE.get(0).copied().unwrap_or(0);
             for _ in 0..FRAMES_REUSED_PER_CALL {
                 // SAFETY: as above; the scratch is this CPU's.
-                let more =
-                    unsafe { reuse_one(&mut *state, &*cache, &mut *scratch, &window, &*copy) };
+                let more = unsafe {
+                    reuse_one(
+                        &mut *state,
+                        &*cache,
+                        &mut *scratch,
+                        &window,
+                        &*copy,
+                        learned,
+                    )
+                };
                 if !more {
                     break;
                 }
@@ -830,7 +844,7 @@ fn walk_cached(ctx: &ProbeContext) {
             } else {
                 walker_slot::STEP
             };
-            let _ = WALKERS.tail_call(ctx, slot);
+            WALKERS.tail_call(ctx, slot);
         }
         if (*state).walk.done == 0 {
             (*state).stack.flags |= stack_flags::TRUNCATED;
@@ -896,13 +910,15 @@ impl WindowAt {
 /// Takes the cached frame the walk stands on if the slots its step read
 /// still hold what they held, and moves the walk to its caller. False
 /// when the walk is done or must step on by itself (mode `UNCACHED`).
-/// Slots are read from `window`'s copy where it holds them.
+/// Slots are read from `window`'s copy where it holds them; `learned` is
+/// the trampoline's address (see [`original_return_address`]).
 fn reuse_one(
     state: &mut ThreadState,
     cache: &WalkCache,
     scratch: &mut WalkCache,
     window: &WindowAt,
     copy: &StackWindow,
+    learned: u64,
 ) -> bool {
     let frames = &state.frames;
     let walk = &mut state.walk;
@@ -922,7 +938,7 @@ fn reuse_one(
             entry.still_steps_to(
                 caller,
                 |slot| window.read(copy, slot),
-                |slot, value| original_return_address(slot, value, frames),
+                |slot, value| original_return_address(slot, value, frames, learned),
             )
         });
         if !same {
@@ -948,9 +964,10 @@ fn reuse_one(
     }
     // The walk's own state (its bp may differ where nothing uses it), in
     // case a later slot differs and the walk steps on from its scratch.
-    let mut own = *entry;
-    own.bp = walk.bp;
-    note_entry(scratch, len, &own);
+    if let Some(own) = cached_entry_mut(&mut scratch.frames, len) {
+        *own = *entry;
+        own.bp = walk.bp;
+    }
     walk.entries = len as u32 + 1;
     let Some(caller) = caller.filter(|_| !ends) else {
         stack.flags |= stack_flags::COMPLETE;
@@ -1207,10 +1224,16 @@ fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Opt
 }
 
 /// `value`, read at `slot`, or the return address it replaced if it is the
-/// uretprobe trampoline of a call in flight.
+/// uretprobe trampoline of a call in flight; `learned` is `TRAMPOLINE`'s
+/// slot 0, read once by the caller.
 #[inline(always)]
-fn original_return_address(slot: u64, value: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> u64 {
-    if !is_trampoline(value) {
+fn original_return_address(
+    slot: u64,
+    value: u64,
+    frames: &[InFlight; MAX_NESTED_ALLOCS],
+    learned: u64,
+) -> u64 {
+    if !is_trampoline_of(value, learned) {
         return value;
     }
     for frame in frames {
@@ -1225,7 +1248,12 @@ fn original_return_address(slot: u64, value: u64, frames: &[InFlight; MAX_NESTED
 /// process: what a hijacked return-address slot holds.
 #[inline(always)]
 fn is_trampoline(value: u64) -> bool {
-    let learned = TRAMPOLINE.get(0).copied().unwrap_or(0);
+    is_trampoline_of(value, TRAMPOLINE.get(0).copied().unwrap_or(0))
+}
+
+/// [`is_trampoline`], with `TRAMPOLINE`'s slot 0 read by the caller.
+#[inline(always)]
+fn is_trampoline_of(value: u64, learned: u64) -> bool {
     (learned != 0 && value == learned)
         || value == TRAMPOLINE_HINTS[0]
         || value == TRAMPOLINE_HINTS[1]
@@ -1345,25 +1373,40 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
         if id == NO_STACK {
             id -= 1;
         }
+        let cache = if WALKER.load() == walker::DWARF {
+            WALK_CACHES.get_ptr_mut(pid_tgid)
+        } else {
+            None
+        };
         let stack = &raw const (*state).stack;
         let index = frame_index((*state).walking as usize);
-        (*state).frames[index].site.stack_id = match STACKS.insert(id, &*stack, BPF_NOEXIST as u64)
-        {
-            Ok(()) | Err(EEXIST) => id,
-            Err(_) => {
-                count(counter::STACK_ERRORS);
-                NO_STACK
+        // The thread's last stack again (a loop, a server's request): it
+        // is in STACKS already, which nothing removes from.
+        let interned = cache.is_some_and(|cache| (*cache).stack_id == id);
+        (*state).frames[index].site.stack_id = if interned {
+            id
+        } else {
+            match STACKS.insert(id, &*stack, BPF_NOEXIST as u64) {
+                Ok(()) | Err(EEXIST) => {
+                    if let Some(cache) = cache {
+                        (*cache).stack_id = id;
+                    }
+                    id
+                }
+                Err(_) => {
+                    count(counter::STACK_ERRORS);
+                    NO_STACK
+                }
             }
         };
         let reused = (*state).walk.reused;
         if reused > 0 {
             count_by(counter::FRAMES_REUSED, u64::from(reused));
         }
-        if WALKER.load() == walker::DWARF
-            && flags & stack_flags::COMPLETE != 0
-            && flags & !stack_flags::COMPLETE_WALK == 0
-        {
-            let _ = remember_walk(&*state, pid_tgid);
+        if let Some(cache) = cache {
+            if flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0 {
+                let _ = remember_walk(&*state, &mut *cache);
+            }
         }
     }
 }
@@ -1375,16 +1418,19 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
 /// LLVM left a stack pointer in r0 at the caller's exit, which the
 /// verifier refuses.
 #[inline(never)]
-fn remember_walk(state: &ThreadState, pid_tgid: u64) -> bool {
+fn remember_walk(state: &ThreadState, cache: &mut WalkCache) -> bool {
     let walk = &state.walk;
-    let (Some(cache), Some(scratch)) = (WALK_CACHES.get_ptr_mut(pid_tgid), WALK_SCRATCH.get_ptr(0))
-    else {
+    let reused = walk.mode == walk_mode::REUSED;
+    if reused && walk.joined_at == 0 && walk.joined_entry + 1 == cache.len {
+        // The whole walk was the cached one.
+        return true;
+    }
+    let Some(scratch) = WALK_SCRATCH.get_ptr(0) else {
         return false;
     };
-    // SAFETY: this thread's own WALK_CACHES element (only its probes
-    // touch it) and this CPU's scratch.
-    let (cache, scratch) = unsafe { (&mut *cache, &*scratch) };
-    let (kept, new) = if walk.mode == walk_mode::REUSED {
+    // SAFETY: this CPU's scratch.
+    let scratch = unsafe { &*scratch };
+    let (kept, new) = if reused {
         (walk.joined_entry as usize + 1, walk.joined_at as usize)
     } else {
         (0, walk.entries as usize)

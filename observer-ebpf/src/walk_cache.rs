@@ -75,6 +75,10 @@ pub struct WalkCache {
     pub len: u32,
     pub _pad: u32,
     pub generation: u64,
+    /// The id of the last stack this thread interned in `STACKS` (whose
+    /// entries are never removed): the same id again needs no insert.
+    /// [`crate::NO_STACK`] before the first.
+    pub stack_id: u64,
     pub frames: [CachedFrame; CACHED_FRAMES],
 }
 
