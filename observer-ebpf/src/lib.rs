@@ -3,6 +3,9 @@
 //! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
 #![no_std]
 
+mod walk_cache;
+pub use walk_cache::*;
+
 /// Where this crate's sources were when it was compiled (its manifest
 /// directory): the observer's build script, which has this crate as a
 /// build-dependency, builds the eBPF programs (`src/main.rs`) from there,
@@ -156,6 +159,9 @@ pub mod stack_flags {
     pub const BROKEN: u32 = 4;
     /// Some frames were unwound with frame pointers (no unwind row).
     pub const USED_FRAME_POINTERS: u32 = 8;
+    /// The flags a complete walk may have: one that is also cut or
+    /// broken is not.
+    pub const COMPLETE_WALK: u32 = COMPLETE | USED_FRAME_POINTERS;
 }
 
 /// Which stack walker the entry probe uses.
@@ -165,6 +171,16 @@ pub mod walker {
     pub const DWARF: u32 = 0;
     /// The kernel's frame-pointer walker (`bpf_get_stack`).
     pub const FRAME_POINTERS: u32 = 1;
+}
+
+/// Slots of the `WALKERS` program array, which the walk tail-calls.
+pub mod walker_slot {
+    /// `pool_walk_stack`: steps frame by frame with the unwind rows.
+    pub const STEP: u32 = 0;
+    /// `pool_walk_cached`: re-reads the slots of the thread's cached walk.
+    pub const CACHED: u32 = 1;
+    /// Slots in the array.
+    pub const COUNT: u32 = 2;
 }
 
 /// One row of a compact unwind table (8 bytes): from `pc` until the next
@@ -292,6 +308,42 @@ pub struct WalkState {
     /// longest-prefix lookup. Zero (matching nothing) at the start of
     /// each walk, so a walk never sees an older walk's mappings.
     pub mapping: MappingEntry,
+    /// The unwind tables' generation when the walk started: the thread's
+    /// cached walk is usable only if it was walked under the same tables.
+    pub generation: u64,
+    /// [`walk_mode`]: whether the walk may still join the thread's cached
+    /// walk ([`WalkCache`]), is re-reading its slots, or took it whole.
+    pub mode: u32,
+    /// Entries of the cached walk usable by this walk (0: none).
+    pub cached_len: u32,
+    /// While verifying: the cache entry the walk stands on; after a slot
+    /// differed, the entry it differed at (a later join is below it).
+    pub cached_at: u32,
+    /// The frame index (in the stack record) where the walk last joined
+    /// the cache, and the cache entry it joined.
+    pub joined_at: u32,
+    pub joined_entry: u32,
+    /// Entries this walk wrote to the per-CPU walk scratch: one per frame
+    /// (its state and step), and the state after a last step that read a
+    /// zero return address.
+    pub entries: u32,
+    /// Frames taken from the cache.
+    pub reused: u32,
+    pub _pad: u32,
+}
+
+/// [`WalkState::mode`] values.
+pub mod walk_mode {
+    /// No usable cached walk (none, or walked with other tables).
+    pub const UNCACHED: u32 = 0;
+    /// Stepping frame by frame, looking for a state the cached walk had
+    /// (below the entry where a slot last differed, if one did).
+    pub const SEEKING: u32 = 1;
+    /// Joined: re-reading the cached walk's slots, frame by frame.
+    pub const VERIFYING: u32 = 2;
+    /// Every slot below the join held its value: the cached walk's frames
+    /// from the join on are this walk's.
+    pub const REUSED: u32 = 3;
 }
 
 /// Allocate calls one thread may have in flight at once (nested or
@@ -466,6 +518,9 @@ counters! {
     27 FORKS forks Target "processes the target forked (their allocations are not observed)";
     28 EXECS execs Target "times the target replaced its program with exec (the probes went with the old one)";
     29 ALLOC_FAILED alloc_failed Event "allocate returns of the failure variant (None, Err): nothing was allocated";
+    30 FRAMES_REUSED frames_reused Stack "frames taken from the thread's previous walk after re-reading every stack slot it had read from there on";
+    31 WALK_CACHE_MISMATCHES walk_cache_mismatches Stack "walks that joined the thread's previous walk where a re-read slot had changed: they stepped on from there";
+    32 WALK_CACHES_FULL walk_caches_full Stack "walks of threads that got no walk cache because its table was full (stepped frame by frame)";
 }
 
 /// Every allocate call ends up in exactly one of these (after the
@@ -497,6 +552,9 @@ pub mod names {
     pub const MAP_UNWIND_PAGES: &str = "UNWIND_PAGES";
     pub const MAP_UNWIND_MAPPINGS: &str = "UNWIND_MAPPINGS";
     pub const MAP_WALKERS: &str = "WALKERS";
+    pub const MAP_WALK_CACHES: &str = "WALK_CACHES";
+    pub const MAP_WALK_SCRATCH: &str = "WALK_SCRATCH";
+    pub const MAP_UNWIND_GENERATION: &str = "UNWIND_GENERATION";
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const MAP_ALLOC_EXITS: &str = "ALLOC_EXITS";
     pub const GLOBAL_WALKER: &str = "WALKER";
@@ -511,6 +569,7 @@ pub mod names {
     pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
     pub const PROG_WALK: &str = "pool_walk_stack";
+    pub const PROG_WALK_CACHED: &str = "pool_walk_cached";
     pub const PROG_ALLOC_RETURN_SITE: &str = "pool_alloc_return_site";
     pub const PROG_UNWIND_START: &str = "pool_unwind_start";
     pub const PROG_UNWIND_CAUGHT: &str = "pool_unwind_caught";
@@ -559,4 +618,8 @@ mod pod {
     unsafe impl aya::Pod for super::PageRows {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MappingEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CachedFrame {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WalkCache {}
 }

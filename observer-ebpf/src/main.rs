@@ -67,10 +67,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    counter, entry_kind, row_kind, stack_flags, test_op, walker, EntrySite, ExitLocs, InFlight,
-    LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey,
-    SiteStats, StackRecord, ThreadState, UnwindRow, WalkState, LOC_BASE_ARG_COUNT, LOC_BASE_CONST,
-    LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS,
+    cached_flags, cached_step, counter, entry_kind, row_kind, seek_sp, stack_flags, test_op,
+    walk_mode, walker, walker_slot, CachedFrame, EntrySite, ExitLocs, InFlight, LiveBuf, LiveKey,
+    Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey, SiteStats, StackRecord,
+    ThreadState, UnwindRow, WalkCache, WalkState, CACHED_FRAMES, LOC_BASE_ARG_COUNT,
+    LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS,
     MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
 };
 
@@ -155,15 +156,55 @@ static ALLOC_EXITS: Array<ExitLocs> = Array::with_max_entries(1, 0);
 #[map]
 static TRAMPOLINE: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Slot 0: `pool_walk_stack`, which tail-calls itself.
+/// `walker_slot::STEP`: `pool_walk_stack`, which tail-calls itself;
+/// `walker_slot::CACHED`: `pool_walk_cached`, which re-reads a cached walk.
 #[map]
-static WALKERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static WALKERS: ProgramArray = ProgramArray::with_max_entries(walker_slot::COUNT, 0);
 
-/// Frames unwound per tail call, and tail calls per stack: 8 × 24 = 192
-/// frames, within the kernel's limit of 33 tail calls. Eight frames per
-/// program keep the verifier's work small (~45k instructions).
+/// Each thread's last complete walk ([`WalkCache`], 6 KiB): 512 threads,
+/// 3.2 MB. Preallocated, not LRU: an element is reused only after its
+/// thread exits (`pool_thread_exit`), so a walk never reads an element
+/// another thread is rewriting; threads beyond the table walk uncached.
+#[map]
+static WALK_CACHES: HashMap<u64, WalkCache> = HashMap::with_max_entries(512, 0);
+
+/// The frames of the walk in progress, innermost first, until they are
+/// merged into the thread's cache. Per CPU: a walk runs start to end on
+/// one CPU, without preemption (uprobe programs run with it disabled).
+#[map]
+static WALK_SCRATCH: PerCpuArray<WalkCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: the unwind tables' generation, bumped by userspace whenever it
+/// changes them (a library mapped or unmapped); a cached walk from other
+/// tables is not used.
+#[map]
+static UNWIND_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Bytes of stack copied at once when re-reading a cached walk's slots:
+/// one helper call for the slots of many frames instead of one per slot.
+const WINDOW_BYTES: u64 = 4096;
+
+/// A copy of a stretch of the walked thread's stack.
+#[repr(C)]
+pub struct StackWindow {
+    words: [u64; WINDOW_BYTES as usize / 8],
+}
+
+/// Per CPU, like the walk scratch.
+#[map]
+static STACK_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Frames unwound per tail call. Eight frames per program keep the
+/// verifier's work small (~45k instructions).
 const FRAMES_PER_CALL: usize = 8;
-const MAX_TAIL_CALLS: u32 = (MAX_FRAMES / FRAMES_PER_CALL) as u32;
+/// Cached frames re-read per tail call: a re-read is one or two loads.
+const FRAMES_REUSED_PER_CALL: usize = 24;
+/// Tail calls per walk, within the kernel's limit of 33 (the entry
+/// probe's first one included). The walk stops at [`MAX_FRAMES`] first:
+/// frames cost a stepping program (8 frames) at least as much as a
+/// re-reading one (24), so at most 25 programs and the two switches
+/// between them.
+const MAX_TAIL_CALLS: u32 = 32;
 /// `MAX_NESTED_ALLOCS - 1`, a mask that keeps frame indices in bounds in
 /// a way every verifier tracks.
 const NESTED_MASK: usize = MAX_NESTED_ALLOCS - 1;
@@ -204,6 +245,26 @@ const EXCEPTION_HANDLER_OFFSET: u64 = 24;
 const CLONE_THREAD: u64 = 0x0001_0000;
 const SIGSTOP: u32 = 19;
 
+const EMPTY_CACHED_FRAME: CachedFrame = CachedFrame {
+    pc: 0,
+    sp: 0,
+    bp: 0,
+    rbp_offset_words: 0,
+    step: cached_step::STEP,
+    flags: 0,
+    _pad: [0; 5],
+};
+
+/// An empty cache to create `WALK_CACHES` entries from (too large for
+/// the BPF stack).
+static EMPTY_CACHE: WalkCache = WalkCache {
+    len: 0,
+    _pad: 0,
+    generation: 0,
+    stack_id: NO_STACK,
+    frames: [EMPTY_CACHED_FRAME; CACHED_FRAMES],
+};
+
 const EMPTY_IN_FLIGHT: InFlight = InFlight {
     entry_sp: 0,
     return_address: 0,
@@ -231,6 +292,15 @@ static EMPTY_STATE: ThreadState = ThreadState {
         tail_calls: 0,
         done: 0,
         mapping: NO_MAPPING,
+        generation: 0,
+        mode: walk_mode::UNCACHED,
+        cached_len: 0,
+        cached_at: 0,
+        joined_at: 0,
+        joined_entry: 0,
+        entries: 0,
+        reused: 0,
+        _pad: 0,
     },
     stack: StackRecord {
         len: 0,
@@ -274,6 +344,12 @@ pub fn pool_release_enter(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn pool_walk_stack(ctx: ProbeContext) -> u32 {
     walk_stack(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pool_walk_cached(ctx: ProbeContext) -> u32 {
+    walk_cached(&ctx);
     0
 }
 
@@ -471,13 +547,59 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     if WALKER.load() == walker::FRAME_POINTERS {
         kernel_frame_pointer_walk(ctx, state, at_call, return_address);
     } else {
-        // SAFETY: WALKERS holds pool_walk_stack, a program of the same type;
-        // on success control does not come back.
-        unsafe { WALKERS.tail_call(ctx, 0) };
+        // SAFETY: as above; the cache is this thread's own element.
+        unsafe {
+            if let Some(cache) = use_cache(state, pid_tgid) {
+                if try_join(&mut *state, &*cache) {
+                    // SAFETY: WALKERS holds programs of the same type; on
+                    // success control does not come back.
+                    WALKERS.tail_call(ctx, walker_slot::CACHED);
+                    (*state).walk.mode = walk_mode::UNCACHED;
+                }
+            }
+        }
+        // SAFETY: as above.
+        unsafe { WALKERS.tail_call(ctx, walker_slot::STEP) };
         // SAFETY: as above; only reached if the tail call failed.
         unsafe { (*state).stack.flags |= stack_flags::BROKEN };
     }
-    finish_walk(state);
+    finish_walk(state, pid_tgid);
+}
+
+/// Lets the walk join the thread's cached walk if it was walked with the
+/// same unwind tables (and returns it); creates the thread's cache on its
+/// first walk.
+///
+/// # Safety
+/// `state` must be this thread's own PENDING element.
+#[inline(always)]
+unsafe fn use_cache(state: *mut ThreadState, pid_tgid: u64) -> Option<*const WalkCache> {
+    let cache = match WALK_CACHES.get_ptr(pid_tgid) {
+        Some(cache) => cache,
+        None => {
+            // A full table refuses the insert; the lookup below then fails.
+            let _ = WALK_CACHES.insert(pid_tgid, &EMPTY_CACHE, BPF_NOEXIST as u64);
+            match WALK_CACHES.get_ptr(pid_tgid) {
+                Some(cache) => cache,
+                None => {
+                    count(counter::WALK_CACHES_FULL);
+                    return None;
+                }
+            }
+        }
+    };
+    // SAFETY: this thread's own WALK_CACHES element (only its probes
+    // touch it) and PENDING element (guaranteed by the caller).
+    unsafe {
+        let len = (*cache).len;
+        if len > 0 && (*cache).generation == (*state).walk.generation {
+            (*state).walk.mode = walk_mode::SEEKING;
+            (*state).walk.cached_len = len;
+            (*state).walk.cached_at = len;
+            return Some(cache);
+        }
+    }
+    None
 }
 
 /// Resets the walk scratch to start at the probe. At a call site the
@@ -505,12 +627,37 @@ unsafe fn start_walk(
             tail_calls: 0,
             done: 0,
             mapping: NO_MAPPING,
+            generation: UNWIND_GENERATION.get(0).copied().unwrap_or(0),
+            mode: walk_mode::UNCACHED,
+            cached_len: 0,
+            cached_at: 0,
+            joined_at: 0,
+            joined_entry: 0,
+            entries: 0,
+            reused: 0,
+            _pad: 0,
         };
         if let Some(callee) = callee {
             (*state).stack.frames[0] = callee;
             (*state).stack.len = 1;
             (*state).walk.hash = (FNV_OFFSET ^ callee).wrapping_mul(FNV_PRIME);
             (*state).walk.pc = return_address;
+            // The callee's place in the walk's cache: a first frame, never
+            // joined, at the slot the call will push.
+            if let Some(scratch) = WALK_SCRATCH.get_ptr_mut(0) {
+                note_entry(
+                    &mut *scratch,
+                    0,
+                    &CachedFrame {
+                        pc: callee,
+                        sp: regs.rsp.wrapping_sub(8),
+                        bp: regs.rbp,
+                        flags: cached_flags::FIRST,
+                        ..EMPTY_CACHED_FRAME
+                    },
+                );
+                (*state).walk.entries = 1;
+            }
         }
     }
 }
@@ -551,7 +698,9 @@ unsafe fn drop_gone_calls(state: *mut ThreadState, boundary: u64, inclusive: boo
 }
 
 /// Unwinds up to [`FRAMES_PER_CALL`] frames, then tail-calls itself until
-/// the stack ends, or finishes it.
+/// the stack ends, or finishes it. Before each frame it looks for the
+/// same state in the thread's cached walk; where it finds it, the rest is
+/// `pool_walk_cached`'s.
 fn walk_stack(ctx: &ProbeContext) {
     // The key the entry probe used (it only tail-calls for the target).
     let Some(pid_tgid) = current_pid_tgid() else {
@@ -560,29 +709,339 @@ fn walk_stack(ctx: &ProbeContext) {
     let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
         return;
     };
+    let Some(scratch) = WALK_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this thread's own PENDING element (see on_alloc_enter).
+    let cache = if unsafe { (*state).walk.mode } == walk_mode::SEEKING {
+        WALK_CACHES.get_ptr(pid_tgid)
+    } else {
+        None
+    };
     for _ in 0..FRAMES_PER_CALL {
-        // SAFETY: this thread's own PENDING element (see on_alloc_enter).
+        // SAFETY: as above.
         if unsafe { (*state).walk.done } != 0 {
             break;
         }
-        // SAFETY: as above.
-        unsafe { unwind_one(&mut *state) };
+        if let Some(cache) = cache {
+            // SAFETY: as above; the cache is this thread's own element.
+            if unsafe { try_join(&mut *state, &*cache) } {
+                // SAFETY: WALKERS holds programs of the same type; on
+                // success control does not come back.
+                unsafe {
+                    (*state).walk.tail_calls += 1;
+                    WALKERS.tail_call(ctx, walker_slot::CACHED);
+                    // Only reached if the tail call failed: step on.
+                    (*state).walk.mode = walk_mode::UNCACHED;
+                }
+            }
+        }
+        // SAFETY: as above; the scratch is this CPU's.
+        unsafe { unwind_one(&mut *state, &mut *scratch) };
     }
     // SAFETY: as above.
     unsafe {
         if (*state).walk.done == 0 && (*state).walk.tail_calls < MAX_TAIL_CALLS {
             (*state).walk.tail_calls += 1;
-            WALKERS.tail_call(ctx, 0);
+            WALKERS.tail_call(ctx, walker_slot::STEP);
         }
         if (*state).walk.done == 0 {
             (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(state);
+    finish_walk(state, pid_tgid);
+}
+
+/// True (and the walk switched to re-reading) when the walk stands where
+/// its thread's cached walk stood, below where it last left it, and the
+/// walk could still be finished by stepping if a slot differs: a walk
+/// never runs out of tail calls before [`MAX_FRAMES`] because it joined.
+fn try_join(state: &mut ThreadState, cache: &WalkCache) -> bool {
+    let walk = &mut state.walk;
+    if walk.mode != walk_mode::SEEKING {
+        return false;
+    }
+    let steps_left = (MAX_FRAMES as u32).saturating_sub(state.stack.len);
+    let programs_left = steps_left.div_ceil(FRAMES_PER_CALL as u32);
+    if walk.tail_calls + 2 + programs_left > MAX_TAIL_CALLS {
+        return false;
+    }
+    let Some(at) = seek_sp(walk.cached_len, walk.sp, |index| {
+        cached_entry(&cache.frames, index)
+    }) else {
+        return false;
+    };
+    let Some(entry) = cached_entry(&cache.frames, at) else {
+        return false;
+    };
+    if at >= walk.cached_at || !entry.joins(walk.pc, walk.sp, walk.bp, state.stack.len == 0) {
+        return false;
+    }
+    walk.mode = walk_mode::VERIFYING;
+    walk.joined_at = state.stack.len;
+    walk.joined_entry = at;
+    walk.cached_at = at;
+    true
+}
+
+/// Re-reads the slots of the thread's cached walk from where the walk
+/// joined it, up to [`FRAMES_REUSED_PER_CALL`] frames per call; hands the
+/// walk back to `pool_walk_stack` at the first slot that changed.
+fn walk_cached(ctx: &ProbeContext) {
+    let Some(pid_tgid) = current_pid_tgid() else {
+        return;
+    };
+    let Some(state) = PENDING.get_ptr_mut(pid_tgid) else {
+        return;
+    };
+    let Some(scratch) = WALK_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let Some(copy) = STACK_WINDOW.get_ptr_mut(0) else {
+        return;
+    };
+    match WALK_CACHES.get_ptr(pid_tgid) {
+        Some(cache) => {
+            // The slots this call's frames read are between the walk's
+            // stack pointer and that of the last frame it can reach.
+            // SAFETY: this thread's own PENDING and WALK_CACHES elements;
+            // the copy is this CPU's.
+            let window = unsafe {
+                let last = (*state)
+                    .walk
+                    .cached_at
+                    .saturating_sub(FRAMES_REUSED_PER_CALL as u32);
+                let end = cached_entry(&(*cache).frames, last).map_or(0, |last| last.sp);
+                WindowAt::fill(&mut *copy, (*state).walk.sp, end)
+            };
+            let learned = TRAMPOLINE.get(0).copied().unwrap_or(0);
+            for _ in 0..FRAMES_REUSED_PER_CALL {
+                // SAFETY: as above; the scratch is this CPU's.
+                let more = unsafe {
+                    reuse_one(
+                        &mut *state,
+                        &*cache,
+                        &mut *scratch,
+                        &window,
+                        &*copy,
+                        learned,
+                    )
+                };
+                if !more {
+                    break;
+                }
+            }
+        }
+        // SAFETY: as above.
+        None => unsafe { (*state).walk.mode = walk_mode::UNCACHED },
+    }
+    // SAFETY: as above.
+    unsafe {
+        if (*state).walk.done == 0 && (*state).walk.tail_calls < MAX_TAIL_CALLS {
+            (*state).walk.tail_calls += 1;
+            let slot = if (*state).walk.mode == walk_mode::VERIFYING {
+                walker_slot::CACHED
+            } else {
+                walker_slot::STEP
+            };
+            WALKERS.tail_call(ctx, slot);
+        }
+        if (*state).walk.done == 0 {
+            (*state).stack.flags |= stack_flags::TRUNCATED;
+        }
+    }
+    finish_walk(state, pid_tgid);
+}
+
+/// Where [`STACK_WINDOW`]'s copy came from: `[start, start + size)` of the
+/// thread's stack (size 0: no copy).
+struct WindowAt {
+    start: u64,
+    size: u64,
+}
+
+impl WindowAt {
+    /// Copies `[from, end)`, at most [`WINDOW_BYTES`] of it, in one read.
+    /// A range that is not all mapped gives no copy: the slots are then
+    /// read one by one.
+    #[inline(always)]
+    fn fill(copy: &mut StackWindow, from: u64, end: u64) -> WindowAt {
+        let size = core::hint::black_box(end.saturating_sub(from).min(WINDOW_BYTES));
+        if size == 0 || size > WINDOW_BYTES {
+            return WindowAt { start: 0, size: 0 };
+        }
+        // SAFETY: the helper writes at most `size` bytes, within the copy,
+        // and fails instead of faulting.
+        let read = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
+                copy.words.as_mut_ptr().cast(),
+                size as u32,
+                from as *const core::ffi::c_void,
+            )
+        };
+        WindowAt {
+            start: from,
+            size: if read == 0 { size } else { 0 },
+        }
+    }
+
+    /// The word at `address`: from the copy if it holds it, else read on
+    /// its own.
+    #[inline(always)]
+    fn read(&self, copy: &StackWindow, address: u64) -> Option<u64> {
+        let offset = address.wrapping_sub(self.start);
+        if offset >= self.size || self.size - offset < 8 || offset & 7 != 0 {
+            return read_user(address);
+        }
+        // Masked on the register that addresses the word (see frame_slot).
+        let offset = core::hint::black_box(offset) & (WINDOW_BYTES - 8);
+        // SAFETY: an 8-aligned offset inside the copy.
+        Some(unsafe {
+            *copy
+                .words
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset as usize)
+                .cast::<u64>()
+        })
+    }
+}
+
+/// Takes the cached frame the walk stands on if the slots its step read
+/// still hold what they held, and moves the walk to its caller. False
+/// when the walk is done or must step on by itself (mode `UNCACHED`).
+/// Slots are read from `window`'s copy where it holds them; `learned` is
+/// the trampoline's address (see [`original_return_address`]).
+fn reuse_one(
+    state: &mut ThreadState,
+    cache: &WalkCache,
+    scratch: &mut WalkCache,
+    window: &WindowAt,
+    copy: &StackWindow,
+    learned: u64,
+) -> bool {
+    let frames = &state.frames;
+    let walk = &mut state.walk;
+    let stack = &mut state.stack;
+    let at = walk.cached_at;
+    let Some(entry) = cached_entry(&cache.frames, at) else {
+        walk.mode = walk_mode::UNCACHED;
+        return false;
+    };
+    let caller = match at.checked_sub(1) {
+        Some(below) => cached_entry(&cache.frames, below),
+        None => None,
+    };
+    let ends = entry.step == cached_step::END;
+    if !ends {
+        let same = caller.is_some_and(|caller| {
+            entry.still_steps_to(
+                caller,
+                |slot| window.read(copy, slot),
+                |slot, value| original_return_address(slot, value, frames, learned),
+            )
+        });
+        if !same {
+            // Step on from here; the walk may join again further down
+            // (callers that are the same again, such as a runtime's).
+            count(counter::WALK_CACHE_MISMATCHES);
+            walk.mode = walk_mode::SEEKING;
+            return false;
+        }
+    }
+    let len = stack.len as usize;
+    let Some(slot) = frame_slot(&mut stack.frames, len) else {
+        stack.flags |= stack_flags::TRUNCATED;
+        walk.done = 1;
+        return false;
+    };
+    *slot = entry.pc;
+    stack.len += 1;
+    walk.hash = (walk.hash ^ entry.pc).wrapping_mul(FNV_PRIME);
+    walk.reused += 1;
+    if entry.flags & cached_flags::BY_FRAME_POINTER != 0 {
+        stack.flags |= stack_flags::USED_FRAME_POINTERS;
+    }
+    // The walk's own state (its bp may differ where nothing uses it), in
+    // case a later slot differs and the walk steps on from its scratch.
+    if let Some(own) = cached_entry_mut(&mut scratch.frames, len) {
+        *own = *entry;
+        own.bp = walk.bp;
+    }
+    walk.entries = len as u32 + 1;
+    let Some(caller) = caller.filter(|_| !ends) else {
+        stack.flags |= stack_flags::COMPLETE;
+        walk.done = 1;
+        walk.mode = walk_mode::REUSED;
+        return false;
+    };
+    if entry.rbp_offset_words != 0 {
+        walk.bp = caller.bp;
+    }
+    walk.sp = caller.sp;
+    walk.pc = caller.pc;
+    walk.cached_at = at - 1;
+    if caller.step == cached_step::TERMINAL {
+        let mut own = *caller;
+        own.bp = walk.bp;
+        note_entry(scratch, len + 1, &own);
+        walk.entries = len as u32 + 2;
+        stack.flags |= stack_flags::COMPLETE;
+        walk.done = 1;
+        walk.mode = walk_mode::REUSED;
+        return false;
+    }
+    true
+}
+
+/// Entry `index` of a cache's frames, if in bounds. The bound is checked
+/// on the register that addresses the entry (see [`frame_slot`]).
+#[inline(always)]
+fn cached_entry(frames: &[CachedFrame; CACHED_FRAMES], index: u32) -> Option<&CachedFrame> {
+    let offset = core::hint::black_box((index as usize).wrapping_mul(size_of::<CachedFrame>()));
+    if offset > (CACHED_FRAMES - 1) * size_of::<CachedFrame>() {
+        return None;
+    }
+    // SAFETY: `offset` is a multiple of the element size within the array.
+    Some(unsafe {
+        &*frames
+            .as_ptr()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<CachedFrame>()
+    })
+}
+
+/// [`cached_entry`], writable.
+#[inline(always)]
+fn cached_entry_mut(
+    frames: &mut [CachedFrame; CACHED_FRAMES],
+    index: usize,
+) -> Option<&mut CachedFrame> {
+    let offset = core::hint::black_box(index.wrapping_mul(size_of::<CachedFrame>()));
+    if offset > (CACHED_FRAMES - 1) * size_of::<CachedFrame>() {
+        return None;
+    }
+    // SAFETY: as in `cached_entry`.
+    Some(unsafe {
+        &mut *frames
+            .as_mut_ptr()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<CachedFrame>()
+    })
+}
+
+/// Writes the walk's entry for frame `index` (or its terminal state).
+#[inline(always)]
+fn note_entry(scratch: &mut WalkCache, index: usize, entry: &CachedFrame) {
+    if let Some(slot) = cached_entry_mut(&mut scratch.frames, index) {
+        *slot = *entry;
+    }
 }
 
 /// Records the frame at `walk.pc`, then moves `walk` to the caller.
-fn unwind_one(state: &mut ThreadState) {
+fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     let frames = &state.frames;
     let walk = &mut state.walk;
     let stack = &mut state.stack;
@@ -595,6 +1054,13 @@ fn unwind_one(state: &mut ThreadState) {
     *slot = walk.pc;
     stack.len += 1;
     walk.hash = (walk.hash ^ walk.pc).wrapping_mul(FNV_PRIME);
+    let mut entry = CachedFrame {
+        pc: walk.pc,
+        sp: walk.sp,
+        bp: walk.bp,
+        flags: if len == 0 { cached_flags::FIRST } else { 0 },
+        ..EMPTY_CACHED_FRAME
+    };
     // A return address points after the call; look up the call itself.
     let lookup = if len == 0 {
         walk.pc
@@ -602,12 +1068,26 @@ fn unwind_one(state: &mut ThreadState) {
         walk.pc.wrapping_sub(1)
     };
     let outcome = match find_row(lookup, &mut walk.mapping) {
-        Some(row) => caller_by_row(walk, &row, frames),
+        Some(row) => {
+            entry.rbp_offset_words = row.rbp_offset_words;
+            if row.kind == row_kind::CFA_RBP {
+                entry.flags |= cached_flags::STEP_USES_BP;
+            }
+            caller_by_row(walk, &row, frames)
+        }
         None => Step::NoRow,
     };
     let outcome = match outcome {
         Step::NoRow => {
             stack.flags |= stack_flags::USED_FRAME_POINTERS;
+            // At the first frame the return address is at sp and rbp is
+            // untouched; further up, the chain reads both at bp.
+            entry.rbp_offset_words = if len == 0 { 0 } else { -2 };
+            entry.flags &= !cached_flags::STEP_USES_BP;
+            entry.flags |= cached_flags::BY_FRAME_POINTER;
+            if len != 0 {
+                entry.flags |= cached_flags::STEP_USES_BP;
+            }
             caller_by_frame_pointer(walk, len == 0, frames)
         }
         other => other,
@@ -619,12 +1099,31 @@ fn unwind_one(state: &mut ThreadState) {
             } else {
                 counter::FRAMES_BY_FRAME_POINTER
             });
+            note_entry(scratch, len, &entry);
+            walk.entries = len as u32 + 1;
             if walk.pc == 0 {
+                note_entry(
+                    scratch,
+                    len + 1,
+                    &CachedFrame {
+                        pc: 0,
+                        sp: walk.sp,
+                        bp: walk.bp,
+                        step: cached_step::TERMINAL,
+                        ..EMPTY_CACHED_FRAME
+                    },
+                );
+                walk.entries = len as u32 + 2;
                 stack.flags |= stack_flags::COMPLETE;
                 walk.done = 1;
             }
         }
         Step::End => {
+            entry.step = cached_step::END;
+            entry.rbp_offset_words = 0;
+            entry.flags &= !cached_flags::STEP_USES_BP;
+            note_entry(scratch, len, &entry);
+            walk.entries = len as u32 + 1;
             stack.flags |= stack_flags::COMPLETE;
             walk.done = 1;
         }
@@ -724,11 +1223,37 @@ fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Opt
     Some(value)
 }
 
+/// `value`, read at `slot`, or the return address it replaced if it is the
+/// uretprobe trampoline of a call in flight; `learned` is `TRAMPOLINE`'s
+/// slot 0, read once by the caller.
+#[inline(always)]
+fn original_return_address(
+    slot: u64,
+    value: u64,
+    frames: &[InFlight; MAX_NESTED_ALLOCS],
+    learned: u64,
+) -> u64 {
+    if !is_trampoline_of(value, learned) {
+        return value;
+    }
+    for frame in frames {
+        if frame.entry_sp == slot {
+            return frame.return_address;
+        }
+    }
+    value
+}
+
 /// True for the address of the kernel's uretprobe trampoline in this
 /// process: what a hijacked return-address slot holds.
 #[inline(always)]
 fn is_trampoline(value: u64) -> bool {
-    let learned = TRAMPOLINE.get(0).copied().unwrap_or(0);
+    is_trampoline_of(value, TRAMPOLINE.get(0).copied().unwrap_or(0))
+}
+
+/// [`is_trampoline`], with `TRAMPOLINE`'s slot 0 read by the caller.
+#[inline(always)]
+fn is_trampoline_of(value: u64, learned: u64) -> bool {
     (learned != 0 && value == learned)
         || value == TRAMPOLINE_HINTS[0]
         || value == TRAMPOLINE_HINTS[1]
@@ -829,8 +1354,9 @@ fn kernel_frame_pointer_walk(
     }
 }
 
-/// Interns the walked stack and names the walked call's site after it.
-fn finish_walk(state: *mut ThreadState) {
+/// Interns the walked stack and names the walked call's site after it;
+/// a complete walk becomes the thread's cached walk.
+fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
     // SAFETY: this thread's own PENDING element (see on_alloc_enter); the
     // stack record is passed to the map by pointer, never copied to the
     // BPF stack; the frame index is masked into the array.
@@ -847,17 +1373,95 @@ fn finish_walk(state: *mut ThreadState) {
         if id == NO_STACK {
             id -= 1;
         }
+        let cache = if WALKER.load() == walker::DWARF {
+            WALK_CACHES.get_ptr_mut(pid_tgid)
+        } else {
+            None
+        };
         let stack = &raw const (*state).stack;
         let index = frame_index((*state).walking as usize);
-        (*state).frames[index].site.stack_id = match STACKS.insert(id, &*stack, BPF_NOEXIST as u64)
-        {
-            Ok(()) | Err(EEXIST) => id,
-            Err(_) => {
-                count(counter::STACK_ERRORS);
-                NO_STACK
+        // The thread's last stack again (a loop, a server's request): it
+        // is in STACKS already, which nothing removes from.
+        let interned = cache.is_some_and(|cache| (*cache).stack_id == id);
+        (*state).frames[index].site.stack_id = if interned {
+            id
+        } else {
+            match STACKS.insert(id, &*stack, BPF_NOEXIST as u64) {
+                Ok(()) | Err(EEXIST) => {
+                    if let Some(cache) = cache {
+                        (*cache).stack_id = id;
+                    }
+                    id
+                }
+                Err(_) => {
+                    count(counter::STACK_ERRORS);
+                    NO_STACK
+                }
             }
         };
+        let reused = (*state).walk.reused;
+        if reused > 0 {
+            count_by(counter::FRAMES_REUSED, u64::from(reused));
+        }
+        if let Some(cache) = cache {
+            if flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0 {
+                let _ = remember_walk(&*state, &mut *cache);
+            }
+        }
     }
+}
+
+/// Makes a complete walk the thread's cached walk: the frames it took
+/// from the cache stay where they are (outermost first), its own newer
+/// frames go after them; a walk that did not join replaces the cache.
+/// True when it did. A function of its own, returning a value: inlined,
+/// LLVM left a stack pointer in r0 at the caller's exit, which the
+/// verifier refuses.
+#[inline(never)]
+fn remember_walk(state: &ThreadState, cache: &mut WalkCache) -> bool {
+    let walk = &state.walk;
+    let reused = walk.mode == walk_mode::REUSED;
+    if reused && walk.joined_at == 0 && walk.joined_entry + 1 == cache.len {
+        // The whole walk was the cached one.
+        return true;
+    }
+    let Some(scratch) = WALK_SCRATCH.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch.
+    let scratch = unsafe { &*scratch };
+    let (kept, new) = if reused {
+        (walk.joined_entry as usize + 1, walk.joined_at as usize)
+    } else {
+        (0, walk.entries as usize)
+    };
+    // Not usable while it is rewritten, nor if a bound check fails.
+    cache.len = 0;
+    for k in 0..CACHED_FRAMES {
+        if k >= new {
+            break;
+        }
+        let to = kept + k;
+        let Some(mut entry) = cached_entry(&scratch.frames, (new - 1 - k) as u32).copied() else {
+            return false;
+        };
+        let caller_depends = match to.checked_sub(1) {
+            Some(below) => cached_entry(&cache.frames, below as u32)
+                .is_some_and(|caller| caller.flags & cached_flags::DEPENDS_ON_BP != 0),
+            None => false,
+        };
+        entry.flags &= !cached_flags::DEPENDS_ON_BP;
+        if entry.depends_on_bp(caller_depends) {
+            entry.flags |= cached_flags::DEPENDS_ON_BP;
+        }
+        let Some(slot) = cached_entry_mut(&mut cache.frames, to) else {
+            return false;
+        };
+        *slot = entry;
+    }
+    cache.generation = walk.generation;
+    cache.len = (kept + new) as u32;
+    true
 }
 
 #[inline(always)]
@@ -1168,6 +1772,7 @@ fn on_thread_exit() {
         }
         let _ = PENDING.remove(pid_tgid);
     }
+    let _ = WALK_CACHES.remove(pid_tgid);
 }
 
 fn on_release_enter(ctx: &ProbeContext) {

@@ -22,7 +22,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{entry_kind, names, walker, EntrySite, ExitLocs, ReleaseLocs};
+use observer_ebpf::{entry_kind, names, walker, walker_slot, EntrySite, ExitLocs, ReleaseLocs};
 
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
@@ -514,18 +514,23 @@ fn install_alloc_exits(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
     Ok(())
 }
 
-/// Puts `pool_walk_stack` in the tail-call slot the entry probe jumps to.
+/// Puts the walk's programs in the tail-call slots the entry probe and
+/// they themselves jump to: `pool_walk_stack` (steps with the unwind
+/// rows) and `pool_walk_cached` (re-reads the thread's cached walk).
 fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
-    let program = uprobe_mut(ebpf, names::PROG_WALK)?;
-    program
-        .load()
-        .map_err(|err| load_error(names::PROG_WALK, err))?;
-    let fd = program.fd()?.try_clone()?;
-    let mut slots: ProgramArray<_> = ProgramArray::try_from(
-        ebpf.map_mut(names::MAP_WALKERS)
-            .context("eBPF object has no map WALKERS")?,
-    )?;
-    slots.set(0, &fd, 0)?;
+    for (name, slot) in [
+        (names::PROG_WALK, walker_slot::STEP),
+        (names::PROG_WALK_CACHED, walker_slot::CACHED),
+    ] {
+        let program = uprobe_mut(ebpf, name)?;
+        program.load().map_err(|err| load_error(name, err))?;
+        let fd = program.fd()?.try_clone()?;
+        let mut slots: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut(names::MAP_WALKERS)
+                .context("eBPF object has no map WALKERS")?,
+        )?;
+        slots.set(slot, &fd, 0)?;
+    }
     Ok(())
 }
 

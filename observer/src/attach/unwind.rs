@@ -9,7 +9,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use aya::Ebpf;
 use observer_ebpf::{names, MappingEntry, PageKey, PageRows, UnwindRow};
 use serde::Serialize;
@@ -184,7 +184,8 @@ impl UnwindTables {
         for object in prepared {
             self.add_object(ebpf, object)?;
         }
-        self.write_mappings(ebpf)
+        self.write_mappings(ebpf)?;
+        bump_generation(ebpf)
     }
 
     /// Drops the mappings the process no longer has from the trie. The
@@ -277,6 +278,17 @@ impl UnwindTables {
         }
         Ok(())
     }
+}
+
+/// Tells the walks the tables changed: a thread's cached walk was walked
+/// with the old ones and is not used again (written after the tables, so
+/// a walk that sees the new generation sees the new tables).
+fn bump_generation(ebpf: &mut Ebpf) -> Result<()> {
+    let mut generation: Array<&mut MapData, u64> =
+        Array::try_from(map_mut(ebpf, names::MAP_UNWIND_GENERATION)?)?;
+    let next = generation.get(&0, 0)?.wrapping_add(1);
+    generation.set(0, next, 0)?;
+    Ok(())
 }
 
 /// `[start, end)` as aligned power-of-two blocks: (prefix length, base).

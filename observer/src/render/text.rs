@@ -201,10 +201,15 @@ fn stacks(out: &mut String, report: &Report) {
         crate::attach::StackWalker::Dwarf => {
             let rows: usize = report.stacks.tabled_objects.iter().map(|o| o.rows).sum();
             format!(
-                "unwind tables ({} objects, {rows} rows): {} frames, {} by frame pointers where no row",
+                "unwind tables ({} objects, {rows} rows): {} frames, {} by frame pointers where no row, \
+                 {} reused from the thread's previous walk ({} walks re-stepped after a changed slot, \
+                 {} of threads without a walk cache)",
                 report.stacks.tabled_objects.len(),
                 c[counter::FRAMES_UNWOUND],
-                c[counter::FRAMES_BY_FRAME_POINTER]
+                c[counter::FRAMES_BY_FRAME_POINTER],
+                c[counter::FRAMES_REUSED],
+                c[counter::WALK_CACHE_MISMATCHES],
+                c[counter::WALK_CACHES_FULL]
             )
         }
         crate::attach::StackWalker::FramePointers => "the kernel's frame-pointer walker".into(),

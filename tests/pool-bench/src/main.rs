@@ -5,13 +5,16 @@
 //! deep, prints `ns_per_pair X`, and exits when stdin is closed (so an
 //! observer can be stopped while its target still lives).
 //!
-//! `pool-bench --keep N --stacks K` (K ≤ 1024)
+//! `pool-bench --keep N --stacks K [--order counting|bit-reversed]` (K ≤ 1024)
 //!
 //! Prints `ready`, waits for a line, then allocates N small buffers from K
 //! different call chains (ten frames deep, told apart by the path taken
 //! through two functions) and keeps them all: prints `kept N`, and holds
 //! them until stdin is closed. What a report over a million outstanding
-//! buffers is measured on.
+//! buffers is measured on. Buffer n takes path n mod K: counting, the
+//! next buffer's chain differs from the last one's near the allocation;
+//! bit-reversed (the path's ten bits in reverse order), far from it, with
+//! the frames near the allocation the same.
 
 use std::io::BufRead as _;
 use std::time::Instant;
@@ -23,18 +26,25 @@ fn main() {
     let mut depth: u32 = 16;
     let mut keep: Option<u64> = None;
     let mut stacks: u32 = 1000;
+    let mut reversed = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
+        let text = args.next();
+        if arg == "--order" {
+            match text.as_deref() {
+                Some("counting") => reversed = false,
+                Some("bit-reversed") => reversed = true,
+                _ => usage(),
+            }
+            continue;
+        }
+        let value = text.and_then(|v| v.parse().ok());
         match (arg.as_str(), value) {
             ("--pairs", Some(v)) => pairs = v,
             ("--depth", Some(v)) => depth = v as u32,
             ("--keep", Some(v)) => keep = Some(v),
             ("--stacks", Some(v)) if (1..=1 << PATH_BITS).contains(&v) => stacks = v as u32,
-            _ => {
-                eprintln!("usage: pool-bench [--pairs N] [--depth D] | --keep N [--stacks K]");
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
     let pool = BufPool::new();
@@ -42,7 +52,7 @@ fn main() {
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     if let Some(count) = keep {
-        keep_buffers(&pool, count, stacks);
+        keep_buffers(&pool, count, stacks, reversed);
         return;
     }
     let started = Instant::now();
@@ -57,6 +67,13 @@ fn main() {
         elapsed.as_nanos() as f64 / pairs as f64
     );
     wait_for_end_of_input();
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: pool-bench [--pairs N] [--depth D] | --keep N [--stacks K] [--order counting|bit-reversed]"
+    );
+    std::process::exit(2);
 }
 
 /// Returns when stdin is closed.
@@ -88,12 +105,15 @@ fn descend(pool: &BufPool, depth: u32, round: u64, parent: &mut [u64; 4]) {
 /// Levels of the call chains of `--keep`: 2^10 different paths.
 const PATH_BITS: u64 = 10;
 
-/// Allocates `count` buffers over `stacks` call chains, then holds them
-/// until stdin closes.
-fn keep_buffers(pool: &BufPool, count: u64, stacks: u32) {
+/// Allocates `count` buffers over `stacks` call chains (in bit-reversed
+/// order of paths when `reversed`), then holds them until stdin closes.
+fn keep_buffers(pool: &BufPool, count: u64, stacks: u32, reversed: bool) {
     let mut kept = Vec::with_capacity(count as usize);
     for n in 0..count {
-        let path = (n % u64::from(stacks)) as u32;
+        let mut path = (n % u64::from(stacks)) as u32;
+        if reversed {
+            path = path.reverse_bits() >> (u32::BITS - PATH_BITS as u32);
+        }
         kept.push(left(pool, path, PATH_BITS as u32));
     }
     println!("kept {}", kept.len());
