@@ -436,8 +436,12 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     // this thread's probes touch, and the map keeps it in place.
     unsafe {
         // A new call at or above an older one's slot means that one's
-        // frame is gone.
-        drop_gone_calls(state, entry_sp, true);
+        // frame is gone; but an allocator entry point that jumps to
+        // another (glibc's realloc(NULL, n) tail-calls malloc) shares its
+        // slot, and both return probes fire there, the inner one first.
+        if !tail_called_by_allocator(state, entry_sp) {
+            drop_gone_calls(state, entry_sp, true);
+        }
         let depth = (*state).depth as usize;
         if depth >= MAX_NESTED_ALLOCS {
             count(counter::NESTED_TOO_DEEP);
@@ -487,6 +491,25 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         unsafe { (*state).stack.flags |= stack_flags::BROKEN };
     }
     finish_walk(state);
+}
+
+/// True when the innermost call in flight is an allocator entry point
+/// ([`alloc_flags::OUTERMOST`]) whose return-address slot is `entry_sp`:
+/// the new call is its tail call.
+///
+/// # Safety
+/// `state` must be this thread's own PENDING element.
+#[inline(always)]
+unsafe fn tail_called_by_allocator(state: *mut ThreadState, entry_sp: u64) -> bool {
+    // SAFETY: guaranteed by the caller; the index is masked.
+    unsafe {
+        let depth = (*state).depth as usize;
+        if depth == 0 {
+            return false;
+        }
+        let top = &(*state).frames[frame_index(depth - 1)];
+        top.flags & alloc_flags::OUTERMOST != 0 && top.entry_sp == entry_sp
+    }
 }
 
 /// Resets the walk scratch to start at the probe. At a call site the

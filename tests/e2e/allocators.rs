@@ -39,7 +39,11 @@ struct CProgram {
 
 impl CProgram {
     fn start() -> Self {
-        let binary = corpus_dir().join("allocators/libc-leak");
+        Self::start_named("libc-leak")
+    }
+
+    fn start_named(name: &str) -> Self {
+        let binary = corpus_dir().join("allocators").join(name);
         let mut child = Command::new(&binary)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -61,9 +65,13 @@ impl CProgram {
     }
 
     fn serve(&mut self) {
+        assert_eq!(self.round(), format!("done: {LEAKS} leaked"));
+    }
+
+    /// One round of work; what the program answered.
+    fn round(&mut self) -> String {
         self.stdin.write_all(b"go\n").unwrap();
-        let done = self.stdout.next().unwrap().unwrap();
-        assert_eq!(done, format!("done: {LEAKS} leaked"));
+        self.stdout.next().unwrap().unwrap()
     }
 }
 
@@ -105,6 +113,109 @@ pub fn libc_malloc_in_the_shared_object_gives_the_exact_leak() {
         source_line(SOURCE, "sessions[i] = malloc(LEAK_BYTES);"),
         "{site:#}"
     );
+}
+
+/// What `libc-mixed` leaks in its first round: 25 sessions calloc'd and
+/// grown by realloc to 48 bytes (the realloc's buffer, at the realloc in
+/// `open_session`), and 10 cache entries of 80 bytes from posix_memalign
+/// (the pointer written through its first argument) in `fill_cache`.
+const SESSIONS: i64 = 25;
+const SESSION_BYTES: i64 = 48;
+const CACHED: i64 = 10;
+const CACHE_BYTES: i64 = 80;
+/// Per round, `libc-mixed` makes 200 requests; each grows a buffer twice
+/// with realloc and has a third realloc fail, and calls realloc(NULL, n)
+/// (which glibc tail-calls malloc from) and realloc(p, 0) (which glibc
+/// turns into free(p)) once.
+const MIXED_REQUESTS: i64 = 200;
+const MIXED: &str = "tests/allocators/libc-mixed.c";
+
+/// `--preset libc` on a program using every libc allocate function: the
+/// two leaks exactly, each at its function, through reallocs that move
+/// buffers, fail, start from NULL and free; nothing unknown, nothing
+/// counted twice.
+pub fn preset_libc_gives_the_exact_leak_through_realloc_and_memalign() {
+    let mut program = CProgram::start_named("libc-mixed");
+    let mut observer = Observer::attach_with(program.pid(), &["--preset", "libc"], &[]);
+    assert_eq!(program.round(), "done: 35 leaked");
+    assert_eq!(program.round(), "done: 0 leaked");
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    let c = &report["counters"];
+    assert_accounting_balances(&report);
+    for quiet in ["unknown_releases", "reallocated_ids", "in_flight"] {
+        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+    }
+    let rounds = 2;
+    // Two growths and one realloc(p, 0) per request, one realloc per session.
+    assert_eq!(
+        int(&c["reallocs"]),
+        rounds * MIXED_REQUESTS * 3 + SESSIONS,
+        "{c:#}"
+    );
+    assert_eq!(int(&c["realloc_failed"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(int(&c["alloc_failed"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(int(&c["realloc_frees"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(
+        int(&c["allocator_internal_allocs"]),
+        rounds * MIXED_REQUESTS,
+        "{c:#}"
+    );
+    assert_eq!(
+        int(&c["allocator_internal_releases"]),
+        rounds * MIXED_REQUESTS,
+        "{c:#}"
+    );
+    let outstanding = &report["outstanding"];
+    assert_eq!(
+        int(&outstanding["buffers"]),
+        SESSIONS + CACHED,
+        "{report:#}"
+    );
+    assert_eq!(
+        int(&outstanding["bytes"]),
+        SESSIONS * SESSION_BYTES + CACHED * CACHE_BYTES
+    );
+    for (function, buffers, bytes, line) in [
+        (
+            "open_session",
+            SESSIONS,
+            SESSIONS * SESSION_BYTES,
+            "sessions[i] = realloc(session, SESSION_BYTES);",
+        ),
+        (
+            "fill_cache",
+            CACHED,
+            CACHED * CACHE_BYTES,
+            "if (posix_memalign(&cache[i], 64, CACHE_BYTES) != 0) {",
+        ),
+    ] {
+        // open_session's calloc is a site too, with nothing outstanding:
+        // the realloc released its buffer.
+        let holding: Vec<&Value> = sites(&report)
+            .iter()
+            .filter(|s| has_frame(s, function) && int(&s["buffers"]) > 0)
+            .collect();
+        assert_eq!(holding.len(), 1, "{function}: {report:#}");
+        let site = holding[0];
+        assert_eq!(int(&site["buffers"]), buffers, "{site:#}");
+        assert_eq!(int(&site["bytes"]), bytes, "{site:#}");
+        let frame = frames(site)
+            .iter()
+            .find(|f| f["function"] == function)
+            .unwrap();
+        assert_eq!(frame["line"], source_line(MIXED, line), "{site:#}");
+    }
+    let probed: Vec<&str> = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["function"].as_str().unwrap())
+        .collect();
+    for function in ["malloc", "calloc", "realloc", "posix_memalign", "free"] {
+        assert!(probed.contains(&function), "{probed:?}");
+    }
 }
 
 /// An object the target does not map, and functions in two different

@@ -313,6 +313,10 @@ impl ProbePlan {
                 outermost: request.outermost,
                 first_alloc_cookie: next_cookie(&alloc.sites),
                 first_release_cookie: next_cookie(&release.sites),
+                probed: more::addresses(&alloc)
+                    .into_iter()
+                    .chain(more::addresses(&release))
+                    .collect(),
             },
             &request.more_allocs,
             &request.more_releases,

@@ -63,6 +63,8 @@ pub struct Inputs<'a> {
     pub outermost: bool,
     pub first_alloc_cookie: u32,
     pub first_release_cookie: u32,
+    /// Addresses the first functions are probed at, with their name.
+    pub probed: Vec<(u64, String)>,
 }
 
 /// The functions planned, how each allocate's returns are observed, and
@@ -83,6 +85,7 @@ pub fn plan(
     releases: &[ReleaseRequest],
 ) -> Result<Planned> {
     let mut planned = Planned::default();
+    let mut probed = inputs.probed.clone();
     let mut cookie = inputs.first_alloc_cookie;
     for request in allocs {
         check_alloc(request)?;
@@ -90,6 +93,16 @@ pub fn plan(
         else {
             continue;
         };
+        if let Some(same) = already_probed(&function, &probed) {
+            // glibc's aligned_alloc is memalign: one probe, or every call
+            // would be recorded twice.
+            planned.notes.push(format!(
+                "{} is {same} (same address): probed once",
+                request.function
+            ));
+            continue;
+        }
+        probed.extend(addresses(&function));
         let function = numbered(function, &mut cookie);
         let method = returns::choose(&ReturnInputs {
             elf: inputs.elf,
@@ -125,6 +138,14 @@ pub fn plan(
         else {
             continue;
         };
+        if let Some(same) = already_probed(&function, &probed) {
+            planned.notes.push(format!(
+                "{} is {same} (same address): probed once",
+                request.function
+            ));
+            continue;
+        }
+        probed.extend(addresses(&function));
         planned.releases.push(ReleaseFunction {
             planned: numbered(function, &mut cookie),
             id: request.id,
@@ -243,6 +264,26 @@ fn resolve(
         .into()),
         Err(err) => Err(UserError::new(err.to_string()).into()),
     }
+}
+
+/// The probe addresses of `function`'s sites, with its name.
+pub fn addresses(function: &PlannedFunction) -> Vec<(u64, String)> {
+    function
+        .sites
+        .iter()
+        .map(|site| (site.probe_address, function.function.name.clone()))
+        .collect()
+}
+
+/// The function already probed at one of `function`'s addresses (an
+/// alias), if any.
+fn already_probed(function: &PlannedFunction, probed: &[(u64, String)]) -> Option<String> {
+    function.sites.iter().find_map(|site| {
+        probed
+            .iter()
+            .find(|(address, _)| *address == site.probe_address)
+            .map(|(_, name)| name.clone())
+    })
 }
 
 /// `function` with its sites' cookies renumbered from `next` on.
