@@ -523,6 +523,7 @@ counters! {
     32 REALLOC_FREES realloc_frees Event "reallocs to size 0 that freed the old buffer and returned null: nothing was allocated";
     33 ALLOCATOR_INTERNAL_ALLOCS allocator_internal_allocs Event "allocate calls made inside another probed allocator entry point on the same thread (realloc calling malloc): the outer call accounts for them";
     34 ALLOCATOR_INTERNAL_RELEASES allocator_internal_releases Event "release calls made inside a probed allocator entry point on the same thread (realloc calling free): the outer call accounts for them";
+    35 REALLOC_UNKNOWN_OLD realloc_unknown_old Event "reallocs whose old buffer the live table did not hold (allocated before attach): also counted in unknown_releases";
 }
 
 /// Every allocate call ends up in exactly one of these (after the

@@ -1088,12 +1088,15 @@ fn release_reallocated(
         return false;
     }
     count(counter::REALLOCS);
-    release(&LiveKey {
+    let known = release(&LiveKey {
         tgid,
         _pad: 0,
         id: old,
         scope: 0,
     });
+    if !known {
+        count(counter::REALLOC_UNKNOWN_OLD);
+    }
     if freed {
         count(counter::REALLOC_FREES);
     }
@@ -1263,7 +1266,7 @@ fn on_release_enter(ctx: &ProbeContext) {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };
-    release(&LiveKey {
+    let _ = release(&LiveKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
         id,
@@ -1271,15 +1274,20 @@ fn on_release_enter(ctx: &ProbeContext) {
     });
 }
 
-/// Takes a released buffer out of the live table and off its site.
+/// Takes a released buffer out of the live table and off its site; false
+/// when the table did not hold it.
 #[inline(always)]
-fn release(key: &LiveKey) {
+fn release(key: &LiveKey) -> bool {
     match take_live(key) {
         Some(buf) => {
             add_to_site(&buf.site, -1, -(buf.size as i64));
             count(counter::RELEASES);
+            true
         }
-        None => count(counter::UNKNOWN_RELEASES),
+        None => {
+            count(counter::UNKNOWN_RELEASES);
+            false
+        }
     }
 }
 

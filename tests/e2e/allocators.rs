@@ -218,6 +218,63 @@ pub fn preset_libc_gives_the_exact_leak_through_realloc_and_memalign() {
     }
 }
 
+/// The gateway's planted leak: one 256-byte frame per session, from the
+/// encoder, on the disconnect path.
+const GATEWAY_FRAME: i64 = 256;
+
+/// `--preset rust-global` on the gateway (the system allocator behind
+/// Rust's global allocator shims): reallocs (vectors growing) are
+/// releases and allocations, so no realloc's release is unknown and no id
+/// is reallocated; the encoder's blocks outstanding are exactly the leaked
+/// frames.
+///
+/// The allocator sees the pool's blocks, not its hand-outs: a frame the
+/// disconnect path leaks was allocated wherever the pool last found its
+/// free list empty (any `encode`). Each session leaks one frame, so the
+/// free list of frames drains to empty once the load stops; after a
+/// warm-up it is empty at attach too, and the frame blocks allocated
+/// since are exactly the leaked frames.
+pub fn preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak() {
+    let gateway = Gateway::start();
+    gateway.chat(30, 3);
+    let mut observer = Observer::attach_with(gateway.pid(), &["--preset", "rust-global"], &[]);
+    let sessions = 100;
+    gateway.chat(sessions, 3);
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    let c = &report["counters"];
+    assert_accounting_balances(&report);
+    // Releases of what tokio allocated before attach (registrations of
+    // the warm-up's connections, released later) are unknown, rightly;
+    // none comes from a realloc, and no id is reallocated.
+    for quiet in ["realloc_unknown_old", "reallocated_ids", "in_flight"] {
+        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+    }
+    assert!(int(&c["reallocs"]) > 0, "vectors grow: {c:#}");
+    // Everything the encoder's blocks hold is the leak; the rest is what
+    // tokio keeps live at any moment (a registration released later, the
+    // list of registrations to release).
+    let encoder: Vec<&Value> = sites(&report)
+        .iter()
+        .filter(|s| int(&s["buffers"]) > 0)
+        .filter(|s| has_frame(s, "leaky_gateway::codec::Encoder::encode"))
+        .collect();
+    let buffers: i64 = encoder.iter().map(|s| int(&s["buffers"])).sum();
+    let bytes: i64 = encoder.iter().map(|s| int(&s["bytes"])).sum();
+    assert_eq!(buffers, sessions as i64, "{report:#}");
+    assert_eq!(bytes, sessions as i64 * GATEWAY_FRAME, "{report:#}");
+    for site in &encoder {
+        assert_eq!(frames(site)[0]["function"], "__rustc::__rust_alloc_zeroed");
+    }
+    let goodbye = sites(&report)
+        .iter()
+        .filter(|s| has_frame(s, "say_goodbye"))
+        .map(|s| int(&s["buffers"]))
+        .sum::<i64>();
+    assert!(goodbye > 0, "{report:#}");
+}
+
 /// An object the target does not map, and functions in two different
 /// objects: one line, exit 2, nothing attached.
 pub fn shared_object_mistakes_are_one_line_errors() {
