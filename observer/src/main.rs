@@ -333,6 +333,9 @@ fn observed(
     if plan.alloc.inlined {
         symbolizer.set_inlined_allocate(&plan.alloc.function.name);
     }
+    if plan.outermost {
+        symbolizer.fold_allocator_frames();
+    }
     Observed {
         process,
         plan,
