@@ -108,6 +108,64 @@ impl ReturnTest {
     };
 }
 
+/// [`AllocLocs::kind`] values: what an allocate function does besides
+/// allocating.
+pub mod alloc_kind {
+    /// Allocates (or fails); nothing else.
+    pub const PLAIN: u32 = 0;
+    /// `realloc`: releases the buffer [`super::AllocLocs::old_id`] names
+    /// (saved at entry) and allocates the one it returns, at the stack of
+    /// the realloc. A null old id is a plain allocation; a failed realloc
+    /// (the test says failure, size > 0) leaves the old buffer live; size
+    /// 0 with a null result frees it.
+    pub const REALLOC: u32 = 1;
+}
+
+/// [`AllocLocs::flags`] bits.
+pub mod alloc_flags {
+    /// An allocator's public entry point (a preset's): allocate and release
+    /// calls made while it is in flight on the same thread (glibc's realloc
+    /// calling malloc and free) are its own business, not the program's,
+    /// and are counted apart instead of recorded.
+    pub const OUTERMOST: u32 = 1;
+}
+
+/// What an allocate probe evaluates at its return, by the attach cookie of
+/// its entry (`ALLOC_LOCS`): each function probed in a session (malloc,
+/// calloc, realloc, a pool's allocate) has its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocLocs {
+    pub id: Loc,
+    /// Bytes, multiplied by `count` (the literal 1 but for calloc).
+    pub size: Loc,
+    pub count: Loc,
+    /// What the id is unique within; the literal 0 for pointers.
+    pub scope: Loc,
+    /// Which returns are allocations.
+    pub test: ReturnTest,
+    /// [`alloc_kind::REALLOC`]: the old buffer's id (`argN` = at entry).
+    pub old_id: Loc,
+    /// [`alloc_kind`].
+    pub kind: u32,
+    /// [`alloc_flags`] bits.
+    pub flags: u32,
+}
+
+impl AllocLocs {
+    /// Nothing configured: an id of 0 at every return.
+    pub const ZERO: AllocLocs = AllocLocs {
+        id: Loc::ZERO,
+        size: Loc::ZERO,
+        count: Loc::ZERO,
+        scope: Loc::ZERO,
+        test: ReturnTest::ALWAYS,
+        old_id: Loc::ZERO,
+        kind: alloc_kind::PLAIN,
+        flags: 0,
+    };
+}
+
 /// Where a release probe finds the buffer's identity, by attach cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -368,6 +426,11 @@ pub struct InFlight {
     /// The argument registers at entry (`argN` in locations).
     pub args: [u64; LOC_BASE_ARG_COUNT as usize],
     pub site: SiteKey,
+    /// Non-zero for a call made inside an [`alloc_flags::OUTERMOST`]
+    /// call in flight: its return is taken off and counted, not recorded.
+    pub internal: u32,
+    /// [`alloc_flags`] of the function called.
+    pub flags: u32,
 }
 
 /// Per-thread state (`PENDING[pid_tgid]`): the allocate calls in flight,
@@ -517,17 +580,25 @@ counters! {
     26 CAUGHT_INSIDE caught_inside Target "panics caught inside allocate: its return probe was put back in place";
     27 FORKS forks Target "processes the target forked (their allocations are not observed)";
     28 EXECS execs Target "times the target replaced its program with exec (the probes went with the old one)";
-    29 ALLOC_FAILED alloc_failed Event "allocate returns of the failure variant (None, Err): nothing was allocated";
+    29 ALLOC_FAILED alloc_failed Event "allocate returns of the failure variant (None, Err, a null pointer): nothing was allocated";
     30 FRAMES_REUSED frames_reused Stack "frames taken from the thread's previous walk after re-reading every stack slot it had read from there on";
     31 WALK_CACHE_MISMATCHES walk_cache_mismatches Stack "walks that joined the thread's previous walk where a re-read slot had changed: they stepped on from there";
     32 WALK_CACHES_FULL walk_caches_full Stack "walks of threads that got no walk cache because its table was full (stepped frame by frame)";
+    33 REALLOCS reallocs Event "reallocs of a non-null buffer that resized, moved or freed it: each released the old buffer (counted in releases or unknown_releases) and, unless it freed, allocated the new one at the realloc's stack";
+    34 REALLOC_FAILED realloc_failed Event "reallocs of a non-null buffer that failed (null result, size > 0): the old buffer stays live (also counted in alloc_failed)";
+    35 REALLOC_FREES realloc_frees Event "reallocs to size 0 that freed the old buffer and returned null: nothing was allocated";
+    36 ALLOCATOR_INTERNAL_ALLOCS allocator_internal_allocs Event "allocate calls made inside another probed allocator entry point on the same thread (realloc calling malloc): the outer call accounts for them";
+    37 ALLOCATOR_INTERNAL_RELEASES allocator_internal_releases Event "release calls made inside a probed allocator entry point on the same thread (realloc calling free): the outer call accounts for them";
+    38 REALLOC_UNKNOWN_OLD realloc_unknown_old Event "reallocs whose old buffer the live table did not hold (allocated before attach): also counted in unknown_releases";
 }
 
 /// Every allocate call ends up in exactly one of these (after the
 /// entry was counted in `ALLOC_CALLS`), so they sum to it.
-pub const ALLOC_CALL_OUTCOMES: [u32; 10] = [
+pub const ALLOC_CALL_OUTCOMES: [u32; 12] = [
     counter::ALLOCATIONS,
     counter::ALLOC_FAILED,
+    counter::REALLOC_FREES,
+    counter::ALLOCATOR_INTERNAL_ALLOCS,
     counter::ALLOC_UNWOUND,
     counter::IN_FLIGHT,
     counter::ENTRIES_WITHOUT_RETURN,
@@ -557,14 +628,11 @@ pub mod names {
     pub const MAP_UNWIND_GENERATION: &str = "UNWIND_GENERATION";
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const MAP_ALLOC_EXITS: &str = "ALLOC_EXITS";
+    pub const MAP_ALLOC_LOCS: &str = "ALLOC_LOCS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
     pub const GLOBAL_TARGET_PID_NS_DEV: &str = "TARGET_PID_NS_DEV";
     pub const GLOBAL_TARGET_PID_NS_INO: &str = "TARGET_PID_NS_INO";
-    pub const GLOBAL_SIZE_LOC: &str = "SIZE_LOC";
-    pub const GLOBAL_ALLOC_ID_LOC: &str = "ALLOC_ID_LOC";
-    pub const GLOBAL_ALLOC_SCOPE_LOC: &str = "ALLOC_SCOPE_LOC";
-    pub const GLOBAL_ALLOC_TEST: &str = "ALLOC_TEST";
     pub const PROG_ALLOC_ENTER: &str = "pool_alloc_enter";
     pub const PROG_ALLOC_RETURN: &str = "pool_alloc_return";
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
@@ -594,6 +662,8 @@ mod pod {
     unsafe impl aya::Pod for super::ReturnTest {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReleaseLocs {}
+    // SAFETY: as above (`Loc`s, a `ReturnTest`, two u32).
+    unsafe impl aya::Pod for super::AllocLocs {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SiteStats {}
     // SAFETY: as above.

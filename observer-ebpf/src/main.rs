@@ -67,12 +67,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use observer_ebpf::{
-    cached_flags, cached_step, counter, entry_kind, row_kind, seek_sp, stack_flags, test_op,
-    walk_mode, walker, walker_slot, CachedFrame, EntrySite, ExitLocs, InFlight, LiveBuf, LiveKey,
-    Loc, MappingEntry, PageKey, PageRows, ReleaseLocs, ReturnTest, SiteKey, SiteStats, StackRecord,
-    ThreadState, UnwindRow, WalkCache, WalkState, CACHED_FRAMES, LOC_BASE_ARG_COUNT,
-    LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS,
-    MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
+    alloc_flags, alloc_kind, cached_flags, cached_step, counter, entry_kind, row_kind, seek_sp,
+    stack_flags, test_op, walk_mode, walker, walker_slot, AllocLocs, CachedFrame, EntrySite,
+    ExitLocs, InFlight, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs,
+    ReturnTest, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache, WalkState,
+    CACHED_FRAMES, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
+    LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
+    NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -86,17 +87,6 @@ static TARGET_TGID: Global<u32> = Global::new(0);
 static TARGET_PID_NS_DEV: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static TARGET_PID_NS_INO: Global<u64> = Global::new(0);
-#[unsafe(no_mangle)]
-static SIZE_LOC: Global<Loc> = Global::new(Loc::ZERO);
-#[unsafe(no_mangle)]
-static ALLOC_ID_LOC: Global<Loc> = Global::new(Loc::ZERO);
-/// What the allocated id is unique within (the pool instance, for integer
-/// keys); the literal 0 for ids that are pointers.
-#[unsafe(no_mangle)]
-static ALLOC_SCOPE_LOC: Global<Loc> = Global::new(Loc::ZERO);
-/// Which returns are allocations (an enum result's success variant).
-#[unsafe(no_mangle)]
-static ALLOC_TEST: Global<ReturnTest> = Global::new(ReturnTest::ALWAYS);
 /// [`walker`] constant: how stacks are walked.
 #[unsafe(no_mangle)]
 static WALKER: Global<u32> = Global::new(walker::DWARF);
@@ -141,6 +131,13 @@ static UNWIND_MAPPINGS: LpmTrie<[u8; 8], MappingEntry> =
 /// chose.
 #[map]
 static RELEASE_LOCS: Array<ReleaseLocs> = Array::with_max_entries(1, 0);
+
+/// What each allocate function's return evaluates (id, size, scope, which
+/// returns allocate, a realloc's old buffer), by the attach cookie of its
+/// entry probe (one entry per entry probe; the loader sizes it). Per probe
+/// because a session probes several functions (malloc, calloc, realloc).
+#[map]
+static ALLOC_LOCS: Array<AllocLocs> = Array::with_max_entries(1, 0);
 
 /// How each allocate entry probe is placed, by attach cookie.
 #[map]
@@ -276,6 +273,8 @@ const EMPTY_IN_FLIGHT: InFlight = InFlight {
         probe: 0,
         _pad: 0,
     },
+    internal: 0,
+    flags: 0,
 };
 
 /// A zeroed state to create `PENDING` entries from: it does not fit on
@@ -513,13 +512,22 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     // this thread's probes touch, and the map keeps it in place.
     unsafe {
         // A new call at or above an older one's slot means that one's
-        // frame is gone.
-        drop_gone_calls(state, entry_sp, true);
+        // frame is gone; but an allocator entry point that jumps to
+        // another (glibc's realloc(NULL, n) tail-calls malloc) shares its
+        // slot, and both return probes fire there, the inner one first.
+        if !tail_called_by_allocator(state, entry_sp) {
+            drop_gone_calls(state, entry_sp, true);
+        }
         let depth = (*state).depth as usize;
         if depth >= MAX_NESTED_ALLOCS {
             count(counter::NESTED_TOO_DEEP);
             return;
         }
+        // Inside an allocator entry point (malloc called by realloc) the
+        // call is the allocator's own: its return is only taken off, so
+        // its stack is not walked.
+        let internal = depth > 0
+            && (*state).frames[frame_index(depth - 1)].flags & alloc_flags::OUTERMOST != 0;
         let index = frame_index(depth);
         let frame = &mut (*state).frames[index];
         frame.entry_sp = entry_sp;
@@ -532,7 +540,12 @@ fn on_alloc_enter(ctx: &ProbeContext) {
             probe: cookie,
             _pad: 0,
         };
+        frame.internal = u32::from(internal);
+        frame.flags = ALLOC_LOCS.get(cookie).map_or(0, |locs| field(&locs.flags));
         (*state).depth = depth as u32 + 1;
+        if internal {
+            return;
+        }
         (*state).walking = index as u32;
     }
     // SAFETY: as above.
@@ -600,6 +613,25 @@ unsafe fn use_cache(state: *mut ThreadState, pid_tgid: u64) -> Option<*const Wal
         }
     }
     None
+}
+
+/// True when the innermost call in flight is an allocator entry point
+/// ([`alloc_flags::OUTERMOST`]) whose return-address slot is `entry_sp`:
+/// the new call is its tail call.
+///
+/// # Safety
+/// `state` must be this thread's own PENDING element.
+#[inline(always)]
+unsafe fn tail_called_by_allocator(state: *mut ThreadState, entry_sp: u64) -> bool {
+    // SAFETY: guaranteed by the caller; the index is masked.
+    unsafe {
+        let depth = (*state).depth as usize;
+        if depth == 0 {
+            return false;
+        }
+        let top = &(*state).frames[frame_index(depth - 1)];
+        top.flags & alloc_flags::OUTERMOST != 0 && top.entry_sp == entry_sp
+    }
 }
 
 /// Resets the walk scratch to start at the probe. At a call site the
@@ -1477,12 +1509,7 @@ fn on_alloc_return(regs: &pt_regs) {
     let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
-    let locs = AllocLocs {
-        id: global_ref(&ALLOC_ID_LOC),
-        size: global_ref(&SIZE_LOC),
-        scope: global_ref(&ALLOC_SCOPE_LOC),
-    };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, None);
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, None, None);
 }
 
 /// Control leaves an inlined instance of allocate: the call recorded at
@@ -1495,16 +1522,11 @@ fn on_alloc_inlined_exit(ctx: &ProbeContext) {
     let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
-    let Some(locs) = ALLOC_EXITS.get(cookie) else {
+    let Some(exit) = ALLOC_EXITS.get(cookie) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    let locs = AllocLocs {
-        id: &locs.id,
-        size: &locs.size,
-        scope: &locs.scope,
-    };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, locs, Some(regs));
+    record_allocation([regs.rax, regs.rdx], pid_tgid, call, Some(exit), Some(regs));
 }
 
 /// The allocate call in flight whose return-address slot is just below
@@ -1537,37 +1559,17 @@ fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
             args: top.args,
             entered_ns: top.entered_ns,
             site: top.site,
+            internal: top.internal,
         };
         (*state).depth = depth as u32 - 1;
         Some((pid_tgid, call))
     }
 }
 
-/// Where an allocation's id and size are at a return: the plan's (in
-/// read-only data) or an inlined exit's (in `ALLOC_EXITS`), referred to in
-/// place rather than copied onto the stack.
-#[derive(Clone, Copy)]
-struct AllocLocs<'a> {
-    id: &'a Loc,
-    size: &'a Loc,
-    scope: &'a Loc,
-}
-
-/// A global set by the loader, in place: its fields are then read with
-/// [`field`] where they are used. Copying the locations out (`load`) put
-/// hundreds of bytes on the stack, past the 512 the verifiers of Linux
-/// 6.1 and 6.12 allow a call chain.
-#[inline(always)]
-fn global_ref<T>(global: &'static Global<T>) -> &'static T {
-    // SAFETY: `Global<T>` is `repr(transparent)` over an always
-    // initialized `MaybeUninit<T>`; every read through the reference is
-    // volatile (`field`), so the compiler never assumes the initializer
-    // the loader replaced.
-    unsafe { &*(global as *const Global<T>).cast::<T>() }
-}
-
-/// One field of a global or map value, read where it is used (volatile:
-/// see [`global_ref`]).
+/// One field of a map value, read where it is used. Volatile, so the
+/// compiler never copies a whole value of locations onto the stack (it
+/// did: hundreds of bytes, past the 512 the verifiers of Linux 6.1 and
+/// 6.12 allow a call chain).
 #[inline(always)]
 fn field<T: Copy>(value: &T) -> T {
     // SAFETY: a valid, aligned reference.
@@ -1579,44 +1581,74 @@ struct Call {
     args: [u64; LOC_BASE_ARG_COUNT as usize],
     entered_ns: u64,
     site: SiteKey,
+    /// Made inside an allocator entry point: not the program's call.
+    internal: u32,
 }
 
 /// Records the buffer an allocate call returned (`ret`: rax and rdx),
-/// found at `locs` (`regs` where the probe fires, for locations that read
-/// registers), when the return is an allocation at all.
+/// found at the locations of the function called (`ALLOC_LOCS` by its
+/// entry's cookie), or for an inlined allocate at `exit`'s (`regs` where
+/// the probe fires, for locations that read registers), when the return
+/// is an allocation at all. A realloc first releases its old buffer.
 #[inline(always)]
 fn record_allocation(
     ret: Returned,
     pid_tgid: u64,
     call: Call,
-    locs: AllocLocs,
+    exit: Option<&ExitLocs>,
     regs: Option<&pt_regs>,
 ) {
     let Call {
         args,
         entered_ns,
         site,
+        internal,
     } = call;
-    match is_allocation(global_ref(&ALLOC_TEST), &args, ret) {
-        Ok(true) => {}
-        Ok(false) => {
-            count(counter::ALLOC_FAILED);
-            return;
-        }
+    if internal != 0 {
+        count(counter::ALLOCATOR_INTERNAL_ALLOCS);
+        return;
+    }
+    let Some(locs) = ALLOC_LOCS.get(site.probe) else {
+        count(counter::ALLOC_ID_READ_ERRORS);
+        return;
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let allocated = match is_allocation(&locs.test, &args, ret) {
+        Ok(allocated) => allocated,
         Err(()) => {
             count(counter::ALLOC_ID_READ_ERRORS);
             return;
         }
+    };
+    if field(&locs.kind) == alloc_kind::REALLOC
+        && !release_reallocated(locs, &args, tgid, allocated)
+    {
+        return;
     }
-    let id = evaluate(locs.id, &args, ret, regs);
-    let scope = evaluate(locs.scope, &args, ret, None);
+    if !allocated {
+        count(counter::ALLOC_FAILED);
+        return;
+    }
+    // An inlined exit's own places, where its caller keeps the result
+    // (and, for a key, the pool type it is scoped to).
+    let (id_loc, size_loc, scope_loc) = match exit {
+        Some(exit) => (&exit.id, &exit.size, &exit.scope),
+        None => (&locs.id, &locs.size, &locs.scope),
+    };
+    let id = evaluate(id_loc, &args, ret, regs);
+    let scope = evaluate(scope_loc, &args, ret, None);
     let (Ok(id), Ok(scope)) = (id, scope) else {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    let size = evaluate_size(locs.size, &args, ret, regs);
+    let size = evaluate_size(size_loc, &args, ret, regs).wrapping_mul(evaluate_size(
+        &locs.count,
+        &args,
+        ret,
+        None,
+    ));
     let key = LiveKey {
-        tgid: (pid_tgid >> 32) as u32,
+        tgid,
         _pad: 0,
         id,
         scope,
@@ -1632,6 +1664,49 @@ fn record_allocation(
     }
     add_to_site(&site, 1, size as i64);
     count(counter::ALLOCATIONS);
+}
+
+/// A realloc returned: releases its old buffer (the id its entry had at
+/// `old_id`) when it was resized, moved or freed. True when the return is
+/// then to be recorded like any allocation's (allocated or failed); false
+/// when the call is fully accounted: a failed realloc (its old buffer
+/// stays live), a realloc to size 0 that freed it, an unreadable old id.
+/// `realloc(NULL, n)` is `malloc(n)`. Ids of reallocs are pointers:
+/// unscoped.
+#[inline(always)]
+fn release_reallocated(
+    locs: &AllocLocs,
+    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    tgid: u32,
+    allocated: bool,
+) -> bool {
+    let Ok(old) = evaluate(&locs.old_id, args, NO_RETURN, None) else {
+        count(counter::ALLOC_ID_READ_ERRORS);
+        return false;
+    };
+    if old == 0 {
+        return true;
+    }
+    let freed = !allocated && evaluate_size(&locs.size, args, NO_RETURN, None) == 0;
+    if !allocated && !freed {
+        count(counter::REALLOC_FAILED);
+        count(counter::ALLOC_FAILED);
+        return false;
+    }
+    count(counter::REALLOCS);
+    let known = release(&LiveKey {
+        tgid,
+        _pad: 0,
+        id: old,
+        scope: 0,
+    });
+    if !known {
+        count(counter::REALLOC_UNKNOWN_OLD);
+    }
+    if freed {
+        count(counter::REALLOC_FREES);
+    }
+    allocated
 }
 
 /// A panic is about to unwind this thread's stack. Every in-flight
@@ -1780,10 +1855,14 @@ fn on_release_enter(ctx: &ProbeContext) {
         return;
     };
     count(counter::RELEASE_CALLS);
-    let args = entry_args(ctx);
-    let cookie = attach_cookie(ctx) as u32;
     // SAFETY: the probe's own register snapshot.
     let regs = unsafe { &*ctx.regs };
+    if inside_allocator(pid_tgid, regs.rsp) {
+        count(counter::ALLOCATOR_INTERNAL_RELEASES);
+        return;
+    }
+    let args = entry_args(ctx);
+    let cookie = attach_cookie(ctx) as u32;
     let Some(locs) = RELEASE_LOCS.get(cookie) else {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
@@ -1794,18 +1873,48 @@ fn on_release_enter(ctx: &ProbeContext) {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };
-    let key = LiveKey {
+    let _ = release(&LiveKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
         id,
         scope,
-    };
-    match take_live(&key) {
+    });
+}
+
+/// Takes a released buffer out of the live table and off its site; false
+/// when the table did not hold it.
+#[inline(always)]
+fn release(key: &LiveKey) -> bool {
+    match take_live(key) {
         Some(buf) => {
             add_to_site(&buf.site, -1, -(buf.size as i64));
             count(counter::RELEASES);
+            true
         }
-        None => count(counter::UNKNOWN_RELEASES),
+        None => {
+            count(counter::UNKNOWN_RELEASES);
+            false
+        }
+    }
+}
+
+/// True when this thread's innermost allocate call in flight is an
+/// allocator entry point ([`alloc_flags::OUTERMOST`]) whose frame is still
+/// above `sp`: a release from there (glibc's realloc calling free) is the
+/// allocator's own.
+#[inline(always)]
+fn inside_allocator(pid_tgid: u64, sp: u64) -> bool {
+    let Some(state) = PENDING.get_ptr(pid_tgid) else {
+        return false;
+    };
+    // SAFETY: this thread's own PENDING element; the index is masked.
+    unsafe {
+        let depth = (*state).depth as usize;
+        if depth == 0 {
+            return false;
+        }
+        let top = &(*state).frames[frame_index(depth - 1)];
+        top.flags & alloc_flags::OUTERMOST != 0 && top.entry_sp > sp
     }
 }
 

@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
+use crate::plan::more::{FunctionRequest, ReleaseRequest};
+use crate::plan::presets::Preset;
 use crate::plan::returns::ReturnChoice;
-use crate::plan::{LocSpec, ProbeRequest};
+use crate::plan::{LocSpec, Location, ProbeRequest};
 use crate::render::{Format, Reporter};
 use crate::resolve::debuginfo::DebugOptions;
 use crate::session::control::Request;
@@ -187,25 +189,37 @@ pub struct GateArgs {
 /// Which functions to probe and where their values are.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
+    /// A known allocator's entry points with their locations, instead of
+    /// --alloc/--release and their locations: `libc` (malloc, calloc,
+    /// realloc, posix_memalign, aligned_alloc, memalign, free in the
+    /// process's libc.so.6) or `rust-global` (__rust_alloc,
+    /// __rust_alloc_zeroed, __rust_realloc, __rust_dealloc).
+    #[arg(long, value_enum, conflicts_with_all = ["alloc", "release", "size", "alloc_id", "release_id"])]
+    pub preset: Option<Preset>,
     /// The pool's allocate function, by path without hash
     /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic);
     /// `OBJECT:FUNCTION` for a shared object the target maps (`libc.so.6:malloc`).
-    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
-    pub alloc: String,
+    /// Repeatable: several allocate functions in one session, each with
+    /// its own --size and --alloc-id (given in the same order) or sharing
+    /// one.
+    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path, required_unless_present = "preset")]
+    pub alloc: Vec<String>,
     /// Buffer size in bytes, evaluated when allocate returns (`argN` = value at
-    /// entry); `auto` reads it off DWARF (needs types).
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
-    pub size: LocSpec,
+    /// entry); `auto` reads it off DWARF (needs types; first --alloc only).
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true, required_unless_present = "preset")]
+    pub size: Vec<LocSpec>,
     /// Buffer identity, evaluated when allocate returns (`argN` = value at
-    /// entry); `auto` reads it off DWARF.
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
-    pub alloc_id: LocSpec,
+    /// entry); `auto` reads it off DWARF (first --alloc only).
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true, required_unless_present = "preset")]
+    pub alloc_id: Vec<LocSpec>,
     /// The pool's release function (in the same object as --alloc).
-    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path)]
-    pub release: String,
-    /// Buffer identity at release's entry; `auto` reads it off DWARF.
-    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true)]
-    pub release_id: LocSpec,
+    /// Repeatable, like --alloc, with its own --release-id or a shared one.
+    #[arg(long, value_name = "FUNCTION", value_parser = values::function_path, required_unless_present = "preset")]
+    pub release: Vec<String>,
+    /// Buffer identity at release's entry; `auto` reads it off DWARF
+    /// (first --release only).
+    #[arg(long, value_name = "LOC", value_parser = LocSpec::parse, allow_negative_numbers = true, required_unless_present = "preset")]
+    pub release_id: Vec<LocSpec>,
     /// How allocate's returns are observed: `auto` picks the cheapest way a
     /// panic cannot turn into an abort of the target (uretprobes where no
     /// panic can unwind through allocate; uretprobes repaired on unwind,
@@ -353,7 +367,12 @@ pub struct DiffArgs {
 impl ProbeArgs {
     /// Refuses `OBJECT:FUNCTION` where no process runs yet to map it.
     pub fn refuse_objects(&self, command: &str) -> anyhow::Result<()> {
-        let named = [&self.alloc, &self.release]
+        let request = self.request()?;
+        let functions = [&request.alloc, &request.release]
+            .into_iter()
+            .chain(request.more_allocs.iter().map(|f| &f.function))
+            .chain(request.more_releases.iter().map(|f| &f.function));
+        let named = functions
             .into_iter()
             .find(|f| crate::resolve::object::split(f).object.is_some());
         match named {
@@ -366,16 +385,56 @@ impl ProbeArgs {
         }
     }
 
-    pub fn request(&self) -> ProbeRequest {
-        ProbeRequest {
-            alloc: self.alloc.clone(),
-            release: self.release.clone(),
-            size: self.size,
-            alloc_id: self.alloc_id,
-            release_id: self.release_id,
+    /// The functions to probe: a preset's, or those given, each paired
+    /// with its locations.
+    pub fn request(&self) -> anyhow::Result<ProbeRequest> {
+        if let Some(preset) = self.preset {
+            return Ok(preset.request(self.returns, self.accept_abort_on_panic));
+        }
+        let size = values::per_function("--size", &self.size, self.alloc.len(), "--alloc")?;
+        let alloc_id =
+            values::per_function("--alloc-id", &self.alloc_id, self.alloc.len(), "--alloc")?;
+        let release_id = values::per_function(
+            "--release-id",
+            &self.release_id,
+            self.release.len(),
+            "--release",
+        )?;
+        let more_allocs = (1..self.alloc.len())
+            .map(|i| {
+                Ok(FunctionRequest {
+                    function: self.alloc[i].clone(),
+                    size: values::explicit("--size", &self.alloc[i], size[i])?,
+                    count: Location::ONE,
+                    id: values::explicit("--alloc-id", &self.alloc[i], alloc_id[i])?,
+                    test: observer_ebpf::ReturnTest::ALWAYS,
+                    realloc_old: None,
+                    optional: false,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let more_releases = (1..self.release.len())
+            .map(|i| {
+                Ok(ReleaseRequest {
+                    function: self.release[i].clone(),
+                    id: values::explicit("--release-id", &self.release[i], release_id[i])?,
+                    optional: false,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ProbeRequest {
+            alloc: self.alloc[0].clone(),
+            release: self.release[0].clone(),
+            size: size[0],
+            alloc_id: alloc_id[0],
+            release_id: release_id[0],
             returns: self.returns,
             accept_abort_on_panic: self.accept_abort_on_panic,
-        }
+            success: None,
+            more_allocs,
+            more_releases,
+            outermost: false,
+        })
     }
 }
 

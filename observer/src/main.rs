@@ -101,6 +101,7 @@ async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     let mut signals = Signals::install()?;
     init_ebpf_log(args.session.ebpf_log);
     args.output.check_destinations()?;
+    let request = args.probes.request()?;
     if tui {
         observer::tui::check_terminal()?;
     }
@@ -113,7 +114,7 @@ async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     let debug = args.session.debug_options()?;
     let (plan, build_id) = signals
         .stage(Stage::Planning, {
-            let (process, request, debug) = (process.clone(), args.probes.request(), debug.clone());
+            let (process, debug) = (process.clone(), debug.clone());
             move || {
                 let exe = process.exe_path();
                 plan(&process, exe, &request, &debug, |elf, probed| {
@@ -168,7 +169,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let (plan, build_id) = signals
         .stage(Stage::Planning, {
             let paused = Process::paused_child(launched.pid, &launched.program);
-            let (program, request) = (launched.program.clone(), args.probes.request());
+            let (program, request) = (launched.program.clone(), args.probes.request()?);
             let debug = debug.clone();
             move || {
                 plan(&paused, program.clone(), &request, &debug, |elf, _| {
@@ -232,7 +233,7 @@ async fn floor_command(args: FloorArgs) -> Result<Outcome> {
     let (plan, _) = plan(
         &process,
         exe.clone(),
-        &args.probes.request(),
+        &args.probes.request()?,
         &debug,
         |elf, probed| unwinder::of_process(&process, elf, probed),
     )?;
@@ -294,17 +295,14 @@ fn plan(
         object::split(&request.alloc),
         object::split(&request.release),
     );
-    let (binary, display) = match object::common_object(&alloc, &release)? {
+    let common = object::common_object(&alloc, &release)?;
+    let request = object::in_one_object(request, common)?;
+    let (binary, display) = match common {
         None => (binary, process.exe_display.clone()),
         Some(name) => {
             let mapped = object::find_mapped(process, name)?;
             (mapped.path, mapped.display)
         }
-    };
-    let request = ProbeRequest {
-        alloc: alloc.function.to_string(),
-        release: release.function.to_string(),
-        ..request.clone()
     };
     let root = process.root()?;
     let elf = ElfInfo::read_with_debug(&binary, Path::new(&display), &root, debug)?;
@@ -334,6 +332,9 @@ fn observed(
     let mut symbolizer = symbolizer;
     if plan.alloc.inlined {
         symbolizer.set_inlined_allocate(&plan.alloc.function.name);
+    }
+    if plan.outermost {
+        symbolizer.fold_allocator_frames();
     }
     Observed {
         process,

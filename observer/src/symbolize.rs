@@ -116,6 +116,9 @@ pub struct Symbolizer {
     /// Allocate's name when it is inlined: a stack then starts inside a
     /// caller, at an instance of it, not at a function's first instruction.
     inlined_allocate: Option<crate::resolve::pattern::RustPath>,
+    /// An allocator is probed (a preset): its own frames at the top of a
+    /// stack are left out, so a stack starts at the code that allocated.
+    fold_allocator: bool,
     /// Frames already found, by where the address was looked up: the
     /// stacks of a server share most of their addresses (its runtime's
     /// frames), and a report over thousands of stacks would otherwise look
@@ -297,7 +300,14 @@ impl Symbolizer {
             blazesym,
             memo: std::sync::Mutex::default(),
             inlined_allocate: None,
+            fold_allocator: false,
         }
+    }
+
+    /// An allocator is probed: leave its own frames out of every stack
+    /// (see [`allocator_frames`]).
+    pub fn fold_allocator_frames(&mut self) {
+        self.fold_allocator = true;
     }
 
     /// Allocate is inlined (named `name`): stacks start at its instances.
@@ -333,6 +343,10 @@ impl Symbolizer {
             } else {
                 frames.extend(self.symbolize_one(address, address.saturating_sub(1)));
             }
+        }
+        if self.fold_allocator {
+            let inside = allocator_frames(&frames);
+            frames.drain(..inside);
         }
         frames
     }
@@ -454,6 +468,65 @@ fn unknown(address: u64, module: Option<String>) -> Vec<Frame> {
     }]
 }
 
+/// How many frames at the top of a stack are the allocator's own, left
+/// out when an allocator is probed: its entry points (`malloc`,
+/// `__libc_realloc`, `__rust_alloc_zeroed`), Rust's allocation plumbing
+/// (`alloc::alloc::…`, `alloc::raw_vec::…`, `Box::new`, `Arc::new`,
+/// `Vec`'s growth) down to the first frame of other code. A stack that is
+/// nothing but those keeps them all.
+pub fn allocator_frames(frames: &[Frame]) -> usize {
+    let inside = frames
+        .iter()
+        .take_while(|frame| frame.function.as_deref().is_some_and(is_allocator_frame))
+        .count();
+    if inside == frames.len() {
+        0
+    } else {
+        inside
+    }
+}
+
+/// Prefixes of the allocator's own functions (demangled, without hash).
+const ALLOCATOR_PREFIXES: [&str; 12] = [
+    "__rustc::__rust_",
+    "__rustc::__rdl_",
+    "__rustc::__rg_",
+    "__rust_",
+    "__rdl_",
+    "alloc::alloc::",
+    "alloc::raw_vec::",
+    "alloc::boxed::",
+    "alloc::sync::Arc<T>::new",
+    "alloc::rc::Rc<T>::new",
+    "alloc::vec::",
+    "<alloc::alloc::Global as core::alloc::Allocator>",
+];
+
+/// libc's allocate and release entry points, as its symbols name them.
+const LIBC_ALLOCATOR: [&str; 14] = [
+    "malloc",
+    "__libc_malloc",
+    "calloc",
+    "__libc_calloc",
+    "realloc",
+    "__libc_realloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "__libc_memalign",
+    "_mid_memalign",
+    "free",
+    "__libc_free",
+    "_int_malloc",
+];
+
+fn is_allocator_frame(name: &str) -> bool {
+    ALLOCATOR_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || LIBC_ALLOCATOR.contains(&name)
+}
+
 /// Expands one symbol with its inlined calls into frames, innermost first.
 ///
 /// blazesym reports the outer function with the location of the call to
@@ -516,6 +589,40 @@ fn strip_legacy_hash(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|name| Frame {
+                address: 0,
+                function: Some(name.to_string()),
+                file: None,
+                line: None,
+                inlined: false,
+                module: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_allocators_own_frames_are_counted_down_to_the_caller() {
+        let rust = named(&[
+            "__rustc::__rust_alloc",
+            "alloc::alloc::alloc",
+            "alloc::alloc::Global::alloc_impl",
+            "alloc::raw_vec::RawVecInner<A>::finish_grow",
+            "alloc::vec::Vec<T,A>::push",
+            "tokio::runtime::io::registration_set::RegistrationSet::deregister",
+            "alloc::vec::Vec<T,A>::push",
+        ]);
+        assert_eq!(allocator_frames(&rust), 5);
+        let libc = named(&["__libc_realloc", "open_session", "main"]);
+        assert_eq!(allocator_frames(&libc), 1);
+        let pool = named(&["bufpool::BufPool::allocate", "app::handle"]);
+        assert_eq!(allocator_frames(&pool), 0);
+        // Nothing but the allocator: nothing is left out.
+        assert_eq!(allocator_frames(&named(&["malloc", "__libc_malloc"])), 0);
+    }
 
     #[inline(never)]
     fn marker_function() -> u64 {

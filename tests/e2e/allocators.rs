@@ -39,7 +39,11 @@ struct CProgram {
 
 impl CProgram {
     fn start() -> Self {
-        let binary = corpus_dir().join("allocators/libc-leak");
+        Self::start_named("libc-leak")
+    }
+
+    fn start_named(name: &str) -> Self {
+        let binary = corpus_dir().join("allocators").join(name);
         let mut child = Command::new(&binary)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -61,9 +65,13 @@ impl CProgram {
     }
 
     fn serve(&mut self) {
+        assert_eq!(self.round(), format!("done: {LEAKS} leaked"));
+    }
+
+    /// One round of work; what the program answered.
+    fn round(&mut self) -> String {
         self.stdin.write_all(b"go\n").unwrap();
-        let done = self.stdout.next().unwrap().unwrap();
-        assert_eq!(done, format!("done: {LEAKS} leaked"));
+        self.stdout.next().unwrap().unwrap()
     }
 }
 
@@ -105,6 +113,168 @@ pub fn libc_malloc_in_the_shared_object_gives_the_exact_leak() {
         source_line(SOURCE, "sessions[i] = malloc(LEAK_BYTES);"),
         "{site:#}"
     );
+}
+
+/// What `libc-mixed` leaks in its first round: 25 sessions calloc'd and
+/// grown by realloc to 48 bytes (the realloc's buffer, at the realloc in
+/// `open_session`), and 10 cache entries of 80 bytes from posix_memalign
+/// (the pointer written through its first argument) in `fill_cache`.
+const SESSIONS: i64 = 25;
+const SESSION_BYTES: i64 = 48;
+const CACHED: i64 = 10;
+const CACHE_BYTES: i64 = 80;
+/// Per round, `libc-mixed` makes 200 requests; each grows a buffer twice
+/// with realloc and has a third realloc fail, and calls realloc(NULL, n)
+/// (which glibc tail-calls malloc from) and realloc(p, 0) (which glibc
+/// turns into free(p)) once.
+const MIXED_REQUESTS: i64 = 200;
+const MIXED: &str = "tests/allocators/libc-mixed.c";
+
+/// `--preset libc` on a program using every libc allocate function: the
+/// two leaks exactly, each at its function, through reallocs that move
+/// buffers, fail, start from NULL and free; nothing unknown, nothing
+/// counted twice.
+pub fn preset_libc_gives_the_exact_leak_through_realloc_and_memalign() {
+    let mut program = CProgram::start_named("libc-mixed");
+    let mut observer = Observer::attach_with(program.pid(), &["--preset", "libc"], &[]);
+    assert_eq!(program.round(), "done: 35 leaked");
+    assert_eq!(program.round(), "done: 0 leaked");
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    let c = &report["counters"];
+    assert_accounting_balances(&report);
+    for quiet in ["unknown_releases", "reallocated_ids", "in_flight"] {
+        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+    }
+    let rounds = 2;
+    // Two growths and one realloc(p, 0) per request, one realloc per session.
+    assert_eq!(
+        int(&c["reallocs"]),
+        rounds * MIXED_REQUESTS * 3 + SESSIONS,
+        "{c:#}"
+    );
+    assert_eq!(int(&c["realloc_failed"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(int(&c["alloc_failed"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(int(&c["realloc_frees"]), rounds * MIXED_REQUESTS, "{c:#}");
+    assert_eq!(
+        int(&c["allocator_internal_allocs"]),
+        rounds * MIXED_REQUESTS,
+        "{c:#}"
+    );
+    assert_eq!(
+        int(&c["allocator_internal_releases"]),
+        rounds * MIXED_REQUESTS,
+        "{c:#}"
+    );
+    let outstanding = &report["outstanding"];
+    assert_eq!(
+        int(&outstanding["buffers"]),
+        SESSIONS + CACHED,
+        "{report:#}"
+    );
+    assert_eq!(
+        int(&outstanding["bytes"]),
+        SESSIONS * SESSION_BYTES + CACHED * CACHE_BYTES
+    );
+    for (function, buffers, bytes, line) in [
+        (
+            "open_session",
+            SESSIONS,
+            SESSIONS * SESSION_BYTES,
+            "sessions[i] = realloc(session, SESSION_BYTES);",
+        ),
+        (
+            "fill_cache",
+            CACHED,
+            CACHED * CACHE_BYTES,
+            "if (posix_memalign(&cache[i], 64, CACHE_BYTES) != 0) {",
+        ),
+    ] {
+        // open_session's calloc is a site too, with nothing outstanding:
+        // the realloc released its buffer.
+        let holding: Vec<&Value> = sites(&report)
+            .iter()
+            .filter(|s| has_frame(s, function) && int(&s["buffers"]) > 0)
+            .collect();
+        assert_eq!(holding.len(), 1, "{function}: {report:#}");
+        let site = holding[0];
+        assert_eq!(int(&site["buffers"]), buffers, "{site:#}");
+        assert_eq!(int(&site["bytes"]), bytes, "{site:#}");
+        // The allocator's own frames (`__libc_realloc`, `posix_memalign`)
+        // are left out: the stack starts at the code that allocated.
+        let frame = &frames(site)[0];
+        assert_eq!(frame["function"], function, "{site:#}");
+        assert_eq!(frame["line"], source_line(MIXED, line), "{site:#}");
+    }
+    let probed: Vec<&str> = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["function"].as_str().unwrap())
+        .collect();
+    for function in ["malloc", "calloc", "realloc", "posix_memalign", "free"] {
+        assert!(probed.contains(&function), "{probed:?}");
+    }
+}
+
+/// The gateway's planted leak: one 256-byte frame per session, from the
+/// encoder, on the disconnect path.
+const GATEWAY_FRAME: i64 = 256;
+
+/// `--preset rust-global` on the gateway (the system allocator behind
+/// Rust's global allocator shims): reallocs (vectors growing) are
+/// releases and allocations, so no realloc's release is unknown and no id
+/// is reallocated; the encoder's blocks outstanding are exactly the leaked
+/// frames.
+///
+/// The allocator sees the pool's blocks, not its hand-outs: a frame the
+/// disconnect path leaks was allocated wherever the pool last found its
+/// free list empty (any `encode`). Each session leaks one frame, so the
+/// free list of frames drains to empty once the load stops; after a
+/// warm-up it is empty at attach too, and the frame blocks allocated
+/// since are exactly the leaked frames.
+pub fn preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak() {
+    let gateway = Gateway::start();
+    gateway.chat(30, 3);
+    let mut observer = Observer::attach_with(gateway.pid(), &["--preset", "rust-global"], &[]);
+    let sessions = 100;
+    gateway.chat(sessions, 3);
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    let c = &report["counters"];
+    assert_accounting_balances(&report);
+    // Releases of what tokio allocated before attach (registrations of
+    // the warm-up's connections, released later) are unknown, rightly;
+    // none comes from a realloc, and no id is reallocated.
+    for quiet in ["realloc_unknown_old", "reallocated_ids", "in_flight"] {
+        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+    }
+    assert!(int(&c["reallocs"]) > 0, "vectors grow: {c:#}");
+    // Everything the encoder's blocks hold is the leak; the rest is what
+    // tokio keeps live at any moment (a registration released later, the
+    // list of registrations to release).
+    let encoder: Vec<&Value> = sites(&report)
+        .iter()
+        .filter(|s| int(&s["buffers"]) > 0)
+        .filter(|s| has_frame(s, "leaky_gateway::codec::Encoder::encode"))
+        .collect();
+    let buffers: i64 = encoder.iter().map(|s| int(&s["buffers"])).sum();
+    let bytes: i64 = encoder.iter().map(|s| int(&s["bytes"])).sum();
+    assert_eq!(buffers, sessions as i64, "{report:#}");
+    assert_eq!(bytes, sessions as i64 * GATEWAY_FRAME, "{report:#}");
+    // The allocator's own frames (the shim, `alloc::alloc::alloc_zeroed`)
+    // are left out: a stack starts at the code that allocated.
+    for site in &encoder {
+        assert_eq!(frames(site)[0]["function"], "bufpool::allocate_block");
+    }
+    let goodbye = sites(&report)
+        .iter()
+        .filter(|s| has_frame(s, "say_goodbye"))
+        .map(|s| int(&s["buffers"]))
+        .sum::<i64>();
+    assert!(goodbye > 0, "{report:#}");
 }
 
 /// An object the target does not map, and functions in two different

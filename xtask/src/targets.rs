@@ -255,18 +255,23 @@ pub fn build_named(only: &[String]) -> Result<()> {
 }
 
 /// The C programs of `tests/allocators/`, in [`corpus_dir`]`/allocators`:
-/// libc's allocator observed in the shared object, not the executable.
+/// libc's allocator observed in the shared object, not the executable
+/// (`libc-leak`: malloc and free; `libc-mixed`: every libc allocate
+/// function, for `--preset libc`).
 /// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
 pub fn build_allocator_targets() -> Result<()> {
     println!("xtask: building the allocator targets");
     let out = corpus_dir().join("allocators");
     std::fs::create_dir_all(&out)?;
-    checked(
-        crate::cmd::command("gcc")
-            .args(["-O1", "-g", "-fno-builtin", "-o"])
-            .arg(out.join("libc-leak"))
-            .arg(root().join("tests/allocators/libc-leak.c")),
-    )
+    for program in ["libc-leak", "libc-mixed"] {
+        checked(
+            crate::cmd::command("gcc")
+                .args(["-O1", "-g", "-fno-builtin", "-o"])
+                .arg(out.join(program))
+                .arg(root().join(format!("tests/allocators/{program}.c"))),
+        )?;
+    }
+    Ok(())
 }
 
 /// What distributions do: keep the DWARF in a file named by build id,

@@ -57,6 +57,7 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     build_targets(Variant::Leaky)?;
     build_targets(Variant::Fixed)?;
     build_corpus()?;
+    crate::targets::build_allocator_targets()?;
     let dist = dist::build()?;
     crate::kernels::run(only, &dist.binary, update_readme)
 }

@@ -298,10 +298,16 @@ pub fn build_report(
         },
         attached_secs: snapshot.taken_ns.saturating_sub(context.attached_ns) as f64 / 1e9,
         attached_at_unix_secs: unix_secs_at(context.attached_ns),
-        probes: vec![
-            probed_function("allocate", &plan.alloc),
-            probed_function("release", &plan.release),
-        ],
+        probes: plan
+            .alloc_functions()
+            .into_iter()
+            .map(|(function, _)| probed_function("allocate", function))
+            .chain(
+                plan.release_functions()
+                    .into_iter()
+                    .map(|function| probed_function("release", function)),
+            )
+            .collect(),
         kernel: context.kernel.clone(),
         returns: Returns {
             method: plan.returns.name(),

@@ -22,7 +22,9 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use observer_ebpf::{entry_kind, names, walker, walker_slot, EntrySite, ExitLocs, ReleaseLocs};
+use observer_ebpf::{
+    entry_kind, names, walker, walker_slot, AllocLocs, EntrySite, ExitLocs, ReleaseLocs,
+};
 
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
@@ -252,6 +254,7 @@ pub fn attach(
     }
     install_release_locations(&mut ebpf, plan)?;
     install_entry_sites(&mut ebpf, plan)?;
+    install_alloc_locations(&mut ebpf, plan)?;
     install_alloc_exits(&mut ebpf, plan)?;
     let logger = options
         .ebpf_log
@@ -285,7 +288,7 @@ pub fn attach(
     add(
         &mut ebpf,
         names::PROG_RELEASE_ENTER,
-        &targets_of(plan, &plan.release.sites),
+        &targets_of(plan, &release_sites_only(plan)),
     )?;
     match &plan.returns {
         ReturnMethod::Repaired { unwinder, .. } => {
@@ -317,13 +320,13 @@ pub fn attach(
         _ => add(
             &mut ebpf,
             names::PROG_ALLOC_RETURN,
-            &targets_of(plan, &plan.alloc.sites),
+            &targets_of(plan, &plan.alloc_sites()),
         )?,
     }
     add(
         &mut ebpf,
         names::PROG_ALLOC_ENTER,
-        &targets_of(plan, &plan.alloc.sites),
+        &targets_of(plan, &plan.alloc_sites()),
     )?;
     let probes = registrar::register(&requests).map_err(|err| {
         if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
@@ -386,12 +389,12 @@ pub fn attach_floor(plan: &ProbePlan, options: AttachOptions) -> Result<Floor> {
         ReturnMethod::CallSites { sites, .. } | ReturnMethod::InlinedExits { sites } => {
             (targets_of(plan, sites), false)
         }
-        _ => (targets_of(plan, &plan.alloc.sites), true),
+        _ => (targets_of(plan, &plan.alloc_sites()), true),
     };
     for (targets, retprobe) in [
-        (targets_of(plan, &plan.release.sites), false),
+        (targets_of(plan, &release_sites_only(plan)), false),
         returns,
-        (targets_of(plan, &plan.alloc.sites), false),
+        (targets_of(plan, &plan.alloc_sites()), false),
     ] {
         for target in &targets {
             let place = registrar::Place {
@@ -431,6 +434,14 @@ impl From<&ProbePoint> for ProbeTarget {
     }
 }
 
+/// Every release probe site, of every release function.
+fn release_sites_only(plan: &ProbePlan) -> Vec<ProbeSite> {
+    plan.release_sites()
+        .into_iter()
+        .map(|(site, _, _)| site)
+        .collect()
+}
+
 fn targets_of(plan: &ProbePlan, sites: &[ProbeSite]) -> Vec<ProbeTarget> {
     sites
         .iter()
@@ -468,7 +479,7 @@ fn install_entry_sites(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
         ebpf.map_mut(names::MAP_ENTRY_SITES)
             .context("eBPF object has no map ENTRY_SITES")?,
     )?;
-    for site in &plan.alloc.sites {
+    for site in plan.alloc_sites() {
         let entry = match site.call {
             Some(call) => EntrySite {
                 kind: entry_kind::CALL_SITE,
@@ -484,6 +495,27 @@ fn install_entry_sites(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
         entries
             .set(site.cookie, entry, 0)
             .with_context(|| format!("cannot describe allocate site {}", site.cookie))?;
+    }
+    Ok(())
+}
+
+/// Tells each allocate entry probe's return what to evaluate, by the
+/// entry's cookie: its function's values.
+fn install_alloc_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
+    let mut locations: Array<_, AllocLocs> = Array::try_from(
+        ebpf.map_mut(names::MAP_ALLOC_LOCS)
+            .context("eBPF object has no map ALLOC_LOCS")?,
+    )?;
+    for (function, values) in plan.alloc_functions() {
+        let compiled = values.compiled();
+        for site in &function.sites {
+            locations.set(site.cookie, compiled, 0).with_context(|| {
+                format!(
+                    "cannot store the locations of allocate site {} ({})",
+                    site.cookie, function.function.name
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -541,10 +573,10 @@ fn install_release_locations(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
         ebpf.map_mut(names::MAP_RELEASE_LOCS)
             .context("eBPF object has no map RELEASE_LOCS")?,
     )?;
-    for site in &plan.release.sites {
+    for (site, id, scope) in plan.release_sites() {
         let location = ReleaseLocs {
-            id: site.release_id.unwrap_or(plan.release_id).compiled(),
-            scope: site.release_scope.unwrap_or(plan.release_scope).compiled(),
+            id: id.compiled(),
+            scope: scope.compiled(),
         };
         locations.set(site.cookie, location, 0).with_context(|| {
             format!("cannot store the location of release site {}", site.cookie)
@@ -559,9 +591,6 @@ fn load(
     options: AttachOptions,
     rows_capacity: u32,
 ) -> Result<Ebpf> {
-    let size = plan.size.compiled();
-    let alloc_id = plan.alloc_id.compiled();
-    let alloc_scope = plan.alloc_scope.compiled();
     // aya-log's level global: 0 turns every log statement off.
     let log_level: u8 = if options.ebpf_log { 0xff } else { 0 };
     let walker = match options.walker {
@@ -574,15 +603,12 @@ fn load(
         .override_global(names::GLOBAL_TARGET_TGID, &target.tgid, true)
         .override_global(names::GLOBAL_TARGET_PID_NS_DEV, &namespace.0, true)
         .override_global(names::GLOBAL_TARGET_PID_NS_INO, &namespace.1, true)
-        .override_global(names::GLOBAL_SIZE_LOC, &size, true)
-        .override_global(names::GLOBAL_ALLOC_ID_LOC, &alloc_id, true)
-        .override_global(names::GLOBAL_ALLOC_SCOPE_LOC, &alloc_scope, true)
-        .override_global(names::GLOBAL_ALLOC_TEST, &plan.alloc_test, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .override_global(names::GLOBAL_WALKER, &walker, true)
         .map_max_entries(names::MAP_LIVE, options.max_live)
         .map_max_entries(names::MAP_RELEASE_LOCS, release_sites(plan))
-        .map_max_entries(names::MAP_ENTRY_SITES, plan.alloc.sites.len().max(1) as u32)
+        .map_max_entries(names::MAP_ENTRY_SITES, alloc_sites(plan))
+        .map_max_entries(names::MAP_ALLOC_LOCS, alloc_sites(plan))
         .map_max_entries(names::MAP_ALLOC_EXITS, alloc_exits(plan))
         .map_max_entries(names::MAP_UNWIND_ROWS, rows_capacity.max(1))
         .load(EBPF_OBJECT)
@@ -600,10 +626,21 @@ fn load(
 /// 0..n).
 fn release_sites(plan: &ProbePlan) -> u32 {
     let highest = plan
-        .release
-        .sites
+        .release_sites()
         .iter()
-        .map(|s| s.cookie)
+        .map(|(site, _, _)| site.cookie)
+        .max()
+        .unwrap_or(0);
+    highest + 1
+}
+
+/// Entries `ENTRY_SITES` and `ALLOC_LOCS` need: one per allocate entry
+/// probe, of every allocate function (cookies are 0..n).
+fn alloc_sites(plan: &ProbePlan) -> u32 {
+    let highest = plan
+        .alloc_sites()
+        .iter()
+        .map(|site| site.cookie)
         .max()
         .unwrap_or(0);
     highest + 1

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use crate::error::UserError;
+use crate::plan::{LocSpec, Location};
+
 /// Longest `--alloc` / `--release` path accepted. Real demangled paths with
 /// spelled-out generics stay far below; the limit keeps matching and "did
 /// you mean" cheap whatever is pasted.
@@ -29,6 +32,38 @@ const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 /// status line, so not more often than ten times a second.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// One location per function: `given` holds one for all `functions`, or
+/// one for each, in their order.
+pub fn per_function(
+    flag: &str,
+    given: &[LocSpec],
+    functions: usize,
+    function_flag: &str,
+) -> anyhow::Result<Vec<LocSpec>> {
+    match given.len() {
+        1 => Ok(vec![given[0]; functions]),
+        n if n == functions => Ok(given.to_vec()),
+        n => Err(UserError::new(format!(
+            "{n} {flag} for {functions} {function_flag}: give one {flag} for all of them, or \
+             one per {function_flag} in the same order"
+        ))
+        .into()),
+    }
+}
+
+/// A location of a function after the first, which must be written out:
+/// `auto` reads DWARF off the first function only.
+pub fn explicit(flag: &str, function: &str, spec: LocSpec) -> anyhow::Result<Location> {
+    match spec {
+        LocSpec::Given(location) => Ok(location),
+        LocSpec::Auto => Err(UserError::new(format!(
+            "{flag} auto for {function}: `auto` applies to the first function only; write its \
+             location out (argN, ret, *X…)"
+        ))
+        .into()),
+    }
+}
 
 /// `--duration`: how long to stay attached.
 pub fn session_duration(text: &str) -> Result<Duration, String> {

@@ -64,6 +64,14 @@ impl Location {
         Self { compiled }
     }
 
+    /// The literal 1 (one element, for sizes that are not counts).
+    pub const ONE: Location = Location {
+        compiled: Loc {
+            final_offset: 1,
+            ..Loc::ZERO
+        },
+    };
+
     /// Parses `text` (see the module documentation for the grammar).
     pub fn parse(text: &str) -> Result<Self, LocError> {
         let error = |reason: String| LocError {

@@ -9,6 +9,8 @@ pub mod inlined_alloc;
 pub mod instance;
 pub mod keys;
 pub mod loc;
+pub mod more;
+pub mod presets;
 pub mod returns;
 pub mod site;
 pub mod unwind;
@@ -19,7 +21,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use keys::PoolScope;
 pub use loc::Location;
-use observer_ebpf::ReturnTest;
+use more::{AllocFunction, FunctionRequest, ReleaseFunction, ReleaseRequest};
+use observer_ebpf::{alloc_flags, alloc_kind, AllocLocs, ReturnTest};
 use returns::{RepairAbility, ReturnChoice, ReturnInputs, ReturnMethod};
 use site::{Execution, ProbedInstruction};
 
@@ -42,6 +45,18 @@ pub struct ProbeRequest {
     pub returns: ReturnChoice,
     /// Use uretprobes even where a panic would abort the target.
     pub accept_abort_on_panic: bool,
+    /// Which returns of `alloc` are allocations, when known without DWARF
+    /// (a preset's malloc: a non-null pointer), with the words for it.
+    pub success: Option<(ReturnTest, String)>,
+    /// Allocate functions after the first (repeated `--alloc`, a preset's
+    /// calloc and realloc), each with its own locations.
+    pub more_allocs: Vec<FunctionRequest>,
+    /// Release functions after the first.
+    pub more_releases: Vec<ReleaseRequest>,
+    /// The functions are an allocator's entry points (a preset): calls
+    /// among them on one thread are the allocator's own (see
+    /// [`alloc_flags::OUTERMOST`]).
+    pub outermost: bool,
 }
 
 /// A location as given on the command line: explicit, or `auto` (read off
@@ -119,6 +134,46 @@ pub struct PlannedFunction {
     pub inlined: bool,
 }
 
+/// Where one allocate function's values are at its return: what
+/// `ALLOC_LOCS` holds for each of its entry probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocValues {
+    pub id: Location,
+    /// Bytes per element; the allocation is `size × count` bytes.
+    pub size: Location,
+    /// The literal 1, or calloc's element count.
+    pub count: Location,
+    pub scope: Location,
+    pub test: ReturnTest,
+    /// For a realloc, where its entry has the old buffer's id.
+    pub realloc_old: Option<Location>,
+    /// An allocator's entry point (see [`alloc_flags::OUTERMOST`]).
+    pub outermost: bool,
+}
+
+impl AllocValues {
+    /// The form the eBPF side reads.
+    pub fn compiled(&self) -> AllocLocs {
+        AllocLocs {
+            id: self.id.compiled(),
+            size: self.size.compiled(),
+            count: self.count.compiled(),
+            scope: self.scope.compiled(),
+            test: self.test,
+            old_id: self.realloc_old.unwrap_or(Location::ZERO).compiled(),
+            kind: match self.realloc_old {
+                Some(_) => alloc_kind::REALLOC,
+                None => alloc_kind::PLAIN,
+            },
+            flags: if self.outermost {
+                alloc_flags::OUTERMOST
+            } else {
+                0
+            },
+        }
+    }
+}
+
 /// Everything the attach stage needs.
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
@@ -153,6 +208,13 @@ pub struct ProbePlan {
     pub returns: ReturnMethod,
     /// File offset of the program's entry point (`e_entry`).
     pub entry_point: Option<u64>,
+    /// Allocate functions after `alloc`, with their own values; their
+    /// sites' cookies follow `alloc`'s.
+    pub more_allocs: Vec<AllocFunction>,
+    /// Release functions after `release`; cookies follow its.
+    pub more_releases: Vec<ReleaseFunction>,
+    /// `alloc` is an allocator's entry point (a preset).
+    pub outermost: bool,
 }
 
 impl ProbePlan {
@@ -229,7 +291,7 @@ impl ProbePlan {
             ..
         } = inferrer;
         check_locations(size, alloc_id, release_id, alloc.inlined)?;
-        let returns = match planned.exits {
+        let mut returns = match planned.exits {
             Some(_) if request.returns != ReturnChoice::Auto => {
                 return Err(UserError::new(format!(
                     "--returns {} does not apply: '{}' is inlined, so nothing returns; its \
@@ -251,6 +313,29 @@ impl ProbePlan {
                 repair,
             })?,
         };
+        let more = more::plan(
+            &more::Inputs {
+                elf,
+                exe_display,
+                unwinder,
+                repair,
+                accept_abort: request.accept_abort_on_panic,
+                outermost: request.outermost,
+                first_alloc_cookie: next_cookie(&alloc.sites),
+                first_release_cookie: next_cookie(&release.sites),
+                probed: more::addresses(&alloc)
+                    .into_iter()
+                    .chain(more::addresses(&release))
+                    .collect(),
+            },
+            &request.more_allocs,
+            &request.more_releases,
+        )?;
+        if !more.allocs.is_empty() {
+            returns = more::merge_returns(&alloc.function.name, returns, more.returns)?;
+        }
+        let mut inferred = inferred;
+        inferred.extend(more.notes);
         if let ReturnMethod::CallSites { unseen, .. } = &returns {
             if !unseen.is_empty() {
                 warnings.push(format!(
@@ -267,9 +352,10 @@ impl ProbePlan {
             size,
             alloc_id,
             release_id,
-            alloc_test: identity
+            alloc_test: request
+                .success
                 .as_ref()
-                .and_then(|i| i.success.as_ref())
+                .or(identity.as_ref().and_then(|i| i.success.as_ref()))
                 .map_or(ReturnTest::ALWAYS, |(test, _)| *test),
             alloc_scope: match (&scope, planned.first) {
                 (_, Some(first)) => first.scope,
@@ -277,16 +363,72 @@ impl ProbePlan {
                 (None, None) => Location::ZERO,
             },
             release_scope,
-            allocations_when: identity
+            allocations_when: request
+                .success
                 .as_ref()
-                .and_then(|i| i.success.as_ref())
+                .or(identity.as_ref().and_then(|i| i.success.as_ref()))
                 .map(|(_, text)| text.clone()),
             identity: identity_text,
             inferred,
             warnings,
             returns,
             entry_point: elf.entry_point().and_then(|entry| elf.file_offset(entry)),
+            more_allocs: more.allocs,
+            more_releases: more.releases,
+            outermost: request.outermost,
         })
+    }
+
+    /// The first allocate function's values.
+    pub fn alloc_values(&self) -> AllocValues {
+        AllocValues {
+            id: self.alloc_id,
+            size: self.size,
+            count: Location::ONE,
+            scope: self.alloc_scope,
+            test: self.alloc_test,
+            realloc_old: None,
+            outermost: self.outermost,
+        }
+    }
+
+    /// Every allocate function with its values, the first first.
+    pub fn alloc_functions(&self) -> Vec<(&PlannedFunction, AllocValues)> {
+        std::iter::once((&self.alloc, self.alloc_values()))
+            .chain(self.more_allocs.iter().map(|f| (&f.planned, f.values)))
+            .collect()
+    }
+
+    /// Every allocate probe site, of every allocate function.
+    pub fn alloc_sites(&self) -> Vec<ProbeSite> {
+        self.alloc_functions()
+            .into_iter()
+            .flat_map(|(function, _)| function.sites.iter().cloned())
+            .collect()
+    }
+
+    /// Every release function, the first first.
+    pub fn release_functions(&self) -> Vec<&PlannedFunction> {
+        std::iter::once(&self.release)
+            .chain(self.more_releases.iter().map(|f| &f.planned))
+            .collect()
+    }
+
+    /// Every release probe site with its identity location (the site's
+    /// own for an inlined instance, else its function's) and scope.
+    pub fn release_sites(&self) -> Vec<(ProbeSite, Location, Location)> {
+        let first = self.release.sites.iter().map(|site| {
+            let id = site.release_id.unwrap_or(self.release_id);
+            let scope = site.release_scope.unwrap_or(self.release_scope);
+            (site.clone(), id, scope)
+        });
+        let more = self.more_releases.iter().flat_map(|f| {
+            f.planned
+                .sites
+                .iter()
+                .map(move |site| (site.clone(), f.id, Location::ZERO))
+        });
+        first.chain(more).collect()
     }
 
     /// The release identity location as people read it: one location, or
@@ -301,8 +443,17 @@ impl ProbePlan {
 
     /// The allocate copy a site's cookie refers to.
     pub fn alloc_site(&self, cookie: u32) -> Option<&ProbeSite> {
-        self.alloc.sites.iter().find(|s| s.cookie == cookie)
+        self.alloc
+            .sites
+            .iter()
+            .chain(self.more_allocs.iter().flat_map(|f| &f.planned.sites))
+            .find(|s| s.cookie == cookie)
     }
+}
+
+/// The cookie after the highest of `sites`.
+fn next_cookie(sites: &[ProbeSite]) -> u32 {
+    sites.iter().map(|s| s.cookie + 1).max().unwrap_or(0)
 }
 
 /// Fills in `auto` locations from the first copy of each function.
@@ -450,7 +601,7 @@ impl<'a> Inferrer<'a> {
     }
 }
 
-fn check_locations(
+pub(crate) fn check_locations(
     size: Location,
     alloc_id: Location,
     release_id: Location,

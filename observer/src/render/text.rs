@@ -166,11 +166,16 @@ fn counters(out: &mut String, c: &Counters) {
     // Shown only for enum results, where a return may not allocate.
     let failed = match c[counter::ALLOC_FAILED] {
         0 => String::new(),
-        n => format!("{n} returned None/Err, "),
+        n => format!("{n} returned None/Err/null, "),
+    };
+    // A realloc releases its old buffer without a release call.
+    let realloc_releases = match c[counter::REALLOCS] {
+        0 => String::new(),
+        n => format!(" and {n} reallocs"),
     };
     let _ = writeln!(
         out,
-        "  events: {} allocations tracked of {} calls ({failed}{} unwound by a panic, {} in flight), {} releases matched of {} calls, {} unknown releases",
+        "  events: {} allocations tracked of {} calls ({failed}{} unwound by a panic, {} in flight), {} releases matched of {} calls{realloc_releases}, {} unknown releases",
         c[counter::ALLOCATIONS],
         c[counter::ALLOC_CALLS],
         c[counter::ALLOC_UNWOUND],
@@ -179,6 +184,7 @@ fn counters(out: &mut String, c: &Counters) {
         c[counter::RELEASE_CALLS],
         c[counter::UNKNOWN_RELEASES]
     );
+    reallocs(out, c);
     let lost: Vec<String> = c
         .iter()
         .filter(|(info, _)| info.kind == CounterKind::Lost)
@@ -193,6 +199,30 @@ fn counters(out: &mut String, c: &Counters) {
     if !target.is_empty() {
         let _ = writeln!(out, "  target: {}", target.join(", "));
     }
+}
+
+/// What reallocs and an allocator's own calls did, when there were any
+/// (allocator presets).
+fn reallocs(out: &mut String, c: &Counters) {
+    let shown = [
+        counter::REALLOCS,
+        counter::REALLOC_FAILED,
+        counter::ALLOCATOR_INTERNAL_ALLOCS,
+        counter::ALLOCATOR_INTERNAL_RELEASES,
+    ];
+    if shown.iter().all(|&index| c[index] == 0) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  reallocs: {} moved, resized or freed a buffer ({} freed it, {} of a buffer allocated before attach), {} failed and kept it; allocator's own calls not recorded: {} allocate, {} release",
+        c[counter::REALLOCS],
+        c[counter::REALLOC_FREES],
+        c[counter::REALLOC_UNKNOWN_OLD],
+        c[counter::REALLOC_FAILED],
+        c[counter::ALLOCATOR_INTERNAL_ALLOCS],
+        c[counter::ALLOCATOR_INTERNAL_RELEASES]
+    );
 }
 
 fn stacks(out: &mut String, report: &Report) {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::error::UserError;
+use crate::plan::ProbeRequest;
 use crate::resolve::process::{Mapping, Process};
 
 /// A function as the user named it, split into its object and its path.
@@ -54,6 +55,34 @@ pub fn common_object<'a>(
         .into());
     }
     Ok(alloc.object)
+}
+
+/// `request` with every function's object prefix taken off, once all of
+/// them are checked to be in `object` (the first functions' common one).
+pub fn in_one_object(request: &ProbeRequest, object: Option<&str>) -> Result<ProbeRequest> {
+    let strip = |flag: &str, text: &str| -> Result<String> {
+        let named = split(text);
+        if named.object != object {
+            return Err(UserError::new(format!(
+                "{flag} {text} is in {} and the first --alloc in {}: every function of a \
+                 session must be in the same object",
+                named.object.unwrap_or("the executable"),
+                object.unwrap_or("the executable")
+            ))
+            .into());
+        }
+        Ok(named.function.to_string())
+    };
+    let mut request = request.clone();
+    request.alloc = strip("--alloc", &request.alloc)?;
+    request.release = strip("--release", &request.release)?;
+    for more in &mut request.more_allocs {
+        more.function = strip("--alloc", &more.function)?;
+    }
+    for more in &mut request.more_releases {
+        more.function = strip("--release", &more.function)?;
+    }
+    Ok(request)
 }
 
 /// A shared object the target maps, as the probes reach it.

@@ -850,8 +850,16 @@ fn announce(
         plan.pid,
         observed.process.exe_display,
         observed.attachment.probe_count,
-        describe(&plan.alloc),
-        describe(&plan.release)
+        plan.alloc_functions()
+            .into_iter()
+            .map(|(function, _)| describe(function))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.release_functions()
+            .into_iter()
+            .map(describe)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     eprintln!("observer: allocate returns: {}", plan.returns);
     eprintln!("observer: buffer id: {}", plan.identity);

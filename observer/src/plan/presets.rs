@@ -1,0 +1,197 @@
+//! Allocator presets (`--preset`): the entry points of a well-known
+//! allocator with their locations written out, so nobody has to work out
+//! where calloc's size or posix_memalign's pointer is.
+
+use observer_ebpf::{test_op, ReturnTest, LOC_BASE_RET};
+
+use super::loc::Location;
+use super::more::{FunctionRequest, ReleaseRequest};
+use super::returns::ReturnChoice;
+use super::{LocSpec, ProbeRequest};
+
+/// A known allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The process's libc (`libc.so.6`): malloc, calloc, realloc,
+    /// posix_memalign, aligned_alloc, memalign and free.
+    Libc,
+    /// Rust's global allocator entry points in the executable
+    /// (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`,
+    /// `__rust_dealloc`), whatever allocator serves them.
+    RustGlobal,
+}
+
+/// Where libc's functions are looked for: the file name glibc has had on
+/// x86-64 since 1997.
+const LIBC: &str = "libc.so.6";
+
+/// One allocate function of a preset: where its values are.
+struct Entry {
+    function: &'static str,
+    size: &'static str,
+    count: &'static str,
+    id: &'static str,
+    success: Success,
+    realloc_old: Option<&'static str>,
+    optional: bool,
+}
+
+/// What a successful call returns.
+#[derive(Clone, Copy)]
+enum Success {
+    /// A non-null pointer.
+    NonNull,
+    /// The int 0 (posix_memalign; the pointer is written through arg0).
+    Zero,
+}
+
+impl Success {
+    fn test(self) -> ReturnTest {
+        let ret = Location::parse("ret").expect("a valid location").compiled();
+        debug_assert_eq!(ret.base, LOC_BASE_RET);
+        match self {
+            Success::NonNull => ReturnTest {
+                loc: ret,
+                mask: u64::MAX,
+                value: 0,
+                shift: 0,
+                op: test_op::NOT_EQUAL,
+            },
+            Success::Zero => ReturnTest {
+                loc: ret,
+                mask: u64::from(u32::MAX),
+                value: 0,
+                shift: 0,
+                op: test_op::EQUAL,
+            },
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Success::NonNull => "allocations are the calls that return a non-null pointer",
+            Success::Zero => "allocations are the calls that return 0",
+        }
+    }
+}
+
+const fn entry(function: &'static str, size: &'static str, id: &'static str) -> Entry {
+    Entry {
+        function,
+        size,
+        count: "1",
+        id,
+        success: Success::NonNull,
+        realloc_old: None,
+        optional: false,
+    }
+}
+
+/// libc's allocate functions, malloc first (C11 and POSIX signatures).
+const LIBC_ALLOCS: [Entry; 6] = [
+    entry("malloc", "arg0", "ret"),
+    Entry {
+        count: "arg0",
+        ..entry("calloc", "arg1", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        ..entry("realloc", "arg1", "ret")
+    },
+    Entry {
+        success: Success::Zero,
+        ..entry("posix_memalign", "arg2", "*arg0")
+    },
+    entry("aligned_alloc", "arg1", "ret"),
+    entry("memalign", "arg1", "ret"),
+];
+
+/// Rust's global allocator shims (`alloc::alloc`): `__rust_alloc(size,
+/// align)`, `__rust_alloc_zeroed(size, align)`, `__rust_realloc(ptr,
+/// old_size, align, new_size)`, `__rust_dealloc(ptr, size, align)`. Since
+/// Rust 1.88 they are v0-mangled under `__rustc::`; the paths below match
+/// both that and the older unmangled names. A program that never
+/// allocates zeroed memory or reallocates has no such shim.
+const RUST_ALLOCS: [Entry; 3] = [
+    entry("__rust_alloc", "arg0", "ret"),
+    Entry {
+        optional: true,
+        ..entry("__rust_alloc_zeroed", "arg0", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        optional: true,
+        ..entry("__rust_realloc", "arg3", "ret")
+    },
+];
+
+impl Preset {
+    /// The probe request for this preset.
+    pub fn request(self, returns: ReturnChoice, accept_abort_on_panic: bool) -> ProbeRequest {
+        let (allocs, release, object): (&[Entry], &str, Option<&str>) = match self {
+            Preset::Libc => (&LIBC_ALLOCS, "free", Some(LIBC)),
+            Preset::RustGlobal => (&RUST_ALLOCS, "__rust_dealloc", None),
+        };
+        let path = |function: &str| match object {
+            Some(object) => format!("{object}:{function}"),
+            None => function.to_string(),
+        };
+        let location = |text: &str| Location::parse(text).expect("presets hold valid locations");
+        let first = &allocs[0];
+        ProbeRequest {
+            alloc: path(first.function),
+            release: path(release),
+            size: LocSpec::Given(location(first.size)),
+            alloc_id: LocSpec::Given(location(first.id)),
+            release_id: LocSpec::Given(location("arg0")),
+            returns,
+            accept_abort_on_panic,
+            success: Some((first.success.test(), first.success.words().to_string())),
+            more_allocs: allocs[1..]
+                .iter()
+                .map(|entry| FunctionRequest {
+                    function: path(entry.function),
+                    size: location(entry.size),
+                    count: location(entry.count),
+                    id: location(entry.id),
+                    test: entry.success.test(),
+                    realloc_old: entry.realloc_old.map(location),
+                    optional: entry.optional,
+                })
+                .collect(),
+            more_releases: Vec::<ReleaseRequest>::new(),
+            outermost: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_location_parses_and_only_reallocs_release() {
+        for preset in [Preset::Libc, Preset::RustGlobal] {
+            let request = preset.request(ReturnChoice::Auto, false);
+            assert!(request.outermost);
+            for more in &request.more_allocs {
+                assert_eq!(
+                    more.realloc_old.is_some(),
+                    more.function.ends_with("realloc"),
+                    "{}",
+                    more.function
+                );
+            }
+        }
+        let libc = Preset::Libc.request(ReturnChoice::Auto, false);
+        assert_eq!(libc.alloc, "libc.so.6:malloc");
+        let calloc = &libc.more_allocs[0];
+        assert_eq!(
+            (calloc.size.to_string(), calloc.count.to_string()),
+            ("arg1".into(), "arg0".into())
+        );
+        let memalign = &libc.more_allocs[2];
+        assert_eq!(memalign.id.to_string(), "*arg0");
+        assert_eq!(memalign.test.op, test_op::EQUAL);
+    }
+}
