@@ -42,9 +42,24 @@ use harness::Needs;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
+    default_stop_signals();
     let mut arguments = Arguments::from_args();
     arguments.test_threads.get_or_insert(1);
     libtest_mimic::run(&arguments, tests()).exit();
+}
+
+/// The tests send SIGINT and SIGQUIT to observers at every moment of
+/// their start, the way a terminal does: before the observer installs its
+/// handlers the default action must stop it. A shell that starts this
+/// suite as a background job (`cargo test … &` in a script) sets both to
+/// "ignore", which every child inherits across exec, and a SIGINT sent in
+/// that first moment is then lost. Give the observers what a terminal
+/// gives them.
+fn default_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: restoring a default disposition; no handler is involved.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
 }
 
 /// `module::function` tests, each under that name.
