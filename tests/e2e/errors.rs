@@ -79,6 +79,41 @@ const DEFAULT: Case = Case {
 };
 
 pub const CASES: &[Case] = &[
+    // Presets and several functions per session.
+    Case {
+        name: "preset_with_functions_of_its_own",
+        args: &["attach", "--pid", "{pid}", "--preset", "libc", "--alloc", "malloc"],
+        line: "the argument '--preset <PRESET>' cannot be used with '--alloc <FUNCTION>'",
+        ..DEFAULT
+    },
+    Case {
+        name: "preset_unknown",
+        args: &["attach", "--pid", "{pid}", "--preset", "glibc"],
+        line: "invalid value 'glibc' for '--preset <PRESET>' [possible values: libc, rust-global]",
+        ..DEFAULT
+    },
+    Case {
+        name: "locations_do_not_pair_with_functions",
+        args: &[
+            "attach", "--pid", "{pid}",
+            "--alloc", "bufpool::BufPool::allocate", "--alloc", "bufpool::TypedPool<*>::take",
+            "--size", "arg1", "--size", "arg1", "--size", "arg1", "--alloc-id", "ret",
+            "--release", "bufpool::BufPool::release", "--release-id", "arg1",
+        ],
+        line: "3 --size for 2 --alloc: give one --size for all of them, or one per --alloc in the same order",
+        ..DEFAULT
+    },
+    Case {
+        name: "auto_for_a_second_function",
+        args: &[
+            "attach", "--pid", "{pid}",
+            "--alloc", "bufpool::BufPool::allocate", "--alloc", "bufpool::TypedPool<*>::take",
+            "--size", "auto", "--alloc-id", "ret",
+            "--release", "bufpool::BufPool::release", "--release-id", "arg1",
+        ],
+        line: "--size auto for bufpool::TypedPool<*>::take: `auto` applies to the first function only",
+        ..DEFAULT
+    },
     // The target.
     Case {
         name: "pid_that_does_not_exist",
