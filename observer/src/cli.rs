@@ -434,6 +434,7 @@ impl ProbeArgs {
             more_allocs,
             more_releases,
             outermost: false,
+            no_unwind: None,
         })
     }
 }

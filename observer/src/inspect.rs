@@ -149,6 +149,7 @@ fn describe_probing(out: &mut String, elf: &ElfInfo, binary: &Path, function: Re
         accept_abort: false,
         unwinder: &unwinder,
         repair: &repair,
+        no_unwind: None,
     };
     let _ = match returns::choose(&inputs) {
         Ok(method) => writeln!(out, "  as --alloc, returns observed by: {method}"),

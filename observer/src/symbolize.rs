@@ -486,8 +486,11 @@ pub fn allocator_frames(frames: &[Frame]) -> usize {
     }
 }
 
-/// Prefixes of the allocator's own functions (demangled, without hash).
-const ALLOCATOR_PREFIXES: [&str; 12] = [
+/// Prefixes of the allocator's own functions (demangled, without hash):
+/// Rust's shims and `alloc`, and the allocators presets name (jemalloc's
+/// `_rjem_` entry points and tikv-jemallocator's `GlobalAlloc`, mimalloc's
+/// `mi_`/`_mi_` functions and its crate's `GlobalAlloc`).
+const ALLOCATOR_PREFIXES: [&str; 19] = [
     "__rustc::__rust_",
     "__rustc::__rdl_",
     "__rustc::__rg_",
@@ -500,6 +503,13 @@ const ALLOCATOR_PREFIXES: [&str; 12] = [
     "alloc::rc::Rc<T>::new",
     "alloc::vec::",
     "<alloc::alloc::Global as core::alloc::Allocator>",
+    "_rjem_",
+    "tikv_jemallocator::",
+    "<tikv_jemallocator::",
+    "mi_",
+    "_mi_",
+    "mimalloc::",
+    "<mimalloc::",
 ];
 
 /// libc's allocate and release entry points, as its symbols name them.

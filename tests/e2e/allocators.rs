@@ -3,6 +3,7 @@
 //! (`tests/allocators/libc-leak.c`) that leaks a known number of sessions.
 
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 
 use serde_json::Value;
@@ -235,23 +236,50 @@ const GATEWAY_FRAME: i64 = 256;
 /// warm-up it is empty at attach too, and the frame blocks allocated
 /// since are exactly the leaked frames.
 pub fn preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak() {
-    let gateway = Gateway::start();
+    gateway_preset_reports_the_leak(Gateway::start(), "rust-global", "bufpool::allocate_block");
+}
+
+/// The gateway as services that switch allocators build it (the
+/// `tikv-jemallocator` crate as its global allocator), observed through
+/// jemalloc's own entry points: the same exact leak.
+pub fn preset_jemalloc_on_a_jemalloc_gateway_gives_the_exact_leak() {
+    let gateway = Gateway::spawn(Command::new(allocator_gateway("jemalloc")), |child| child);
+    gateway_preset_reports_the_leak(gateway, "jemalloc", "bufpool::allocate_block");
+}
+
+/// The same with the `mimalloc` crate.
+pub fn preset_mimalloc_on_a_mimalloc_gateway_gives_the_exact_leak() {
+    let gateway = Gateway::spawn(Command::new(allocator_gateway("mimalloc")), |child| child);
+    gateway_preset_reports_the_leak(gateway, "mimalloc", "bufpool::allocate_block");
+}
+
+/// The gateway built with `--features ALLOCATOR` (`cargo xtask targets
+/// allocators`).
+fn allocator_gateway(allocator: &str) -> PathBuf {
+    corpus_dir().join(format!("gateway-{allocator}/release/leaky-gateway"))
+}
+
+/// 30 warm-up sessions, then 100 observed with `--preset PRESET`: exactly
+/// the 100 leaked blocks at the encoder, stacks starting at `first_frame`
+/// (the allocator's own frames left out), reallocs counted, none
+/// unmatched.
+fn gateway_preset_reports_the_leak(gateway: Gateway, preset: &str, first_frame: &str) {
     gateway.chat(30, 3);
-    let mut observer = Observer::attach_with(gateway.pid(), &["--preset", "rust-global"], &[]);
+    let mut observer = Observer::attach_with(gateway.pid(), &["--preset", preset], &[]);
     let sessions = 100;
     gateway.chat(sessions, 3);
     let report = observer.report();
     let (status, _) = observer.stop();
-    assert!(status.success());
+    assert!(status.success(), "{preset}: {status}");
     let c = &report["counters"];
     assert_accounting_balances(&report);
     // Releases of what tokio allocated before attach (registrations of
     // the warm-up's connections, released later) are unknown, rightly;
     // none comes from a realloc, and no id is reallocated.
     for quiet in ["realloc_unknown_old", "reallocated_ids", "in_flight"] {
-        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+        assert_eq!(int(&c[quiet]), 0, "{preset}: {quiet}: {c:#}");
     }
-    assert!(int(&c["reallocs"]) > 0, "vectors grow: {c:#}");
+    assert!(int(&c["reallocs"]) > 0, "{preset}: vectors grow: {c:#}");
     // Everything the encoder's blocks hold is the leak; the rest is what
     // tokio keeps live at any moment (a registration released later, the
     // list of registrations to release).
@@ -262,19 +290,28 @@ pub fn preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak() {
         .collect();
     let buffers: i64 = encoder.iter().map(|s| int(&s["buffers"])).sum();
     let bytes: i64 = encoder.iter().map(|s| int(&s["bytes"])).sum();
-    assert_eq!(buffers, sessions as i64, "{report:#}");
-    assert_eq!(bytes, sessions as i64 * GATEWAY_FRAME, "{report:#}");
-    // The allocator's own frames (the shim, `alloc::alloc::alloc_zeroed`)
-    // are left out: a stack starts at the code that allocated.
+    assert_eq!(buffers, sessions as i64, "{preset}: {report:#}");
+    assert_eq!(
+        bytes,
+        sessions as i64 * GATEWAY_FRAME,
+        "{preset}: {report:#}"
+    );
+    // The allocator's own frames (the shim, `alloc::alloc::alloc_zeroed`,
+    // the allocator crate's `GlobalAlloc`) are left out: a stack starts at
+    // the code that allocated.
     for site in &encoder {
-        assert_eq!(frames(site)[0]["function"], "bufpool::allocate_block");
+        assert_eq!(
+            frames(site)[0]["function"],
+            first_frame,
+            "{preset}: {site:#}"
+        );
     }
     let goodbye = sites(&report)
         .iter()
         .filter(|s| has_frame(s, "say_goodbye"))
         .map(|s| int(&s["buffers"]))
         .sum::<i64>();
-    assert!(goodbye > 0, "{report:#}");
+    assert!(goodbye > 0, "{preset}: {report:#}");
 }
 
 /// An object the target does not map, and functions in two different

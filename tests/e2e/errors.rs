@@ -89,7 +89,7 @@ pub const CASES: &[Case] = &[
     Case {
         name: "preset_unknown",
         args: &["attach", "--pid", "{pid}", "--preset", "glibc"],
-        line: "invalid value 'glibc' for '--preset <PRESET>' [possible values: libc, rust-global]",
+        line: "invalid value 'glibc' for '--preset <PRESET>' [possible values: libc, rust-global, jemalloc, mimalloc]",
         ..DEFAULT
     },
     Case {

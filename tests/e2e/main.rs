@@ -76,6 +76,8 @@ fn tests() -> Vec<Trial> {
         allocators::shared_object_mistakes_are_one_line_errors,
         allocators::preset_libc_gives_the_exact_leak_through_realloc_and_memalign,
         allocators::preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak,
+        allocators::preset_jemalloc_on_a_jemalloc_gateway_gives_the_exact_leak,
+        allocators::preset_mimalloc_on_a_mimalloc_gateway_gives_the_exact_leak,
         ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site,
         ci_gate::suppressed_leak_passes,
         ci_gate::fixed_gateway_passes_without_suppressions,

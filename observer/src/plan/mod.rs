@@ -57,6 +57,10 @@ pub struct ProbeRequest {
     /// among them on one thread are the allocator's own (see
     /// [`alloc_flags::OUTERMOST`]).
     pub outermost: bool,
+    /// Why no panic can unwind through the functions, when the request
+    /// knows what they are (a preset of an allocator written in C), so
+    /// their returns need no proof from their code.
+    pub no_unwind: Option<String>,
 }
 
 /// A location as given on the command line: explicit, or `auto` (read off
@@ -311,6 +315,7 @@ impl ProbePlan {
                 accept_abort: request.accept_abort_on_panic,
                 unwinder,
                 repair,
+                no_unwind: request.no_unwind.as_deref(),
             })?,
         };
         let more = more::plan(
@@ -321,6 +326,7 @@ impl ProbePlan {
                 repair,
                 accept_abort: request.accept_abort_on_panic,
                 outermost: request.outermost,
+                no_unwind: request.no_unwind.as_deref(),
                 first_alloc_cookie: next_cookie(&alloc.sites),
                 first_release_cookie: next_cookie(&release.sites),
                 probed: more::addresses(&alloc)

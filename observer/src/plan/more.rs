@@ -61,6 +61,8 @@ pub struct Inputs<'a> {
     pub repair: &'a RepairAbility,
     pub accept_abort: bool,
     pub outermost: bool,
+    /// See [`super::ProbeRequest::no_unwind`].
+    pub no_unwind: Option<&'a str>,
     pub first_alloc_cookie: u32,
     pub first_release_cookie: u32,
     /// Addresses the first functions are probed at, with their name.
@@ -111,6 +113,7 @@ pub fn plan(
             accept_abort: inputs.accept_abort,
             unwinder: inputs.unwinder,
             repair: inputs.repair,
+            no_unwind: inputs.no_unwind,
         })?;
         planned
             .returns

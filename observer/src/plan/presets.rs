@@ -19,6 +19,15 @@ pub enum Preset {
     /// (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`,
     /// `__rust_dealloc`), whatever allocator serves them.
     RustGlobal,
+    /// jemalloc as the `tikv-jemallocator` crate links it into the
+    /// executable, its symbols prefixed `_rjem_`: malloc, mallocx, calloc,
+    /// realloc, rallocx, posix_memalign, aligned_alloc; sdallocx, free,
+    /// dallocx.
+    Jemalloc,
+    /// mimalloc as the `mimalloc` crate links it into the executable:
+    /// mi_malloc_aligned, mi_zalloc_aligned, mi_realloc_aligned and the
+    /// unaligned forms; mi_free.
+    Mimalloc,
 }
 
 /// Where libc's functions are looked for: the file name glibc has had on
@@ -125,12 +134,90 @@ const RUST_ALLOCS: [Entry; 3] = [
     },
 ];
 
+/// jemalloc's allocate functions as tikv-jemallocator calls them
+/// (`alloc` → malloc or, for large alignments, mallocx; `alloc_zeroed` →
+/// calloc or mallocx; `realloc` → realloc or rallocx), and the standard
+/// ones a C caller of the prefixed API uses. `_rjem_malloc` is in every
+/// build; the linker drops what nothing calls.
+const JEMALLOC_ALLOCS: [Entry; 7] = [
+    entry("_rjem_malloc", "arg0", "ret"),
+    Entry {
+        optional: true,
+        ..entry("_rjem_mallocx", "arg0", "ret")
+    },
+    Entry {
+        count: "arg0",
+        optional: true,
+        ..entry("_rjem_calloc", "arg1", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        optional: true,
+        ..entry("_rjem_realloc", "arg1", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        optional: true,
+        ..entry("_rjem_rallocx", "arg1", "ret")
+    },
+    Entry {
+        success: Success::Zero,
+        optional: true,
+        ..entry("_rjem_posix_memalign", "arg2", "*arg0")
+    },
+    Entry {
+        optional: true,
+        ..entry("_rjem_aligned_alloc", "arg1", "ret")
+    },
+];
+
+/// jemalloc's release functions: `sdallocx(ptr, size, flags)` is what
+/// Rust's `dealloc` calls.
+const JEMALLOC_RELEASES: [&str; 3] = ["_rjem_sdallocx", "_rjem_free", "_rjem_dallocx"];
+
+/// mimalloc's allocate functions: the aligned forms the `mimalloc` crate's
+/// `GlobalAlloc` calls (`mi_malloc_aligned(size, align)`,
+/// `mi_zalloc_aligned(size, align)`, `mi_realloc_aligned(ptr, size,
+/// align)`), then the unaligned ones C callers use.
+const MIMALLOC_ALLOCS: [Entry; 7] = [
+    entry("mi_malloc_aligned", "arg0", "ret"),
+    Entry {
+        optional: true,
+        ..entry("mi_zalloc_aligned", "arg0", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        optional: true,
+        ..entry("mi_realloc_aligned", "arg1", "ret")
+    },
+    Entry {
+        optional: true,
+        ..entry("mi_malloc", "arg0", "ret")
+    },
+    Entry {
+        optional: true,
+        ..entry("mi_zalloc", "arg0", "ret")
+    },
+    Entry {
+        count: "arg0",
+        optional: true,
+        ..entry("mi_calloc", "arg1", "ret")
+    },
+    Entry {
+        realloc_old: Some("arg0"),
+        optional: true,
+        ..entry("mi_realloc", "arg1", "ret")
+    },
+];
+
 impl Preset {
     /// The probe request for this preset.
     pub fn request(self, returns: ReturnChoice, accept_abort_on_panic: bool) -> ProbeRequest {
-        let (allocs, release, object): (&[Entry], &str, Option<&str>) = match self {
-            Preset::Libc => (&LIBC_ALLOCS, "free", Some(LIBC)),
-            Preset::RustGlobal => (&RUST_ALLOCS, "__rust_dealloc", None),
+        let (allocs, releases, object): (&[Entry], &[&str], Option<&str>) = match self {
+            Preset::Libc => (&LIBC_ALLOCS, &["free"], Some(LIBC)),
+            Preset::RustGlobal => (&RUST_ALLOCS, &["__rust_dealloc"], None),
+            Preset::Jemalloc => (&JEMALLOC_ALLOCS, &JEMALLOC_RELEASES, None),
+            Preset::Mimalloc => (&MIMALLOC_ALLOCS, &["mi_free"], None),
         };
         let path = |function: &str| match object {
             Some(object) => format!("{object}:{function}"),
@@ -140,7 +227,7 @@ impl Preset {
         let first = &allocs[0];
         ProbeRequest {
             alloc: path(first.function),
-            release: path(release),
+            release: path(releases[0]),
             size: LocSpec::Given(location(first.size)),
             alloc_id: LocSpec::Given(location(first.id)),
             release_id: LocSpec::Given(location("arg0")),
@@ -159,11 +246,36 @@ impl Preset {
                     optional: entry.optional,
                 })
                 .collect(),
-            more_releases: Vec::<ReleaseRequest>::new(),
+            // Every release takes the buffer first.
+            more_releases: releases[1..]
+                .iter()
+                .map(|function| ReleaseRequest {
+                    function: path(function),
+                    id: location("arg0"),
+                    optional: true,
+                })
+                .collect(),
             outermost: true,
+            no_unwind: self.written_in_c().then(|| C_ALLOCATOR.to_string()),
         }
     }
+
+    /// Whether the allocator is C code linked into the Rust executable,
+    /// entered from Rust only through `extern "C"` functions. (libc, in
+    /// its own object, is proven from its code: nothing in it can start
+    /// an unwind.)
+    fn written_in_c(self) -> bool {
+        matches!(self, Preset::Jemalloc | Preset::Mimalloc)
+    }
 }
+
+/// Why no panic unwinds through a C allocator's entry points: C code does
+/// not unwind, and a panic in a Rust callback it calls (a hook) stops at
+/// that callback's `extern "C"` boundary, where Rust aborts (since 1.81):
+/// a uretprobe there changes nothing a panic could do.
+const C_ALLOCATOR: &str = "it is a C allocator's entry point: C code does not unwind, and a panic \
+     in a Rust callback it calls aborts at the callback's extern \"C\" boundary (Rust 1.81 and \
+     later), so no panic unwinds through it";
 
 #[cfg(test)]
 mod tests {
@@ -171,7 +283,12 @@ mod tests {
 
     #[test]
     fn every_preset_location_parses_and_only_reallocs_release() {
-        for preset in [Preset::Libc, Preset::RustGlobal] {
+        for preset in [
+            Preset::Libc,
+            Preset::RustGlobal,
+            Preset::Jemalloc,
+            Preset::Mimalloc,
+        ] {
             let request = preset.request(ReturnChoice::Auto, false);
             assert!(request.outermost);
             for more in &request.more_allocs {

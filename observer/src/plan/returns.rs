@@ -165,6 +165,9 @@ pub struct ReturnInputs<'a> {
     /// Where the target's panics start and are caught, or why unknown.
     pub unwinder: &'a Result<Unwinder, String>,
     pub repair: &'a RepairAbility,
+    /// Why no panic can unwind through allocate, when the request knows
+    /// (an allocator written in C): no proof is looked for in its code.
+    pub no_unwind: Option<&'a str>,
 }
 
 impl ReturnInputs<'_> {
@@ -186,7 +189,10 @@ pub fn choose(inputs: &ReturnInputs<'_>) -> anyhow::Result<ReturnMethod> {
             "allocate's own first instruction cannot be probed".into(),
         );
     }
-    let unwinding = unwinding_through(inputs.elf, inputs.alloc);
+    let unwinding = match inputs.no_unwind {
+        Some(why) => Unwinding::Impossible(why.to_string()),
+        None => unwinding_through(inputs.elf, inputs.alloc),
+    };
     let hazard = match &unwinding {
         Unwinding::Impossible(proof) => {
             if inputs.choice == ReturnChoice::CallSites {

@@ -11,6 +11,15 @@ use leaky_gateway::server;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+// The allocator a service switches to, added the way its users add it.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     listen: String,
     workers: usize,
