@@ -321,6 +321,8 @@ pub struct WalkState {
     pub entries: u32,
     /// Frames taken from the cache.
     pub reused: u32,
+    /// The bounds of the search for a cached state (see [`seek_sp`]).
+    pub seek_bounds: [u32; 2],
     pub _pad: u32,
 }
 

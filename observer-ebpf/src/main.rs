@@ -300,6 +300,7 @@ static EMPTY_STATE: ThreadState = ThreadState {
         joined_entry: 0,
         entries: 0,
         reused: 0,
+        seek_bounds: [0; 2],
         _pad: 0,
     },
     stack: StackRecord {
@@ -635,6 +636,7 @@ unsafe fn start_walk(
             joined_entry: 0,
             entries: 0,
             reused: 0,
+            seek_bounds: [0; 2],
             _pad: 0,
         };
         if let Some(callee) = callee {
@@ -766,7 +768,7 @@ fn try_join(state: &mut ThreadState, cache: &WalkCache) -> bool {
     if walk.tail_calls + 2 + programs_left > MAX_TAIL_CALLS {
         return false;
     }
-    let Some(at) = seek_sp(walk.cached_len, walk.sp, |index| {
+    let Some(at) = seek_sp(walk.cached_len, walk.sp, &mut walk.seek_bounds, |index| {
         cached_entry(&cache.frames, index)
     }) else {
         return false;
