@@ -198,7 +198,7 @@ static STACK_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1,
 /// verifier's work small (~45k instructions).
 const FRAMES_PER_CALL: usize = 8;
 /// Cached frames re-read per tail call: a re-read is one or two loads.
-const FRAMES_REUSED_PER_CALL: usize = 24;
+const FRAMES_REUSED_PER_CALL: usize = 16;
 /// Tail calls per walk, within the kernel's limit of 33 (the entry
 /// probe's first one included). The walk stops at [`MAX_FRAMES`] first:
 /// frames cost a stepping program (8 frames) at least as much as a
@@ -913,7 +913,7 @@ impl WindowAt {
 /// still hold what they held, and moves the walk to its caller. False
 /// when the walk is done or must step on by itself (mode `UNCACHED`).
 /// Slots are read from `window`'s copy where it holds them; `learned` is
-/// the trampoline's address (see [`original_return_address`]).
+/// the trampoline's address (`TRAMPOLINE`'s slot 0).
 fn reuse_one(
     state: &mut ThreadState,
     cache: &WalkCache,
@@ -922,7 +922,6 @@ fn reuse_one(
     copy: &StackWindow,
     learned: u64,
 ) -> bool {
-    let frames = &state.frames;
     let walk = &mut state.walk;
     let stack = &mut state.stack;
     let at = walk.cached_at;
@@ -940,7 +939,9 @@ fn reuse_one(
             entry.still_steps_to(
                 caller,
                 |slot| window.read(copy, slot),
-                |slot, value| original_return_address(slot, value, frames, learned),
+                // A trampoline: the walk would look up the call it replaced
+                // (a nested allocate in flight); rare, so stepped instead.
+                |_slot, value| (!is_trampoline_of(value, learned)).then_some(value),
             )
         });
         if !same {
@@ -1042,13 +1043,19 @@ fn note_entry(scratch: &mut WalkCache, index: usize, entry: &CachedFrame) {
     }
 }
 
-/// Records the frame at `walk.pc`, then moves `walk` to the caller.
+/// Records the frame at `walk.pc`, then moves `walk` to the caller. Its
+/// cache entry is written to the scratch field by field as soon as each is
+/// known (volatile stores): the verifier then forgets the values, and the
+/// paths that differ only in them merge.
 fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     let frames = &state.frames;
     let walk = &mut state.walk;
     let stack = &mut state.stack;
     let len = stack.len as usize;
-    let Some(slot) = frame_slot(&mut stack.frames, len) else {
+    let (Some(slot), Some(entry)) = (
+        frame_slot(&mut stack.frames, len),
+        cached_entry_mut(&mut scratch.frames, len),
+    ) else {
         stack.flags |= stack_flags::TRUNCATED;
         walk.done = 1;
         return;
@@ -1056,13 +1063,15 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     *slot = walk.pc;
     stack.len += 1;
     walk.hash = (walk.hash ^ walk.pc).wrapping_mul(FNV_PRIME);
-    let mut entry = CachedFrame {
-        pc: walk.pc,
-        sp: walk.sp,
-        bp: walk.bp,
-        flags: if len == 0 { cached_flags::FIRST } else { 0 },
-        ..EMPTY_CACHED_FRAME
-    };
+    put(&mut entry.pc, walk.pc);
+    put(&mut entry.sp, walk.sp);
+    put(&mut entry.bp, walk.bp);
+    put(&mut entry.step, cached_step::STEP);
+    put(&mut entry.rbp_offset_words, 0);
+    put(
+        &mut entry.flags,
+        if len == 0 { cached_flags::FIRST } else { 0 },
+    );
     // A return address points after the call; look up the call itself.
     let lookup = if len == 0 {
         walk.pc
@@ -1071,9 +1080,12 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     };
     let outcome = match find_row(lookup, &mut walk.mapping) {
         Some(row) => {
-            entry.rbp_offset_words = row.rbp_offset_words;
+            if row.kind != row_kind::END {
+                put(&mut entry.rbp_offset_words, row.rbp_offset_words);
+            }
             if row.kind == row_kind::CFA_RBP {
-                entry.flags |= cached_flags::STEP_USES_BP;
+                let flags = entry.flags | cached_flags::STEP_USES_BP;
+                put(&mut entry.flags, flags);
             }
             caller_by_row(walk, &row, frames)
         }
@@ -1084,12 +1096,12 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             stack.flags |= stack_flags::USED_FRAME_POINTERS;
             // At the first frame the return address is at sp and rbp is
             // untouched; further up, the chain reads both at bp.
-            entry.rbp_offset_words = if len == 0 { 0 } else { -2 };
-            entry.flags &= !cached_flags::STEP_USES_BP;
-            entry.flags |= cached_flags::BY_FRAME_POINTER;
-            if len != 0 {
-                entry.flags |= cached_flags::STEP_USES_BP;
-            }
+            let chain = len != 0;
+            put(&mut entry.rbp_offset_words, if chain { -2 } else { 0 });
+            let flags = (entry.flags & cached_flags::FIRST)
+                | cached_flags::BY_FRAME_POINTER
+                | if chain { cached_flags::STEP_USES_BP } else { 0 };
+            put(&mut entry.flags, flags);
             caller_by_frame_pointer(walk, len == 0, frames)
         }
         other => other,
@@ -1101,7 +1113,6 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             } else {
                 counter::FRAMES_BY_FRAME_POINTER
             });
-            note_entry(scratch, len, &entry);
             walk.entries = len as u32 + 1;
             if walk.pc == 0 {
                 note_entry(
@@ -1121,10 +1132,9 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             }
         }
         Step::End => {
-            entry.step = cached_step::END;
-            entry.rbp_offset_words = 0;
-            entry.flags &= !cached_flags::STEP_USES_BP;
-            note_entry(scratch, len, &entry);
+            put(&mut entry.step, cached_step::END);
+            let flags = entry.flags & cached_flags::FIRST;
+            put(&mut entry.flags, flags);
             walk.entries = len as u32 + 1;
             stack.flags |= stack_flags::COMPLETE;
             walk.done = 1;
@@ -1134,6 +1144,13 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             walk.done = 1;
         }
     }
+}
+
+/// Stores `value` at once (see [`unwind_one`]).
+#[inline(always)]
+fn put<T>(field: &mut T, value: T) {
+    // SAFETY: a mutable reference is valid for writes.
+    unsafe { core::ptr::write_volatile(field, value) }
 }
 
 enum Step {
@@ -1223,27 +1240,6 @@ fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Opt
         }
     }
     Some(value)
-}
-
-/// `value`, read at `slot`, or the return address it replaced if it is the
-/// uretprobe trampoline of a call in flight; `learned` is `TRAMPOLINE`'s
-/// slot 0, read once by the caller.
-#[inline(always)]
-fn original_return_address(
-    slot: u64,
-    value: u64,
-    frames: &[InFlight; MAX_NESTED_ALLOCS],
-    learned: u64,
-) -> u64 {
-    if !is_trampoline_of(value, learned) {
-        return value;
-    }
-    for frame in frames {
-        if frame.entry_sp == slot {
-            return frame.return_address;
-        }
-    }
-    value
 }
 
 /// True for the address of the kernel's uretprobe trampoline in this

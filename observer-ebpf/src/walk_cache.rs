@@ -116,22 +116,24 @@ impl CachedFrame {
 
     /// Whether the step from this state to `caller` reads the same values
     /// now: `read` reads a word of user memory, `original` turns a return
-    /// address read at a slot into the one the walk records (it undoes a
-    /// uretprobe's replacement, as the walk does). An unreadable slot is a
-    /// difference: the walk steps from here itself.
+    /// address read at a slot into the one the walk records, or `None`
+    /// where that depends on more than the slot (a uretprobe's
+    /// trampoline: the walk looks up the call it replaced). An unreadable
+    /// slot, or one `original` cannot tell, is a difference: the walk
+    /// steps from here itself.
     #[inline(always)]
     pub fn still_steps_to(
         &self,
         caller: &CachedFrame,
         mut read: impl FnMut(u64) -> Option<u64>,
-        original: impl FnOnce(u64, u64) -> u64,
+        original: impl FnOnce(u64, u64) -> Option<u64>,
     ) -> bool {
         if self.step != cached_step::STEP {
             return false;
         }
         let slot = Self::return_address_slot(caller);
         match read(slot) {
-            Some(value) if original(slot, value) == caller.pc => {}
+            Some(value) if original(slot, value) == Some(caller.pc) => {}
             _ => return false,
         }
         match self.saved_bp_slot(caller) {
@@ -244,8 +246,8 @@ mod tests {
         |address| memory.get(&address).copied()
     }
 
-    fn as_read(_slot: u64, value: u64) -> u64 {
-        value
+    fn as_read(_slot: u64, value: u64) -> Option<u64> {
+        Some(value)
     }
 
     #[test]
@@ -289,14 +291,17 @@ mod tests {
         let trampoline = 0x7fff_ffff_e000;
         memory.insert(0x7040 - 8, trampoline);
         let undo = |slot: u64, value: u64| {
-            if slot == 0x7040 - 8 && value == trampoline {
+            Some(if slot == 0x7040 - 8 && value == trampoline {
                 0x2000
             } else {
                 value
-            }
+            })
         };
         assert!(frames[3].still_steps_to(&frames[2], reader(&memory), undo));
         assert!(!frames[3].still_steps_to(&frames[2], reader(&memory), as_read));
+        // Where the value cannot be told from the slot alone, the walk steps.
+        let unknown = |_slot: u64, value: u64| (value != trampoline).then_some(value);
+        assert!(!frames[3].still_steps_to(&frames[2], reader(&memory), unknown));
     }
 
     #[test]
