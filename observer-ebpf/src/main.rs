@@ -200,11 +200,11 @@ const FRAMES_PER_CALL: usize = 8;
 /// Cached frames re-read per tail call: a re-read is one or two loads.
 const FRAMES_REUSED_PER_CALL: usize = 16;
 /// Tail calls per walk, within the kernel's limit of 33 (the entry
-/// probe's first one included). The walk stops at [`MAX_FRAMES`] first:
+/// probe's first one and the last one, to `pool_walk_remember`, included). The walk stops at [`MAX_FRAMES`] first:
 /// frames cost a stepping program (8 frames) at least as much as a
-/// re-reading one (24), so at most 25 programs and the two switches
+/// re-reading one (16), so at most 25 programs and the two switches
 /// between them.
-const MAX_TAIL_CALLS: u32 = 32;
+const MAX_TAIL_CALLS: u32 = 31;
 /// `MAX_NESTED_ALLOCS - 1`, a mask that keeps frame indices in bounds in
 /// a way every verifier tracks.
 const NESTED_MASK: usize = MAX_NESTED_ALLOCS - 1;
@@ -351,6 +351,12 @@ pub fn pool_walk_stack(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn pool_walk_cached(ctx: ProbeContext) -> u32 {
     walk_cached(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pool_walk_remember(_ctx: ProbeContext) -> u32 {
+    remember_thread_walk();
     0
 }
 
@@ -564,7 +570,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         // SAFETY: as above; only reached if the tail call failed.
         unsafe { (*state).stack.flags |= stack_flags::BROKEN };
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// Lets the walk join the thread's cached walk if it was walked with the
@@ -751,7 +757,7 @@ fn walk_stack(ctx: &ProbeContext) {
             (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// True (and the walk switched to re-reading) when the walk stands where
@@ -852,7 +858,7 @@ fn walk_cached(ctx: &ProbeContext) {
             (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// Where [`STACK_WINDOW`]'s copy came from: `[start, start + size)` of the
@@ -1353,8 +1359,10 @@ fn kernel_frame_pointer_walk(
 }
 
 /// Interns the walked stack and names the walked call's site after it;
-/// a complete walk becomes the thread's cached walk.
-fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
+/// a complete walk becomes the thread's cached walk. Returns 0: a
+/// function that makes a tail call must return an integer (Linux 6.1's
+/// verifier refuses it otherwise).
+fn finish_walk(ctx: &ProbeContext, state: *mut ThreadState, pid_tgid: u64) -> u32 {
     // SAFETY: this thread's own PENDING element (see on_alloc_enter); the
     // stack record is passed to the map by pointer, never copied to the
     // BPF stack; the frame index is masked into the array.
@@ -1402,11 +1410,37 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
             count_by(counter::FRAMES_REUSED, u64::from(reused));
         }
         if let Some(cache) = cache {
-            if flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0 {
-                let _ = remember_walk(&*state, &mut *cache);
+            let walk = &(*state).walk;
+            let whole = walk.mode == walk_mode::REUSED
+                && walk.joined_at == 0
+                && walk.joined_entry + 1 == (*cache).len;
+            let complete =
+                flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0;
+            // A walk that was the cached one whole leaves it as it is.
+            // The copy is a program of its own: its loop is verified once,
+            // not in every program that can end a walk. If the tail call
+            // fails, the cache stays the older walk (still exact).
+            if complete && !whole {
+                WALKERS.tail_call(ctx, walker_slot::REMEMBER);
             }
         }
     }
+    0
+}
+
+/// `pool_walk_remember`: the current thread's walk, just finished and
+/// complete, becomes its cached walk.
+fn remember_thread_walk() {
+    let Some(pid_tgid) = current_pid_tgid() else {
+        return;
+    };
+    let (Some(state), Some(cache)) = (PENDING.get_ptr(pid_tgid), WALK_CACHES.get_ptr_mut(pid_tgid))
+    else {
+        return;
+    };
+    // SAFETY: this thread's own PENDING and WALK_CACHES elements (only its
+    // probes touch them).
+    let _ = unsafe { remember_walk(&*state, &mut *cache) };
 }
 
 /// Makes a complete walk the thread's cached walk: the frames it took
@@ -1419,10 +1453,6 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
 fn remember_walk(state: &ThreadState, cache: &mut WalkCache) -> bool {
     let walk = &state.walk;
     let reused = walk.mode == walk_mode::REUSED;
-    if reused && walk.joined_at == 0 && walk.joined_entry + 1 == cache.len {
-        // The whole walk was the cached one.
-        return true;
-    }
     let Some(scratch) = WALK_SCRATCH.get_ptr(0) else {
         return false;
     };
