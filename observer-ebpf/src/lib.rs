@@ -237,8 +237,10 @@ pub mod walker_slot {
     pub const STEP: u32 = 0;
     /// `pool_walk_cached`: re-reads the slots of the thread's cached walk.
     pub const CACHED: u32 = 1;
+    /// `pool_walk_remember`: makes a complete walk the thread's cached one.
+    pub const REMEMBER: u32 = 2;
     /// Slots in the array.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// One row of a compact unwind table (8 bytes): from `pc` until the next
@@ -387,6 +389,8 @@ pub struct WalkState {
     pub entries: u32,
     /// Frames taken from the cache.
     pub reused: u32,
+    /// The bounds of the search for a cached state (see [`seek_sp`]).
+    pub seek_bounds: [u32; 2],
     pub _pad: u32,
 }
 
@@ -638,6 +642,7 @@ pub mod names {
     pub const PROG_RELEASE_ENTER: &str = "pool_release_enter";
     pub const PROG_WALK: &str = "pool_walk_stack";
     pub const PROG_WALK_CACHED: &str = "pool_walk_cached";
+    pub const PROG_WALK_REMEMBER: &str = "pool_walk_remember";
     pub const PROG_ALLOC_RETURN_SITE: &str = "pool_alloc_return_site";
     pub const PROG_UNWIND_START: &str = "pool_unwind_start";
     pub const PROG_UNWIND_CAUGHT: &str = "pool_unwind_caught";

@@ -195,13 +195,13 @@ static STACK_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1,
 /// verifier's work small (~45k instructions).
 const FRAMES_PER_CALL: usize = 8;
 /// Cached frames re-read per tail call: a re-read is one or two loads.
-const FRAMES_REUSED_PER_CALL: usize = 24;
+const FRAMES_REUSED_PER_CALL: usize = 16;
 /// Tail calls per walk, within the kernel's limit of 33 (the entry
-/// probe's first one included). The walk stops at [`MAX_FRAMES`] first:
+/// probe's first one and the last one, to `pool_walk_remember`, included). The walk stops at [`MAX_FRAMES`] first:
 /// frames cost a stepping program (8 frames) at least as much as a
-/// re-reading one (24), so at most 25 programs and the two switches
+/// re-reading one (16), so at most 25 programs and the two switches
 /// between them.
-const MAX_TAIL_CALLS: u32 = 32;
+const MAX_TAIL_CALLS: u32 = 31;
 /// `MAX_NESTED_ALLOCS - 1`, a mask that keeps frame indices in bounds in
 /// a way every verifier tracks.
 const NESTED_MASK: usize = MAX_NESTED_ALLOCS - 1;
@@ -299,6 +299,7 @@ static EMPTY_STATE: ThreadState = ThreadState {
         joined_entry: 0,
         entries: 0,
         reused: 0,
+        seek_bounds: [0; 2],
         _pad: 0,
     },
     stack: StackRecord {
@@ -349,6 +350,12 @@ pub fn pool_walk_stack(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn pool_walk_cached(ctx: ProbeContext) -> u32 {
     walk_cached(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pool_walk_remember(_ctx: ProbeContext) -> u32 {
+    remember_thread_walk();
     0
 }
 
@@ -576,7 +583,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         // SAFETY: as above; only reached if the tail call failed.
         unsafe { (*state).stack.flags |= stack_flags::BROKEN };
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// Lets the walk join the thread's cached walk if it was walked with the
@@ -667,6 +674,7 @@ unsafe fn start_walk(
             joined_entry: 0,
             entries: 0,
             reused: 0,
+            seek_bounds: [0; 2],
             _pad: 0,
         };
         if let Some(callee) = callee {
@@ -781,7 +789,7 @@ fn walk_stack(ctx: &ProbeContext) {
             (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// True (and the walk switched to re-reading) when the walk stands where
@@ -798,7 +806,7 @@ fn try_join(state: &mut ThreadState, cache: &WalkCache) -> bool {
     if walk.tail_calls + 2 + programs_left > MAX_TAIL_CALLS {
         return false;
     }
-    let Some(at) = seek_sp(walk.cached_len, walk.sp, |index| {
+    let Some(at) = seek_sp(walk.cached_len, walk.sp, &mut walk.seek_bounds, |index| {
         cached_entry(&cache.frames, index)
     }) else {
         return false;
@@ -882,7 +890,7 @@ fn walk_cached(ctx: &ProbeContext) {
             (*state).stack.flags |= stack_flags::TRUNCATED;
         }
     }
-    finish_walk(state, pid_tgid);
+    let _ = finish_walk(ctx, state, pid_tgid);
 }
 
 /// Where [`STACK_WINDOW`]'s copy came from: `[start, start + size)` of the
@@ -943,7 +951,7 @@ impl WindowAt {
 /// still hold what they held, and moves the walk to its caller. False
 /// when the walk is done or must step on by itself (mode `UNCACHED`).
 /// Slots are read from `window`'s copy where it holds them; `learned` is
-/// the trampoline's address (see [`original_return_address`]).
+/// the trampoline's address (`TRAMPOLINE`'s slot 0).
 fn reuse_one(
     state: &mut ThreadState,
     cache: &WalkCache,
@@ -952,7 +960,6 @@ fn reuse_one(
     copy: &StackWindow,
     learned: u64,
 ) -> bool {
-    let frames = &state.frames;
     let walk = &mut state.walk;
     let stack = &mut state.stack;
     let at = walk.cached_at;
@@ -970,7 +977,9 @@ fn reuse_one(
             entry.still_steps_to(
                 caller,
                 |slot| window.read(copy, slot),
-                |slot, value| original_return_address(slot, value, frames, learned),
+                // A trampoline: the walk would look up the call it replaced
+                // (a nested allocate in flight); rare, so stepped instead.
+                |_slot, value| (!is_trampoline_of(value, learned)).then_some(value),
             )
         });
         if !same {
@@ -1072,13 +1081,19 @@ fn note_entry(scratch: &mut WalkCache, index: usize, entry: &CachedFrame) {
     }
 }
 
-/// Records the frame at `walk.pc`, then moves `walk` to the caller.
+/// Records the frame at `walk.pc`, then moves `walk` to the caller. Its
+/// cache entry is written to the scratch field by field as soon as each is
+/// known (volatile stores): the verifier then forgets the values, and the
+/// paths that differ only in them merge.
 fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     let frames = &state.frames;
     let walk = &mut state.walk;
     let stack = &mut state.stack;
     let len = stack.len as usize;
-    let Some(slot) = frame_slot(&mut stack.frames, len) else {
+    let (Some(slot), Some(entry)) = (
+        frame_slot(&mut stack.frames, len),
+        cached_entry_mut(&mut scratch.frames, len),
+    ) else {
         stack.flags |= stack_flags::TRUNCATED;
         walk.done = 1;
         return;
@@ -1086,13 +1101,15 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     *slot = walk.pc;
     stack.len += 1;
     walk.hash = (walk.hash ^ walk.pc).wrapping_mul(FNV_PRIME);
-    let mut entry = CachedFrame {
-        pc: walk.pc,
-        sp: walk.sp,
-        bp: walk.bp,
-        flags: if len == 0 { cached_flags::FIRST } else { 0 },
-        ..EMPTY_CACHED_FRAME
-    };
+    put(&mut entry.pc, walk.pc);
+    put(&mut entry.sp, walk.sp);
+    put(&mut entry.bp, walk.bp);
+    put(&mut entry.step, cached_step::STEP);
+    put(&mut entry.rbp_offset_words, 0);
+    put(
+        &mut entry.flags,
+        if len == 0 { cached_flags::FIRST } else { 0 },
+    );
     // A return address points after the call; look up the call itself.
     let lookup = if len == 0 {
         walk.pc
@@ -1101,9 +1118,12 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     };
     let outcome = match find_row(lookup, &mut walk.mapping) {
         Some(row) => {
-            entry.rbp_offset_words = row.rbp_offset_words;
+            if row.kind != row_kind::END {
+                put(&mut entry.rbp_offset_words, row.rbp_offset_words);
+            }
             if row.kind == row_kind::CFA_RBP {
-                entry.flags |= cached_flags::STEP_USES_BP;
+                let flags = entry.flags | cached_flags::STEP_USES_BP;
+                put(&mut entry.flags, flags);
             }
             caller_by_row(walk, &row, frames)
         }
@@ -1114,12 +1134,12 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             stack.flags |= stack_flags::USED_FRAME_POINTERS;
             // At the first frame the return address is at sp and rbp is
             // untouched; further up, the chain reads both at bp.
-            entry.rbp_offset_words = if len == 0 { 0 } else { -2 };
-            entry.flags &= !cached_flags::STEP_USES_BP;
-            entry.flags |= cached_flags::BY_FRAME_POINTER;
-            if len != 0 {
-                entry.flags |= cached_flags::STEP_USES_BP;
-            }
+            let chain = len != 0;
+            put(&mut entry.rbp_offset_words, if chain { -2 } else { 0 });
+            let flags = (entry.flags & cached_flags::FIRST)
+                | cached_flags::BY_FRAME_POINTER
+                | if chain { cached_flags::STEP_USES_BP } else { 0 };
+            put(&mut entry.flags, flags);
             caller_by_frame_pointer(walk, len == 0, frames)
         }
         other => other,
@@ -1131,7 +1151,6 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             } else {
                 counter::FRAMES_BY_FRAME_POINTER
             });
-            note_entry(scratch, len, &entry);
             walk.entries = len as u32 + 1;
             if walk.pc == 0 {
                 note_entry(
@@ -1151,10 +1170,9 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             }
         }
         Step::End => {
-            entry.step = cached_step::END;
-            entry.rbp_offset_words = 0;
-            entry.flags &= !cached_flags::STEP_USES_BP;
-            note_entry(scratch, len, &entry);
+            put(&mut entry.step, cached_step::END);
+            let flags = entry.flags & cached_flags::FIRST;
+            put(&mut entry.flags, flags);
             walk.entries = len as u32 + 1;
             stack.flags |= stack_flags::COMPLETE;
             walk.done = 1;
@@ -1164,6 +1182,13 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
             walk.done = 1;
         }
     }
+}
+
+/// Stores `value` at once (see [`unwind_one`]).
+#[inline(always)]
+fn put<T>(field: &mut T, value: T) {
+    // SAFETY: a mutable reference is valid for writes.
+    unsafe { core::ptr::write_volatile(field, value) }
 }
 
 enum Step {
@@ -1253,27 +1278,6 @@ fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Opt
         }
     }
     Some(value)
-}
-
-/// `value`, read at `slot`, or the return address it replaced if it is the
-/// uretprobe trampoline of a call in flight; `learned` is `TRAMPOLINE`'s
-/// slot 0, read once by the caller.
-#[inline(always)]
-fn original_return_address(
-    slot: u64,
-    value: u64,
-    frames: &[InFlight; MAX_NESTED_ALLOCS],
-    learned: u64,
-) -> u64 {
-    if !is_trampoline_of(value, learned) {
-        return value;
-    }
-    for frame in frames {
-        if frame.entry_sp == slot {
-            return frame.return_address;
-        }
-    }
-    value
 }
 
 /// True for the address of the kernel's uretprobe trampoline in this
@@ -1387,8 +1391,10 @@ fn kernel_frame_pointer_walk(
 }
 
 /// Interns the walked stack and names the walked call's site after it;
-/// a complete walk becomes the thread's cached walk.
-fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
+/// a complete walk becomes the thread's cached walk. Returns 0: a
+/// function that makes a tail call must return an integer (Linux 6.1's
+/// verifier refuses it otherwise).
+fn finish_walk(ctx: &ProbeContext, state: *mut ThreadState, pid_tgid: u64) -> u32 {
     // SAFETY: this thread's own PENDING element (see on_alloc_enter); the
     // stack record is passed to the map by pointer, never copied to the
     // BPF stack; the frame index is masked into the array.
@@ -1436,11 +1442,37 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
             count_by(counter::FRAMES_REUSED, u64::from(reused));
         }
         if let Some(cache) = cache {
-            if flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0 {
-                let _ = remember_walk(&*state, &mut *cache);
+            let walk = &(*state).walk;
+            let whole = walk.mode == walk_mode::REUSED
+                && walk.joined_at == 0
+                && walk.joined_entry + 1 == (*cache).len;
+            let complete =
+                flags & stack_flags::COMPLETE != 0 && flags & !stack_flags::COMPLETE_WALK == 0;
+            // A walk that was the cached one whole leaves it as it is.
+            // The copy is a program of its own: its loop is verified once,
+            // not in every program that can end a walk. If the tail call
+            // fails, the cache stays the older walk (still exact).
+            if complete && !whole {
+                WALKERS.tail_call(ctx, walker_slot::REMEMBER);
             }
         }
     }
+    0
+}
+
+/// `pool_walk_remember`: the current thread's walk, just finished and
+/// complete, becomes its cached walk.
+fn remember_thread_walk() {
+    let Some(pid_tgid) = current_pid_tgid() else {
+        return;
+    };
+    let (Some(state), Some(cache)) = (PENDING.get_ptr(pid_tgid), WALK_CACHES.get_ptr_mut(pid_tgid))
+    else {
+        return;
+    };
+    // SAFETY: this thread's own PENDING and WALK_CACHES elements (only its
+    // probes touch them).
+    let _ = unsafe { remember_walk(&*state, &mut *cache) };
 }
 
 /// Makes a complete walk the thread's cached walk: the frames it took
@@ -1453,10 +1485,6 @@ fn finish_walk(state: *mut ThreadState, pid_tgid: u64) {
 fn remember_walk(state: &ThreadState, cache: &mut WalkCache) -> bool {
     let walk = &state.walk;
     let reused = walk.mode == walk_mode::REUSED;
-    if reused && walk.joined_at == 0 && walk.joined_entry + 1 == cache.len {
-        // The whole walk was the cached one.
-        return true;
-    }
     let Some(scratch) = WALK_SCRATCH.get_ptr(0) else {
         return false;
     };

@@ -116,22 +116,24 @@ impl CachedFrame {
 
     /// Whether the step from this state to `caller` reads the same values
     /// now: `read` reads a word of user memory, `original` turns a return
-    /// address read at a slot into the one the walk records (it undoes a
-    /// uretprobe's replacement, as the walk does). An unreadable slot is a
-    /// difference: the walk steps from here itself.
+    /// address read at a slot into the one the walk records, or `None`
+    /// where that depends on more than the slot (a uretprobe's
+    /// trampoline: the walk looks up the call it replaced). An unreadable
+    /// slot, or one `original` cannot tell, is a difference: the walk
+    /// steps from here itself.
     #[inline(always)]
     pub fn still_steps_to(
         &self,
         caller: &CachedFrame,
         mut read: impl FnMut(u64) -> Option<u64>,
-        original: impl FnOnce(u64, u64) -> u64,
+        original: impl FnOnce(u64, u64) -> Option<u64>,
     ) -> bool {
         if self.step != cached_step::STEP {
             return false;
         }
         let slot = Self::return_address_slot(caller);
         match read(slot) {
-            Some(value) if original(slot, value) == caller.pc => {}
+            Some(value) if original(slot, value) == Some(caller.pc) => {}
             _ => return false,
         }
         match self.saved_bp_slot(caller) {
@@ -153,29 +155,49 @@ impl CachedFrame {
 /// Bottom-up index of the entry of `frames[..len]` whose `sp` is `sp`, if
 /// any: entries are sorted by decreasing `sp` (a caller's frame is above
 /// its callee's). `frame(i)` reads entry `i` (`None` out of bounds).
+///
+/// The search's bounds live in `bounds` (map memory in the kernel), read
+/// and written as volatile: the verifier then sees each step's bounds as
+/// values loaded from memory, not as one value per path taken so far, so
+/// its work grows with the steps, not with 2^steps. There is no early exit
+/// for the same reason: once the bounds meet, a step changes nothing.
 #[inline(always)]
 pub fn seek_sp<'a>(
     len: u32,
     sp: u64,
+    bounds: &mut [u32; 2],
     frame: impl Fn(u32) -> Option<&'a CachedFrame>,
 ) -> Option<u32> {
-    // Last index whose sp >= the one sought.
-    let (mut low, mut high) = (0u32, len);
     if len == 0 {
         return None;
     }
+    // Invariant: the entry sought, if any, is in [low, high); the last
+    // entry whose sp >= the one sought is `low` once they meet.
+    set(&mut bounds[0], 0);
+    set(&mut bounds[1], len);
     for _ in 0..SEEK_STEPS {
-        if high - low <= 1 {
-            break;
-        }
-        let middle = low + (high - low) / 2;
+        let (low, high) = (get(&bounds[0]), get(&bounds[1]));
+        let middle = low.wrapping_add(high.wrapping_sub(low) / 2);
         if frame(middle)?.sp >= sp {
-            low = middle;
+            set(&mut bounds[0], middle);
         } else {
-            high = middle;
+            set(&mut bounds[1], middle);
         }
     }
+    let low = get(&bounds[0]);
     (frame(low)?.sp == sp).then_some(low)
+}
+
+#[inline(always)]
+fn get(cell: &u32) -> u32 {
+    // SAFETY: a reference is valid for reads.
+    unsafe { core::ptr::read_volatile(cell) }
+}
+
+#[inline(always)]
+fn set(cell: &mut u32, value: u32) {
+    // SAFETY: a mutable reference is valid for writes.
+    unsafe { core::ptr::write_volatile(cell, value) }
 }
 
 #[cfg(test)]
@@ -224,8 +246,8 @@ mod tests {
         |address| memory.get(&address).copied()
     }
 
-    fn as_read(_slot: u64, value: u64) -> u64 {
-        value
+    fn as_read(_slot: u64, value: u64) -> Option<u64> {
+        Some(value)
     }
 
     #[test]
@@ -269,14 +291,17 @@ mod tests {
         let trampoline = 0x7fff_ffff_e000;
         memory.insert(0x7040 - 8, trampoline);
         let undo = |slot: u64, value: u64| {
-            if slot == 0x7040 - 8 && value == trampoline {
+            Some(if slot == 0x7040 - 8 && value == trampoline {
                 0x2000
             } else {
                 value
-            }
+            })
         };
         assert!(frames[3].still_steps_to(&frames[2], reader(&memory), undo));
         assert!(!frames[3].still_steps_to(&frames[2], reader(&memory), as_read));
+        // Where the value cannot be told from the slot alone, the walk steps.
+        let unknown = |_slot: u64, value: u64| (value != trampoline).then_some(value);
+        assert!(!frames[3].still_steps_to(&frames[2], reader(&memory), unknown));
     }
 
     #[test]
@@ -335,12 +360,17 @@ mod tests {
         let frames: Vec<CachedFrame> = sps.iter().map(|&sp| frame(0, sp, 0, 0, 0)).collect();
         for len in [0u32, 1, 2, 7, CACHED_FRAMES as u32] {
             let get = |i: u32| frames.get(i as usize).filter(|_| i < len);
+            let mut bounds = [0; 2];
             for (index, &sp) in sps.iter().enumerate().take(len as usize) {
-                assert_eq!(seek_sp(len, sp, get), Some(index as u32), "len {len}");
-                assert_eq!(seek_sp(len, sp + 8, get), None);
+                assert_eq!(
+                    seek_sp(len, sp, &mut bounds, get),
+                    Some(index as u32),
+                    "len {len}"
+                );
+                assert_eq!(seek_sp(len, sp + 8, &mut bounds, get), None);
             }
-            assert_eq!(seek_sp(len, 0x10, get), None);
-            assert_eq!(seek_sp(len, u64::MAX, get), None);
+            assert_eq!(seek_sp(len, 0x10, &mut bounds, get), None);
+            assert_eq!(seek_sp(len, u64::MAX, &mut bounds, get), None);
         }
     }
 }

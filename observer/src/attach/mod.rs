@@ -548,11 +548,13 @@ fn install_alloc_exits(ebpf: &mut Ebpf, plan: &ProbePlan) -> Result<()> {
 
 /// Puts the walk's programs in the tail-call slots the entry probe and
 /// they themselves jump to: `pool_walk_stack` (steps with the unwind
-/// rows) and `pool_walk_cached` (re-reads the thread's cached walk).
+/// rows), `pool_walk_cached` (re-reads the thread's cached walk) and
+/// `pool_walk_remember` (makes a walk the thread's cached one).
 fn install_walker(ebpf: &mut Ebpf) -> Result<()> {
     for (name, slot) in [
         (names::PROG_WALK, walker_slot::STEP),
         (names::PROG_WALK_CACHED, walker_slot::CACHED),
+        (names::PROG_WALK_REMEMBER, walker_slot::REMEMBER),
     ] {
         let program = uprobe_mut(ebpf, name)?;
         program.load().map_err(|err| load_error(name, err))?;

@@ -233,7 +233,7 @@ fn stacks(out: &mut String, report: &Report) {
             format!(
                 "unwind tables ({} objects, {rows} rows): {} frames, {} by frame pointers where no row, \
                  {} reused from the thread's previous walk ({} walks re-stepped after a changed slot, \
-                 {} of threads without a walk cache)",
+                 {} walks of threads without a walk cache)",
                 report.stacks.tabled_objects.len(),
                 c[counter::FRAMES_UNWOUND],
                 c[counter::FRAMES_BY_FRAME_POINTER],
