@@ -235,7 +235,10 @@ pub fn build_named(only: &[String]) -> Result<()> {
         ("corpus", build_corpus),
         ("real-crates", build_real_crates),
         ("lto", build_lto_gateway),
-        ("allocators", build_allocator_targets),
+        ("allocators", || {
+            build_allocator_targets()?;
+            build_allocator_gateways()
+        }),
     ];
     if let Some(unknown) = only
         .iter()
@@ -269,6 +272,27 @@ pub fn build_allocator_targets() -> Result<()> {
                 .args(["-O1", "-g", "-fno-builtin", "-o"])
                 .arg(out.join(program))
                 .arg(root().join(format!("tests/allocators/{program}.c"))),
+        )?;
+    }
+    Ok(())
+}
+
+/// The allocators services switch to, as gateway features.
+pub const GATEWAY_ALLOCATORS: [&str; 2] = ["jemalloc", "mimalloc"];
+
+/// The demo gateway built once with each of [`GATEWAY_ALLOCATORS`] as its
+/// global allocator (`corpus_dir()/gateway-ALLOCATOR/release/`), for the
+/// allocator presets. jemalloc is built from its C sources: minutes, once.
+pub fn build_allocator_gateways() -> Result<()> {
+    for allocator in GATEWAY_ALLOCATORS {
+        println!("xtask: building leaky-gateway with {allocator}");
+        checked(
+            cargo()
+                .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+                .args(["--package", "leaky-gateway", "--features", allocator])
+                .arg("--target-dir")
+                .arg(corpus_dir().join(format!("gateway-{allocator}")))
+                .env("RUSTFLAGS", ""),
         )?;
     }
     Ok(())

@@ -4,8 +4,9 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, checked, command};
 use crate::targets::{
-    build_allocator_targets, build_corpus, build_lto_gateway, build_observer, build_real_crates,
-    build_targets, corpus_dir, targets_dir, test_targets, Variant,
+    build_allocator_gateways, build_allocator_targets, build_corpus, build_lto_gateway,
+    build_observer, build_real_crates, build_targets, corpus_dir, targets_dir, test_targets,
+    Variant,
 };
 use crate::{dist, fuzz, setup};
 
@@ -26,6 +27,7 @@ pub fn run() -> Result<()> {
     build_real_crates()?;
     build_lto_gateway()?;
     build_allocator_targets()?;
+    build_allocator_gateways()?;
     // The shipped binary is tested too: copied alone into an empty
     // directory and run with an empty environment.
     let dist = dist::build()?;
