@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
-use crate::plan::more::{FunctionRequest, ReleaseRequest};
+use crate::plan::extra_functions::{FunctionRequest, ReleaseRequest};
 use crate::plan::presets::Preset;
 use crate::plan::returns::ReturnChoice;
 use crate::plan::{LocSpec, Location, ProbeRequest};

@@ -2,6 +2,7 @@
 //! program, with which value locations.
 
 pub mod callers;
+pub mod extra_functions;
 pub mod flow;
 pub mod infer;
 pub mod inlined;
@@ -9,7 +10,6 @@ pub mod inlined_alloc;
 pub mod instance;
 pub mod keys;
 pub mod loc;
-pub mod more;
 pub mod presets;
 pub mod returns;
 pub mod site;
@@ -19,9 +19,9 @@ pub mod unwinding;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use extra_functions::{AllocFunction, FunctionRequest, ReleaseFunction, ReleaseRequest};
 use keys::PoolScope;
 pub use loc::Location;
-use more::{AllocFunction, FunctionRequest, ReleaseFunction, ReleaseRequest};
 use observer_ebpf::{alloc_flags, alloc_kind, AllocLocs, ReturnTest};
 use returns::{RepairAbility, ReturnChoice, ReturnInputs, ReturnMethod};
 use site::{Execution, ProbedInstruction};
@@ -318,8 +318,8 @@ impl ProbePlan {
                 no_unwind: request.no_unwind.as_deref(),
             })?,
         };
-        let more = more::plan(
-            &more::Inputs {
+        let more = extra_functions::plan(
+            &extra_functions::Inputs {
                 elf,
                 exe_display,
                 unwinder,
@@ -329,16 +329,16 @@ impl ProbePlan {
                 no_unwind: request.no_unwind.as_deref(),
                 first_alloc_cookie: next_cookie(&alloc.sites),
                 first_release_cookie: next_cookie(&release.sites),
-                probed: more::addresses(&alloc)
+                probed: extra_functions::addresses(&alloc)
                     .into_iter()
-                    .chain(more::addresses(&release))
+                    .chain(extra_functions::addresses(&release))
                     .collect(),
             },
             &request.more_allocs,
             &request.more_releases,
         )?;
         if !more.allocs.is_empty() {
-            returns = more::merge_returns(&alloc.function.name, returns, more.returns)?;
+            returns = extra_functions::merge_returns(&alloc.function.name, returns, more.returns)?;
         }
         let mut inferred = inferred;
         inferred.extend(more.notes);

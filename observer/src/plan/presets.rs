@@ -4,8 +4,8 @@
 
 use observer_ebpf::{test_op, ReturnTest, LOC_BASE_RET};
 
+use super::extra_functions::{FunctionRequest, ReleaseRequest};
 use super::loc::Location;
-use super::more::{FunctionRequest, ReleaseRequest};
 use super::returns::ReturnChoice;
 use super::{LocSpec, ProbeRequest};
 
