@@ -3,25 +3,11 @@
 //! stops with a final report, a clear message and exit status 3, and
 //! nothing stays in the target.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use crate::support::*;
 
 pub fn max_overhead_stops_the_session_with_a_final_report() {
-    let mut bench = Command::new(targets_dir().join("pool-bench"))
-        .args(["--pairs", "2000000000", "--depth", "16"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start pool-bench");
-    let stdout = lines_of(bench.stdout.take().unwrap());
-    let mut stdin = bench.stdin.take().unwrap();
-    let bench = Guarded(bench);
-    let ready = stdout.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(ready, "ready");
-    let pid = bench.0.id();
+    let mut bench = PoolBench::start(&["--pairs", "2000000000", "--depth", "16"]);
+    let pid = bench.pid();
     let probed = ProbedBytes::of(pid);
     let observer = Observer::attach(
         pid,
@@ -34,7 +20,7 @@ pub fn max_overhead_stops_the_session_with_a_final_report() {
             // from its call sites, the cheapest safe way here.
         ],
     );
-    writeln!(stdin, "go").unwrap();
+    bench.go();
     let (status, report, stderr) = observer.exit_with_report();
     assert_eq!(status.code(), Some(3), "{stderr:?}");
     assert_eq!(report["reason"], "overhead");
@@ -77,5 +63,5 @@ pub fn max_overhead_stops_the_session_with_a_final_report() {
     eprintln!("measured: {stopping}; {}", cost);
     // The target goes on without probes.
     probed.assert_unchanged("after --max-overhead");
-    assert!(bench.0.id() == pid);
+    assert!(bench.pid() == pid);
 }

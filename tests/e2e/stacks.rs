@@ -3,8 +3,6 @@
 //! holds what it held, so call chains that share a stack pointer but not
 //! their callers are never merged.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
@@ -50,24 +48,13 @@ pub fn chains_that_share_stack_pointers_are_never_merged() {
 /// Runs `pool-bench --keep` in `order` under the observer and returns the
 /// report taken while every buffer is kept.
 fn keep_and_report(order: &str) -> serde_json::Value {
-    let mut bench = Command::new(targets_dir().join("pool-bench"))
-        .args(["--keep", &(CHAINS * PER_CHAIN).to_string()])
-        .args(["--stacks", &CHAINS.to_string(), "--order", order])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start pool-bench");
-    let stdout = lines_of(bench.stdout.take().unwrap());
-    let mut stdin = bench.stdin.take().unwrap();
-    let bench = Guarded(bench);
-    let ready = stdout.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(ready, "ready");
-    let mut observer = Observer::attach(bench.0.id(), &[]);
-    writeln!(stdin, "go").unwrap();
-    let kept = stdout.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(kept, format!("kept {}", CHAINS * PER_CHAIN));
+    let (kept, chains) = ((CHAINS * PER_CHAIN).to_string(), CHAINS.to_string());
+    let mut bench = PoolBench::start(&["--keep", &kept, "--stacks", &chains, "--order", order]);
+    let mut observer = Observer::attach(bench.pid(), &[]);
+    bench.go();
+    let done = bench.stdout.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(done, format!("kept {kept}"));
     let report = observer.report();
     let _ = observer.stop();
-    drop(stdin);
     report
 }

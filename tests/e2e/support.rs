@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +91,44 @@ impl Drop for Guarded {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// `pool-bench` started with `args`, once it says `ready`: it starts its
+/// work when `go` is written to `stdin`, and says what it did on `stdout`.
+pub struct PoolBench {
+    pub stdin: ChildStdin,
+    pub stdout: Receiver<String>,
+    child: Guarded,
+}
+
+impl PoolBench {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(targets_dir().join("pool-bench"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start pool-bench");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stdin = child.stdin.take().unwrap();
+        let child = Guarded(child);
+        let ready = stdout.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(ready, "ready");
+        Self {
+            stdin,
+            stdout,
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Writes `go`: the work starts.
+    pub fn go(&mut self) {
+        writeln!(self.stdin, "go").unwrap();
     }
 }
 

@@ -91,20 +91,16 @@ pub fn plan(
     let mut cookie = inputs.first_alloc_cookie;
     for request in allocs {
         check_alloc(request)?;
-        let Some(function) = resolve(inputs, &request.function, request.optional, &mut planned)?
+        let Some(function) = unprobed(
+            inputs,
+            &request.function,
+            request.optional,
+            &mut probed,
+            &mut planned,
+        )?
         else {
             continue;
         };
-        if let Some(same) = already_probed(&function, &probed) {
-            // glibc's aligned_alloc is memalign: one probe, or every call
-            // would be recorded twice.
-            planned.notes.push(format!(
-                "{} is {same} (same address): probed once",
-                request.function
-            ));
-            continue;
-        }
-        probed.extend(addresses(&function));
         let function = numbered(function, &mut cookie);
         let method = returns::choose(&ReturnInputs {
             elf: inputs.elf,
@@ -137,18 +133,16 @@ pub fn plan(
     let mut cookie = inputs.first_release_cookie;
     for request in releases {
         check_release(request)?;
-        let Some(function) = resolve(inputs, &request.function, request.optional, &mut planned)?
+        let Some(function) = unprobed(
+            inputs,
+            &request.function,
+            request.optional,
+            &mut probed,
+            &mut planned,
+        )?
         else {
             continue;
         };
-        if let Some(same) = already_probed(&function, &probed) {
-            planned.notes.push(format!(
-                "{} is {same} (same address): probed once",
-                request.function
-            ));
-            continue;
-        }
-        probed.extend(addresses(&function));
         planned.releases.push(ReleaseFunction {
             planned: numbered(function, &mut cookie),
             id: request.id,
@@ -245,6 +239,30 @@ fn mistake(function: &str, what: &str, location: Location, why: &str) -> anyhow:
 
 /// The function's out-of-line copies, or `None` for an optional one that
 /// is not there (noted).
+/// `pattern` planned, unless it is missing and optional, or an alias of a
+/// function already probed (glibc's aligned_alloc is memalign: one probe,
+/// or every call would be recorded twice), each said in a note; its
+/// addresses are then `probed`.
+fn unprobed(
+    inputs: &Inputs<'_>,
+    pattern: &str,
+    optional: bool,
+    probed: &mut Vec<(u64, String)>,
+    planned: &mut Planned,
+) -> Result<Option<PlannedFunction>> {
+    let Some(function) = resolve(inputs, pattern, optional, planned)? else {
+        return Ok(None);
+    };
+    if let Some(same) = already_probed(&function, probed) {
+        planned
+            .notes
+            .push(format!("{pattern} is {same} (same address): probed once"));
+        return Ok(None);
+    }
+    probed.extend(addresses(&function));
+    Ok(Some(function))
+}
+
 fn resolve(
     inputs: &Inputs<'_>,
     pattern: &str,

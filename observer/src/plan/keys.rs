@@ -306,10 +306,9 @@ pub fn refers_to(value: &TypeShape, target: &str) -> bool {
     if value.kind != TypeKind::Pointer {
         return false;
     }
-    let Some(referent) = value.name.strip_prefix('&') else {
+    let Some(referent) = referent(&value.name) else {
         return false;
     };
-    let referent = referent.strip_prefix("mut ").unwrap_or(referent);
     referent == target
         || referent
             .strip_suffix(target)
@@ -352,11 +351,14 @@ pub fn type_tag(type_name: &str) -> u64 {
 
 /// The pool type a function's `self` refers to (`&mut Slab<T>` → `Slab<T>`).
 pub fn pool_type(signature: &Signature) -> Option<String> {
-    let parameter = pool_parameter(signature)?;
-    let name = parameter.shape.name.as_str();
-    let referent = name.strip_prefix('&').unwrap_or(name);
-    let referent = referent.strip_prefix("mut ").unwrap_or(referent);
-    Some(referent.to_string())
+    let name = pool_parameter(signature)?.shape.name.as_str();
+    Some(referent(name).unwrap_or(name).to_string())
+}
+
+/// What a reference type's name refers to: `&T` and `&mut T` → `T`.
+fn referent(name: &str) -> Option<&str> {
+    let referent = name.strip_prefix('&')?;
+    Some(referent.strip_prefix("mut ").unwrap_or(referent))
 }
 
 /// The scope of an integer key in words, for the report.
@@ -416,30 +418,18 @@ mod tests {
     /// `Option<usize>` as rustc describes it: a u64 tag at 0, `Some`'s
     /// `__0` at 8.
     fn option_usize() -> TypeShape {
-        TypeShape {
-            name: "Option<usize>".into(),
-            size: 16,
-            kind: TypeKind::Enum(EnumShape {
-                discriminant: Some((0, 8)),
-                variants: vec![
-                    Variant {
-                        name: "None".into(),
-                        discriminant: Some(0),
-                        fields: vec![],
-                    },
-                    Variant {
-                        name: "Some".into(),
-                        discriminant: Some(1),
-                        fields: vec![field("__0", 8, scalar("usize", 8))],
-                    },
-                ],
-            }),
-        }
+        option("Option<usize>", 16, Some(1), 8, scalar("usize", 8))
     }
 
     /// `Option<T>` whose `None` is the 0 niche of its payload's first
     /// word: `Some` has no discriminant value of its own.
     fn niche_option(name: &str, size: u64, payload: TypeShape) -> TypeShape {
+        option(name, size, None, 0, payload)
+    }
+
+    /// An `Option` with its tag (or niche) in the first word, `None` 0,
+    /// and `Some`'s discriminant value and payload at `at`.
+    fn option(name: &str, size: u64, some: Option<u64>, at: u64, payload: TypeShape) -> TypeShape {
         TypeShape {
             name: name.into(),
             size,
@@ -453,8 +443,8 @@ mod tests {
                     },
                     Variant {
                         name: "Some".into(),
-                        discriminant: None,
-                        fields: vec![field("__0", 0, payload)],
+                        discriminant: some,
+                        fields: vec![field("__0", at, payload)],
                     },
                 ],
             }),
