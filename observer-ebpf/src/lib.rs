@@ -634,6 +634,7 @@ pub mod names {
     pub const MAP_ALLOC_EXITS: &str = "ALLOC_EXITS";
     pub const MAP_ALLOC_LOCS: &str = "ALLOC_LOCS";
     pub const GLOBAL_WALKER: &str = "WALKER";
+    pub const GLOBAL_ALLOCATOR_ENTRY_POINTS: &str = "ALLOCATOR_ENTRY_POINTS";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
     pub const GLOBAL_TARGET_PID_NS_DEV: &str = "TARGET_PID_NS_DEV";
     pub const GLOBAL_TARGET_PID_NS_INO: &str = "TARGET_PID_NS_INO";

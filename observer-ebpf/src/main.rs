@@ -90,6 +90,13 @@ static TARGET_PID_NS_INO: Global<u64> = Global::new(0);
 /// [`walker`] constant: how stacks are walked.
 #[unsafe(no_mangle)]
 static WALKER: Global<u32> = Global::new(walker::DWARF);
+/// 1 when an allocate function is an allocator's entry point
+/// ([`alloc_flags::OUTERMOST`]): only then can a release be the
+/// allocator's own, which costs a look at the thread's calls in flight.
+/// Read-only, so without allocator entry points the verifier drops that
+/// lookup from every release.
+#[unsafe(no_mangle)]
+static ALLOCATOR_ENTRY_POINTS: Global<u32> = Global::new(0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -1885,7 +1892,7 @@ fn on_release_enter(ctx: &ProbeContext) {
     count(counter::RELEASE_CALLS);
     // SAFETY: the probe's own register snapshot.
     let regs = unsafe { &*ctx.regs };
-    if inside_allocator(pid_tgid, regs.rsp) {
+    if ALLOCATOR_ENTRY_POINTS.load() != 0 && inside_allocator(pid_tgid, regs.rsp) {
         count(counter::ALLOCATOR_INTERNAL_RELEASES);
         return;
     }

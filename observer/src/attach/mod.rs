@@ -601,12 +601,22 @@ fn load(
     };
     // No namespace (inode 0): the programs compare the kernel's own IDs.
     let namespace = target.namespace.map_or((0, 0), |ns| (ns.device, ns.inode));
+    let allocator_entry_points = u32::from(
+        plan.alloc_functions()
+            .iter()
+            .any(|(_, values)| values.outermost),
+    );
     EbpfLoader::new()
         .override_global(names::GLOBAL_TARGET_TGID, &target.tgid, true)
         .override_global(names::GLOBAL_TARGET_PID_NS_DEV, &namespace.0, true)
         .override_global(names::GLOBAL_TARGET_PID_NS_INO, &namespace.1, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .override_global(names::GLOBAL_WALKER, &walker, true)
+        .override_global(
+            names::GLOBAL_ALLOCATOR_ENTRY_POINTS,
+            &allocator_entry_points,
+            true,
+        )
         .map_max_entries(names::MAP_LIVE, options.max_live)
         .map_max_entries(names::MAP_RELEASE_LOCS, release_sites(plan))
         .map_max_entries(names::MAP_ENTRY_SITES, alloc_sites(plan))
