@@ -105,10 +105,12 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 // UNWIND_ROWS (to the tables it built) and the per-probe arrays.
 
 /// Per-thread in-flight calls and walk scratch; an entry lives as long as
-/// its thread (removed by `pool_thread_exit`). Preallocated: it is written
-/// from uprobes, where older kernels refuse run-time allocated hash maps.
+/// its thread (removed by `pool_thread_exit`). Allocated as threads first
+/// call allocate (Linux ≥ 6.1 allocates map elements safely in any
+/// context): the kernel memory follows the threads that allocate, not the
+/// table's capacity (preallocated, 2048 threads held 4.4 MB).
 #[map]
-static PENDING: HashMap<u64, ThreadState> = HashMap::with_max_entries(2048, 0);
+static PENDING: HashMap<u64, ThreadState> = HashMap::with_max_entries(2048, BPF_F_NO_PREALLOC);
 
 #[map]
 static LIVE: HashMap<LiveKey, LiveBuf> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
@@ -125,7 +127,8 @@ static STACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(16384, BPF_
 static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
-static UNWIND_PAGES: HashMap<PageKey, PageRows> = HashMap::with_max_entries(1 << 16, 0);
+static UNWIND_PAGES: HashMap<PageKey, PageRows> =
+    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// The target's executable mappings by address prefix (big-endian).
 #[map]
@@ -165,12 +168,13 @@ static TRAMPOLINE: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static WALKERS: ProgramArray = ProgramArray::with_max_entries(walker_slot::COUNT, 0);
 
-/// Each thread's last complete walk ([`WalkCache`], 6 KiB): 512 threads,
-/// 3.2 MB. Preallocated, not LRU: an element is reused only after its
-/// thread exits (`pool_thread_exit`), so a walk never reads an element
-/// another thread is rewriting; threads beyond the table walk uncached.
+/// Each thread's last complete walk ([`WalkCache`], 6 KiB): up to 512
+/// threads, allocated as they first walk (like `PENDING`). Not LRU: an
+/// element is removed only when its thread exits (`pool_thread_exit`), so
+/// a walk never reads an element another thread is rewriting; threads
+/// beyond the table walk uncached (counted).
 #[map]
-static WALK_CACHES: HashMap<u64, WalkCache> = HashMap::with_max_entries(512, 0);
+static WALK_CACHES: HashMap<u64, WalkCache> = HashMap::with_max_entries(512, BPF_F_NO_PREALLOC);
 
 /// The frames of the walk in progress, innermost first, until they are
 /// merged into the thread's cache. Per CPU: a walk runs start to end on

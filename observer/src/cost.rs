@@ -19,7 +19,7 @@
 //! breakpoint trap, single-stepping), which `cargo xtask bench` measures as
 //! the probe floor.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
 
 use anyhow::Result;
 use aya::Ebpf;
@@ -87,6 +87,9 @@ pub struct Cost {
     pub interval_secs: f64,
     /// Per program (kernel statistics only).
     pub programs: Vec<ProgramStats>,
+    /// Kernel memory charged to the observer's maps and programs now
+    /// (the `memlock` the kernel accounts to each of their descriptors).
+    pub kernel_memory_bytes: u64,
 }
 
 impl Cost {
@@ -97,11 +100,12 @@ impl Cost {
             CostSource::Estimate => "ESTIMATE: kernel statistics unavailable",
         };
         format!(
-            "{:.3}% of one CPU over the last {:.1}s ({source}), {:.0} probe hits/s, {:.3}s of CPU in all",
+            "{:.3}% of one CPU over the last {:.1}s ({source}), {:.0} probe hits/s, {:.3}s of CPU in all, {:.1} MiB of kernel memory",
             self.cpu_percent,
             self.interval_secs,
             self.hits_per_sec,
-            self.cpu_ns as f64 / 1e9
+            self.cpu_ns as f64 / 1e9,
+            self.kernel_memory_bytes as f64 / (1024.0 * 1024.0)
         )
     }
 }
@@ -141,7 +145,8 @@ impl CostMeter {
     /// cost since the previous reading, which this one becomes.
     pub fn read(&mut self, ebpf: &Ebpf, counters: &Counters) -> Result<Cost> {
         let (now, programs) = self.reading(ebpf, counters);
-        let cost = cost_between(self.source, self.last.as_ref(), &now, programs);
+        let mut cost = cost_between(self.source, self.last.as_ref(), &now, programs);
+        cost.kernel_memory_bytes = kernel_memory(ebpf);
         self.last = Some(now);
         self.latest = Some(cost.clone());
         Ok(cost)
@@ -152,7 +157,10 @@ impl CostMeter {
     /// report says, however long ago the last interval ended.
     pub fn peek(&self, ebpf: &Ebpf, counters: &Counters) -> Cost {
         let (now, programs) = self.reading(ebpf, counters);
-        cost_between(self.source, self.last.as_ref(), &now, programs)
+        Cost {
+            kernel_memory_bytes: kernel_memory(ebpf),
+            ..cost_between(self.source, self.last.as_ref(), &now, programs)
+        }
     }
 
     fn reading(&self, ebpf: &Ebpf, counters: &Counters) -> (Reading, Vec<ProgramStats>) {
@@ -201,7 +209,53 @@ fn cost_between(
         cpu_percent,
         interval_secs,
         programs,
+        kernel_memory_bytes: 0,
     }
+}
+
+/// Kernel memory the maps and programs of `ebpf` hold: the sum of what
+/// the kernel charges each descriptor (`memlock:` in its fdinfo, which
+/// Linux ≥ 6.4 computes from the memory in use, older kernels from the
+/// sizes declared). Maps created without preallocation count what their
+/// elements use at the moment. 0 for a descriptor it cannot read.
+pub fn kernel_memory(ebpf: &Ebpf) -> u64 {
+    let maps = ebpf.maps().filter_map(|(_, map)| {
+        let data = match map {
+            aya::maps::Map::Array(data)
+            | aya::maps::Map::PerCpuArray(data)
+            | aya::maps::Map::HashMap(data)
+            | aya::maps::Map::PerCpuHashMap(data)
+            | aya::maps::Map::LpmTrie(data)
+            | aya::maps::Map::ProgramArray(data)
+            | aya::maps::Map::RingBuf(data)
+            | aya::maps::Map::PerfEventArray(data) => data,
+            _ => return None,
+        };
+        Some(descriptor_memlock(data.fd().as_fd().as_raw_fd()))
+    });
+    let programs = ebpf.programs().filter_map(|(_, program)| {
+        program
+            .fd()
+            .ok()
+            .map(|fd| descriptor_memlock(fd.as_fd().as_raw_fd()))
+    });
+    maps.chain(programs).sum()
+}
+
+/// `memlock:` of our own descriptor `fd`, from /proc/self/fdinfo.
+fn descriptor_memlock(fd: RawFd) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| memlock_field(&info))
+        .unwrap_or(0)
+}
+
+/// The value of the `memlock:` line of an fdinfo text.
+fn memlock_field(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Allocate entries and returns, release entries.
@@ -264,6 +318,13 @@ mod tests {
     }
 
     #[test]
+    fn memlock_is_read_from_fdinfo_text() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nmap_type:\t1\nmemlock:\t16778112\nmap_id:\t7\n";
+        assert_eq!(memlock_field(fdinfo), Some(16_778_112));
+        assert_eq!(memlock_field("pos:\t0\n"), None);
+    }
+
+    #[test]
     fn estimates_count_calls() {
         let mut counters = Counters::default();
         counters[counter::ALLOC_CALLS] = 10;
@@ -281,7 +342,9 @@ mod tests {
             cpu_percent: 0.0,
             interval_secs: 0.0,
             programs: Vec::new(),
+            kernel_memory_bytes: 3 << 20,
         };
         assert!(estimate.describe().contains("ESTIMATE"));
+        assert!(estimate.describe().ends_with("3.0 MiB of kernel memory"));
     }
 }

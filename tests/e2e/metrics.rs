@@ -92,6 +92,10 @@ pub fn prometheus_scrapes_the_exact_leaked_bytes() {
         "{payload}"
     );
     assert!(
+        payload.contains("pool_observer_kernel_memory_bytes "),
+        "{payload}"
+    );
+    assert!(
         payload.contains("pool_observer_program_cpu_seconds_total{program=\"pool_alloc_enter\"}"),
         "{payload}"
     );
@@ -141,6 +145,12 @@ pub fn prometheus_scrapes_the_exact_leaked_bytes() {
         },
     );
     assert_eq!(query(&web, "up{job=\"observer\"}"), Some(1.0));
+    // The observer's kernel memory on the gateway: within issue 10's bound
+    // (28.8 MB, what it held before its per-thread tables grew with the
+    // threads instead of being preallocated).
+    let memory = query(&web, "pool_observer_kernel_memory_bytes").expect("kernel memory");
+    assert!((1_048_576.0..=28_800_000.0).contains(&memory), "{memory}");
+    eprintln!("kernel memory on the gateway: {:.1} MB", memory / 1e6);
     let (status, _) = observer.stop();
     assert!(status.success());
 }

@@ -47,6 +47,11 @@ pub fn max_overhead_stops_the_session_with_a_final_report() {
         "{cost:#}"
     );
     assert!(enter["runs"].as_u64().unwrap() >= alloc_calls, "{cost:#}");
+    // What the maps and programs hold in the kernel, as the kernel charges
+    // it (issue 10's bound: at most the 28.8 MB the observer held before
+    // its per-thread tables were allocated as threads come).
+    let memory = cost["kernel_memory_bytes"].as_u64().unwrap();
+    assert!((1 << 20..=28_800_000).contains(&memory), "{cost:#}");
     let stopping = stderr
         .iter()
         .find(|l| l.contains("above --max-overhead 0.5%; stopping"))

@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use crate::analyse::live::LiveSite;
 use crate::cost::{Cost, CostSource};
@@ -277,6 +277,14 @@ fn register_cost(registry: &mut Registry, cost: &Cost) {
         "CPU time of the observer's eBPF programs (source estimate: calls x a measured cost per call, kernel statistics being unavailable)",
         Unit::Seconds,
         cpu,
+    );
+    let memory = Gauge::<i64, AtomicI64>::default();
+    memory.set(i64::try_from(cost.kernel_memory_bytes).unwrap_or(i64::MAX));
+    registry.register_with_unit(
+        "kernel_memory",
+        "Kernel memory held by the observer's eBPF maps and programs (memlock)",
+        Unit::Bytes,
+        memory,
     );
     let usage = Family::<SourceLabels, FloatGauge>::default();
     usage.get_or_create(&source).set(cost.cpu_percent / 100.0);

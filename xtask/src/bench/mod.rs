@@ -279,6 +279,7 @@ fn big_reports(plan: &Plan) -> Result<report::BigReport> {
     let big = report::BigReport {
         seconds: median(|r| r.seconds),
         peak_mib: median(|r| r.peak_mib),
+        kernel_mib: median(|r| r.kernel_mib),
     };
     println!("{}", big_report_line(&big));
     Ok(big)
@@ -288,11 +289,13 @@ fn big_reports(plan: &Plan) -> Result<report::BigReport> {
 fn big_report_line(big: &report::BigReport) -> String {
     format!(
         "A report over {} outstanding buffers in {} stacks (counts checked exact): {:.2} s from \
-         SIGUSR1 to the written report, observer peak memory {:.0} MiB (medians of {BIG_REPORT_RUNS} runs).",
+         SIGUSR1 to the written report, observer peak memory {:.0} MiB, kernel memory of its maps \
+         and programs {:.0} MiB with them live (medians of {BIG_REPORT_RUNS} runs).",
         report::BUFFERS,
         report::STACKS,
         big.seconds,
-        big.peak_mib
+        big.peak_mib,
+        big.kernel_mib
     )
 }
 
@@ -408,10 +411,11 @@ fn write_results(cells: &[Cell], big: Option<&report::BigReport>, results: &Path
         .collect();
     if let Some(big) = big {
         lines.push(format!(
-            "{{\"cell\":\"report over {} buffers\",\"seconds\":{:.3},\"peak_mib\":{:.1}}}",
+            "{{\"cell\":\"report over {} buffers\",\"seconds\":{:.3},\"peak_mib\":{:.1},\"kernel_mib\":{:.1}}}",
             report::BUFFERS,
             big.seconds,
-            big.peak_mib
+            big.peak_mib,
+            big.kernel_mib
         ));
     }
     if let Some(dir) = results.parent() {

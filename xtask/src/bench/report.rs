@@ -27,6 +27,9 @@ pub struct BigReport {
     pub seconds: f64,
     /// The observer's peak resident memory (VmHWM), MiB.
     pub peak_mib: f64,
+    /// Kernel memory of the observer's maps and programs with the buffers
+    /// live (the report's `cost.kernel_memory_bytes`), MiB.
+    pub kernel_mib: f64,
 }
 
 /// Measures one report over [`BUFFERS`] outstanding buffers.
@@ -67,11 +70,15 @@ pub fn measure(observer: &Path) -> Result<BigReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_memory_kib(attached.0.id())? as f64 / 1024.0;
-    check_counts(&output)?;
+    let kernel_mib = check_counts(&output)? as f64 / (1024.0 * 1024.0);
     signal(&attached.0, libc::SIGINT)?;
     attached.0.wait()?;
     drop(stdin);
-    Ok(BigReport { seconds, peak_mib })
+    Ok(BigReport {
+        seconds,
+        peak_mib,
+        kernel_mib,
+    })
 }
 
 /// The observer on `pid`, writing JSON reports to `output`, attached.
@@ -114,8 +121,9 @@ fn peak_memory_kib(pid: u32) -> Result<u64> {
         .context("no VmHWM in the observer's status")
 }
 
-/// The report must hold every buffer, from every call chain.
-fn check_counts(output: &Path) -> Result<()> {
+/// The report must hold every buffer, from every call chain. Returns the
+/// kernel memory it says the observer held.
+fn check_counts(output: &Path) -> Result<u64> {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(output)?)?;
     let buffers = report["outstanding"]["buffers"].as_u64();
     let stacks: u64 = report["sites"]
@@ -134,5 +142,7 @@ fn check_counts(output: &Path) -> Result<()> {
              {BUFFERS} in {STACKS} were outstanding"
         );
     }
-    Ok(())
+    report["cost"]["kernel_memory_bytes"]
+        .as_u64()
+        .context("the report has no kernel memory")
 }
