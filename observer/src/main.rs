@@ -297,18 +297,18 @@ fn plan(
     );
     let common = object::common_object(&alloc, &release)?;
     let request = object::in_one_object(request, common)?;
-    let (binary, display) = match common {
-        None => (binary, process.exe_display.clone()),
+    let (binary, display, not_loaded) = match common {
+        None => (binary, process.exe_display.clone(), None),
         Some(name) => {
-            let mapped = object::find_mapped(process, name)?;
-            (mapped.path, mapped.display)
+            let found = object::find_object(process, name)?;
+            (found.path, found.display, found.not_loaded)
         }
     };
     let root = process.root()?;
     let elf = ElfInfo::read_with_debug(&binary, Path::new(&display), &root, debug)?;
     let unwinder = find_unwinder(&elf, &binary);
     let repair = attach::repair::ability(Some(process.pid));
-    let plan = ProbePlan::new(
+    let mut plan = ProbePlan::new(
         process.pid,
         binary,
         &elf,
@@ -317,6 +317,7 @@ fn plan(
         &unwinder,
         &repair,
     )?;
+    plan.not_loaded = not_loaded.map(|file| (display, file));
     Ok((plan, elf.build_id))
 }
 

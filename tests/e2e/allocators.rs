@@ -323,7 +323,7 @@ pub fn shared_object_mistakes_are_one_line_errors() {
         (
             "libnothere.so:malloc",
             "libnothere.so:free",
-            "maps no executable object named \"libnothere.so\"",
+            "and its dynamic linker would not find one to load",
         ),
         (
             "libc.so.6:malloc",

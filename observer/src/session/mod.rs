@@ -861,6 +861,12 @@ fn announce(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some((object, _)) = &plan.not_loaded {
+        eprintln!(
+            "observer: {object} is not loaded yet; probes wait for it (the kernel places them \
+             when the process maps it)"
+        );
+    }
     eprintln!("observer: allocate returns: {}", plan.returns);
     eprintln!("observer: buffer id: {}", plan.identity);
     if let Some(when) = &plan.allocations_when {
