@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod launch;
+pub mod loads;
 pub mod stages;
 
 use std::collections::BTreeSet;
@@ -227,6 +228,12 @@ impl Session {
         // during its first second so their unwind tables are in place early.
         let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
         let mut startup = tokio::time::interval(Duration::from_millis(10));
+        let mut loads = self
+            .observed
+            .attachment
+            .take_load_events()
+            .map(loads::LoadWatch::new)
+            .transpose()?;
         // Also when attaching: the kernel maps its uretprobe trampoline at
         // the first probe hit, and the repair wants to know where.
         let watch_startup = true;
@@ -243,6 +250,11 @@ impl Session {
                 Some(key) = next_key(tui.as_mut()) => Event::Key(key),
                 _ = ticks.tick() => Event::Sample,
                 _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
+                    self.refresh_mappings()?;
+                    continue;
+                }
+                changed = loads::next_change(loads.as_mut()) => {
+                    changed?;
                     self.refresh_mappings()?;
                     continue;
                 }
@@ -354,14 +366,16 @@ impl Session {
 
     /// New mappings (libraries loaded, the command's exec): symbolize and
     /// unwind through them too.
+    /// Catches up with the target's mappings: the uretprobe trampoline,
+    /// the unwind tables (first: the walks need them), then the symbols.
     fn refresh_mappings(&mut self) -> Result<()> {
         self.observed
             .attachment
             .learn_trampoline(self.observed.process.pid)?;
-        self.observed.symbolizer.refresh()?;
         self.observed
             .attachment
-            .refresh_tables(&self.observed.process)
+            .refresh_tables(&self.observed.process)?;
+        self.observed.symbolizer.refresh()
     }
 
     fn report(&mut self, reason: Reason) -> Result<Report> {
