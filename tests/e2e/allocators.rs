@@ -360,11 +360,13 @@ pub fn a_library_loaded_after_attach_is_probed_and_walked() {
         "arg0",
     ];
     let mut observer = Observer::attach_with(program.pid(), &spec, &["--interval", "1h"]);
-    let stderr = observer.stderr().join("\n");
-    assert!(
-        stderr.contains("libdlpool.so is not loaded yet; probes wait for it"),
-        "{stderr}"
-    );
+    // Said right after the line that says it is attached.
+    eventually("the observer says the library is not loaded yet", || {
+        observer
+            .stderr()
+            .iter()
+            .any(|line| line.contains("libdlpool.so is not loaded yet; probes wait for it"))
+    });
     let mapped = || std::fs::read_to_string(format!("/proc/{}/maps", program.pid())).unwrap();
     assert!(!mapped().contains("libdlpool.so"), "loaded too early");
     std::thread::sleep(std::time::Duration::from_millis(1500));
