@@ -369,6 +369,15 @@ pub fn a_library_loaded_after_attach_is_probed_and_walked() {
     });
     let mapped = || std::fs::read_to_string(format!("/proc/{}/maps", program.pid())).unwrap();
     assert!(!mapped().contains("libdlpool.so"), "loaded too early");
+    let waiting = |report: &Value| {
+        report["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("libdlpool.so has not been loaded")
+        })
+    };
+    let before = observer.report();
+    assert!(waiting(&before), "{:#}", before["warnings"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(program.say("load"), "loaded");
     std::thread::sleep(DL_LOAD_MARGIN);
@@ -376,6 +385,7 @@ pub fn a_library_loaded_after_attach_is_probed_and_walked() {
     let report = observer.report();
     let (status, _) = observer.stop();
     assert!(status.success());
+    assert!(!waiting(&report), "{:#}", report["warnings"]);
     let c = &report["counters"];
     assert_eq!(int(&c["allocations"]), DL_LEAKS + DL_REQUESTS, "{c:#}");
     assert_eq!(int(&c["releases"]), DL_REQUESTS, "{c:#}");

@@ -9,6 +9,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
+use crate::resolve::process::Process;
+
 /// The ring buffer of wake-ups, registered with the runtime.
 pub struct LoadWatch {
     events: AsyncFd<RingBuf<MapData>>,
@@ -48,5 +50,55 @@ pub async fn next_change(watch: Option<&mut LoadWatch>) -> Result<()> {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A library the probes were placed in before the target loaded it (see
+/// [`crate::plan::ProbePlan::not_loaded`]): every report says so while
+/// the target has not mapped it, since its probes cannot have seen a call.
+pub struct AwaitedLibrary {
+    /// Its path in the target.
+    path: String,
+    /// The inode of the file the probes are in.
+    inode: u64,
+    /// Seen mapped once: never said again (it may be unloaded later, but
+    /// its calls were seen).
+    seen: std::cell::Cell<bool>,
+}
+
+impl AwaitedLibrary {
+    /// The library `plan` waits for, if any.
+    pub fn of(plan: &crate::plan::ProbePlan) -> Option<Self> {
+        let (path, file) = plan.not_loaded.as_ref()?;
+        Some(Self {
+            path: path.clone(),
+            inode: file.inode(),
+            seen: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Looks whether `process` maps the library now (called whenever the
+    /// session catches up with the target's mappings; a process that is
+    /// gone leaves what was seen before).
+    pub fn look(&self, process: &Process) {
+        if self.seen.get() {
+            return;
+        }
+        if let Ok(mappings) = process.executable_mappings() {
+            self.seen
+                .set(mappings.iter().any(|m| m.inode == self.inode));
+        }
+    }
+
+    /// The report's warning while `process` has not mapped the library.
+    pub fn warning(&self, process: &Process) -> Option<String> {
+        self.look(process);
+        (!self.seen.get()).then(|| {
+            format!(
+                "{} has not been loaded by the process: its probes wait for it and have seen \
+                 no call",
+                self.path
+            )
+        })
     }
 }

@@ -126,6 +126,8 @@ struct Session {
     live: LiveSites,
     /// Why `--max-overhead` stopped the session, said again at the end.
     overhead_stop: Option<String>,
+    /// The library the probes wait for, while the target has not loaded it.
+    awaited: Option<loads::AwaitedLibrary>,
 }
 
 enum Event {
@@ -163,6 +165,7 @@ pub async fn run(
     metrics: Option<MetricsServer>,
 ) -> Result<Outcome> {
     let live = LiveSites::new(options.group_depth, &observed.plan.alloc.function.name);
+    let awaited = loads::AwaitedLibrary::of(&observed.plan);
     let mut session = Session {
         observed,
         options,
@@ -173,6 +176,7 @@ pub async fn run(
         cost: CostMeter::start(),
         live,
         overhead_stop: None,
+        awaited,
     };
     let ending = match session.observe(signals, control, metrics).await {
         Ok(reason) => Ending::Stopped(reason),
@@ -375,6 +379,9 @@ impl Session {
         self.observed
             .attachment
             .refresh_tables(&self.observed.process)?;
+        if let Some(awaited) = &self.awaited {
+            awaited.look(&self.observed.process);
+        }
         self.observed.symbolizer.refresh()
     }
 
@@ -448,6 +455,10 @@ impl Session {
             reason,
             exited,
         );
+        let awaited = self.awaited.as_ref();
+        report
+            .warnings
+            .extend(awaited.and_then(|a| a.warning(&self.observed.process)));
         report.cost = self.cost_now(&snapshot.counters);
         report
     }
