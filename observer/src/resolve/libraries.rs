@@ -25,6 +25,9 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/usr/lib",
 ];
 
+/// The largest `/etc/ld.so.cache` read in a target's root.
+const MAX_CACHE_BYTES: u64 = 16 << 20;
+
 /// What one ELF file asks of the dynamic linker.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Dependencies {
@@ -134,8 +137,7 @@ pub struct TargetSearch<'a> {
 pub fn find_in_target(search: &TargetSearch<'_>, name: &str) -> Option<FoundLibrary> {
     let try_path = |path: PathBuf| -> Option<FoundLibrary> {
         let file = search.root.open(&path).ok()?;
-        let data = file.read_all().ok()?;
-        is_x86_64_elf(&data).then_some(FoundLibrary { path, file })
+        is_x86_64_elf(&file).then_some(FoundLibrary { path, file })
     };
     if name.contains('/') {
         // A relative path would be the target's working directory's: only
@@ -165,18 +167,32 @@ pub fn find_in_target(search: &TargetSearch<'_>, name: &str) -> Option<FoundLibr
         })
 }
 
-fn is_x86_64_elf(data: &[u8]) -> bool {
-    ElfFile64::<Endianness>::parse(data)
-        .is_ok_and(|file| file.elf_header().e_machine(file.endian()) == elf::EM_X86_64)
+/// Whether `file` starts with the header of a little-endian ELF64 file
+/// for x86-64 (its first 64 bytes only: a candidate is not read whole).
+fn is_x86_64_elf(file: &SafeFile) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let mut header = [0u8; 64];
+    if file.file().read_exact_at(&mut header, 0).is_err() {
+        return false;
+    }
+    let machine = u16::from_le_bytes([header[18], header[19]]);
+    header.starts_with(&[0x7f, b'E', b'L', b'F', elf::ELFCLASS64, elf::ELFDATA2LSB])
+        && machine == elf::EM_X86_64
 }
 
 /// The paths `/etc/ld.so.cache` in `root` gives for `name` (x86-64
 /// entries of glibc's format 1.1), in its order.
 fn cached_paths(root: &TargetRoot, name: &str) -> Vec<PathBuf> {
-    let Ok(data) = root
-        .open(Path::new("/etc/ld.so.cache"))
-        .and_then(|file| file.read_all())
-    else {
+    let Ok(file) = root.open(Path::new("/etc/ld.so.cache")) else {
+        return Vec::new();
+    };
+    // Real caches hold a few thousand entries (well under 1 MiB): a
+    // bigger one is not read.
+    let bounded = file
+        .file()
+        .metadata()
+        .is_ok_and(|m| m.len() <= MAX_CACHE_BYTES);
+    let Some(data) = bounded.then(|| file.read_all().ok()).flatten() else {
         return Vec::new();
     };
     cache_entries(&data)
