@@ -633,6 +633,7 @@ pub mod names {
     pub const MAP_RELEASE_LOCS: &str = "RELEASE_LOCS";
     pub const MAP_ALLOC_EXITS: &str = "ALLOC_EXITS";
     pub const MAP_ALLOC_LOCS: &str = "ALLOC_LOCS";
+    pub const MAP_LOADS: &str = "LOADS";
     pub const GLOBAL_WALKER: &str = "WALKER";
     pub const GLOBAL_ALLOCATOR_ENTRY_POINTS: &str = "ALLOCATOR_ENTRY_POINTS";
     pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
@@ -654,6 +655,7 @@ pub mod names {
     pub const PROG_NEW_TASK: &str = "pool_new_task";
     pub const PROG_EXEC: &str = "pool_exec";
     pub const PROG_ALLOC_INLINED_EXIT: &str = "pool_alloc_inlined_exit";
+    pub const PROG_LOADS_CHANGED: &str = "pool_loads_changed";
 }
 
 #[cfg(feature = "user")]

@@ -29,11 +29,17 @@
 //! - `pool_start_gate` (`observer run` only, uprobe at the program's entry
 //!   point): stops the command once so userspace can place the unwind
 //!   tables of every library before the program's own code runs;
+//! - `pool_loads_changed` (uprobe on the dynamic linker's
+//!   `_dl_debug_state`, which it calls before and after every change to
+//!   the list of loaded objects, `dlopen` and `dlclose`): wakes userspace
+//!   through `LOADS` so that a library just mapped gets its unwind table
+//!   at once, not at the next tick;
 //! - `pool_thread_exit`, `pool_new_task`, `pool_exec` (raw tracepoints):
 //!   calls in flight in an exiting thread are counted, forks and execs of
 //!   the target are counted for the report.
 //!
-//! Userspace only ever reads aggregates; nothing here sends per-event data.
+//! Userspace only ever reads aggregates; nothing here sends per-event data
+//! but the dynamic linker's rare announcements (a wake-up, no content).
 //! The target's threads are told apart by their process ID: the kernel's
 //! own, or, when the observer runs in a container's PID namespace, the one
 //! in the target's namespace (`bpf_get_ns_current_pid_tgid`, Linux ≥ 5.7).
@@ -61,7 +67,7 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_probe_write_user,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext as _, Global,
 };
@@ -100,6 +106,13 @@ static ALLOCATOR_ENTRY_POINTS: Global<u32> = Global::new(0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Wake-ups for userspace: one record (no content) each time the
+/// target's dynamic linker announces a change to its loaded objects. One
+/// page: a record that finds it full is not needed, since userspace has
+/// not yet read the ones before it and refreshes once for all of them.
+#[map]
+static LOADS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 // Sizes below are defaults; userspace resizes LIVE (--max-live),
 // UNWIND_ROWS (to the tables it built) and the per-probe arrays.
@@ -403,6 +416,19 @@ pub fn pool_start_gate(_ctx: ProbeContext) -> u32 {
         // SAFETY: sends SIGSTOP to the current (target) process; the
         // helper has no memory-safety preconditions.
         unsafe { aya_ebpf::helpers::generated::bpf_send_signal(SIGSTOP) };
+    }
+    0
+}
+
+/// On the dynamic linker's `_dl_debug_state` (its `r_brk`): the target's
+/// list of loaded objects is about to change or just changed; wake
+/// userspace, which tables what is newly mapped. Needs Linux ≥ 5.8
+/// (`bpf_ringbuf_output`).
+#[uprobe]
+pub fn pool_loads_changed(_ctx: ProbeContext) -> u32 {
+    if target_thread().is_some() {
+        // A full ring means userspace has unread wake-ups already.
+        let _ = LOADS.output::<u64>(0, 0);
     }
     0
 }

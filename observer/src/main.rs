@@ -13,6 +13,7 @@ use observer::plan::{ProbePlan, ProbeRequest};
 use observer::render;
 use observer::resolve::debuginfo::DebugOptions;
 use observer::resolve::elf::ElfInfo;
+use observer::resolve::loader;
 use observer::resolve::object;
 use observer::resolve::pid_namespace::ObserverNamespace;
 use observer::resolve::process::Process;
@@ -140,7 +141,12 @@ async fn attach_command(args: AttachArgs, tui: bool) -> Result<Outcome> {
     let (plan, attachment) = signals
         .stage(Stage::Attaching, {
             let options = args.session.attach_options();
-            move || attach::attach(&plan, options, tables).map(|attachment| (plan, attachment))
+            let process = process.clone();
+            move || {
+                let mut attachment = attach::attach(&plan, options, tables)?;
+                watch_loads(&mut attachment, &process, options.walker);
+                Ok((plan, attachment))
+            }
         })
         .await?;
     let symbolizer = Symbolizer::from_files(mapped);
@@ -197,6 +203,7 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     // From here the command runs: a stop signal is no longer an interrupted
     // start but the session's to pass on, which it does as soon as it runs.
     let process = launched.release_through_gate(&mut attachment, plan.entry_point)?;
+    watch_loads(&mut attachment, &process, args.session.stack_walker);
     let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(
         process,
@@ -284,6 +291,27 @@ fn unwind_tables_for_program(
     }
 }
 
+/// With unwind tables, probes the target's dynamic linker so that a
+/// library it loads later is tabled at once; otherwise (no dynamic
+/// linker, or its hook cannot be probed) says that such a library waits
+/// for the next `--interval` tick.
+fn watch_loads(attachment: &mut Attachment, process: &Process, walker: StackWalker) {
+    if walker != StackWalker::Dwarf {
+        return;
+    }
+    let watched = loader::load_hook(process).and_then(|hook| {
+        attachment
+            .watch_loads(&hook, process.pid)
+            .map_err(|err| one_line(&err))
+    });
+    if let Err(why) = watched {
+        eprintln!(
+            "observer: libraries loaded later are tabled at the next --interval tick, not at \
+             once: {why}"
+        );
+    }
+}
+
 fn plan(
     process: &Process,
     binary: std::path::PathBuf,
@@ -297,18 +325,18 @@ fn plan(
     );
     let common = object::common_object(&alloc, &release)?;
     let request = object::in_one_object(request, common)?;
-    let (binary, display) = match common {
-        None => (binary, process.exe_display.clone()),
+    let (binary, display, not_loaded) = match common {
+        None => (binary, process.exe_display.clone(), None),
         Some(name) => {
-            let mapped = object::find_mapped(process, name)?;
-            (mapped.path, mapped.display)
+            let found = object::find_object(process, name)?;
+            (found.path, found.display, found.not_loaded)
         }
     };
     let root = process.root()?;
     let elf = ElfInfo::read_with_debug(&binary, Path::new(&display), &root, debug)?;
     let unwinder = find_unwinder(&elf, &binary);
     let repair = attach::repair::ability(Some(process.pid));
-    let plan = ProbePlan::new(
+    let mut plan = ProbePlan::new(
         process.pid,
         binary,
         &elf,
@@ -317,6 +345,7 @@ fn plan(
         &unwinder,
         &repair,
     )?;
+    plan.not_loaded = not_loaded.map(|file| (display, file));
     Ok((plan, elf.build_id))
 }
 

@@ -1,6 +1,8 @@
 //! Allocators observed where they live: libc's malloc and free probed in
 //! the shared object the target maps (`libc.so.6:malloc`), on a C program
-//! (`tests/allocators/libc-leak.c`) that leaks a known number of sessions.
+//! (`tests/allocators/libc-leak.c`) that leaks a known number of sessions;
+//! a pool in a library loaded with `dlopen` after attach
+//! (`tests/allocators/dlopen-pool.c`, `libdlpool.c`).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
@@ -71,7 +73,14 @@ impl CProgram {
 
     /// One round of work; what the program answered.
     fn round(&mut self) -> String {
-        self.stdin.write_all(b"go\n").unwrap();
+        self.say("go")
+    }
+
+    /// Sends `line`; what the program answered.
+    fn say(&mut self, line: &str) -> String {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
         self.stdout.next().unwrap().unwrap()
     }
 }
@@ -314,6 +323,105 @@ fn gateway_preset_reports_the_leak(gateway: Gateway, preset: &str, first_frame: 
     assert!(goodbye > 0, "{preset}: {report:#}");
 }
 
+/// What `dlopen-pool`'s first round does: 20 connections of 64 bytes kept
+/// (through the library's `session_open`) among 100 request buffers given
+/// back to the pool.
+const DL_LEAKS: i64 = 20;
+const DL_LEAK_BYTES: i64 = 64;
+const DL_REQUESTS: i64 = 100;
+const DL_SOURCE: &str = "tests/allocators/dlopen-pool.c";
+
+/// How long the test leaves the observer between the library's load and
+/// the first call into it: the prompt refresh (woken by the dynamic
+/// linker's `_dl_debug_state`) must have tabled the library by then. The
+/// refresh took about 5 ms here (see README, Limits); the margin is for
+/// a loaded machine.
+const DL_LOAD_MARGIN: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A pool in a library the program loads with `dlopen` after attach:
+/// probes named `libdlpool.so:pool_get` wait for it (found through the
+/// program's RUNPATH `$ORIGIN`), and once it is loaded the leak is exact,
+/// with stacks through the library's own frame into the program. The
+/// `--interval` tick is an hour and the load comes after the observer's
+/// first second of frequent looks, so only the prompt refresh on the load
+/// can have tabled the library: without it the stacks stop early in it.
+pub fn a_library_loaded_after_attach_is_probed_and_walked() {
+    let mut program = CProgram::start_named("dlopen-pool");
+    let spec = [
+        "--alloc",
+        "libdlpool.so:pool_get",
+        "--release",
+        "libdlpool.so:pool_put",
+        "--size",
+        "arg0",
+        "--alloc-id",
+        "ret",
+        "--release-id",
+        "arg0",
+    ];
+    let mut observer = Observer::attach_with(program.pid(), &spec, &["--interval", "1h"]);
+    // Said right after the line that says it is attached.
+    eventually("the observer says the library is not loaded yet", || {
+        observer
+            .stderr()
+            .iter()
+            .any(|line| line.contains("libdlpool.so is not loaded yet; probes wait for it"))
+    });
+    let mapped = || std::fs::read_to_string(format!("/proc/{}/maps", program.pid())).unwrap();
+    assert!(!mapped().contains("libdlpool.so"), "loaded too early");
+    let waiting = |report: &Value| {
+        report["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("libdlpool.so has not been loaded")
+        })
+    };
+    let before = observer.report();
+    assert!(waiting(&before), "{:#}", before["warnings"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(program.say("load"), "loaded");
+    std::thread::sleep(DL_LOAD_MARGIN);
+    assert_eq!(program.round(), format!("done: {DL_LEAKS} leaked"));
+    let report = observer.report();
+    let (status, _) = observer.stop();
+    assert!(status.success());
+    assert!(!waiting(&report), "{:#}", report["warnings"]);
+    let c = &report["counters"];
+    assert_eq!(int(&c["allocations"]), DL_LEAKS + DL_REQUESTS, "{c:#}");
+    assert_eq!(int(&c["releases"]), DL_REQUESTS, "{c:#}");
+    for quiet in ["unknown_releases", "reallocated_ids", "stacks_broken"] {
+        assert_eq!(int(&c[quiet]), 0, "{quiet}: {c:#}");
+    }
+    assert_accounting_balances(&report);
+    assert_eq!(
+        int(&report["outstanding"]["buffers"]),
+        DL_LEAKS,
+        "{report:#}"
+    );
+    assert_eq!(
+        int(&report["outstanding"]["bytes"]),
+        DL_LEAKS * DL_LEAK_BYTES
+    );
+    let site = site_through(&report, "keep_connection");
+    assert_eq!(int(&site["buffers"]), DL_LEAKS, "{site:#}");
+    assert_eq!(int(&site["bytes"]), DL_LEAKS * DL_LEAK_BYTES, "{site:#}");
+    let names: Vec<&str> = frames(site)
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        names[..4],
+        ["pool_get", "session_open", "keep_connection", "main"],
+        "{site:#}"
+    );
+    let keep = &frames(site)[2];
+    assert_eq!(
+        keep["line"],
+        source_line(DL_SOURCE, "connections[i] = session_open(LEAK_BYTES);"),
+        "{site:#}"
+    );
+}
+
 /// An object the target does not map, and functions in two different
 /// objects: one line, exit 2, nothing attached.
 pub fn shared_object_mistakes_are_one_line_errors() {
@@ -323,7 +431,7 @@ pub fn shared_object_mistakes_are_one_line_errors() {
         (
             "libnothere.so:malloc",
             "libnothere.so:free",
-            "maps no executable object named \"libnothere.so\"",
+            "and its dynamic linker would not find one to load",
         ),
         (
             "libc.so.6:malloc",

@@ -215,6 +215,15 @@ pub const CASES: &[Case] = &[
         line: "the function path is 5000 bytes long, at most 4096 are accepted",
         ..DEFAULT
     },
+    Case {
+        name: "library_that_exists_nowhere",
+        args: &[
+            "attach", "--pid", "{pid}", "{spec}",
+            "--alloc", "libnothere.so:pool_get", "--release", "libnothere.so:pool_put",
+        ],
+        line: "process {pid} maps no executable object named \"libnothere.so\" (see /proc/{pid}/maps), and its dynamic linker would not find one to load",
+        ..DEFAULT
+    },
     // The locations.
     Case {
         name: "release_id_reads_a_return_value",

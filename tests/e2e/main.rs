@@ -74,6 +74,7 @@ fn tests() -> Vec<Trial> {
     all.extend(tests!(Needs::Ebpf =>
         allocators::libc_malloc_in_the_shared_object_gives_the_exact_leak,
         allocators::shared_object_mistakes_are_one_line_errors,
+        allocators::a_library_loaded_after_attach_is_probed_and_walked,
         allocators::preset_libc_gives_the_exact_leak_through_realloc_and_memalign,
         allocators::preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak,
         allocators::preset_jemalloc_on_a_jemalloc_gateway_gives_the_exact_leak,

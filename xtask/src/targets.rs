@@ -260,20 +260,41 @@ pub fn build_named(only: &[String]) -> Result<()> {
 /// The C programs of `tests/allocators/`, in [`corpus_dir`]`/allocators`:
 /// libc's allocator observed in the shared object, not the executable
 /// (`libc-leak`: malloc and free; `libc-mixed`: every libc allocate
-/// function, for `--preset libc`).
+/// function, for `--preset libc`), and a pool in a library loaded later
+/// (`dlopen-pool`, which dlopens `libdlpool.so` from its own directory
+/// through its RUNPATH `$ORIGIN`).
 /// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
 pub fn build_allocator_targets() -> Result<()> {
     println!("xtask: building the allocator targets");
     let out = corpus_dir().join("allocators");
     std::fs::create_dir_all(&out)?;
+    let source = |name: &str| root().join(format!("tests/allocators/{name}.c"));
     for program in ["libc-leak", "libc-mixed"] {
         checked(
             crate::cmd::command("gcc")
                 .args(["-O1", "-g", "-fno-builtin", "-o"])
                 .arg(out.join(program))
-                .arg(root().join(format!("tests/allocators/{program}.c"))),
+                .arg(source(program)),
         )?;
     }
+    checked(
+        crate::cmd::command("gcc")
+            .args(["-O1", "-g", "-fno-builtin", "-fPIC", "-shared", "-o"])
+            .arg(out.join("libdlpool.so"))
+            .arg(source("libdlpool")),
+    )?;
+    checked(
+        crate::cmd::command("gcc")
+            .args([
+                "-O1",
+                "-g",
+                "-fno-builtin",
+                "-Wl,--enable-new-dtags,-rpath,$ORIGIN",
+            ])
+            .arg("-o")
+            .arg(out.join("dlopen-pool"))
+            .arg(source("dlopen-pool")),
+    )?;
     Ok(())
 }
 

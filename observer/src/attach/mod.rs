@@ -19,7 +19,7 @@ pub mod unwind;
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{Array, ProgramArray};
+use aya::maps::{Array, MapData, ProgramArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use observer_ebpf::{
@@ -29,6 +29,7 @@ use observer_ebpf::{
 use crate::error::UserError;
 use crate::plan::returns::ReturnMethod;
 use crate::plan::{ProbePlan, ProbeSite};
+use crate::resolve::loader::LoadHook;
 use crate::resolve::pid_namespace::KernelTarget;
 use crate::resolve::unwinder::ProbePoint;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,8 @@ pub struct Attachment {
     gate: Option<registrar::Registered>,
     /// Every uprobe, in the order they were placed.
     probes: Vec<registrar::Registered>,
+    /// The probe on the dynamic linker's hook, while it is placed.
+    loads_probe: Option<registrar::Registered>,
     /// How the programs recognise the target.
     kernel_target: KernelTarget,
 }
@@ -109,9 +112,8 @@ impl Attachment {
     /// Detaches every probe and unloads the programs; the maps go with them.
     pub fn detach(&mut self) {
         registrar::release(std::mem::take(&mut self.probes));
-        if let Some(gate) = self.gate.take() {
-            registrar::release(vec![gate]);
-        }
+        let gates = self.gate.take().into_iter().chain(self.loads_probe.take());
+        registrar::release(gates.collect());
         self.logger = None;
         if let Some(tables) = self.tables.take() {
             self.tabled = tables.tabled.clone();
@@ -176,6 +178,38 @@ impl Attachment {
             registrar::release(vec![gate]);
         }
         Ok(())
+    }
+
+    /// Probes the dynamic linker's hook (see [`crate::resolve::loader`])
+    /// so that every change to the target's loaded objects wakes the
+    /// session (through [`Attachment::take_load_events`]), which tables a
+    /// library as soon as it is mapped rather than at the next tick.
+    pub fn watch_loads(&mut self, hook: &LoadHook, pid: u32) -> Result<()> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .context("the probes are already detached")?;
+        let fd = loaded_program(ebpf, names::PROG_LOADS_CHANGED)?;
+        let what = format!("_dl_debug_state in {}", hook.object);
+        let place = registrar::Place {
+            path: &hook.path,
+            file_offset: hook.file_offset,
+            what: &what,
+        };
+        let request = registrar::UprobeRequest::new(fd, place, pid, false, 0)?;
+        let mut probe = registrar::register(&[request])
+            .context("cannot probe the dynamic linker's _dl_debug_state")?;
+        self.loads_probe = probe.pop();
+        Ok(())
+    }
+
+    /// The ring buffer [`Attachment::watch_loads`]'s probe writes a record
+    /// to on every change to the target's loaded objects (taken once: its
+    /// reader owns it).
+    pub fn take_load_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.loads_probe.as_ref()?;
+        let map = self.ebpf.as_mut()?.take_map(names::MAP_LOADS)?;
+        RingBuf::try_from(map).ok()
     }
 
     /// Tables objects the process mapped since attach.
@@ -342,6 +376,7 @@ pub fn attach(
         ebpf: Some(ebpf),
         probe_count,
         probes,
+        loads_probe: None,
         logger,
         trampoline: 0,
         gate: None,

@@ -29,6 +29,7 @@ use site::{Execution, ProbedInstruction};
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::pattern::RustPath;
+use crate::resolve::safe_file::SafeFile;
 use crate::resolve::signature::{signature_at, Signature};
 use crate::resolve::unwinder::Unwinder;
 use crate::resolve::{resolve_function, ResolveError, ResolvedFunction};
@@ -219,6 +220,11 @@ pub struct ProbePlan {
     pub more_releases: Vec<ReleaseFunction>,
     /// `alloc` is an allocator's entry point (a preset).
     pub outermost: bool,
+    /// The object the functions are in, when the target has not mapped
+    /// it yet: its path in the target, and the file held open while
+    /// `binary` (`/proc/self/fd/N`) names it. Its probes wait for the
+    /// target to map it (`dlopen`).
+    pub not_loaded: Option<(String, std::sync::Arc<SafeFile>)>,
 }
 
 impl ProbePlan {
@@ -382,6 +388,7 @@ impl ProbePlan {
             more_allocs: more.allocs,
             more_releases: more.releases,
             outermost: request.outermost,
+            not_loaded: None,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod inlined_result;
 pub mod libraries;
+pub mod loader;
 pub mod object;
 pub mod pattern;
 pub mod pid_namespace;

@@ -1,14 +1,17 @@
-//! Which mapped object a function is probed in: `OBJECT:FUNCTION` names a
-//! shared object the target maps (`libc.so.6:malloc`); a bare function is
-//! in the executable.
+//! Which object a function is probed in: `OBJECT:FUNCTION` names a shared
+//! object the target maps (`libc.so.6:malloc`) or one its dynamic linker
+//! would load for a `dlopen`; a bare function is in the executable.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::error::UserError;
 use crate::plan::ProbeRequest;
+use crate::resolve::libraries;
 use crate::resolve::process::{Mapping, Process};
+use crate::resolve::safe_file::{open_trusted, SafeFile};
 
 /// A function as the user named it, split into its object and its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,38 +88,44 @@ pub fn in_one_object(request: &ProbeRequest, object: Option<&str>) -> Result<Pro
     Ok(request)
 }
 
-/// A shared object the target maps, as the probes reach it.
+/// A shared object the probes go into, as they reach it.
 #[derive(Debug, Clone)]
-pub struct MappedObject {
-    /// The kernel's own reference to the file (`/proc/PID/map_files/…`):
-    /// the target's path is never opened on the host.
+pub struct ProbedObject {
+    /// What the kernel opens to place the probes: its own reference to a
+    /// mapped file (`/proc/PID/map_files/…`), or this observer's
+    /// descriptor of a file not mapped yet (`/proc/self/fd/N`); the
+    /// target's path is never opened on the host.
     pub path: PathBuf,
-    /// The path as the target's maps show it, for people.
+    /// The path as the target names it, for people.
     pub display: String,
+    /// Set when the target has not mapped the object yet: the file, found
+    /// where its dynamic linker would find it and held open so that `path`
+    /// names it until the probes are placed. The kernel places them in the
+    /// process when it maps that file (`dlopen`).
+    pub not_loaded: Option<Arc<SafeFile>>,
 }
 
-/// Finds `name` among the executable mappings of `process`: a file name
-/// (`libc.so.6`) or a full path as `/proc/PID/maps` shows it. Several
-/// different files of that name are refused (give the full path).
-pub fn find_mapped(process: &Process, name: &str) -> Result<MappedObject> {
+/// Finds `name` (a file name such as `libc.so.6`, or a full path) among
+/// the executable mappings of `process`; failing that, where the target's
+/// dynamic linker would find it for a `dlopen` (see
+/// [`libraries::find_in_target`]). Several different mapped files of that
+/// name are refused (give the full path); a name found nowhere is an error.
+pub fn find_object(process: &Process, name: &str) -> Result<ProbedObject> {
     let mappings = process.executable_mappings()?;
     let matching = matching_mappings(&mappings, name);
     let mut paths: Vec<&str> = matching.iter().map(|m| m.path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
     match (matching.first(), paths.len()) {
-        (Some(mapping), 1) => Ok(MappedObject {
+        (Some(mapping), 1) => Ok(ProbedObject {
             path: PathBuf::from(format!(
                 "/proc/{}/map_files/{:x}-{:x}",
                 process.pid, mapping.start, mapping.end
             )),
             display: mapping.path.clone(),
+            not_loaded: None,
         }),
-        (None, _) => Err(UserError::new(format!(
-            "process {} maps no executable object named {name:?} (see /proc/{}/maps)",
-            process.pid, process.pid
-        ))
-        .into()),
+        (None, _) => find_unmapped(process, name),
         _ => Err(UserError::new(format!(
             "process {} maps several objects named {name:?} ({}): give the full path",
             process.pid,
@@ -124,6 +133,39 @@ pub fn find_mapped(process: &Process, name: &str) -> Result<MappedObject> {
         ))
         .into()),
     }
+}
+
+/// `name` on disk, for a process that has not mapped it.
+fn find_unmapped(process: &Process, name: &str) -> Result<ProbedObject> {
+    let root = process.root()?;
+    let exe = process
+        .exe_path_in_root()
+        .context("cannot tell where the target's executable is")?;
+    let exe_data = open_trusted(&process.exe_path())
+        .and_then(|file| file.read_all())
+        .with_context(|| format!("cannot read the executable of process {}", process.pid))?;
+    let ld_library_path = process.initial_env("LD_LIBRARY_PATH").unwrap_or_default();
+    let search = libraries::TargetSearch {
+        root: &root,
+        exe: &exe_data,
+        exe_path: &exe,
+        ld_library_path: &ld_library_path,
+    };
+    let Some(found) = libraries::find_in_target(&search, name) else {
+        return Err(UserError::new(format!(
+            "process {} maps no executable object named {name:?} (see /proc/{}/maps), and its \
+             dynamic linker would not find one to load (RPATH, LD_LIBRARY_PATH, RUNPATH, \
+             /etc/ld.so.cache, the system directories)",
+            process.pid, process.pid
+        ))
+        .into());
+    };
+    let file = Arc::new(found.file);
+    Ok(ProbedObject {
+        path: file.fd_path(),
+        display: found.path.display().to_string(),
+        not_loaded: Some(file),
+    })
 }
 
 fn matching_mappings<'m>(mappings: &'m [Mapping], name: &str) -> Vec<&'m Mapping> {

@@ -87,6 +87,34 @@ impl Process {
         PathBuf::from(format!("/proc/{}/exe", self.pid))
     }
 
+    /// The executable's path as the process sees it (inside its root),
+    /// when `/proc/PID/exe` names one: `$ORIGIN` for its dynamic linker.
+    pub fn exe_path_in_root(&self) -> Option<PathBuf> {
+        let path = self
+            .exe_display
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&self.exe_display);
+        path.starts_with('/').then(|| PathBuf::from(path))
+    }
+
+    /// The value of `name` in the environment the process started with
+    /// (`/proc/PID/environ`, read up to 1 MiB): what its dynamic linker
+    /// read at start, whatever the program changed since.
+    pub fn initial_env(&self, name: &str) -> Option<String> {
+        use std::io::Read as _;
+        let mut environ = Vec::new();
+        fs::File::open(format!("/proc/{}/environ", self.pid))
+            .ok()?
+            .take(1 << 20)
+            .read_to_end(&mut environ)
+            .ok()?;
+        let prefix = format!("{name}=");
+        environ
+            .split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    }
+
     /// The process's filesystem view and file-system credentials, inside
     /// which every path it names is opened (see [`TargetRoot`]).
     pub fn root(&self) -> Result<TargetRoot> {

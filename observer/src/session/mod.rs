@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod launch;
+pub mod loads;
 pub mod stages;
 
 use std::collections::BTreeSet;
@@ -125,6 +126,8 @@ struct Session {
     live: LiveSites,
     /// Why `--max-overhead` stopped the session, said again at the end.
     overhead_stop: Option<String>,
+    /// The library the probes wait for, while the target has not loaded it.
+    awaited: Option<loads::AwaitedLibrary>,
 }
 
 enum Event {
@@ -162,6 +165,7 @@ pub async fn run(
     metrics: Option<MetricsServer>,
 ) -> Result<Outcome> {
     let live = LiveSites::new(options.group_depth, &observed.plan.alloc.function.name);
+    let awaited = loads::AwaitedLibrary::of(&observed.plan);
     let mut session = Session {
         observed,
         options,
@@ -172,6 +176,7 @@ pub async fn run(
         cost: CostMeter::start(),
         live,
         overhead_stop: None,
+        awaited,
     };
     let ending = match session.observe(signals, control, metrics).await {
         Ok(reason) => Ending::Stopped(reason),
@@ -227,6 +232,12 @@ impl Session {
         // during its first second so their unwind tables are in place early.
         let startup_until = tokio::time::Instant::now() + Duration::from_secs(1);
         let mut startup = tokio::time::interval(Duration::from_millis(10));
+        let mut loads = self
+            .observed
+            .attachment
+            .take_load_events()
+            .map(loads::LoadWatch::new)
+            .transpose()?;
         // Also when attaching: the kernel maps its uretprobe trampoline at
         // the first probe hit, and the repair wants to know where.
         let watch_startup = true;
@@ -243,6 +254,11 @@ impl Session {
                 Some(key) = next_key(tui.as_mut()) => Event::Key(key),
                 _ = ticks.tick() => Event::Sample,
                 _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
+                    self.refresh_mappings()?;
+                    continue;
+                }
+                changed = loads::next_change(loads.as_mut()) => {
+                    changed?;
                     self.refresh_mappings()?;
                     continue;
                 }
@@ -354,14 +370,19 @@ impl Session {
 
     /// New mappings (libraries loaded, the command's exec): symbolize and
     /// unwind through them too.
+    /// Catches up with the target's mappings: the uretprobe trampoline,
+    /// the unwind tables (first: the walks need them), then the symbols.
     fn refresh_mappings(&mut self) -> Result<()> {
         self.observed
             .attachment
             .learn_trampoline(self.observed.process.pid)?;
-        self.observed.symbolizer.refresh()?;
         self.observed
             .attachment
-            .refresh_tables(&self.observed.process)
+            .refresh_tables(&self.observed.process)?;
+        if let Some(awaited) = &self.awaited {
+            awaited.look(&self.observed.process);
+        }
+        self.observed.symbolizer.refresh()
     }
 
     fn report(&mut self, reason: Reason) -> Result<Report> {
@@ -434,6 +455,10 @@ impl Session {
             reason,
             exited,
         );
+        let awaited = self.awaited.as_ref();
+        report
+            .warnings
+            .extend(awaited.and_then(|a| a.warning(&self.observed.process)));
         report.cost = self.cost_now(&snapshot.counters);
         report
     }
@@ -861,6 +886,12 @@ fn announce(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some((object, _)) = &plan.not_loaded {
+        eprintln!(
+            "observer: {object} is not loaded yet; probes wait for it (the kernel places them \
+             when the process maps it)"
+        );
+    }
     eprintln!("observer: allocate returns: {}", plan.returns);
     eprintln!("observer: buffer id: {}", plan.identity);
     if let Some(when) = &plan.allocations_when {
