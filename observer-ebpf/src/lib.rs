@@ -594,6 +594,7 @@ counters! {
     36 ALLOCATOR_INTERNAL_ALLOCS allocator_internal_allocs Event "allocate calls made inside another probed allocator entry point on the same thread (realloc calling malloc): the outer call accounts for them";
     37 ALLOCATOR_INTERNAL_RELEASES allocator_internal_releases Event "release calls made inside a probed allocator entry point on the same thread (realloc calling free): the outer call accounts for them";
     38 REALLOC_UNKNOWN_OLD realloc_unknown_old Event "reallocs whose old buffer the live table did not hold (allocated before attach): also counted in unknown_releases";
+    39 NULL_RELEASES null_releases Event "releases of a null pointer by an allocator's entry point (free(NULL)): nothing to release";
 }
 
 /// Every allocate call ends up in exactly one of these (after the

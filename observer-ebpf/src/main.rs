@@ -98,9 +98,10 @@ static TARGET_PID_NS_INO: Global<u64> = Global::new(0);
 static WALKER: Global<u32> = Global::new(walker::DWARF);
 /// 1 when an allocate function is an allocator's entry point
 /// ([`alloc_flags::OUTERMOST`]): only then can a release be the
-/// allocator's own, which costs a look at the thread's calls in flight.
-/// Read-only, so without allocator entry points the verifier drops that
-/// lookup from every release.
+/// allocator's own, which costs a look at the thread's calls in flight,
+/// and is a null id a release of nothing (`free(NULL)`; a pool's integer
+/// key 0 is a key). Read-only, so without allocator entry points the
+/// verifier drops both from every release.
 #[unsafe(no_mangle)]
 static ALLOCATOR_ENTRY_POINTS: Global<u32> = Global::new(0);
 
@@ -1938,6 +1939,10 @@ fn on_release_enter(ctx: &ProbeContext) {
         count(counter::RELEASE_ID_READ_ERRORS);
         return;
     };
+    if ALLOCATOR_ENTRY_POINTS.load() != 0 && id == 0 {
+        count(counter::NULL_RELEASES);
+        return;
+    }
     let _ = release(&LiveKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,

@@ -192,13 +192,15 @@ pub struct ProbeArgs {
     /// A known allocator's entry points with their locations, instead of
     /// --alloc/--release and their locations: `libc` (malloc, calloc,
     /// realloc, posix_memalign, aligned_alloc, memalign, free in the
-    /// process's libc.so.6) or `rust-global` (__rust_alloc,
-    /// __rust_alloc_zeroed, __rust_realloc, __rust_dealloc).
+    /// process's C library: glibc's, musl's, or a static executable's),
+    /// `rust-global` (__rust_alloc, __rust_alloc_zeroed, __rust_realloc,
+    /// __rust_dealloc), `jemalloc`, `mimalloc`.
     #[arg(long, value_enum, conflicts_with_all = ["alloc", "release", "size", "alloc_id", "release_id"])]
     pub preset: Option<Preset>,
     /// The pool's allocate function, by path without hash
     /// (e.g. `bufpool::BufPool::allocate`, `Pool<*>::get` for every copy of a generic);
-    /// `OBJECT:FUNCTION` for a shared object the target maps (`libc.so.6:malloc`).
+    /// `OBJECT:FUNCTION` for a shared object the target maps or will load
+    /// (`libfoo.so:pool_get`); `libc:FUNCTION` is in the process's C library.
     /// Repeatable: several allocate functions in one session, each with
     /// its own --size and --alloc-id (given in the same order) or sharing
     /// one.

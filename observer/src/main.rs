@@ -325,7 +325,11 @@ fn plan(
     );
     let common = object::common_object(&alloc, &release)?;
     let request = object::in_one_object(request, common)?;
-    let (binary, display, not_loaded) = match common {
+    let common = match common {
+        Some(object::C_LIBRARY) => object::c_library(process)?,
+        other => other.map(str::to_string),
+    };
+    let (binary, display, not_loaded) = match common.as_deref() {
         None => (binary, process.exe_display.clone(), None),
         Some(name) => {
             let found = object::find_object(process, name)?;

@@ -512,15 +512,18 @@ const ALLOCATOR_PREFIXES: [&str; 19] = [
     "<mimalloc::",
 ];
 
-/// libc's allocate and release entry points, as its symbols name them.
-const LIBC_ALLOCATOR: [&str; 14] = [
+/// libc's allocate and release entry points, as its symbols name them
+/// (glibc's shared and static, and musl's).
+const LIBC_ALLOCATOR: [&str; 16] = [
     "malloc",
     "__libc_malloc",
+    "__libc_malloc_impl",
     "calloc",
     "__libc_calloc",
     "realloc",
     "__libc_realloc",
     "posix_memalign",
+    "__posix_memalign",
     "aligned_alloc",
     "memalign",
     "__libc_memalign",

@@ -6,7 +6,8 @@
 //! musl's C toolchain is not needed); and the real consumers the
 //! end-to-end tests judge the output formats with, from Debian's
 //! packages: `go tool pprof` (golang-go), Prometheus and `promtool`
-//! (prometheus), tmux; and
+//! (prometheus), tmux; musl-gcc (musl-tools) for a C test program built
+//! against musl; and
 //! `cargo-fuzz` (the fuzz targets build with nightly).
 
 use std::fs;
@@ -30,11 +31,13 @@ pub fn run() -> Result<()> {
 }
 
 /// Each program the format tests run, and the Debian package providing it.
-const CONSUMERS: [(&str, &str); 4] = [
+const CONSUMERS: [(&str, &str); 5] = [
     ("go", "golang-go"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("tmux", "tmux"),
+    // A C program against musl, for `--preset libc` on musl's C library.
+    ("musl-gcc", "musl-tools"),
 ];
 
 /// Installs the Debian packages of the consumers that are missing (none
@@ -47,7 +50,7 @@ fn ensure_consumers() -> Result<()> {
         .collect();
     missing.dedup();
     if missing.is_empty() {
-        println!("setup: go, prometheus, promtool, tmux: present");
+        println!("setup: go, prometheus, promtool, tmux, musl-gcc: present");
         return Ok(());
     }
     println!(

@@ -260,7 +260,8 @@ pub fn build_named(only: &[String]) -> Result<()> {
 /// The C programs of `tests/allocators/`, in [`corpus_dir`]`/allocators`:
 /// libc's allocator observed in the shared object, not the executable
 /// (`libc-leak`: malloc and free; `libc-mixed`: every libc allocate
-/// function, for `--preset libc`), and a pool in a library loaded later
+/// function, for `--preset libc`; also linked statically and against
+/// musl: `libc-mixed-static`, `libc-mixed-musl`), and a pool in a library loaded later
 /// (`dlopen-pool`, which dlopens `libdlpool.so` from its own directory
 /// through its RUNPATH `$ORIGIN`).
 /// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
@@ -277,6 +278,21 @@ pub fn build_allocator_targets() -> Result<()> {
                 .arg(source(program)),
         )?;
     }
+    // libc-mixed again with the C library elsewhere: linked statically
+    // (glibc's allocator in the executable) and against musl (its
+    // dynamic linker is its C library).
+    checked(
+        crate::cmd::command("gcc")
+            .args(["-O1", "-g", "-fno-builtin", "-static", "-o"])
+            .arg(out.join("libc-mixed-static"))
+            .arg(source("libc-mixed")),
+    )?;
+    checked(
+        crate::cmd::command("musl-gcc")
+            .args(["-O1", "-g", "-fno-builtin", "-o"])
+            .arg(out.join("libc-mixed-musl"))
+            .arg(source("libc-mixed")),
+    )?;
     checked(
         crate::cmd::command("gcc")
             .args(["-O1", "-g", "-fno-builtin", "-fPIC", "-shared", "-o"])

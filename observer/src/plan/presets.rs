@@ -12,8 +12,10 @@ use super::{LocSpec, ProbeRequest};
 /// A known allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// The process's libc (`libc.so.6`): malloc, calloc, realloc,
-    /// posix_memalign, aligned_alloc, memalign and free.
+    /// The process's C library (glibc's `libc.so.6`, musl's
+    /// `ld-musl-*.so.1`, or the executable when it is linked statically):
+    /// malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign and
+    /// free.
     Libc,
     /// Rust's global allocator entry points in the executable
     /// (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`,
@@ -30,9 +32,9 @@ pub enum Preset {
     Mimalloc,
 }
 
-/// Where libc's functions are looked for: the file name glibc has had on
-/// x86-64 since 1997.
-const LIBC: &str = "libc.so.6";
+/// Where libc's functions are looked for: the process's C library,
+/// whichever file it is ([`crate::resolve::object::c_library`]).
+const LIBC: &str = crate::resolve::object::C_LIBRARY;
 
 /// One allocate function of a preset: where its values are.
 struct Entry {
@@ -260,12 +262,14 @@ impl Preset {
         }
     }
 
-    /// Whether the allocator is C code linked into the Rust executable,
-    /// entered from Rust only through `extern "C"` functions. (libc, in
-    /// its own object, is proven from its code: nothing in it can start
-    /// an unwind.)
+    /// Whether the allocator is C code, entered from Rust only through
+    /// `extern "C"` functions: jemalloc and mimalloc linked into the
+    /// executable, and the C library wherever it is. (glibc's shared
+    /// object could also be proven from its code, but a statically linked
+    /// one calls code no symbol describes, and musl's is not proven the
+    /// same way: C is C in all three.)
     fn written_in_c(self) -> bool {
-        matches!(self, Preset::Jemalloc | Preset::Mimalloc)
+        matches!(self, Preset::Libc | Preset::Jemalloc | Preset::Mimalloc)
     }
 }
 
@@ -299,7 +303,7 @@ mod tests {
             }
         }
         let libc = Preset::Libc.request(ReturnChoice::Auto, false);
-        assert_eq!(libc.alloc, "libc.so.6:malloc");
+        assert_eq!(libc.alloc, "libc:malloc");
         let calloc = &libc.more_allocs[0];
         assert_eq!(
             (calloc.size.to_string(), calloc.count.to_string()),

@@ -209,19 +209,21 @@ fn reallocs(out: &mut String, c: &Counters) {
         counter::REALLOC_FAILED,
         counter::ALLOCATOR_INTERNAL_ALLOCS,
         counter::ALLOCATOR_INTERNAL_RELEASES,
+        counter::NULL_RELEASES,
     ];
     if shown.iter().all(|&index| c[index] == 0) {
         return;
     }
     let _ = writeln!(
         out,
-        "  reallocs: {} moved, resized or freed a buffer ({} freed it, {} of a buffer allocated before attach), {} failed and kept it; allocator's own calls not recorded: {} allocate, {} release",
+        "  reallocs: {} moved, resized or freed a buffer ({} freed it, {} of a buffer allocated before attach), {} failed and kept it; allocator's own calls not recorded: {} allocate, {} release; {} releases of null",
         c[counter::REALLOCS],
         c[counter::REALLOC_FREES],
         c[counter::REALLOC_UNKNOWN_OLD],
         c[counter::REALLOC_FAILED],
         c[counter::ALLOCATOR_INTERNAL_ALLOCS],
-        c[counter::ALLOCATOR_INTERNAL_RELEASES]
+        c[counter::ALLOCATOR_INTERNAL_RELEASES],
+        c[counter::NULL_RELEASES]
     );
 }
 

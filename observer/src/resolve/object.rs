@@ -168,6 +168,67 @@ fn find_unmapped(process: &Process, name: &str) -> Result<ProbedObject> {
     })
 }
 
+/// The object name that means the process's C library, whatever its
+/// file: `--alloc libc:malloc`, and what `--preset libc` uses.
+pub const C_LIBRARY: &str = "libc";
+
+/// The process's C library among its mappings: glibc's `libc.so.6`, or
+/// musl's, which is its dynamic linker too (`ld-musl-<arch>.so.1`, linked
+/// as `libc.musl-<arch>.so.1` on Alpine; a link to
+/// `/usr/lib/<arch>-linux-musl/libc.so` on Debian, the name the mapping
+/// has). `None` when the process maps
+/// no shared object at all (statically linked: the C library is in the
+/// executable). Any other process maps a C library this observer does not
+/// know by name: an error saying to name the file.
+pub fn c_library(process: &Process) -> Result<Option<String>> {
+    let mappings = process.executable_mappings()?;
+    c_library_among(&mappings).map_err(|shared| {
+        UserError::new(format!(
+            "process {} maps no C library known by name (glibc's libc.so.6, musl's \
+             ld-musl-*.so.1 or libc.so) and is not statically linked (it maps {shared}): name the \
+             allocator's functions in their file, --alloc FILE:malloc",
+            process.pid
+        ))
+        .into()
+    })
+}
+
+/// [`c_library`] over a process's `mappings`; the error lists the shared
+/// objects mapped (files named `*.so` or `*.so.*`).
+fn c_library_among(mappings: &[Mapping]) -> std::result::Result<Option<String>, String> {
+    if let Some(libc) = mappings.iter().find(|m| is_c_library(file_name(&m.path))) {
+        return Ok(Some(libc.path.clone()));
+    }
+    let mut shared: Vec<&str> = mappings
+        .iter()
+        .map(|m| m.path.as_str())
+        .filter(|path| is_shared_object(file_name(path)))
+        .collect();
+    shared.sort_unstable();
+    shared.dedup();
+    if shared.is_empty() {
+        Ok(None)
+    } else {
+        Err(shared.join(", "))
+    }
+}
+
+/// glibc's and musl's file names of the C library (glibc's `libc.so` is
+/// a linker script, never mapped).
+fn is_c_library(name: &str) -> bool {
+    let musl =
+        (name.starts_with("ld-musl-") || name.starts_with("libc.musl-")) && name.ends_with(".so.1");
+    name == "libc.so.6" || name == "libc.so" || musl
+}
+
+fn is_shared_object(name: &str) -> bool {
+    name.ends_with(".so") || name.contains(".so.")
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 fn matching_mappings<'m>(mappings: &'m [Mapping], name: &str) -> Vec<&'m Mapping> {
     mappings
         .iter()
@@ -178,6 +239,46 @@ fn matching_mappings<'m>(mappings: &'m [Mapping], name: &str) -> Vec<&'m Mapping
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mapping(path: &str) -> Mapping {
+        Mapping::parse(&format!(
+            "7f0000000000-7f0000001000 r-xp 00000000 08:01 42 {path}"
+        ))
+        .expect("a valid maps line")
+    }
+
+    #[test]
+    fn the_c_library_is_glibcs_or_musls_or_in_a_static_executable() {
+        let exe = "/srv/app";
+        let glibc = [mapping(exe), mapping("/usr/lib/x86_64-linux-gnu/libc.so.6")];
+        assert_eq!(
+            c_library_among(&glibc),
+            Ok(Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()))
+        );
+        let musl = [mapping(exe), mapping("/lib/ld-musl-x86_64.so.1")];
+        assert_eq!(
+            c_library_among(&musl),
+            Ok(Some("/lib/ld-musl-x86_64.so.1".into()))
+        );
+        let debian_musl = [mapping(exe), mapping("/usr/lib/x86_64-linux-musl/libc.so")];
+        assert_eq!(
+            c_library_among(&debian_musl),
+            Ok(Some("/usr/lib/x86_64-linux-musl/libc.so".into()))
+        );
+        let alpine = [mapping("/lib/libc.musl-x86_64.so.1")];
+        assert_eq!(
+            c_library_among(&alpine),
+            Ok(Some("/lib/libc.musl-x86_64.so.1".into()))
+        );
+        assert_eq!(c_library_among(&[mapping(exe)]), Ok(None));
+        let unknown = [mapping(exe), mapping("/opt/lib/libuclibc.so.0")];
+        assert_eq!(
+            c_library_among(&unknown),
+            Err("/opt/lib/libuclibc.so.0".into())
+        );
+        assert!(!is_c_library("libc.so.6.bak"));
+        assert!(!is_c_library("ld-linux-x86-64.so.2"));
+    }
 
     #[test]
     fn a_lone_colon_separates_the_object() {
