@@ -96,20 +96,32 @@ pub fn lint() -> Result<()> {
         "warnings",
     ]))?;
     fuzz::lint()?;
-    // The eBPF crate only builds for the BPF target, with nightly.
-    checked(command("rustup").args([
-        "run",
-        "nightly",
-        "cargo",
-        "clippy",
-        "--package",
-        "pool-observer-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The eBPF crate only builds for the BPF target, with nightly; once
+    // per architecture it has a module for (its `src/arch/`).
+    for arch in EBPF_ARCHITECTURES {
+        checked(
+            command("rustup")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "--package",
+                    "pool-observer-ebpf",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .env("AYA_BPF_TARGET_ARCH", arch),
+        )?;
+    }
+    Ok(())
 }
+
+/// The kernels' architectures the eBPF programs are built for
+/// (`bpf_target_arch`): the observer's dist targets.
+const EBPF_ARCHITECTURES: [&str; 2] = ["x86_64", "aarch64"];
