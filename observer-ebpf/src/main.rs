@@ -55,6 +55,8 @@
 // would copy records of over a kilobyte onto the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod arch;
+
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
@@ -63,8 +65,8 @@ use aya_ebpf::{
         BPF_NOEXIST,
     },
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_probe_write_user,
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_write_user,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
@@ -534,20 +536,23 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     let cookie = attach_cookie(ctx) as u32;
     let site = ENTRY_SITES.get(cookie).copied().unwrap_or_default();
     let at_call = site.kind == entry_kind::CALL_SITE;
-    // At a call site the callee has not been entered: its return-address
-    // slot will be just below the stack pointer, holding the address of
-    // the instruction after the call.
+    // At a call site the callee has not been entered: the call will be
+    // identified by its pending slot, its return address is the
+    // instruction after the call.
     let (entry_sp, return_address) = if at_call {
         (
-            regs.rsp.wrapping_sub(8),
-            regs.rip.wrapping_add(u64::from(site.call_length)),
+            arch::pending_call_slot(regs),
+            arch::pc(regs).wrapping_add(u64::from(site.call_length)),
         )
     } else if site.kind == entry_kind::INLINED {
         // No call, no return address: the slot a call would have used,
         // which the exit probe computes from the same stack pointer.
-        (regs.rsp.wrapping_sub(8), 0)
+        (arch::pending_call_slot(regs), 0)
     } else {
-        (regs.rsp, read_user(regs.rsp).unwrap_or(0))
+        (
+            arch::entry_call_slot(regs),
+            arch::return_address_at_entry(regs),
+        )
     };
     let Some(state) = thread_state(pid_tgid) else {
         count(counter::THREADS_FULL);
@@ -598,7 +603,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         start_walk(
             state,
             regs,
-            at_call.then(|| regs.rip.wrapping_add(site.callee_delta as u64)),
+            at_call.then(|| arch::pc(regs).wrapping_add(site.callee_delta as u64)),
             return_address,
         )
     };
@@ -697,9 +702,9 @@ unsafe fn start_walk(
         (*state).stack.len = 0;
         (*state).stack.flags = 0;
         (*state).walk = WalkState {
-            pc: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
+            pc: arch::pc(regs),
+            sp: arch::sp(regs),
+            bp: arch::fp(regs),
             hash: FNV_OFFSET,
             tail_calls: 0,
             done: 0,
@@ -728,8 +733,8 @@ unsafe fn start_walk(
                     0,
                     &CachedFrame {
                         pc: callee,
-                        sp: regs.rsp.wrapping_sub(8),
-                        bp: regs.rbp,
+                        sp: arch::pending_call_slot(regs),
+                        bp: arch::fp(regs),
                         flags: cached_flags::FIRST,
                         ..EMPTY_CACHED_FRAME
                     },
@@ -1257,7 +1262,7 @@ fn caller_by_row(
     if cfa <= walk.sp {
         return Step::Broken;
     }
-    let Some(return_address) = read_return_address(cfa.wrapping_sub(8), frames) else {
+    let Some(return_address) = read_return_address(arch::return_address_slot(cfa), frames) else {
         return Step::Broken;
     };
     if row.rbp_offset_words != 0 {
@@ -1273,30 +1278,33 @@ fn caller_by_row(
 }
 
 /// Without a row: at the probed function's first instruction the return
-/// address is at rsp; further up, the frame-pointer chain.
+/// address is where the call left it; further up, the frame-pointer chain
+/// (see [`arch::frame_record`]).
 fn caller_by_frame_pointer(
     walk: &mut WalkState,
     at_entry: bool,
     frames: &[InFlight; MAX_NESTED_ALLOCS],
 ) -> Step {
     if at_entry {
-        let Some(return_address) = read_return_address(walk.sp, frames) else {
+        let slot = arch::return_address_slot_at_entry(walk.sp);
+        let Some(return_address) = read_return_address(slot, frames) else {
             return Step::Broken;
         };
-        walk.sp = walk.sp.wrapping_add(8);
+        walk.sp = arch::caller_sp_at_entry(walk.sp);
         walk.pc = return_address;
         return Step::Moved { dwarf: false };
     }
     if walk.bp == 0 || walk.bp < walk.sp {
         return Step::Broken;
     }
+    let (return_address_slot, saved_bp_slot, caller_sp) = arch::frame_record(walk.bp);
     let (Some(return_address), Some(bp)) = (
-        read_return_address(walk.bp.wrapping_add(8), frames),
-        read_user(walk.bp),
+        read_return_address(return_address_slot, frames),
+        read_user(saved_bp_slot),
     ) else {
         return Step::Broken;
     };
-    walk.sp = walk.bp.wrapping_add(16);
+    walk.sp = caller_sp;
     walk.bp = bp;
     walk.pc = return_address;
     Step::Moved { dwarf: false }
@@ -1575,7 +1583,7 @@ fn on_alloc_return(regs: &pt_regs) {
     let Some((pid_tgid, call)) = pop_call(regs) else {
         return;
     };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, None, None);
+    record_allocation(arch::returned(regs), pid_tgid, call, None, None);
 }
 
 /// Control leaves an inlined instance of allocate: the call recorded at
@@ -1592,7 +1600,7 @@ fn on_alloc_inlined_exit(ctx: &ProbeContext) {
         count(counter::ALLOC_ID_READ_ERRORS);
         return;
     };
-    record_allocation([regs.rax, regs.rdx], pid_tgid, call, Some(exit), Some(regs));
+    record_allocation(arch::returned(regs), pid_tgid, call, Some(exit), Some(regs));
 }
 
 /// The allocate call in flight whose return-address slot is just below
@@ -1604,7 +1612,7 @@ fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
         count(counter::RETURNS_WITHOUT_ENTRY);
         return None;
     };
-    let slot = regs.rsp.wrapping_sub(8);
+    let slot = arch::pending_call_slot(regs);
     // SAFETY: this thread's own PENDING element; only the small fields of
     // the call are copied (the state is too large for the BPF stack); the
     // index is masked into the array.
@@ -1651,7 +1659,8 @@ struct Call {
     internal: u32,
 }
 
-/// Records the buffer an allocate call returned (`ret`: rax and rdx),
+/// Records the buffer an allocate call returned (`ret`: its return
+/// registers, [`arch::returned`]),
 /// found at the locations of the function called (`ALLOC_LOCS` by its
 /// entry's cookie), or for an inlined allocate at `exit`'s (`regs` where
 /// the probe fires, for locations that read registers), when the return
@@ -1787,7 +1796,7 @@ fn on_unwind_start(ctx: &ProbeContext) {
         return;
     };
     // SAFETY: the probe's own register snapshot.
-    let sp = unsafe { (*ctx.regs).rsp };
+    let sp = arch::sp(unsafe { &*ctx.regs });
     for index in 0..MAX_NESTED_ALLOCS {
         // SAFETY: this thread's own PENDING element; index < the array's length.
         let frame = unsafe {
@@ -1923,7 +1932,7 @@ fn on_release_enter(ctx: &ProbeContext) {
     count(counter::RELEASE_CALLS);
     // SAFETY: the probe's own register snapshot.
     let regs = unsafe { &*ctx.regs };
-    if ALLOCATOR_ENTRY_POINTS.load() != 0 && inside_allocator(pid_tgid, regs.rsp) {
+    if ALLOCATOR_ENTRY_POINTS.load() != 0 && inside_allocator(pid_tgid, arch::sp(regs)) {
         count(counter::ALLOCATOR_INTERNAL_RELEASES);
         return;
     }
@@ -2082,8 +2091,7 @@ fn attach_cookie<C: aya_ebpf::EbpfContext>(ctx: &C) -> u64 {
     unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) }
 }
 
-/// What a function returned: rax and rdx (`ret`, `ret.1`).
-type Returned = [u64; 2];
+use arch::Returned;
 
 /// Where no return is seen (release probes): `ret` locations are refused
 /// before attaching, so these values are never used.
@@ -2146,7 +2154,7 @@ fn evaluate(
         (4, _) => args[4],
         (5, _) => args[5],
         (base, Some(regs)) if base >= LOC_BASE_REGISTER => {
-            register(regs, base - LOC_BASE_REGISTER)?
+            arch::register(regs, base - LOC_BASE_REGISTER)?
         }
         _ => return Err(()),
     };
@@ -2166,44 +2174,11 @@ fn evaluate(
     match (field(&loc.high_half), regs) {
         (0, _) => Ok(value),
         (high, Some(regs)) if high >= LOC_BASE_REGISTER => {
-            let high = register(regs, high - LOC_BASE_REGISTER)?;
+            let high = arch::register(regs, high - LOC_BASE_REGISTER)?;
             Ok((value & 0xffff_ffff) | (high << 32))
         }
         _ => Err(()),
     }
-}
-
-/// General register `number` (DWARF numbering) from a probe's registers.
-///
-/// Read with a helper rather than a field load: the verifier forbids
-/// loads through a context pointer moved by a variable offset, which is
-/// what a field chosen at run time compiles to.
-#[inline(always)]
-fn register(regs: &pt_regs, number: u8) -> Result<u64, ()> {
-    // pt_regs slot (in u64s) of each DWARF register, 0 rax … 15 r15.
-    let slot: usize = match number {
-        0 => 10,
-        1 => 12,
-        2 => 11,
-        3 => 5,
-        4 => 13,
-        5 => 14,
-        6 => 4,
-        7 => 19,
-        8 => 9,
-        9 => 8,
-        10 => 7,
-        11 => 6,
-        12 => 3,
-        13 => 2,
-        14 => 1,
-        15 => 0,
-        _ => return Err(()),
-    };
-    let base = regs as *const pt_regs as *const u64;
-    // SAFETY: `slot` is below pt_regs' 21 u64 fields, so the address is
-    // inside the probe's register snapshot; the helper checks the read.
-    unsafe { bpf_probe_read_kernel(base.add(slot)) }.map_err(|_| ())
 }
 
 #[cfg(not(test))]

@@ -8,6 +8,7 @@
 //! view ([`tui`]), and measures its own [`cost`].
 
 pub mod analyse;
+pub mod arch;
 pub mod attach;
 pub mod cli;
 pub mod cost;

@@ -1,5 +1,8 @@
-//! `cargo xtask dist`: one static x86-64 binary of the observer, with its
-//! eBPF programs embedded, and its SHA-256 checksum, in `target/dist/`.
+//! `cargo xtask dist`: one static binary of the observer per processor
+//! (x86-64, arm64), with its eBPF programs embedded, and its SHA-256
+//! checksum, in `target/dist/`. Each is checked the way a user would first
+//! run it: `--version`, and `inspect` of its own code (for another
+//! processor than this machine's, under user-mode emulation).
 //!
 //! The binary is built from the crates as `cargo package` makes them
 //! (`pool-observer` and `pool-observer-ebpf`), unpacked outside the
@@ -7,17 +10,17 @@
 //! build, and a packaging mistake (a file left out, a path outside a
 //! package) fails here instead of for the first user of the crate.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 use object::read::elf::{Dyn as _, ElfFile64, FileHeader as _, ProgramHeader as _};
 use object::{elf, Endianness};
 
+use crate::arch::Arch;
 use crate::cmd::{cargo, checked, command, output, root};
-
-/// The target of the static build: musl, linked statically by default.
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// The published crates, the eBPF one first (the other depends on it).
 const CRATES: [&str; 2] = ["pool-observer-ebpf", "pool-observer"];
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,34 +31,63 @@ pub struct Dist {
     pub checksum: PathBuf,
 }
 
-/// Where the dist binary is written (see README, "Install").
-pub fn binary_path() -> PathBuf {
-    dist_dir().join(format!("observer-{VERSION}-x86_64-linux-musl"))
+/// Where the dist binary for `arch` is written (see README, "Install").
+pub fn binary_path(arch: Arch) -> PathBuf {
+    dist_dir().join(format!("observer-{VERSION}-{arch}-linux-musl"))
 }
 
 fn dist_dir() -> PathBuf {
     root().join("target/dist")
 }
 
-/// Packages, builds the packaged crates for musl, checks the result is
-/// static, and writes it with its checksum.
-pub fn build() -> Result<Dist> {
+/// `cargo xtask dist`: set-up, then [`build`] for each of `only` (every
+/// processor when empty).
+pub fn build_all(only: &[Arch]) -> Result<()> {
+    crate::setup::run()?;
+    let arches = if only.is_empty() {
+        &Arch::ALL[..]
+    } else {
+        only
+    };
+    for &arch in arches {
+        crate::setup::cross(arch)?;
+        build(arch)?;
+    }
+    Ok(())
+}
+
+/// Packages, builds the packaged crates for `arch`'s musl target, checks
+/// the result is static and for `arch`, writes it with its checksum, and
+/// runs it. `setup::cross(arch)` must have run.
+pub fn build(arch: Arch) -> Result<Dist> {
     println!("xtask: packaging {}", CRATES.join(" and "));
     let sources = unpack_packages()?;
-    println!("xtask: building the packaged crates for {MUSL_TARGET}");
-    let built = compile(&sources)?;
+    let target = arch.musl_target();
+    println!("xtask: building the packaged crates for {target}");
+    let started = std::time::Instant::now();
+    let built = compile(&sources, arch)?;
     let linking = static_linking(&built)?;
     if !linking.is_empty() {
         bail!("{} is not static: {}", built.display(), linking.join(", "));
     }
-    let dist = publish(&built)?;
+    let machine = elf_machine(&built)?;
+    if machine != arch.elf_machine() {
+        bail!(
+            "{} is for ELF machine {machine}, not {arch} ({})",
+            built.display(),
+            arch.elf_machine()
+        );
+    }
+    let dist = publish(&built, arch)?;
     let size = fs::metadata(&dist.binary)?.len();
     println!(
-        "xtask: {} ({:.1} MiB, static: no program interpreter, no shared libraries)\nxtask: {}",
+        "xtask: {} ({:.1} MiB, {arch}, static: no program interpreter, no shared libraries; built in {:.0} s)\nxtask: {}",
         dist.binary.display(),
         size as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64(),
         dist.checksum.display()
     );
+    check_runs(&dist.binary, arch)?;
     Ok(dist)
 }
 
@@ -135,9 +167,12 @@ fn sync_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the unpacked `pool-observer` for musl in release, with the
-/// unpacked eBPF crate standing in for the published one.
-fn compile(sources: &[PathBuf]) -> Result<PathBuf> {
+/// Builds the unpacked `pool-observer` for `arch`'s musl target in
+/// release, with the unpacked eBPF crate standing in for the published
+/// one; for another processor than this machine's, linked by its cross
+/// linker (the eBPF programs are built for `arch`'s kernels by the
+/// observer's build script, from the target's architecture).
+fn compile(sources: &[PathBuf], arch: Arch) -> Result<PathBuf> {
     let [ebpf, observer] = sources else {
         bail!("expected two unpacked crates");
     };
@@ -147,19 +182,98 @@ fn compile(sources: &[PathBuf]) -> Result<PathBuf> {
         CRATES[0],
         ebpf.display().to_string()
     );
-    checked(
-        cargo()
-            .args(["build", "--release", "--target", MUSL_TARGET])
-            .arg("--manifest-path")
-            .arg(observer.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .args(["--config", &patch])
-            // The workspace's flags are for its own builds, not this one.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+    let target = arch.musl_target();
+    let mut build = cargo();
+    build
+        .args(["build", "--release", "--target", target])
+        .arg("--manifest-path")
+        .arg(observer.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--config", &patch])
+        // The workspace's flags are for its own builds, not this one.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(cross) = arch.cross()? {
+        let triple = target.replace('-', "_");
+        build
+            .env(
+                format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase()),
+                cross.gcc,
+            )
+            .env(format!("CC_{triple}"), cross.gcc);
+    }
+    checked(&mut build)?;
+    Ok(target_dir.join(target).join("release/observer"))
+}
+
+/// The ELF `e_machine` of `binary`.
+fn elf_machine(binary: &Path) -> Result<u16> {
+    let data = fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let file = ElfFile64::<Endianness>::parse(&*data)
+        .with_context(|| format!("{} is not a 64-bit ELF file", binary.display()))?;
+    Ok(file.elf_header().e_machine(file.endian()))
+}
+
+/// Runs the dist binary as a user first would: `--version`, then
+/// `inspect` of its own `observer::main` (the observer reads a program of
+/// its own processor: the ELF check, symbols, signatures). A binary for
+/// another processor runs under its user-mode emulator (which has no
+/// `bpf()`: nothing here loads programs).
+fn check_runs(binary: &Path, arch: Arch) -> Result<()> {
+    let runner = arch.cross()?.map(|cross| cross.runner);
+    let version = run_dist(runner, binary, &[OsStr::new("--version")])?;
+    let expected = format!("observer {VERSION}");
+    if version.trim() != expected {
+        bail!(
+            "{} --version printed {version:?}, not {expected:?}",
+            binary.display()
+        );
+    }
+    let inspected = run_dist(
+        runner,
+        binary,
+        &[
+            OsStr::new("inspect"),
+            binary.as_os_str(),
+            OsStr::new("observer::main"),
+        ],
     )?;
-    Ok(target_dir.join(MUSL_TARGET).join("release/observer"))
+    if !inspected.contains("observer::main — 1 copy") {
+        bail!(
+            "{} inspect of itself did not find observer::main:\n{inspected}",
+            binary.display()
+        );
+    }
+    println!(
+        "xtask: {} runs{}: --version, inspect of itself",
+        binary.display(),
+        runner.map(|r| format!(" under {r}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `binary args…` (through `runner` when given) with an empty
+/// environment; its standard output, or an error with what it printed.
+fn run_dist(runner: Option<&str>, binary: &Path, args: &[&OsStr]) -> Result<String> {
+    let mut run = match runner {
+        Some(runner) => {
+            let mut run = Command::new(runner);
+            run.arg(binary);
+            run
+        }
+        None => Command::new(binary),
+    };
+    run.args(args).env_clear().current_dir(dist_dir());
+    let done = output(&mut run)?;
+    if !done.status.success() {
+        bail!(
+            "{run:?} failed with {}: {}",
+            done.status,
+            String::from_utf8_lossy(&done.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&done.stdout).into_owned())
 }
 
 /// What makes `binary` depend on files of the machine it runs on: a
@@ -199,8 +313,8 @@ pub fn static_linking(binary: &Path) -> Result<Vec<String>> {
 
 /// Copies the binary to its dist name and writes its checksum beside it,
 /// in `sha256sum` format, then checks it the way a user would.
-fn publish(built: &Path) -> Result<Dist> {
-    let binary = binary_path();
+fn publish(built: &Path, arch: Arch) -> Result<Dist> {
+    let binary = binary_path(arch);
     fs::create_dir_all(dist_dir())?;
     fs::copy(built, &binary).with_context(|| format!("cannot write {}", binary.display()))?;
     let name = binary

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | demo | test | lint | kernels | bench | targets | dist | fuzz`.
 
+mod arch;
 mod bench;
 mod cmd;
 mod demo;
@@ -64,9 +65,14 @@ enum Task {
     /// `leaky`, `fixed`, `corpus`, `real-crates`, `lto` (all when none is
     /// named).
     Targets { only: Vec<String> },
-    /// One static x86-64 binary (musl) with the eBPF programs embedded,
-    /// and its SHA-256, in target/dist/, built from the packaged crates.
-    Dist,
+    /// One static binary (musl) per processor with the eBPF programs
+    /// embedded, and its SHA-256, in target/dist/, built from the
+    /// packaged crates and run once (another processor's under qemu-user).
+    Dist {
+        /// Only these processors (all when none is named).
+        #[arg(long, value_enum)]
+        arch: Vec<arch::Arch>,
+    },
     /// Fuzz the parsers of untrusted input (cargo-fuzz, one target at a
     /// time); fails naming each reproducer found.
     Fuzz {
@@ -98,7 +104,7 @@ fn main() -> ExitCode {
             None => bench::Plan::full().and_then(|plan| bench::run(&plan, &results, update_readme)),
         },
         Task::Targets { only } => targets::build_named(&only),
-        Task::Dist => setup::run().and_then(|()| dist::build()).map(drop),
+        Task::Dist { arch } => dist::build_all(&arch),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };
     match result {

@@ -3,7 +3,9 @@
 //! toolchain's own libLLVM because the distribution's LLVM is too old;
 //! the musl target of the toolchain running this, for the static binary
 //! (`cargo xtask dist`; no crate of the observer compiles C code, so
-//! musl's C toolchain is not needed); and the real consumers the
+//! musl's C toolchain is not needed), and, only when `dist` builds for
+//! another processor ([`cross`]), that processor's musl target, a cross
+//! linker and a user-mode emulator; and the real consumers the
 //! end-to-end tests judge the output formats with, from Debian's
 //! packages: `go tool pprof` (golang-go), Prometheus and `promtool`
 //! (prometheus), tmux; musl-gcc (musl-tools) for a C test program built
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::arch::Arch;
 use crate::cmd::{cargo_home, checked, command, output};
 
 /// The toolchain eBPF programs and fuzz targets are built with.
@@ -24,7 +27,7 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
-    ensure_musl_target()?;
+    ensure_target(Arch::host().musl_target())?;
     ensure_consumers()?;
     ensure_cargo_fuzz()?;
     Ok(())
@@ -53,31 +56,77 @@ fn ensure_consumers() -> Result<()> {
         println!("setup: go, prometheus, promtool, tmux, musl-gcc: present");
         return Ok(());
     }
-    println!(
-        "setup: installing {} from Debian's packages",
-        missing.join(" ")
-    );
-    checked(command("apt-get").args(["update", "-qq"]))?;
-    checked(
-        command("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing),
-    )?;
+    apt_install(&missing)?;
     if let Some((program, package)) = CONSUMERS.iter().find(|(program, _)| !on_path(program)) {
         bail!("{package} is installed but provides no `{program}` on PATH");
     }
     Ok(())
 }
 
+/// Installs Debian packages (`apt-get update` first: the caller found
+/// something missing).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    println!(
+        "setup: installing {} from Debian's packages",
+        packages.join(" ")
+    );
+    checked(command("apt-get").args(["update", "-qq"]))?;
+    checked(
+        command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages),
+    )
+}
+
+/// What building the static binary for `arch` needs beyond [`run`]: its
+/// musl target and, when it is not this machine's processor, the cross
+/// linker and the emulator that runs its binaries here (Debian packages;
+/// the host's dpkg architectures are left alone).
+pub fn cross(arch: Arch) -> Result<()> {
+    ensure_target(arch.musl_target())?;
+    let Some(cross) = arch.cross()? else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = cross
+        .packages
+        .iter()
+        .copied()
+        .filter(|package| !package_installed(package))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: {}: present", cross.packages.join(" "));
+    } else {
+        apt_install(&missing)?;
+    }
+    for program in [cross.gcc, cross.runner] {
+        if !on_path(program) {
+            bail!(
+                "{} are installed but provide no `{program}` on PATH",
+                cross.packages.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// True when dpkg lists `package` as installed.
+fn package_installed(package: &str) -> bool {
+    output(command("dpkg-query").args(["--show", "--showformat=${Status}", package])).is_ok_and(
+        |probe| {
+            probe.status.success() && String::from_utf8_lossy(&probe.stdout).ends_with(" installed")
+        },
+    )
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
-/// The musl standard library for the toolchain that runs this task (rustup
-/// passes its choice on in `RUSTUP_TOOLCHAIN`), which builds the dist.
-fn ensure_musl_target() -> Result<()> {
-    let target = crate::dist::MUSL_TARGET;
+/// The standard library of `target` for the toolchain that runs this task
+/// (rustup passes its choice on in `RUSTUP_TOOLCHAIN`), which builds the
+/// dist.
+fn ensure_target(target: &str) -> Result<()> {
     let installed = output(command("rustup").args(["target", "list", "--installed"]))?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()

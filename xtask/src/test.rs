@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+use crate::arch::Arch;
 use crate::cmd::{cargo, checked, command};
 use crate::targets::{
     build_allocator_gateways, build_allocator_targets, build_corpus, build_lto_gateway,
@@ -28,9 +29,15 @@ pub fn run() -> Result<()> {
     build_lto_gateway()?;
     build_allocator_targets()?;
     build_allocator_gateways()?;
-    // The shipped binary is tested too: copied alone into an empty
-    // directory and run with an empty environment.
-    let dist = dist::build()?;
+    // The shipped binaries are tested too: this machine's copied alone
+    // into an empty directory and run with an empty environment; the
+    // other processor's built (from a warm cache: seconds) and run under
+    // emulation.
+    let dist = dist::build(Arch::host())?;
+    for arch in Arch::ALL.into_iter().filter(|&arch| arch != Arch::host()) {
+        setup::cross(arch)?;
+        dist::build(arch)?;
+    }
     println!("xtask: unit tests of the target programs");
     test_targets()?;
     println!("xtask: observer unit and end-to-end tests");
@@ -60,7 +67,7 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     build_targets(Variant::Fixed)?;
     build_corpus()?;
     crate::targets::build_allocator_targets()?;
-    let dist = dist::build()?;
+    let dist = dist::build(Arch::host())?;
     crate::kernels::run(only, &dist.binary, update_readme)
 }
 
@@ -96,20 +103,28 @@ pub fn lint() -> Result<()> {
         "warnings",
     ]))?;
     fuzz::lint()?;
-    // The eBPF crate only builds for the BPF target, with nightly.
-    checked(command("rustup").args([
-        "run",
-        "nightly",
-        "cargo",
-        "clippy",
-        "--package",
-        "pool-observer-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The eBPF crate only builds for the BPF target, with nightly; once
+    // per processor the observer is shipped for (its `src/arch/` modules).
+    for arch in Arch::ALL {
+        checked(
+            command("rustup")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "--package",
+                    "pool-observer-ebpf",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .env("AYA_BPF_TARGET_ARCH", arch.name()),
+        )?;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Whether this kernel emulates `push reg` at a probe site or steps it out
-//! of line, found by trying it.
+//! Whether this kernel emulates the first instruction of a frame-pointer
+//! prologue (x86-64 `push rbp`, arm64 `stp x29, x30, [sp, #-16]!`) at a
+//! probe site or steps it out of line, found by trying it.
 //!
 //! After the handler of a uprobe, the kernel must still execute the probed
 //! instruction. Some it emulates; every other one it copies into a page it
@@ -11,7 +12,8 @@
 //! `push rbp` of the observer's own with a uprobe on it, and the kernel
 //! emulated it if the child still has no `[uprobes]` mapping afterwards
 //! (the area is mapped on the first out-of-line step, and a plain entry
-//! probe needs it for nothing else).
+//! probe needs it for nothing else). The instructions tried are the
+//! processor's ([`crate::arch::PROLOGUE_SITE`]).
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
@@ -22,49 +24,6 @@ use anyhow::{bail, Context as _, Result};
 
 use super::registrar::{self, Place, UprobeRequest};
 
-// A function whose first instruction is `push rbp`, whatever the compiler
-// does with Rust code; hidden, so it is this binary's own.
-core::arch::global_asm!(
-    ".pushsection .text.pool_observer_push_site,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl pool_observer_push_site",
-    ".hidden pool_observer_push_site",
-    ".type pool_observer_push_site,@function",
-    "pool_observer_push_site:",
-    "push rbp",
-    "pop rbp",
-    "ret",
-    ".size pool_observer_push_site, .-pool_observer_push_site",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    /// Pushes and pops `rbp`; touches nothing else.
-    fn pool_observer_push_site();
-}
-
-// The same with an instruction no kernel emulates first, to show that the
-// method tells them apart (tests only).
-#[cfg(test)]
-core::arch::global_asm!(
-    ".pushsection .text.pool_observer_step_site,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl pool_observer_step_site",
-    ".hidden pool_observer_step_site",
-    ".type pool_observer_step_site,@function",
-    "pool_observer_step_site:",
-    "sub rsp, 8",
-    "add rsp, 8",
-    "ret",
-    ".size pool_observer_step_site, .-pool_observer_step_site",
-    ".popsection",
-);
-
-#[cfg(test)]
-unsafe extern "C" {
-    fn pool_observer_step_site();
-}
-
 /// How long the child may take to run the probed function.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -72,7 +31,7 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
 /// stepped it out of line. Needs the privileges of `attach` (it places a
 /// uprobe, on a child of the observer).
 pub fn kernel_emulates_push() -> Result<bool> {
-    emulated(pool_observer_push_site)
+    emulated(crate::arch::PROLOGUE_SITE)
 }
 
 /// Whether the kernel emulated the first instruction of `function`, a
@@ -199,17 +158,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_probe_site_starts_with_push_rbp() {
-        // SAFETY: reading the first byte of a function of this binary.
-        let first = unsafe { *(pool_observer_push_site as *const () as *const u8) };
-        assert_eq!(first, 0x55, "push rbp");
-        assert!(own_file_offset(pool_observer_push_site as *const () as u64).is_ok());
+    fn the_probe_site_is_in_the_observers_own_code() {
+        assert!(own_file_offset(crate::arch::PROLOGUE_SITE as *const () as u64).is_ok());
     }
 
     // The unit tests run as root (`cargo xtask test`).
     #[test]
-    fn a_probed_push_is_emulated_and_a_probed_sub_is_stepped() {
-        assert!(emulated(pool_observer_push_site).unwrap(), "push rbp");
-        assert!(!emulated(pool_observer_step_site).unwrap(), "sub rsp, 8");
+    fn a_probed_prologue_is_emulated_and_a_probed_sub_is_stepped() {
+        assert!(emulated(crate::arch::PROLOGUE_SITE).unwrap(), "prologue");
+        assert!(!emulated(crate::arch::STEPPED_SITE).unwrap(), "stack sub");
     }
 }

@@ -31,11 +31,8 @@ use observer_ebpf::{
     MAX_LOC_STEPS,
 };
 
-/// General registers by DWARF number.
-pub const REGISTER_NAMES: [&str; 16] = [
-    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15",
-];
+/// General registers by DWARF number (the observer's processor's).
+pub use crate::arch::REGISTER_NAMES;
 
 /// A location that failed to parse, with what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,7 +143,11 @@ fn halves(low: &str, high: &str) -> Result<Location, String> {
             .position(|r| *r == name)
             .map(|n| LOC_BASE_REGISTER + n as u8)
             .ok_or_else(|| {
-                format!("'{name}': both halves of 'low:high' must be registers (rax … r15)")
+                format!(
+                    "'{name}': both halves of 'low:high' must be registers ({} … {})",
+                    REGISTER_NAMES[0],
+                    REGISTER_NAMES[REGISTER_NAMES.len() - 1]
+                )
             })
     };
     let mut compiled = Loc::ZERO;

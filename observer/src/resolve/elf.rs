@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
 use super::debuginfo::DebugOptions;
@@ -71,13 +71,7 @@ impl ElfInfo {
     pub fn parse(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
-        if file.architecture() != object::Architecture::X86_64 {
-            bail!(
-                "{} is built for {:?}; this observer supports x86-64 only",
-                path.display(),
-                file.architecture()
-            );
-        }
+        crate::arch::check_machine(path, file.architecture())?;
         let functions = function_symbols(&file);
         let segments = load_segments(&file);
         Ok(Self {

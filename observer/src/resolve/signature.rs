@@ -20,6 +20,7 @@ use super::dwarf::{
 };
 use super::elf::ElfInfo;
 use super::pattern::RustPath;
+use crate::arch::ARGUMENT_REGISTERS;
 type Unit<'a> = gimli::Unit<Slice<'a>>;
 
 /// The shape of a type, as far as locating a buffer's identity needs.
@@ -331,9 +332,6 @@ pub(crate) fn function_path(
     }
     Ok(None)
 }
-
-/// DWARF x86-64 register numbers of the argument registers, in order.
-const ARGUMENT_REGISTERS: [u16; 6] = [5, 4, 1, 2, 8, 9];
 
 /// The signature of the out-of-line function at `address`, if DWARF has
 /// types for it.

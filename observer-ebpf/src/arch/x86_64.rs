@@ -1,0 +1,112 @@
+//! x86-64: `pt_regs` as the kernel saves it, the System V calling
+//! convention, and `call` pushing the return address.
+//!
+//! A call is identified by the stack slot its `call` instruction pushed
+//! the return address into: at the callee's first instruction that is
+//! `rsp`; before the `call` executes and after `ret` popped it, it is
+//! `rsp − 8`. A uretprobe replaces the address in that slot.
+
+use aya_ebpf::bindings::pt_regs;
+
+use super::{snapshot_slot, Returned};
+
+/// The instruction pointer (rip).
+#[inline(always)]
+pub fn pc(regs: &pt_regs) -> u64 {
+    regs.rip
+}
+
+/// The stack pointer (rsp).
+#[inline(always)]
+pub fn sp(regs: &pt_regs) -> u64 {
+    regs.rsp
+}
+
+/// The frame pointer (rbp).
+#[inline(always)]
+pub fn fp(regs: &pt_regs) -> u64 {
+    regs.rbp
+}
+
+/// None: a call pushes its return address; there is no link register.
+#[inline(always)]
+pub fn link_register(_regs: &pt_regs) -> Option<u64> {
+    None
+}
+
+/// rax and rdx: `ret` and `ret.1`.
+#[inline(always)]
+pub fn returned(regs: &pt_regs) -> Returned {
+    [regs.rax, regs.rdx]
+}
+
+/// General register `number` in DWARF numbering (0 rax, 1 rdx, 2 rcx,
+/// 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp, 8–15 r8–r15); `Err` for any other.
+#[inline(always)]
+pub fn register(regs: &pt_regs, number: u8) -> Result<u64, ()> {
+    // pt_regs slot (in u64s) of each DWARF register.
+    let slot: usize = match number {
+        0 => 10,
+        1 => 12,
+        2 => 11,
+        3 => 5,
+        4 => 13,
+        5 => 14,
+        6 => 4,
+        7 => 19,
+        8 => 9,
+        9 => 8,
+        10 => 7,
+        11 => 6,
+        12 => 3,
+        13 => 2,
+        14 => 1,
+        15 => 0,
+        _ => return Err(()),
+    };
+    // SAFETY: every slot above is below pt_regs' 21 u64 fields.
+    unsafe { snapshot_slot(regs, slot) }
+}
+
+/// At a callee's first instruction: the slot holding its return address
+/// (rsp), which identifies the call.
+#[inline(always)]
+pub fn entry_call_slot(regs: &pt_regs) -> u64 {
+    regs.rsp
+}
+
+/// Before a `call` executes (a call-site probe, an inlined instance's
+/// entry or exit) or after its `ret`: the slot the call pushes, or pushed,
+/// its return address into (rsp − 8).
+#[inline(always)]
+pub fn pending_call_slot(regs: &pt_regs) -> u64 {
+    regs.rsp.wrapping_sub(8)
+}
+
+/// Where a frame's return address is, given its CFA: just below it.
+#[inline(always)]
+pub fn return_address_slot(cfa: u64) -> u64 {
+    cfa.wrapping_sub(8)
+}
+
+/// The frame-pointer chain's step from frame pointer `fp` (after
+/// `push rbp; mov rbp, rsp`): the slot of the return address, the slot of
+/// the caller's saved frame pointer, and the caller's stack pointer.
+#[inline(always)]
+pub fn frame_record(fp: u64) -> (u64, u64, u64) {
+    (fp.wrapping_add(8), fp, fp.wrapping_add(16))
+}
+
+/// At a callee's first instruction (stack pointer `sp`), where its
+/// return address is: the slot at `sp`.
+#[inline(always)]
+pub fn return_address_slot_at_entry(sp: u64) -> u64 {
+    sp
+}
+
+/// At a callee's first instruction (stack pointer `sp`), the caller's
+/// stack pointer: above the pushed return address.
+#[inline(always)]
+pub fn caller_sp_at_entry(sp: u64) -> u64 {
+    sp.wrapping_add(8)
+}
