@@ -367,26 +367,6 @@ pub struct DiffArgs {
 }
 
 impl ProbeArgs {
-    /// Refuses `OBJECT:FUNCTION` where no process runs yet to map it.
-    pub fn refuse_objects(&self, command: &str) -> anyhow::Result<()> {
-        let request = self.request()?;
-        let functions = [&request.alloc, &request.release]
-            .into_iter()
-            .chain(request.more_allocs.iter().map(|f| &f.function))
-            .chain(request.more_releases.iter().map(|f| &f.function));
-        let named = functions
-            .into_iter()
-            .find(|f| crate::resolve::object::split(f).object.is_some());
-        match named {
-            Some(function) => Err(crate::error::UserError::new(format!(
-                "{function}: functions in shared objects (OBJECT:FUNCTION) are probed in a running \
-                 process: use `observer attach`, `{command}` probes the executable only"
-            ))
-            .into()),
-            None => Ok(()),
-        }
-    }
-
     /// The functions to probe: a preset's, or those given, each paired
     /// with its locations.
     pub fn request(&self) -> anyhow::Result<ProbeRequest> {

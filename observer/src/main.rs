@@ -169,7 +169,6 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
     let kernel = KernelFeatures::probe();
     kernel.require()?;
     let debug = args.session.debug_options()?;
-    args.probes.refuse_objects("run")?;
     // Dropped on any early return: a child never released is killed.
     let mut launched = launch::spawn_paused(&args.command)?;
     let (plan, build_id) = signals
@@ -202,7 +201,8 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         .await?;
     // From here the command runs: a stop signal is no longer an interrupted
     // start but the session's to pass on, which it does as soon as it runs.
-    let process = launched.release_through_gate(&mut attachment, plan.entry_point)?;
+    let entry_point = launched.program_entry_point();
+    let process = launched.release_through_gate(&mut attachment, entry_point)?;
     watch_loads(&mut attachment, &process, args.session.stack_walker);
     let symbolizer = Symbolizer::new(&process, debug)?;
     let observed = observed(

@@ -214,6 +214,63 @@ pub fn preset_libc_finds_the_c_library_when_static_or_musl() {
     }
 }
 
+/// `observer run --preset libc -- PROGRAM`: the C library found before
+/// the program starts (among the libraries it needs, or in it when it is
+/// static), its probes placed for the program to map: the two leaks
+/// exactly, with every allocation seen from the first.
+pub fn run_with_preset_libc_probes_the_c_library_from_the_start() {
+    for program in ["libc-mixed", "libc-mixed-static", "libc-mixed-musl"] {
+        let binary = corpus_dir().join("allocators").join(program);
+        let directory = tempfile::tempdir().unwrap();
+        let output = directory.path().join("report.json");
+        let mut child = observer()
+            .args(["run", "--preset", "libc", "--format", "json", "--output"])
+            .arg(&output)
+            .arg("--")
+            .arg(&binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer run");
+        child.stdin.take().unwrap().write_all(b"go\ngo\n").unwrap();
+        let done = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&done.stdout);
+        assert!(said.contains("done: 35 leaked"), "{program}: {said}");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        let report: Value = serde_json::from_slice(
+            &std::fs::read(&output).unwrap_or_else(|err| panic!("{program}: {err}: {stderr}")),
+        )
+        .unwrap();
+        assert_eq!(report["command"]["exit_code"], 0, "{program}: {stderr}");
+        assert_accounting_balances(&report);
+        let c = &report["counters"];
+        for quiet in ["unknown_releases", "reallocated_ids"] {
+            assert_eq!(int(&c[quiet]), 0, "{program}: {quiet}: {c:#}");
+        }
+        assert_mixed_sites(&report);
+        // Seen from the start, the C library's own start-up allocations
+        // it keeps for good (static glibc's `_dl_non_dynamic_init`) are
+        // outstanding too: only sites outside the program's code.
+        let program_code = |site: &&Value| {
+            frames(site)
+                .iter()
+                .any(|f| f["file"].as_str().is_some_and(|file| file.ends_with(MIXED)))
+        };
+        let ours: i64 = sites(&report)
+            .iter()
+            .filter(program_code)
+            .map(|site| int(&site["buffers"]))
+            .sum();
+        assert_eq!(ours, SESSIONS + CACHED, "{program}: {report:#}");
+        let warnings = report["warnings"].to_string();
+        assert!(
+            !warnings.contains("has not been loaded"),
+            "{program}: {warnings}"
+        );
+    }
+}
+
 /// libc-mixed's two leaks, exactly, each at its own line: the sessions
 /// grown by realloc and the aligned cache entries.
 fn assert_mixed_leaks(report: &Value) {
@@ -227,6 +284,12 @@ fn assert_mixed_leaks(report: &Value) {
         int(&outstanding["bytes"]),
         SESSIONS * SESSION_BYTES + CACHED * CACHE_BYTES
     );
+    assert_mixed_sites(report);
+}
+
+/// The two leaking sites of libc-mixed, exactly, at their lines (what
+/// else is outstanding is said by the caller).
+fn assert_mixed_sites(report: &Value) {
     for (function, buffers, bytes, line) in [
         (
             "open_session",

@@ -77,6 +77,7 @@ fn tests() -> Vec<Trial> {
         allocators::a_library_loaded_after_attach_is_probed_and_walked,
         allocators::preset_libc_gives_the_exact_leak_through_realloc_and_memalign,
         allocators::preset_libc_finds_the_c_library_when_static_or_musl,
+        allocators::run_with_preset_libc_probes_the_c_library_from_the_start,
         allocators::preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak,
         allocators::preset_jemalloc_on_a_jemalloc_gateway_gives_the_exact_leak,
         allocators::preset_mimalloc_on_a_mimalloc_gateway_gives_the_exact_leak,

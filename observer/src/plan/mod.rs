@@ -211,8 +211,6 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
     /// How allocate's returns are observed.
     pub returns: ReturnMethod,
-    /// File offset of the program's entry point (`e_entry`).
-    pub entry_point: Option<u64>,
     /// Allocate functions after `alloc`, with their own values; their
     /// sites' cookies follow `alloc`'s.
     pub more_allocs: Vec<AllocFunction>,
@@ -384,7 +382,6 @@ impl ProbePlan {
             inferred,
             warnings,
             returns,
-            entry_point: elf.entry_point().and_then(|entry| elf.file_offset(entry)),
             more_allocs: more.allocs,
             more_releases: more.releases,
             outermost: request.outermost,

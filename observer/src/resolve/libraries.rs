@@ -68,6 +68,13 @@ pub fn needed_libraries(program: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The interpreter `program` asks for (`PT_INTERP`); `None` for a
+/// statically linked program, or a file that cannot be read as ELF.
+pub fn interpreter(program: &Path) -> Option<PathBuf> {
+    let data = open_trusted(program).and_then(|f| f.read_all()).ok()?;
+    dependencies(&data)?.interpreter
+}
+
 fn locate(
     name: &str,
     deps: &Dependencies,

@@ -2,7 +2,7 @@
 //! object the target maps (`libc.so.6:malloc`) or one its dynamic linker
 //! would load for a `dlopen`; a bare function is in the executable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -181,6 +181,9 @@ pub const C_LIBRARY: &str = "libc";
 /// executable). Any other process maps a C library this observer does not
 /// know by name: an error saying to name the file.
 pub fn c_library(process: &Process) -> Result<Option<String>> {
+    if let Some(program) = &process.before_exec {
+        return c_library_of_program(program);
+    }
     let mappings = process.executable_mappings()?;
     c_library_among(&mappings).map_err(|shared| {
         UserError::new(format!(
@@ -191,6 +194,30 @@ pub fn c_library(process: &Process) -> Result<Option<String>> {
         ))
         .into()
     })
+}
+
+/// [`c_library`] for a program not started yet: the C library among the
+/// libraries it needs (found as its dynamic linker will find them, see
+/// [`libraries::needed_libraries`]); `None` for a program without an
+/// interpreter (statically linked).
+fn c_library_of_program(program: &Path) -> Result<Option<String>> {
+    let needed = libraries::needed_libraries(program);
+    if let Some(libc) = needed.iter().find(|path| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(is_c_library)
+    }) {
+        return Ok(Some(libc.display().to_string()));
+    }
+    if libraries::interpreter(program).is_none() {
+        return Ok(None);
+    }
+    Err(UserError::new(format!(
+        "{} needs no C library known by name (glibc's libc.so.6, musl's libc.so): name the \
+         allocator's functions in their file, --alloc FILE:malloc",
+        program.display()
+    ))
+    .into())
 }
 
 /// [`c_library`] over a process's `mappings`; the error lists the shared

@@ -20,6 +20,10 @@ pub struct Process {
     pub namespace_pid: Option<u32>,
     /// What `/proc/PID/exe` points to, for people (may end in " (deleted)").
     pub exe_display: String,
+    /// For a child we launched that has not run `exec` yet: the program
+    /// it will run. Until then nothing of it is mapped, and `/proc/PID/exe`
+    /// is still this observer.
+    pub before_exec: Option<PathBuf>,
 }
 
 impl Process {
@@ -59,6 +63,7 @@ impl Process {
             pid,
             namespace_pid: own_namespace_pid(pid),
             exe_display,
+            before_exec: None,
         })
     }
 
@@ -70,6 +75,7 @@ impl Process {
             pid,
             namespace_pid: None,
             exe_display: program.display().to_string(),
+            before_exec: Some(program.to_path_buf()),
         }
     }
 
@@ -84,7 +90,11 @@ impl Process {
     /// the process runs, even if it was deleted or lives in another mount
     /// namespace.
     pub fn exe_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/exe", self.pid))
+        match &self.before_exec {
+            // The program we are about to run: we named it ourselves.
+            Some(program) => program.clone(),
+            None => PathBuf::from(format!("/proc/{}/exe", self.pid)),
+        }
     }
 
     /// The executable's path as the process sees it (inside its root),
@@ -132,6 +142,11 @@ impl Process {
 
     /// The executable, file-backed mappings.
     pub fn executable_mappings(&self) -> Result<Vec<Mapping>> {
+        if self.before_exec.is_some() {
+            // What is mapped is still this observer's image, not the
+            // program's: the program's objects are all still to be loaded.
+            return Ok(Vec::new());
+        }
         let maps = fs::read_to_string(format!("/proc/{}/maps", self.pid))
             .with_context(|| format!("cannot read /proc/{}/maps", self.pid))?;
         Ok(maps

@@ -178,6 +178,14 @@ impl Launched {
         Ok(())
     }
 
+    /// The file offset of the program's entry point, where the start gate
+    /// goes (whatever object the probes are in); `None` if its ELF header
+    /// does not give one.
+    pub fn program_entry_point(&self) -> Option<u64> {
+        let elf = crate::resolve::elf::ElfInfo::read(&self.program).ok()?;
+        elf.entry_point().and_then(|entry| elf.file_offset(entry))
+    }
+
     /// Releases the child through the start gate: it runs until its
     /// program's entry point, where the gate stops it; then every object
     /// the dynamic loader mapped is tabled, the gate is removed and the

@@ -91,7 +91,13 @@ impl AwaitedLibrary {
     }
 
     /// The report's warning while `process` has not mapped the library.
-    pub fn warning(&self, process: &Process) -> Option<String> {
+    /// Probe `hits` mean it was mapped (every function of a session is in
+    /// this one object), even if the process is gone by now (a command
+    /// `run` started that has already exited).
+    pub fn warning(&self, process: &Process, hits: u64) -> Option<String> {
+        if hits > 0 {
+            self.seen.set(true);
+        }
         self.look(process);
         (!self.seen.get()).then(|| {
             format!(

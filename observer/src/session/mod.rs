@@ -456,9 +456,10 @@ impl Session {
             exited,
         );
         let awaited = self.awaited.as_ref();
+        let hits = crate::cost::probe_hits(&snapshot.counters);
         report
             .warnings
-            .extend(awaited.and_then(|a| a.warning(&self.observed.process)));
+            .extend(awaited.and_then(|a| a.warning(&self.observed.process, hits)));
         report.cost = self.cost_now(&snapshot.counters);
         report
     }
