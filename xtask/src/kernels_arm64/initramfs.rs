@@ -5,7 +5,7 @@
 //! (proc, sys, dev, tracefs, bpffs; tmpfs on /tmp and /run), then runs
 //! the output directory's `guest.sh` in a chroot and powers off.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
@@ -14,8 +14,8 @@ use crate::cmd::{checked, command};
 use super::rootfs::OUT_MOUNT;
 
 /// Builds `into` (a gzip'd newc cpio archive) from the extracted busybox
-/// and kernel packages; `modules` in load order, by name.
-pub fn build(busybox: &Path, kernel: &Path, modules: &[&str], into: &Path) -> Result<()> {
+/// and kernel packages: the modules `wanted` and what they depend on.
+pub fn build(busybox: &Path, kernel: &Path, wanted: &[&str], into: &Path) -> Result<()> {
     let staging = into.with_extension("d");
     if staging.exists() {
         // Ours: left by an earlier build of this archive.
@@ -27,12 +27,16 @@ pub fn build(busybox: &Path, kernel: &Path, modules: &[&str], into: &Path) -> Re
     }
     std::fs::copy(busybox.join("bin/busybox"), staging.join("bin/busybox"))
         .context("the busybox-static package has no bin/busybox")?;
-    for module in modules {
-        let file = find_module(kernel, module)?;
-        decompress(&file, &staging.join(format!("modules/{module}.ko")))?;
+    let modules = super::modules::load_order(kernel, wanted)?;
+    for module in &modules {
+        super::modules::decompress(
+            &module.file,
+            &staging.join(format!("modules/{}.ko", module.name)),
+        )?;
     }
+    let names: Vec<&str> = modules.iter().map(|module| module.name.as_str()).collect();
     let init = staging.join("init");
-    std::fs::write(&init, init_script(modules))?;
+    std::fs::write(&init, init_script(&names))?;
     make_executable(&init)?;
     checked(
         command("sh")
@@ -42,46 +46,6 @@ pub fn build(busybox: &Path, kernel: &Path, modules: &[&str], into: &Path) -> Re
             .current_dir(&staging),
     )
     .context("cannot pack the initramfs")
-}
-
-/// `NAME.ko` (possibly compressed) under the package's modules tree.
-fn find_module(kernel: &Path, name: &str) -> Result<PathBuf> {
-    let tops = [kernel.join("lib/modules"), kernel.join("usr/lib/modules")];
-    let mut pending: Vec<PathBuf> = tops.into_iter().filter(|dir| dir.exists()).collect();
-    let wanted = format!("{name}.ko");
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.file_name().is_some_and(|file| {
-                let file = file.to_string_lossy();
-                file == wanted
-                    || file
-                        .strip_prefix(&wanted)
-                        .is_some_and(|ext| ext.starts_with('.'))
-            }) {
-                return Ok(path);
-            }
-        }
-    }
-    anyhow::bail!("the kernel package has no module {name}")
-}
-
-/// Copies a module, decompressing `.xz` and `.zst` (busybox's insmod takes
-/// plain ELF).
-fn decompress(from: &Path, to: &Path) -> Result<()> {
-    let tool = match from.extension().and_then(|ext| ext.to_str()) {
-        Some("xz") => "xz",
-        Some("zst") => "zstd",
-        _ => {
-            std::fs::copy(from, to).with_context(|| format!("cannot copy {}", from.display()))?;
-            return Ok(());
-        }
-    };
-    let out = std::fs::File::create(to)?;
-    checked(command(tool).args(["-dc"]).arg(from).stdout(out))
-        .with_context(|| format!("cannot decompress {}", from.display()))
 }
 
 fn make_executable(path: &Path) -> Result<()> {

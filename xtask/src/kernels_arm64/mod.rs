@@ -18,6 +18,7 @@ mod debian;
 mod findings;
 mod guest;
 mod initramfs;
+mod modules;
 mod rootfs;
 mod target;
 
@@ -37,8 +38,8 @@ struct Kernel {
     suite: &'static str,
     /// Regex of the image package (newest wins).
     package: &'static str,
-    /// Modules the guest needs for 9p, in load order (verified by hand
-    /// on these kernels: /work/shared/docs/arm64.md).
+    /// Modules the guest loads for 9p over virtio-pci (with what they
+    /// depend on): where virtio_pci is a module (6.1), it comes first.
     modules: &'static [&'static str],
 }
 
@@ -47,33 +48,25 @@ const MATRIX: [Kernel; 2] = [
         name: "6.12",
         suite: "bookworm-backports",
         package: r"^linux-image-6\.12\.[0-9.]+\+deb12-arm64$",
-        modules: &["netfs", "9pnet", "9pnet_virtio", "9p"],
+        modules: &["9pnet_virtio", "9p"],
     },
     Kernel {
         name: "6.1",
         suite: "bookworm",
         package: r"^linux-image-6\.1\.0-[0-9]+-arm64$",
-        modules: &[
-            "virtio_pci_legacy_dev",
-            "virtio_pci_modern_dev",
-            "virtio_pci",
-            "fscache",
-            "netfs",
-            "9pnet",
-            "9pnet_virtio",
-            "9p",
-        ],
+        modules: &["virtio_pci", "9pnet_virtio", "9p"],
     },
 ];
 
 /// Host programs this needs, with the Debian package providing each.
-const HOST_PACKAGES: [(&str, &str); 6] = [
+const HOST_PACKAGES: [(&str, &str); 7] = [
     ("qemu-system-arm", "/usr/bin/qemu-system-aarch64"),
     ("debootstrap", "/usr/sbin/debootstrap"),
     ("binfmt-support", "/usr/sbin/update-binfmts"),
     ("cpio", "/usr/bin/cpio"),
     ("xz-utils", "/usr/bin/xz"),
     ("zstd", "/usr/bin/zstd"),
+    ("kmod", "/usr/bin/kmod"),
 ];
 
 /// What the VMs need, fetched and built: each kernel to boot with its
