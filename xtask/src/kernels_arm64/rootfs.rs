@@ -106,10 +106,15 @@ impl Binfmt {
             println!("kernels (aarch64): qemu-aarch64 already enabled in binfmt_misc");
         } else {
             println!("kernels (aarch64): enabling qemu-aarch64 in binfmt_misc (host-wide, for the second stage only)");
-            checked(command("update-binfmts").args(["--enable", "qemu-aarch64"]))?;
+            let enabling = checked(command("update-binfmts").args(["--enable", "qemu-aarch64"]));
+            if let Err(err) = enabling {
+                state.restore()?;
+                return Err(err);
+            }
             state.enabled = true;
         }
         if !Path::new(BINFMT_ENTRY).exists() {
+            state.restore()?;
             bail!("{BINFMT_ENTRY} is missing after enabling it");
         }
         Ok(state)
