@@ -148,7 +148,8 @@ pub fn run(only: &[String], dist: &Path, update_readme: bool) -> Result<()> {
     Ok(())
 }
 
-fn cache_dir() -> Result<PathBuf> {
+/// `~/.cache/pool-observer/kernels`, created if missing.
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
     let dir = Path::new(&home).join(".cache/pool-observer/kernels");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -200,7 +201,7 @@ fn ensure_virtme(cache: &Path) -> Result<PathBuf> {
 }
 
 /// Where the VMs' results are kept.
-fn results_root() -> PathBuf {
+pub(crate) fn results_root() -> PathBuf {
     root().join("target/kernels")
 }
 
@@ -302,7 +303,7 @@ fn fetch_kernel(cache: &Path, kernel: &Kernel) -> Result<Image> {
 }
 
 /// A numeric sort key of a package name (`linux-image-6.1.0-57-amd64`).
-fn version_key(name: &str) -> Vec<u64> {
+pub(crate) fn version_key(name: &str) -> Vec<u64> {
     name.split(|c: char| !c.is_ascii_digit())
         .filter(|part| !part.is_empty())
         .filter_map(|part| part.parse().ok())
@@ -346,7 +347,7 @@ fn private_apt(dir: &Path, suite: &str) -> Result<()> {
 
 /// The suite with its updates and security archives (where the newest
 /// kernel packages of a stable release are), on Debian's mirror.
-fn sources(suite: &str) -> String {
+pub(crate) fn sources(suite: &str) -> String {
     let keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
     let mut lines = vec![format!(
         "deb {keyring} http://deb.debian.org/debian {suite} main"

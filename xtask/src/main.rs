@@ -7,6 +7,7 @@ mod demo;
 mod dist;
 mod fuzz;
 mod kernels;
+mod kernels_arm64;
 mod setup;
 mod targets;
 mod test;
@@ -38,10 +39,15 @@ enum Task {
     /// rustfmt check and clippy (userspace workspace, then the eBPF crate).
     Lint,
     /// The kernel-side end-to-end tests in VMs booted with Debian's LTS
-    /// kernels (5.10, 6.1, 6.12), under QEMU's emulation.
+    /// kernels (5.10, 6.1, 6.12), under QEMU's emulation; `--arch aarch64`:
+    /// the arm64 observer on Debian's arm64 6.12 and 6.1 (opt-in, in
+    /// progress).
     Kernels {
         /// Only these kernels (e.g. 6.1).
         only: Vec<String>,
+        /// The processor of the VMs and the observer (default: x86_64).
+        #[arg(long, value_enum, default_value_t = arch::Arch::X86_64)]
+        arch: arch::Arch,
         /// Write the results into README.md's table of tested kernels
         /// (when every kernel passed).
         #[arg(long)]
@@ -93,8 +99,15 @@ fn main() -> ExitCode {
         Task::Lint => test::lint(),
         Task::Kernels {
             only,
+            arch,
             update_readme,
-        } => test::kernels(&only, update_readme),
+        } => match arch {
+            arch::Arch::X86_64 => test::kernels(&only, update_readme),
+            arch::Arch::Aarch64 if update_readme => Err(anyhow::anyhow!(
+                "--update-readme is for the x86_64 matrix only"
+            )),
+            arch::Arch::Aarch64 => test::kernels_arm64(&only),
+        },
         Task::Bench {
             update_readme,
             quick_with,

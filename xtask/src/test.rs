@@ -71,6 +71,17 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     crate::kernels::run(only, &dist.binary, update_readme)
 }
 
+/// The arm64 kernels (opt-in): the VMs' packages and root file system
+/// first (downloads fail early), then the static arm64 binary, built now,
+/// run in VMs of Debian's arm64 kernels.
+pub fn kernels_arm64(only: &[String]) -> Result<()> {
+    setup::run()?;
+    setup::cross(Arch::Aarch64)?;
+    let prepared = crate::kernels_arm64::prepare(only)?;
+    let dist = dist::build(Arch::Aarch64)?;
+    crate::kernels_arm64::run(&prepared, &dist.binary)
+}
+
 /// Formatting and clippy, as every commit should pass them (the fuzz
 /// crate's too: it calls the parsers' public API).
 pub fn lint() -> Result<()> {
