@@ -389,7 +389,13 @@ fn run_kernel(
     e2e: &Path,
 ) -> Result<String> {
     let (out, observer) = prepare_results(kernel, dist)?;
-    let script = guest_script(kernel, &out, &observer, e2e)?;
+    // The VM runs copies: a build during the matrix (it takes minutes)
+    // replaces the files in target/, and a replaced xtask binary's own path
+    // then ends in " (deleted)", which no shell line can run.
+    let e2e = frozen_copy(e2e, "e2e", &out)?;
+    // This very binary, readable through /proc even once replaced.
+    let xtask = frozen_copy(Path::new("/proc/self/exe"), "xtask", &out)?;
+    let script = guest_script(kernel, &out, &observer, &e2e, &xtask)?;
     std::fs::write(out.join("guest.sh"), script)?;
     let status = command("timeout")
         .args(["-k", "10", &VM_TIMEOUT.as_secs().to_string()])
@@ -499,8 +505,21 @@ fn bench_summary(lines: &str) -> Result<String> {
     ))
 }
 
-fn guest_script(kernel: &Kernel, out: &Path, observer: &Path, e2e: &Path) -> Result<String> {
-    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+/// `binary` copied into the VM's `bin/` directory under `out`, as `name`.
+fn frozen_copy(binary: &Path, name: &str, out: &Path) -> Result<PathBuf> {
+    let copy = out.join("bin").join(name);
+    std::fs::copy(binary, &copy)
+        .with_context(|| format!("cannot copy {} into the VM's directory", binary.display()))?;
+    Ok(copy)
+}
+
+fn guest_script(
+    kernel: &Kernel,
+    out: &Path,
+    observer: &Path,
+    e2e: &Path,
+    xtask: &Path,
+) -> Result<String> {
     let out = out.display();
     let mut script = format!(
         "ip link set lo up\ncd {root}\nexport HOME={out} TMPDIR={out}/tmp OBSERVER_BIN={observer}\n\
