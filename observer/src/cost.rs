@@ -144,9 +144,7 @@ impl CostMeter {
     /// Reads the programs' statistics and `counters` now, and returns the
     /// cost since the previous reading, which this one becomes.
     pub fn read(&mut self, ebpf: &Ebpf, counters: &Counters) -> Result<Cost> {
-        let (now, programs) = self.reading(ebpf, counters);
-        let mut cost = cost_between(self.source, self.last.as_ref(), &now, programs);
-        cost.kernel_memory_bytes = kernel_memory(ebpf);
+        let (now, cost) = self.cost_now(ebpf, counters);
         self.last = Some(now);
         self.latest = Some(cost.clone());
         Ok(cost)
@@ -156,11 +154,18 @@ impl CostMeter {
     /// the last periodic reading — without becoming a reading: what a
     /// report says, however long ago the last interval ended.
     pub fn peek(&self, ebpf: &Ebpf, counters: &Counters) -> Cost {
+        self.cost_now(ebpf, counters).1
+    }
+
+    /// A reading now, and the cost it gives over the last reading, with
+    /// the kernel memory held now.
+    fn cost_now(&self, ebpf: &Ebpf, counters: &Counters) -> (Reading, Cost) {
         let (now, programs) = self.reading(ebpf, counters);
-        Cost {
+        let cost = Cost {
             kernel_memory_bytes: kernel_memory(ebpf),
             ..cost_between(self.source, self.last.as_ref(), &now, programs)
-        }
+        };
+        (now, cost)
     }
 
     fn reading(&self, ebpf: &Ebpf, counters: &Counters) -> (Reading, Vec<ProgramStats>) {

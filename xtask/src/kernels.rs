@@ -158,20 +158,30 @@ pub(crate) fn cache_dir() -> Result<PathBuf> {
 
 /// Debian's QEMU and what virtme-ng needs in the guest.
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = [
-        ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
-        ("busybox-static", "/bin/busybox"),
-        ("kmod", "/usr/bin/kmod"),
-        ("udev", "/usr/bin/udevadm"),
-    ]
-    .iter()
-    .filter(|(_, file)| !Path::new(file).exists())
-    .map(|(package, _)| *package)
-    .collect();
+    ensure_host_packages(
+        "kernels",
+        &[
+            ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+            ("busybox-static", "/bin/busybox"),
+            ("kmod", "/usr/bin/kmod"),
+            ("udev", "/usr/bin/udevadm"),
+        ],
+    )
+}
+
+/// Installs the Debian packages of `packages` (package, a file it
+/// provides) whose file is missing; `apt-get update` only when one is.
+/// `who` says, for people, which task installs them.
+pub(crate) fn ensure_host_packages(who: &str, packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(package, _)| *package)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    println!("kernels: installing {}", missing.join(" "));
+    println!("{who}: installing {}", missing.join(" "));
     checked(command("apt-get").args(["update", "-qq"]))?;
     checked(
         command("apt-get")

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::cmd::{checked, command};
 use debian::Apt;
 
 /// One arm64 kernel of the matrix.
@@ -124,22 +123,7 @@ pub fn run(prepared: &Prepared, observer: &Path) -> Result<()> {
 
 /// QEMU for arm64, debootstrap and the tools packing the initramfs.
 fn ensure_host_packages() -> Result<()> {
-    let missing: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .filter(|(_, file)| !Path::new(file).exists())
-        .map(|(package, _)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    println!("kernels (aarch64): installing {}", missing.join(" "));
-    checked(command("apt-get").args(["update", "-qq"]))?;
-    checked(
-        command("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    crate::kernels::ensure_host_packages("kernels (aarch64)", &HOST_PACKAGES)
 }
 
 /// Debian's static arm64 busybox, extracted once; returns the package root.
