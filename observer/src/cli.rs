@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analyse::verdict::{Baseline, Gate, Suppressions};
 use crate::attach::{AttachOptions, StackWalker};
+use crate::cost::CostStatistics;
 use crate::plan::extra_functions::{FunctionRequest, ReleaseRequest};
 use crate::plan::presets::Preset;
 use crate::plan::returns::ReturnChoice;
@@ -260,6 +261,13 @@ pub struct SessionArgs {
     /// programs use more than PCT percent of one CPU over an --interval.
     #[arg(long, value_name = "PCT", value_parser = values::overhead_percent, allow_negative_numbers = true)]
     pub max_overhead: Option<f64>,
+    /// How the programs' CPU time is measured: `sampled` turns the
+    /// kernel's statistics on for the last tenth of each --interval (at
+    /// most 1 s) and estimates the rest from the calls at the measured
+    /// cost per call; `always` times every run, which costs every eBPF
+    /// program on the host two clock reads per run.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = CostStatistics::Sampled)]
+    pub cost_statistics: CostStatistics,
     /// Capacity of the kernel's live-buffer table (1 to 16777216).
     #[arg(long, default_value_t = 1 << 20, value_parser = values::live_entries, allow_negative_numbers = true)]
     pub max_live: u32,
@@ -439,6 +447,7 @@ impl SessionArgs {
     pub fn session_options(&self, output: &OutputArgs, gate: Option<Gate>) -> SessionOptions {
         SessionOptions {
             max_overhead: self.max_overhead,
+            cost_statistics: self.cost_statistics,
             tui: false,
             duration: self.duration,
             interval: self.interval,

@@ -147,6 +147,7 @@ fn tests() -> Vec<Trial> {
         metrics::prometheus_scrapes_the_exact_leaked_bytes,
         metrics::a_metrics_port_in_use_is_refused_before_attaching,
         overhead::max_overhead_stops_the_session_with_a_final_report,
+        overhead::always_on_statistics_time_every_run,
         stacks::chains_that_share_stack_pointers_are_never_merged,
         top::top_shows_the_leak_and_its_keys_work,
     ));

@@ -266,6 +266,7 @@ fn register_cost(registry: &mut Registry, cost: &Cost) {
     let source = SourceLabels {
         source: match cost.source {
             CostSource::Kernel => "kernel",
+            CostSource::KernelSampled => "kernel-sampled",
             CostSource::Estimate => "estimate",
         }
         .into(),
@@ -274,7 +275,7 @@ fn register_cost(registry: &mut Registry, cost: &Cost) {
     cpu.get_or_create(&source).inc_by(cost.cpu_ns as f64 / 1e9);
     registry.register_with_unit(
         "cpu",
-        "CPU time of the observer's eBPF programs (source estimate: calls x a measured cost per call, kernel statistics being unavailable)",
+        "CPU time of the observer's eBPF programs (source kernel: every run timed; kernel-sampled: timed in a window per interval, calls x the window's cost per call between; estimate: calls x a built-in cost per call, kernel statistics being unavailable)",
         Unit::Seconds,
         cpu,
     );

@@ -24,7 +24,7 @@ use crate::analyse::live::LiveSites;
 use crate::analyse::verdict::{judge, Gate};
 use crate::analyse::{build_report, unix_secs_at, Reason, Report, ReportContext};
 use crate::attach::Attachment;
-use crate::cost::CostMeter;
+use crate::cost::{CostMeter, WindowStep};
 use crate::error::UserError;
 use crate::metrics::server::{MetricsServer, Scrape};
 use crate::plan::ProbePlan;
@@ -85,6 +85,8 @@ pub struct SessionOptions {
     /// `--max-overhead`: percent of one CPU the programs may use over an
     /// interval before observing stops.
     pub max_overhead: Option<f64>,
+    /// `--cost-statistics`: how long the kernel times the programs.
+    pub cost_statistics: crate::cost::CostStatistics,
     /// `observer top`: a live view in the terminal instead of status lines.
     pub tui: bool,
 }
@@ -167,13 +169,13 @@ pub async fn run(
     let live = LiveSites::new(options.group_depth, &observed.plan.alloc.function.name);
     let awaited = loads::AwaitedLibrary::of(&observed.plan);
     let mut session = Session {
+        cost: CostMeter::start(options.cost_statistics),
         observed,
         options,
         attached_ns: monotonic_ns(),
         history: History::default(),
         marks: Marks::default(),
         previous: Snapshot::default(),
-        cost: CostMeter::start(),
         live,
         overhead_stop: None,
         awaited,
@@ -241,6 +243,8 @@ impl Session {
         // Also when attaching: the kernel maps its uretprobe trampoline at
         // the first probe hit, and the repair wants to know where.
         let watch_startup = true;
+        // Sampled statistics: when to open or close their window next.
+        let mut statistics_window: Option<(tokio::time::Instant, WindowStep)> = None;
         loop {
             let event = tokio::select! {
                 _ = exit_watch.readable() => Event::Exited,
@@ -253,6 +257,11 @@ impl Session {
                 Some(scrape) = next_scrape(metrics.as_mut()) => Event::Scrape(scrape),
                 Some(key) = next_key(tui.as_mut()) => Event::Key(key),
                 _ = ticks.tick() => Event::Sample,
+                _ = sleep_until(statistics_window.map(|(at, _)| at)) => {
+                    let step = statistics_window.take().map(|(_, step)| step);
+                    statistics_window = self.statistics_window_step(step)?;
+                    continue;
+                }
                 _ = startup.tick(), if watch_startup && tokio::time::Instant::now() < startup_until => {
                     self.refresh_mappings()?;
                     continue;
@@ -267,6 +276,7 @@ impl Session {
             match event {
                 Event::Sample => {
                     self.sample()?;
+                    statistics_window = at_delay(self.cost.after_tick(self.options.interval));
                     self.refresh_view(tui.as_mut())?;
                     if let Some(why) = self.over_budget() {
                         eprintln!("observer: {why}; stopping");
@@ -310,6 +320,28 @@ impl Session {
         }
     }
 
+    /// Opens or closes the window of sampled statistics, and says what
+    /// is next and when.
+    fn statistics_window_step(
+        &mut self,
+        step: Option<WindowStep>,
+    ) -> Result<Option<(tokio::time::Instant, WindowStep)>> {
+        let ebpf = self.observed.attachment.ebpf()?;
+        let counters = crate::snapshot::read_counters(ebpf)?;
+        Ok(match step {
+            Some(WindowStep::Open) => {
+                self.cost.open_window(ebpf, &counters);
+                at_delay(self.cost.next_check())
+            }
+            Some(WindowStep::Check) => {
+                self.cost
+                    .check_window(ebpf, &counters, self.options.interval);
+                at_delay(self.cost.next_check())
+            }
+            None => None,
+        })
+    }
+
     fn ebpf(&self) -> Result<&aya::Ebpf> {
         self.observed.attachment.ebpf()
     }
@@ -342,10 +374,7 @@ impl Session {
                 "the probes' programs used {:.3}% of one CPU over the last {:.1}s ({}), above --max-overhead {limit}%",
                 cost.cpu_percent,
                 cost.interval_secs,
-                match cost.source {
-                    crate::cost::CostSource::Kernel => "kernel statistics",
-                    crate::cost::CostSource::Estimate => "estimated: kernel statistics unavailable",
-                }
+                cost.source.describe()
             )
         })
     }
@@ -943,6 +972,11 @@ fn status_line(now: &Snapshot, previous: &Snapshot, attached_ns: u64) -> String 
         c[counter::UNKNOWN_RELEASES],
         c.not_recorded(),
     )
+}
+
+/// A step `delay` from now.
+fn at_delay<T>(step: Option<(Duration, T)>) -> Option<(tokio::time::Instant, T)> {
+    step.map(|(delay, what)| (tokio::time::Instant::now() + delay, what))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

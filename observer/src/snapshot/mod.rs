@@ -189,7 +189,8 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
         .with_context(|| format!("eBPF object has no map {name}"))
 }
 
-fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
+/// The counters summed over CPUs.
+pub fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
     let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, names::MAP_COUNTERS)?)?;
     let mut counters = Counters::default();
     for info in &COUNTERS {
