@@ -91,10 +91,13 @@ enum Load {
     Floor {
         returns: &'static str,
     },
-    /// The observer with `returns` and a stack walker.
+    /// The observer with `returns`, a stack walker and its
+    /// `--cost-statistics` (`sampled`, as users run it; `always` shows
+    /// what timing every run costs).
     Observer {
         returns: &'static str,
         walker: &'static str,
+        statistics: &'static str,
     },
 }
 
@@ -135,7 +138,16 @@ impl Cell {
         let load = match self.load {
             Load::Alone => "nothing".to_string(),
             Load::Floor { returns } => format!("probe floor ({returns})"),
-            Load::Observer { returns, walker } => format!("observer ({returns}, {walker} walker)"),
+            Load::Observer {
+                returns,
+                walker,
+                statistics: SAMPLED,
+            } => format!("observer ({returns}, {walker} walker)"),
+            Load::Observer {
+                returns,
+                walker,
+                statistics,
+            } => format!("observer ({returns}, {walker} walker, statistics {statistics})"),
         };
         (build, load)
     }
@@ -191,6 +203,7 @@ fn cells(quick: bool) -> Vec<Cell> {
             Load::Observer {
                 returns: "uretprobe",
                 walker: "dwarf",
+                statistics: SAMPLED,
             },
             Load::Floor {
                 returns: "call-sites",
@@ -198,6 +211,7 @@ fn cells(quick: bool) -> Vec<Cell> {
             Load::Observer {
                 returns: "call-sites",
                 walker: "dwarf",
+                statistics: SAMPLED,
             },
         ] {
             cells.push(Cell::new(Variant::Leaky, depth, load));
@@ -205,6 +219,17 @@ fn cells(quick: bool) -> Vec<Cell> {
         if quick {
             continue;
         }
+        // What statistics on for every run would add (the observer held
+        // them so until it sampled them).
+        cells.push(Cell::new(
+            Variant::Leaky,
+            depth,
+            Load::Observer {
+                returns: "uretprobe",
+                walker: "dwarf",
+                statistics: "always",
+            },
+        ));
         for load in [
             Load::Alone,
             Load::Floor {
@@ -213,10 +238,12 @@ fn cells(quick: bool) -> Vec<Cell> {
             Load::Observer {
                 returns: "uretprobe",
                 walker: "frame-pointers",
+                statistics: SAMPLED,
             },
             Load::Observer {
                 returns: "uretprobe",
                 walker: "dwarf",
+                statistics: SAMPLED,
             },
         ] {
             cells.push(Cell::new(Variant::FramePointers, depth, load));
@@ -225,8 +252,10 @@ fn cells(quick: bool) -> Vec<Cell> {
     cells
 }
 
+/// The observer's default `--cost-statistics`.
+const SAMPLED: &str = "sampled";
+
 /// Markers around README's generated cost table.
-/// README's generated cost table.
 const README_SECTION: &str = "cargo xtask bench --update-readme";
 
 /// Measures every cell of `plan`, prints the results and writes them as
@@ -510,9 +539,13 @@ fn attach(observer: &Path, pid: u32, load: Load, report: &Path) -> Result<Guarde
         // The uretprobe path is measured as the proof and the repair run
         // it; pool-bench's allocate could panic, so it must be accepted.
         .args(["--accept-abort-on-panic"]);
-    if let Load::Observer { walker, .. } = load {
+    if let Load::Observer {
+        walker, statistics, ..
+    } = load
+    {
         command
             .args(["--stack-walker", walker, "--interval", "1h"])
+            .args(["--cost-statistics", statistics])
             .args(["--format", "json", "--output"])
             .arg(report);
     }
