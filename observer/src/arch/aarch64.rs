@@ -3,6 +3,9 @@
 /// The machine of the programs this build observes.
 pub const ELF_ARCHITECTURE: object::Architecture = object::Architecture::Aarch64;
 
+/// The instruction set of the programs this build observes.
+pub const ISA: super::decode::Isa = super::decode::Isa::Aarch64;
+
 /// The processor's name in messages.
 pub const NAME: &str = "arm64";
 

@@ -13,9 +13,12 @@
 //! | `REGISTER_NAMES` | general registers by DWARF number, as locations spell them |
 //! | `ARGUMENT_REGISTERS` | DWARF numbers of the registers `arg0`… read |
 //! | `PROLOGUE_SITE` | an own function starting with a frame-pointer prologue's first instruction (probe-cost measurement) |
+//! | `ISA` | the instruction set the planner decodes ([`decode`]) |
 //!
 //! The eBPF programs have the kernel side of the same seam
 //! (`observer-ebpf/src/arch/`).
+
+pub mod decode;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -3,6 +3,9 @@
 /// The machine of the programs this build observes.
 pub const ELF_ARCHITECTURE: object::Architecture = object::Architecture::X86_64;
 
+/// The instruction set of the programs this build observes.
+pub const ISA: super::decode::Isa = super::decode::Isa::X86_64;
+
 /// The processor's name in messages.
 pub const NAME: &str = "x86-64";
 
