@@ -55,8 +55,10 @@ fn decode_word(word: u32) -> Option<Decoded> {
 
 /// The instruction at the start of `bytes`.
 pub(super) fn decode(bytes: &[u8], address: u64) -> Instruction {
-    let decoded = word_at(bytes).and_then(decode_word);
-    convert(decoded, address, &Known::default())
+    match word_at(bytes) {
+        Some(word) => convert(word, address, &Known::default()),
+        None => invalid(address),
+    }
 }
 
 /// Register values known from `adrp`/`adr`/`add` in straight-line code,
@@ -126,9 +128,11 @@ pub(super) fn sweep(code: &[u8], address: u64) -> impl Iterator<Item = Instructi
         .enumerate()
         .map(move |(index, bytes)| {
             let at = address + index as u64 * u64::from(LENGTH);
-            let decoded = word_at(bytes).and_then(decode_word);
-            let loaded = decoded.as_ref().and_then(|d| address_load(d, at, &known));
-            let instruction = convert(decoded, at, &known);
+            let Some(word) = word_at(bytes) else {
+                return invalid(at);
+            };
+            let loaded = decode_word(word).and_then(|d| address_load(&d, at, &known));
+            let instruction = convert(word, at, &known);
             known.update(&instruction, loaded);
             instruction
         })
@@ -178,18 +182,43 @@ fn pc_relative(decoded: &Decoded, at: u64) -> Option<u64> {
         })
 }
 
-fn convert(decoded: Option<Decoded>, address: u64, known: &Known) -> Instruction {
-    let Some(decoded) = decoded else {
+fn invalid(address: u64) -> Instruction {
+    Instruction {
+        address,
+        length: LENGTH,
+        flow: Flow::Invalid,
+        target: None,
+        padding: false,
+        memory: None,
+        referenced: None,
+        register: None,
+        native: Native::Invalid,
+    }
+}
+
+/// The registers an instruction may write, when not known: all.
+pub(super) fn every_register() -> Vec<Reg> {
+    (0..=SP).map(Reg).collect()
+}
+
+/// True for the encodings of branches, exceptions and system
+/// instructions (bits 28:26 = 101), the only ones that transfer control.
+fn in_branch_class(word: u32) -> bool {
+    (word >> 26) & 0b111 == 0b101
+}
+
+fn convert(word: u32, address: u64, known: &Known) -> Instruction {
+    let Some(decoded) = decode_word(word) else {
+        // yaxpeax-arm does not know some newer extensions (SVE's `cntd`,
+        // SME's `addsvl`, which static musl binaries contain); outside
+        // the branch class they go on to the next instruction all the same.
+        if in_branch_class(word) {
+            return invalid(address);
+        }
         return Instruction {
-            address,
-            length: LENGTH,
-            flow: Flow::Invalid,
-            target: None,
-            padding: false,
-            memory: None,
-            referenced: None,
-            register: None,
-            native: Native::Invalid,
+            flow: Flow::Next,
+            native: Native::Aarch64Opaque,
+            ..invalid(address)
         };
     };
     let flow = flow(decoded.instruction.opcode);
@@ -401,8 +430,7 @@ fn is_frame_record_push(decoded: &Decoded) -> bool {
 /// The kernel's `aarch64_insn_is_steppable`: what it may run out of line.
 fn is_steppable(word: u32) -> bool {
     let masked = |mask: u32, value: u32| word & mask == value;
-    let branch_or_system = (word >> 26) & 0b111 == 0b101;
-    if branch_or_system {
+    if in_branch_class(word) {
         // The immediate branches are simulated, so not asked about here.
         let refused = masked(0xfe00_0000, 0xd600_0000) // br, blr, ret, eret and their authenticated forms
             || masked(0xff00_0000, 0xd400_0000) // svc, hvc, smc, brk, hlt, dcps
@@ -484,5 +512,227 @@ fn text(decoded: &Decoded, at: u64) -> String {
             format!("{}{address:#x}{}", &text[..start], &text[end..])
         }
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Flow, Isa};
+    use super::*;
+
+    /// Encodings with what `aarch64-linux-gnu-objdump -d` (binutils 2.40)
+    /// says they are, assembled from `-march=armv8.5-a+pauth` source at
+    /// address 0: (word, objdump's text, flow, direct target).
+    const OBJDUMP_SAYS: [(u32, &str, Flow, Option<u64>); 25] = [
+        (0xd503233f, "paciasp", Flow::Next, None),
+        (0xd503245f, "bti c", Flow::Next, None),
+        (0xa9be7bfd, "stp x29, x30, [sp, #-32]!", Flow::Next, None),
+        (0x910003fd, "mov x29, sp", Flow::Next, None),
+        (0x90000010, "adrp x16, 0", Flow::Next, None),
+        (0xf9400a11, "ldr x17, [x16, #16]", Flow::Next, None),
+        (0x91004210, "add x16, x16, #0x10", Flow::Next, None),
+        (0x10ffff23, "adr x3, 0", Flow::Next, None),
+        (0x58000044, "ldr x4, 28", Flow::Next, None),
+        (0xd63f0220, "blr x17", Flow::IndirectCall, None),
+        (0xd61f0220, "br x17", Flow::IndirectBranch, None),
+        (0x54fffea1, "b.ne 0", Flow::ConditionalBranch, Some(0)),
+        (
+            0x362ffe83,
+            "tbz w3, #5, 0",
+            Flow::ConditionalBranch,
+            Some(0),
+        ),
+        (0xb5fffe62, "cbnz x2, 0", Flow::ConditionalBranch, Some(0)),
+        (0x00000000, "udf #0", Flow::Trap, None),
+        (0xd4207d00, "brk #0x3e8", Flow::Trap, None),
+        (0xd50323bf, "autiasp", Flow::Next, None),
+        (0xd65f0bff, "retaa", Flow::Return, None),
+        (0xd65f0fff, "retab", Flow::Return, None),
+        (0xd65f0060, "ret x3", Flow::Return, None),
+        (0xd503201f, "nop", Flow::Next, None),
+        (0x97ffffeb, "bl 0", Flow::Call, Some(0)),
+        (0x17ffffea, "b 0", Flow::Branch, Some(0)),
+        (0xa8c27bfd, "ldp x29, x30, [sp], #32", Flow::Next, None),
+        (0xd73f0a11, "blraa x16, x17", Flow::IndirectCall, None),
+    ];
+
+    fn code() -> Vec<u8> {
+        OBJDUMP_SAYS
+            .iter()
+            .flat_map(|(word, ..)| word.to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn flows_and_targets_agree_with_objdump() {
+        let code = code();
+        let decoded: Vec<_> = Isa::Aarch64.sweep(&code, 0).collect();
+        assert_eq!(decoded.len(), OBJDUMP_SAYS.len());
+        for (instruction, (word, text, flow, target)) in decoded.iter().zip(OBJDUMP_SAYS) {
+            assert_eq!(instruction.length, 4);
+            assert_eq!(
+                (instruction.flow, instruction.target),
+                (flow, target),
+                "{word:#010x} {text}"
+            );
+        }
+        assert!(decoded[20].padding, "nop");
+    }
+
+    #[test]
+    fn an_adrp_pair_names_the_slot_a_call_goes_through() {
+        let code = code();
+        let decoded: Vec<_> = Isa::Aarch64.sweep(&code, 0).collect();
+        // adrp x16, 0 ; ldr x17, [x16, #16] ; add x16, x16, #16
+        assert_eq!(decoded[5].memory, Some(16));
+        assert_eq!(decoded[6].referenced, Some(16));
+        // adr x3, 0 ; ldr x4, 0x28 (a literal at 0x20 + 8)
+        assert_eq!(decoded[7].referenced, Some(0));
+        assert_eq!(decoded[8].memory, Some(0x28));
+        // blr x17 calls through the slot x17 was loaded from.
+        assert_eq!(decoded[9].register, Some(Reg(17)));
+        assert_eq!(decoded[9].memory, Some(16));
+        // A lone `blr` knows nothing.
+        assert_eq!(
+            Isa::Aarch64.decode(&0xd63f0220u32.to_le_bytes(), 0).memory,
+            None
+        );
+        // A call clobbers x0-x18 and x30, not x19.
+        let written = decoded[21].written_registers();
+        assert!(written.contains(&Reg(0)) && written.contains(&Reg(LR)));
+        assert!(!written.contains(&Reg(19)));
+        // ldp writes both registers and the base it writes back.
+        let ldp = decoded[23].written_registers();
+        assert!(ldp.contains(&Reg(FP)) && ldp.contains(&Reg(LR)) && ldp.contains(&Reg(SP)));
+    }
+
+    #[test]
+    fn probe_sites_follow_the_kernels_decoder() {
+        let class = |word: u32| execution_with(&decode_word(word).expect("decodes"), false);
+        // Simulated: branches, calls, adr/adrp, plain ret/br/blr.
+        for word in [
+            0x97ffffeb, 0x17ffffea, 0x54fffea1, 0x362ffe83, 0xb5fffe62, 0x90000010, 0x10ffff23,
+            0xd63f0220, 0xd61f0220, 0xd65f0060,
+        ] {
+            assert_eq!(class(word), Execution::Emulated, "{word:#x}");
+        }
+        // Single-stepped: the frame record push, PAC signing, bti, nop
+        // (simulated only from 6.13), ordinary instructions.
+        for word in [
+            0xa9be7bfd, 0xd503233f, 0xd503245f, 0xd503201f, 0xf9400a11, 0x91004210,
+        ] {
+            assert_eq!(class(word), Execution::SingleStep, "{word:#x}");
+        }
+        // Refused: authenticated returns and calls, autiasp, brk, svc, a
+        // literal load, an exclusive load.
+        for word in [
+            0xd65f0bff, 0xd73f0a11, 0xd50323bf, 0xd4207d00, 0xd4000001, 0x58000044, 0xc85f7c20,
+        ] {
+            assert_eq!(class(word), Execution::Refused, "{word:#x}");
+        }
+        // A kernel measured to emulate the push moves it.
+        let stp = decode_word(0xa9be7bfd).expect("decodes");
+        assert_eq!(execution_with(&stp, true), Execution::Emulated);
+        assert_eq!(
+            Isa::Aarch64.probe_site(&0xd503245fu32.to_le_bytes(), 0),
+            Some(("bti c".into(), Execution::SingleStep))
+        );
+        assert_eq!(Isa::Aarch64.probe_site(&[0x1f, 0x20], 0), None);
+    }
+
+    #[test]
+    fn text_names_branch_targets_as_addresses() {
+        let listing = Isa::Aarch64.listing(&code(), 0x1000, 25);
+        assert_eq!(listing[11], (0x102c, "b.ne 0x1000".to_string()));
+        assert_eq!(listing[12], (0x1030, "tbz w3, #0x5, 0x1000".to_string()));
+        assert_eq!(listing[21], (0x1054, "bl 0x1000".to_string()));
+    }
+
+    /// The flow and direct target objdump's mnemonic and operands give.
+    fn objdump_reading(mnemonic: &str, operands: &str) -> (Flow, Option<u64>) {
+        let flow = match mnemonic {
+            "bl" => Flow::Call,
+            "blr" | "blraa" | "blraaz" | "blrab" | "blrabz" => Flow::IndirectCall,
+            "b" => Flow::Branch,
+            "cbz" | "cbnz" | "tbz" | "tbnz" => Flow::ConditionalBranch,
+            m if m.starts_with("b.") => Flow::ConditionalBranch,
+            "br" | "braa" | "braaz" | "brab" | "brabz" => Flow::IndirectBranch,
+            "ret" | "retaa" | "retab" => Flow::Return,
+            "udf" | "brk" | "hlt" => Flow::Trap,
+            "eret" | "eretaa" | "eretab" => Flow::Other,
+            _ => Flow::Next,
+        };
+        // `bl 4005d0 <pool_get>`, `cbz x0, 4005e8 <main+0x18>`: the last
+        // operand before the symbol.
+        let target = matches!(flow, Flow::Call | Flow::Branch | Flow::ConditionalBranch)
+            .then(|| {
+                let operand = operands.split(" <").next()?.rsplit([',', ' ']).next()?;
+                u64::from_str_radix(operand.trim(), 16).ok()
+            })
+            .flatten();
+        (flow, target)
+    }
+
+    /// Every instruction of a whole program against `aarch64-linux-gnu-
+    /// objdump -d` of it: `OBSERVER_ARM64_OBJDUMP=listing cargo test -p
+    /// pool-observer --lib -- --ignored objdump_agrees` (docs/arm64.md).
+    #[test]
+    #[ignore = "needs an objdump listing of an arm64 program"]
+    fn objdump_agrees_on_a_whole_program() {
+        let path = std::env::var("OBSERVER_ARM64_OBJDUMP").expect("OBSERVER_ARM64_OBJDUMP");
+        let listing = std::fs::read_to_string(path).expect("readable listing");
+        let (mut compared, mut addresses, mut disagreements) = (0usize, 0usize, Vec::new());
+        for line in listing.lines() {
+            // "  4005d0:\td503233f \tpaciasp" or "...\tbl\t4005d0 <f>"
+            let mut fields = line.split('\t');
+            let (Some(address), Some(word), Some(mnemonic)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Some(address) = address.trim().strip_suffix(':') else {
+                continue;
+            };
+            let (Ok(address), Ok(word)) = (
+                u64::from_str_radix(address, 16),
+                u32::from_str_radix(word.trim(), 16),
+            ) else {
+                continue;
+            };
+            let mnemonic = mnemonic.trim();
+            if mnemonic == ".inst" || mnemonic.starts_with('.') {
+                continue;
+            }
+            let operands = fields.next().unwrap_or("");
+            let expected = objdump_reading(mnemonic, operands);
+            let ours = Isa::Aarch64.decode(&word.to_le_bytes(), address);
+            compared += 1;
+            if (ours.flow, ours.target) != expected {
+                disagreements.push(format!("{line} -> {:?} {:?}", ours.flow, ours.target));
+            }
+            // `adr x3, 4005d0 <f>` and literal loads `ldr x4, 4005f8 <f+0x28>`:
+            // the address objdump prints.
+            let printed = || {
+                let operand = operands.split(" <").next()?.rsplit([',', ' ']).next()?;
+                u64::from_str_radix(operand.trim(), 16).ok()
+            };
+            let computed = match mnemonic {
+                "adr" => Some(ours.referenced),
+                "ldr" | "ldrsw" if !operands.contains('[') => Some(ours.memory),
+                _ => None,
+            };
+            if let Some(computed) = computed {
+                addresses += 1;
+                if computed != printed() {
+                    disagreements.push(format!("{line} -> {computed:?}"));
+                }
+            }
+        }
+        eprintln!(
+            "{compared} instructions ({addresses} adr or literal loads) compared, {} disagree",
+            disagreements.len()
+        );
+        assert!(compared > 0);
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     }
 }

@@ -88,6 +88,10 @@ pub struct Instruction {
 enum Native {
     X86(iced_x86::Instruction),
     Aarch64(aarch64::Decoded),
+    /// An arm64 word the decoder does not know (SVE, SME) outside the
+    /// branch and system encodings: it cannot transfer control, but what
+    /// it writes is not known.
+    Aarch64Opaque,
     Invalid,
 }
 
@@ -103,6 +107,7 @@ impl Instruction {
         match &self.native {
             Native::X86(native) => x86_64::written_registers(native),
             Native::Aarch64(native) => aarch64::written_registers(native),
+            Native::Aarch64Opaque => aarch64::every_register(),
             Native::Invalid => Vec::new(),
         }
     }
@@ -117,7 +122,7 @@ impl Instruction {
         match &self.native {
             Native::X86(native) => x86_64::leaves_return_state(native),
             Native::Aarch64(native) => aarch64::leaves_return_state(native),
-            Native::Invalid => false,
+            Native::Aarch64Opaque | Native::Invalid => false,
         }
     }
 }
