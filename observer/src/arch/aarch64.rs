@@ -6,6 +6,34 @@ pub const ELF_ARCHITECTURE: object::Architecture = object::Architecture::Aarch64
 /// The instruction set of the programs this build observes.
 pub const ISA: super::decode::Isa = super::decode::Isa::Aarch64;
 
+/// Its ELF `e_machine`, as library headers are checked.
+pub const ELF_MACHINE: u16 = object::elf::EM_AARCH64;
+
+/// Directories the dynamic linker searches after the program's own paths:
+/// glibc's multiarch directories on Debian/Ubuntu, Fedora's lib64, then
+/// the directories musl's loader (`/lib/ld-musl-aarch64.so.1`) searches
+/// by default (`/lib`, `/usr/local/lib`, `/usr/lib`).
+pub const LIBRARY_DIRS: &[&str] = &[
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/local/lib",
+    "/usr/lib",
+];
+
+/// The architecture bits (`flags & 0xff00`) of its entries in glibc's
+/// `ld.so.cache` (`FLAG_AARCH64_LIB64`).
+pub const LD_CACHE_ARCH: u32 = 0x0a00;
+
+/// The kernel symbol of the `uretprobe` system call: none, it is x86-64's
+/// (Linux 6.11); arm64's return probes return through a `brk` trap.
+pub const URETPROBE_SYSCALL: Option<&str> = None;
+
+/// The instruction a frame-pointer prologue starts with, for people.
+pub const PROLOGUE_INSTRUCTION: &str = "stp x29, x30, [sp, #-16]!";
+
 /// The processor's name in messages.
 pub const NAME: &str = "arm64";
 
