@@ -34,6 +34,25 @@ pub const URETPROBE_SYSCALL: Option<&str> = None;
 /// The instruction a frame-pointer prologue starts with, for people.
 pub const PROLOGUE_INSTRUCTION: &str = "stp x29, x30, [sp, #-16]!";
 
+/// The registers a result of up to 16 bytes comes back in: `ret` (`ret.0`)
+/// and `ret.1` (AAPCS64: x0, x1).
+pub const RETURN_REGISTERS: [&str; 2] = ["x0", "x1"];
+
+/// Where a larger result's hidden return slot is: AAPCS64 passes its
+/// address in x8, the indirect-result register, not an argument.
+// arm64: not yet: x8 is not saved at entry (the eBPF side's `InFlight`
+// keeps the argument registers only), so no location can name it.
+pub const HIDDEN_RESULT: Result<&str, &str> =
+    Err("the observer does not save x8, the indirect-result register, at entry yet");
+
+/// The register holding that address, for people.
+pub const HIDDEN_RESULT_REGISTER: &str = "x8";
+
+/// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
+// arm64: not yet x6 and x7 (see ARGUMENT_REGISTERS).
+pub const ARGUMENT_LIMIT: &str =
+    "only arg0..arg5 are read at entry (x6 and x7, the 7th and 8th argument registers, are not saved yet)";
+
 /// The processor's name in messages.
 pub const NAME: &str = "arm64";
 

@@ -31,6 +31,20 @@ pub const URETPROBE_SYSCALL: Option<&str> = Some("__x64_sys_uretprobe");
 /// The instruction a frame-pointer prologue starts with, for people.
 pub const PROLOGUE_INSTRUCTION: &str = "push rbp";
 
+/// The registers a result of up to 16 bytes comes back in: `ret` (`ret.0`)
+/// and `ret.1`.
+pub const RETURN_REGISTERS: [&str; 2] = ["rax", "rdx"];
+
+/// Where a larger result's hidden return slot is: the location base that
+/// holds its address at entry (rdi, the first argument), or why none can.
+pub const HIDDEN_RESULT: Result<&str, &str> = Ok("arg0");
+
+/// The register holding that address, for people.
+pub const HIDDEN_RESULT_REGISTER: &str = "rdi (arg0)";
+
+/// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
+pub const ARGUMENT_LIMIT: &str = "only arg0..arg5 are passed in registers";
+
 /// The processor's name in messages.
 pub const NAME: &str = "x86-64";
 
