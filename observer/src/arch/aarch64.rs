@@ -53,6 +53,13 @@ pub const HIDDEN_RESULT_REGISTER: &str = "x8";
 pub const ARGUMENT_LIMIT: &str =
     "only arg0..arg5 are read at entry (x6 and x7, the 7th and 8th argument registers, are not saved yet)";
 
+/// DWARF numbers of the registers a call preserves (AAPCS64: x19–x28, and
+/// x29, the frame pointer).
+pub const CALL_PRESERVED_REGISTERS: &[u16] = &[19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29];
+
+/// DWARF number of the stack pointer (sp).
+pub const STACK_POINTER: u16 = 31;
+
 /// The processor's name in messages.
 pub const NAME: &str = "arm64";
 

@@ -45,6 +45,13 @@ pub const HIDDEN_RESULT_REGISTER: &str = "rdi (arg0)";
 /// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
 pub const ARGUMENT_LIMIT: &str = "only arg0..arg5 are passed in registers";
 
+/// DWARF numbers of the registers a call preserves (System V: rbx, rbp,
+/// r12–r15).
+pub const CALL_PRESERVED_REGISTERS: &[u16] = &[3, 6, 12, 13, 14, 15];
+
+/// DWARF number of the stack pointer (rsp).
+pub const STACK_POINTER: u16 = 7;
+
 /// The processor's name in messages.
 pub const NAME: &str = "x86-64";
 
