@@ -470,7 +470,7 @@ fn doctor_findings(doctor: &str) -> String {
     };
     format!(
         "push emulated: {}, uretprobe syscall: {}, writing user memory: {}",
-        found("push emulated"),
+        found("emulated at a probe site"),
         found("uretprobe system call"),
         found("writing user memory")
     )

@@ -3,6 +3,63 @@
 /// The machine of the programs this build observes.
 pub const ELF_ARCHITECTURE: object::Architecture = object::Architecture::Aarch64;
 
+/// The instruction set of the programs this build observes.
+pub const ISA: super::decode::Isa = super::decode::Isa::Aarch64;
+
+/// Its ELF `e_machine`, as library headers are checked.
+pub const ELF_MACHINE: u16 = object::elf::EM_AARCH64;
+
+/// Directories the dynamic linker searches after the program's own paths:
+/// glibc's multiarch directories on Debian/Ubuntu, Fedora's lib64, then
+/// the directories musl's loader (`/lib/ld-musl-aarch64.so.1`) searches
+/// by default (`/lib`, `/usr/local/lib`, `/usr/lib`).
+pub const LIBRARY_DIRS: &[&str] = &[
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/local/lib",
+    "/usr/lib",
+];
+
+/// The architecture bits (`flags & 0xff00`) of its entries in glibc's
+/// `ld.so.cache` (`FLAG_AARCH64_LIB64`).
+pub const LD_CACHE_ARCH: u32 = 0x0a00;
+
+/// The kernel symbol of the `uretprobe` system call: none, it is x86-64's
+/// (Linux 6.11); arm64's return probes return through a `brk` trap.
+pub const URETPROBE_SYSCALL: Option<&str> = None;
+
+/// The instruction a frame-pointer prologue starts with, for people.
+pub const PROLOGUE_INSTRUCTION: &str = "stp x29, x30, [sp, #-16]!";
+
+/// The registers a result of up to 16 bytes comes back in: `ret` (`ret.0`)
+/// and `ret.1` (AAPCS64: x0, x1).
+pub const RETURN_REGISTERS: [&str; 2] = ["x0", "x1"];
+
+/// Where a larger result's hidden return slot is: AAPCS64 passes its
+/// address in x8, the indirect-result register, not an argument.
+// arm64: not yet: x8 is not saved at entry (the eBPF side's `InFlight`
+// keeps the argument registers only), so no location can name it.
+pub const HIDDEN_RESULT: Result<&str, &str> =
+    Err("the observer does not save x8, the indirect-result register, at entry yet");
+
+/// The register holding that address, for people.
+pub const HIDDEN_RESULT_REGISTER: &str = "x8";
+
+/// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
+// arm64: not yet x6 and x7 (see ARGUMENT_REGISTERS).
+pub const ARGUMENT_LIMIT: &str =
+    "only arg0..arg5 are read at entry (x6 and x7, the 7th and 8th argument registers, are not saved yet)";
+
+/// DWARF numbers of the registers a call preserves (AAPCS64: x19–x28, and
+/// x29, the frame pointer).
+pub const CALL_PRESERVED_REGISTERS: &[u16] = &[19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29];
+
+/// DWARF number of the stack pointer (sp).
+pub const STACK_POINTER: u16 = 31;
+
 /// The processor's name in messages.
 pub const NAME: &str = "arm64";
 

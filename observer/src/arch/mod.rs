@@ -13,9 +13,16 @@
 //! | `REGISTER_NAMES` | general registers by DWARF number, as locations spell them |
 //! | `ARGUMENT_REGISTERS` | DWARF numbers of the registers `arg0`… read |
 //! | `PROLOGUE_SITE` | an own function starting with a frame-pointer prologue's first instruction (probe-cost measurement) |
+//! | `ISA` | the instruction set the planner decodes ([`decode`]) |
+//! | `ELF_MACHINE`, `LIBRARY_DIRS`, `LD_CACHE_ARCH` | how the dynamic linker's search is followed |
+//! | `URETPROBE_SYSCALL`, `PROLOGUE_INSTRUCTION` | what `doctor` looks for and names |
+//! | `RETURN_REGISTERS`, `HIDDEN_RESULT`, `HIDDEN_RESULT_REGISTER`, `ARGUMENT_LIMIT` | the calling convention as locations and messages say it |
+//! | `CALL_PRESERVED_REGISTERS`, `STACK_POINTER` | DWARF numbers: what survives a call |
 //!
 //! The eBPF programs have the kernel side of the same seam
 //! (`observer-ebpf/src/arch/`).
+
+pub mod decode;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

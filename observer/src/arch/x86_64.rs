@@ -3,6 +3,55 @@
 /// The machine of the programs this build observes.
 pub const ELF_ARCHITECTURE: object::Architecture = object::Architecture::X86_64;
 
+/// The instruction set of the programs this build observes.
+pub const ISA: super::decode::Isa = super::decode::Isa::X86_64;
+
+/// Its ELF `e_machine`, as library headers are checked.
+pub const ELF_MACHINE: u16 = object::elf::EM_X86_64;
+
+/// Directories the dynamic linker searches after the program's own paths,
+/// as glibc's default configuration does on x86-64 Debian/Ubuntu/Fedora.
+pub const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
+
+/// The architecture bits (`flags & 0xff00`) of its entries in glibc's
+/// `ld.so.cache` (`FLAG_X8664_LIB64`).
+pub const LD_CACHE_ARCH: u32 = 0x0300;
+
+/// The kernel symbol of the `uretprobe` system call, through which return
+/// probes return without a trap (x86-64 only, Linux 6.11).
+pub const URETPROBE_SYSCALL: Option<&str> = Some("__x64_sys_uretprobe");
+
+/// The instruction a frame-pointer prologue starts with, for people.
+pub const PROLOGUE_INSTRUCTION: &str = "push rbp";
+
+/// The registers a result of up to 16 bytes comes back in: `ret` (`ret.0`)
+/// and `ret.1`.
+pub const RETURN_REGISTERS: [&str; 2] = ["rax", "rdx"];
+
+/// Where a larger result's hidden return slot is: the location base that
+/// holds its address at entry (rdi, the first argument), or why none can.
+pub const HIDDEN_RESULT: Result<&str, &str> = Ok("arg0");
+
+/// The register holding that address, for people.
+pub const HIDDEN_RESULT_REGISTER: &str = "rdi (arg0)";
+
+/// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
+pub const ARGUMENT_LIMIT: &str = "only arg0..arg5 are passed in registers";
+
+/// DWARF numbers of the registers a call preserves (System V: rbx, rbp,
+/// r12–r15).
+pub const CALL_PRESERVED_REGISTERS: &[u16] = &[3, 6, 12, 13, 14, 15];
+
+/// DWARF number of the stack pointer (rsp).
+pub const STACK_POINTER: u16 = 7;
+
 /// The processor's name in messages.
 pub const NAME: &str = "x86-64";
 

@@ -56,7 +56,7 @@ impl KernelFeatures {
             write_user_memory: refused.is_none(),
             write_user_memory_refused: refused,
             push_emulated: super::emulation::kernel_emulates_push().ok(),
-            uretprobe_syscall: kernel_has_symbol("__x64_sys_uretprobe"),
+            uretprobe_syscall: crate::arch::URETPROBE_SYSCALL.is_some_and(kernel_has_symbol),
         }
         .recorded()
     }
@@ -95,6 +95,17 @@ impl KernelFeatures {
     pub fn describe(&self) -> String {
         let mark = |found: bool| if found { "yes" } else { "NO " };
         let mut out = format!("kernel: Linux {}\n", self.release);
+        let prologue = match self.push_emulated {
+            None => format!(
+                "`{}` emulated at a probe site: could not be tried (privileges)",
+                crate::arch::PROLOGUE_INSTRUCTION
+            ),
+            Some(_) => format!(
+                "`{}` emulated at a probe site (tried on a probe): frame-pointer \
+                 prologues are probed without a single step",
+                crate::arch::PROLOGUE_INSTRUCTION
+            ),
+        };
         let lines = [
             (
                 self.uprobe_pmu,
@@ -118,16 +129,7 @@ impl KernelFeatures {
                 "writing user memory (bpf_probe_write_user; no lockdown, CAP_SYS_ADMIN): to \
                  repair return addresses for panics; without it, call-site return probes",
             ),
-            (
-                self.push_emulated == Some(true),
-                match self.push_emulated {
-                    None => "push emulated at a probe site: could not be tried (privileges)",
-                    Some(_) => {
-                        "push emulated at a probe site (Linux 4.17, tried on a probe): \
-                         frame-pointer prologues are probed without a single step"
-                    }
-                },
-            ),
+            (self.push_emulated == Some(true), prologue.as_str()),
             (
                 self.uretprobe_syscall,
                 "uretprobe system call (x86-64, Linux 6.11): return probes return without a trap",

@@ -11,12 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iced_x86::{
-    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind,
-    Register,
-};
 use object::{Object as _, ObjectSection as _, RelocationTarget};
 
+use crate::arch::decode::{Flow, Isa, Reg};
 use crate::resolve::elf::{ElfInfo, FunctionSymbol, GotSlot};
 use crate::resolve::pattern::RustPath;
 
@@ -65,6 +62,7 @@ pub fn find(elf: &ElfInfo, targets: &[u64]) -> Callers {
         })
         .collect();
     let scan = Scan {
+        isa: crate::arch::ISA,
         targets: &targets,
         got: &got,
     };
@@ -88,6 +86,7 @@ pub fn find(elf: &ElfInfo, targets: &[u64]) -> Callers {
 /// What a scan looks for: the target functions, and the GOT slots that
 /// hold their addresses.
 struct Scan<'a> {
+    isa: Isa,
     targets: &'a BTreeSet<u64>,
     got: &'a BTreeMap<u64, u64>,
 }
@@ -104,87 +103,83 @@ struct Held {
 impl Scan<'_> {
     fn function(&self, function: &FunctionSymbol, code: &[u8], callers: &mut Callers) {
         let name = || RustPath::parse(&function.demangled).to_string();
-        let mut decoder = Decoder::with_ip(64, code, function.address, DecoderOptions::NONE);
-        let mut instruction = Instruction::default();
-        let mut info = InstructionInfoFactory::new();
         // Registers holding a target's address: compilers load a function
         // of another crate from the GOT once and call it through a register
         // in a loop. Followed in address order, which is how such loads and
         // calls are laid out; a wrong guess only costs a probe that never
         // matches a call.
-        let mut held: BTreeMap<Register, Held> = BTreeMap::new();
+        let mut held: BTreeMap<Reg, Held> = BTreeMap::new();
         let mut unused_loads = Vec::new();
-        while decoder.can_decode() {
-            decoder.decode_out(&mut instruction);
-            if instruction.is_invalid() {
+        let is_target = |target: Option<u64>| target.filter(|t| self.targets.contains(t));
+        for instruction in self.isa.sweep(code, function.address) {
+            if instruction.flow == Flow::Invalid {
                 continue;
             }
             let site = |callee| CallSite {
-                address: instruction.ip(),
-                length: instruction.len() as u8,
+                address: instruction.address,
+                length: instruction.length,
                 callee,
                 caller: name(),
             };
-            let through_got = (instruction.memory_base() == Register::RIP)
-                .then(|| self.got.get(&instruction.ip_rel_memory_address()).copied())
-                .flatten();
-            let through_register = (instruction.op0_kind() == OpKind::Register)
-                .then(|| held.get_mut(&instruction.op0_register().full_register()))
-                .flatten();
-            match instruction.flow_control() {
-                FlowControl::Call if self.targets.contains(&instruction.near_branch_target()) => {
-                    callers.calls.push(site(instruction.near_branch_target()));
+            let through_got = instruction
+                .memory
+                .and_then(|slot| self.got.get(&slot).copied());
+            let through_register = instruction
+                .register
+                .and_then(|register| held.get_mut(&register));
+            match instruction.flow {
+                Flow::Call if is_target(instruction.target).is_some() => {
+                    callers
+                        .calls
+                        .push(site(is_target(instruction.target).expect("checked")));
                 }
-                FlowControl::IndirectCall if through_got.is_some() => {
-                    callers.calls.push(site(through_got.expect("checked")));
-                }
-                FlowControl::IndirectCall if through_register.is_some() => {
+                // Through a register first: arm64's `blr x16` also names
+                // the slot x16 was loaded from.
+                Flow::IndirectCall if through_register.is_some() => {
                     let held = through_register.expect("checked");
                     held.called = true;
                     let target = held.target;
                     callers.calls.push(site(target));
                 }
-                FlowControl::UnconditionalBranch
-                    if self.targets.contains(&instruction.near_branch_target())
+                Flow::IndirectCall if through_got.is_some() => {
+                    callers.calls.push(site(through_got.expect("checked")));
+                }
+                Flow::Branch
+                    if is_target(instruction.target).is_some()
                         && !self.targets.contains(&function.address) =>
                 {
-                    callers
-                        .tail_calls
-                        .push(site(instruction.near_branch_target()));
+                    let target = is_target(instruction.target).expect("checked");
+                    callers.tail_calls.push(site(target));
                 }
-                FlowControl::IndirectBranch if through_got.is_some() => {
+                Flow::IndirectBranch if through_got.is_some() => {
                     callers.tail_calls.push(site(through_got.expect("checked")));
                 }
                 _ => {
-                    let taken = through_got.or_else(|| {
-                        referenced_address(&instruction).filter(|a| self.targets.contains(a))
-                    });
+                    let taken = through_got.or_else(|| is_target(instruction.referenced));
                     if let Some(target) = taken {
-                        let into = (instruction.op0_kind() == OpKind::Register)
-                            .then(|| instruction.op0_register().full_register());
-                        match into {
-                            Some(register) if register != Register::None => {
+                        match instruction.register {
+                            Some(register) => {
                                 retire(&mut held, register, &mut unused_loads);
                                 held.insert(
                                     register,
                                     Held {
                                         target,
-                                        loaded_at: instruction.ip(),
+                                        loaded_at: instruction.address,
                                         called: false,
                                     },
                                 );
                                 continue;
                             }
-                            _ => unused_loads.push((instruction.ip(), target)),
+                            None => unused_loads.push((instruction.address, target)),
                         }
                     }
                 }
             }
-            for register in written_registers(&mut info, &instruction) {
+            for register in instruction.written_registers() {
                 retire(&mut held, register, &mut unused_loads);
             }
         }
-        let left: Vec<Register> = held.keys().copied().collect();
+        let left: Vec<Reg> = held.keys().copied().collect();
         for register in left {
             retire(&mut held, register, &mut unused_loads);
         }
@@ -198,57 +193,12 @@ impl Scan<'_> {
 
 /// Forgets what `register` held; a load no call went through is a taken
 /// address (passed on as a pointer, stored, ...).
-fn retire(held: &mut BTreeMap<Register, Held>, register: Register, unused: &mut Vec<(u64, u64)>) {
+fn retire(held: &mut BTreeMap<Reg, Held>, register: Reg, unused: &mut Vec<(u64, u64)>) {
     if let Some(gone) = held.remove(&register) {
         if !gone.called {
             unused.push((gone.loaded_at, gone.target));
         }
     }
-}
-
-/// The 64-bit registers an instruction writes (a call clobbers the
-/// caller-saved ones too).
-fn written_registers(
-    info: &mut InstructionInfoFactory,
-    instruction: &Instruction,
-) -> Vec<Register> {
-    let mut written: Vec<Register> = info
-        .info(instruction)
-        .used_registers()
-        .iter()
-        .filter(|used| !matches!(used.access(), OpAccess::Read | OpAccess::CondRead))
-        .map(|used| used.register().full_register())
-        .collect();
-    if matches!(
-        instruction.flow_control(),
-        FlowControl::Call | FlowControl::IndirectCall
-    ) {
-        written.extend([
-            Register::RAX,
-            Register::RCX,
-            Register::RDX,
-            Register::RSI,
-            Register::RDI,
-            Register::R8,
-            Register::R9,
-            Register::R10,
-            Register::R11,
-        ]);
-    }
-    written
-}
-
-/// An address an instruction materializes (`lea r, [rip+X]`, or an
-/// immediate in a non-PIE program).
-fn referenced_address(instruction: &Instruction) -> Option<u64> {
-    if instruction.memory_base() == Register::RIP && instruction.op_count() > 0 {
-        return Some(instruction.ip_rel_memory_address());
-    }
-    (0..instruction.op_count()).find_map(|operand| match instruction.op_kind(operand) {
-        OpKind::Immediate32to64 | OpKind::Immediate64 => Some(instruction.immediate64()),
-        OpKind::Immediate32 => Some(u64::from(instruction.immediate32())),
-        _ => None,
-    })
 }
 
 /// Pointers to the targets stored in data: relocations a PIE's loader
@@ -325,6 +275,7 @@ mod tests {
         let targets = BTreeSet::from([0x2000]);
         let got = BTreeMap::new();
         let scan = Scan {
+            isa: Isa::X86_64,
             targets: &targets,
             got: &got,
         };
@@ -357,6 +308,7 @@ mod tests {
         let targets = BTreeSet::from([0x5000]);
         let got = BTreeMap::from([(0x2000, 0x5000)]);
         let scan = Scan {
+            isa: Isa::X86_64,
             targets: &targets,
             got: &got,
         };

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl};
+use crate::arch::decode::{Flow, Instruction, Isa};
 
 /// The instructions of an inlined instance that control reaches from the
 /// rest of its caller.
@@ -26,28 +26,26 @@ pub struct Entries {
 
 /// Entries of the instance covering `ranges`, in the caller whose machine
 /// code is `code`, starting at `code_address`.
-pub fn entries(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Entries {
+pub fn entries(isa: Isa, code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Entries {
     let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
     let mut addresses = Vec::new();
     let mut computed_jumps = false;
     if inside(code_address) {
         addresses.push(code_address);
     }
-    let mut decoder = Decoder::with_ip(64, code, code_address, DecoderOptions::NONE);
-    while decoder.can_decode() {
-        let instruction = decoder.decode();
-        if instruction.is_invalid() {
+    for instruction in isa.sweep(code, code_address) {
+        if instruction.flow == Flow::Invalid {
             continue;
         }
-        if inside(instruction.ip()) {
+        if inside(instruction.address) {
             continue;
         }
-        let next = instruction.next_ip();
-        let (falls_through, target) = match instruction.flow_control() {
-            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => (true, None),
-            FlowControl::ConditionalBranch => (true, Some(instruction.near_branch_target())),
-            FlowControl::UnconditionalBranch => (false, Some(instruction.near_branch_target())),
-            FlowControl::IndirectBranch => {
+        let next = instruction.next();
+        let (falls_through, target) = match instruction.flow {
+            Flow::Next | Flow::Call | Flow::IndirectCall => (true, None),
+            Flow::ConditionalBranch => (true, instruction.target),
+            Flow::Branch => (false, instruction.target),
+            Flow::IndirectBranch => {
                 computed_jumps = true;
                 (false, None)
             }
@@ -88,26 +86,24 @@ pub struct Exits {
 
 /// Where control leaves the instance covering `ranges`. Jumps out of the
 /// caller (tail calls) are not exits: the result then is not the caller's.
-pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
+pub fn exits(isa: Isa, code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
     let inside = |address: u64| ranges.iter().any(|r| r.contains(&address));
     let code_range = code_address..code_address + code.len() as u64;
     let leaves = |address: u64| !inside(address) && code_range.contains(&address);
     let mut exits = Exits::default();
-    let mut decoder = Decoder::with_ip(64, code, code_address, DecoderOptions::NONE);
-    while decoder.can_decode() {
-        let instruction = decoder.decode();
-        if instruction.is_invalid() || !inside(instruction.ip()) {
+    for instruction in isa.sweep(code, code_address) {
+        if instruction.flow == Flow::Invalid || !inside(instruction.address) {
             continue;
         }
-        let next = instruction.next_ip();
-        let (falls_through, target) = match instruction.flow_control() {
-            FlowControl::Next => (true, None),
-            FlowControl::ConditionalBranch => (true, Some(instruction.near_branch_target())),
-            FlowControl::UnconditionalBranch => (false, Some(instruction.near_branch_target())),
-            FlowControl::Call | FlowControl::IndirectCall => {
+        let next = instruction.next();
+        let (falls_through, target) = match instruction.flow {
+            Flow::Next => (true, None),
+            Flow::ConditionalBranch => (true, instruction.target),
+            Flow::Branch => (false, instruction.target),
+            Flow::Call | Flow::IndirectCall => {
                 if leaves(next) {
                     exits.after_calls.push(next);
-                    exits.edges.push((next, instruction.ip()));
+                    exits.edges.push((next, instruction.address));
                 }
                 (false, None)
             }
@@ -119,7 +115,7 @@ pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
         {
             if leaves(successor) {
                 exits.addresses.push(successor);
-                exits.edges.push((successor, instruction.ip()));
+                exits.edges.push((successor, instruction.address));
             }
         }
     }
@@ -136,7 +132,7 @@ pub fn exits(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Exits {
 /// (calls taken to return): landing pads, which only the unwinder jumps
 /// to when a call panics, are left out. `None` when a computed jump makes
 /// that unknowable.
-pub fn ordinary_flow(code: &[u8], code_address: u64) -> Option<BTreeSet<u64>> {
+pub fn ordinary_flow(isa: Isa, code: &[u8], code_address: u64) -> Option<BTreeSet<u64>> {
     let end = code_address + code.len() as u64;
     let mut seen = BTreeSet::new();
     let mut pending = vec![code_address];
@@ -144,17 +140,18 @@ pub fn ordinary_flow(code: &[u8], code_address: u64) -> Option<BTreeSet<u64>> {
         if !(code_address..end).contains(&at) || !seen.insert(at) {
             continue;
         }
-        let Some(instruction) = decode_at(code, code_address, at) else {
+        let Some(instruction) = isa.decode_at(code, code_address, at) else {
             continue;
         };
-        let next = instruction.next_ip();
-        match instruction.flow_control() {
-            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => pending.push(next),
-            FlowControl::ConditionalBranch => {
-                pending.extend([next, instruction.near_branch_target()]);
+        let next = instruction.next();
+        match instruction.flow {
+            Flow::Next | Flow::Call | Flow::IndirectCall => pending.push(next),
+            Flow::ConditionalBranch => {
+                pending.push(next);
+                pending.extend(instruction.target);
             }
-            FlowControl::UnconditionalBranch => pending.push(instruction.near_branch_target()),
-            FlowControl::IndirectBranch => return None,
+            Flow::Branch => pending.extend(instruction.target),
+            Flow::IndirectBranch => return None,
             _ => {}
         }
     }
@@ -166,14 +163,15 @@ pub fn ordinary_flow(code: &[u8], code_address: u64) -> Option<BTreeSet<u64>> {
 /// all), and that do not trap (`ud2` after a call that never returns).
 /// The others never hand a result to the caller.
 pub fn ordinary_exits(
+    isa: Isa,
     code: &[u8],
     code_address: u64,
     reached: Option<&BTreeSet<u64>>,
     mut exits: Exits,
 ) -> Exits {
     let traps = |address: u64| {
-        decode_at(code, code_address, address)
-            .is_some_and(|i| i.flow_control() == FlowControl::Exception)
+        isa.decode_at(code, code_address, address)
+            .is_some_and(|i| i.flow == Flow::Trap)
     };
     let reached_from = |from: &u64| reached.is_none_or(|reached| reached.contains(from));
     exits
@@ -187,13 +185,6 @@ pub fn ordinary_exits(
     exits
 }
 
-fn decode_at(code: &[u8], code_address: u64, address: u64) -> Option<iced_x86::Instruction> {
-    let offset = usize::try_from(address.checked_sub(code_address)?).ok()?;
-    let mut decoder = Decoder::with_ip(64, code.get(offset..)?, address, DecoderOptions::NONE);
-    let instruction = decoder.decode();
-    (!instruction.is_invalid()).then_some(instruction)
-}
-
 /// Longest detour followed, in instructions.
 const MAX_DETOUR: usize = 8;
 
@@ -204,10 +195,15 @@ const MAX_DETOUR: usize = 8;
 /// leaves such runs when it merges blocks (a shared `lea; jmp` tail).
 /// Taken as the instance's own, they are neither a place the call ends
 /// nor one it starts, so one call is one entry and one exit.
-pub fn with_detours(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+pub fn with_detours(
+    isa: Isa,
+    code: &[u8],
+    code_address: u64,
+    ranges: &[Range<u64>],
+) -> Vec<Range<u64>> {
     let mut extended = ranges.to_vec();
-    for (exit, _) in exits(code, code_address, ranges).edges {
-        if let Some(detour) = detour_from(code, code_address, ranges, exit) {
+    for (exit, _) in exits(isa, code, code_address, ranges).edges {
+        if let Some(detour) = detour_from(isa, code, code_address, ranges, exit) {
             extended.extend(detour);
         }
     }
@@ -217,6 +213,7 @@ pub fn with_detours(code: &[u8], code_address: u64, ranges: &[Range<u64>]) -> Ve
 /// The instructions control runs through from `start` (outside the
 /// instance) when they lead straight back into it.
 fn detour_from(
+    isa: Isa,
     code: &[u8],
     code_address: u64,
     ranges: &[Range<u64>],
@@ -226,11 +223,11 @@ fn detour_from(
     let mut visited = Vec::new();
     let mut at = start;
     for _ in 0..MAX_DETOUR {
-        let instruction = decode_at(code, code_address, at)?;
-        visited.push(at..instruction.next_ip());
-        at = match instruction.flow_control() {
-            FlowControl::Next => instruction.next_ip(),
-            FlowControl::UnconditionalBranch => instruction.near_branch_target(),
+        let instruction: Instruction = isa.decode_at(code, code_address, at)?;
+        visited.push(at..instruction.next());
+        at = match instruction.flow {
+            Flow::Next => instruction.next(),
+            Flow::Branch => instruction.target?,
             _ => return None,
         };
         if inside(at) {
@@ -244,18 +241,16 @@ fn detour_from(
 /// starts there: alignment padding before a loop head is often where
 /// control first falls into an instance, and the kernel refuses to probe
 /// its long forms (segment prefixes).
-pub fn past_padding(code: &[u8], code_address: u64, address: u64) -> u64 {
+pub fn past_padding(isa: Isa, code: &[u8], code_address: u64, address: u64) -> u64 {
     let Some(start) = address.checked_sub(code_address) else {
         return address;
     };
     let Some(rest) = code.get(start as usize..) else {
         return address;
     };
-    let mut decoder = Decoder::with_ip(64, rest, address, DecoderOptions::NONE);
-    while decoder.can_decode() {
-        let instruction = decoder.decode();
-        if instruction.mnemonic() != iced_x86::Mnemonic::Nop {
-            return instruction.ip();
+    for instruction in isa.sweep(rest, address) {
+        if !instruction.padding {
+            return instruction.address;
         }
     }
     address
@@ -264,6 +259,8 @@ pub fn past_padding(code: &[u8], code_address: u64, address: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const X86: Isa = Isa::X86_64;
 
     /// A loop whose body jumps over an inlined block placed at the lowest
     /// address, then jumps back into its middle:
@@ -278,7 +275,7 @@ mod tests {
     #[test]
     fn entries_are_branch_targets_not_the_lowest_address() {
         let code = [0xeb, 0x02, 0x90, 0x90, 0x75, 0xfd, 0xc3];
-        let found = entries(&code, 0x1000, std::slice::from_ref(&(0x1002..0x1004)));
+        let found = entries(X86, &code, 0x1000, std::slice::from_ref(&(0x1002..0x1004)));
         assert_eq!(found.addresses, vec![0x1003]);
         assert!(!found.computed_jumps);
     }
@@ -287,7 +284,7 @@ mod tests {
     fn falling_into_a_range_is_an_entry_and_computed_jumps_are_noticed() {
         // nop; nop (inlined); jmp rax
         let code = [0x90, 0x90, 0xff, 0xe0];
-        let found = entries(&code, 0x2000, std::slice::from_ref(&(0x2001..0x2002)));
+        let found = entries(X86, &code, 0x2000, std::slice::from_ref(&(0x2001..0x2002)));
         assert_eq!(found.addresses, vec![0x2001]);
         assert!(found.computed_jumps);
     }
@@ -296,7 +293,7 @@ mod tests {
     fn code_inside_the_instance_is_not_an_entry_to_itself() {
         // nop (outside); nop; jmp back to 0x3001 (both inside)
         let code = [0x90, 0x90, 0xeb, 0xfd];
-        let found = entries(&code, 0x3000, std::slice::from_ref(&(0x3001..0x3004)));
+        let found = entries(X86, &code, 0x3000, std::slice::from_ref(&(0x3001..0x3004)));
         assert_eq!(found.addresses, vec![0x3001]);
     }
 
@@ -307,13 +304,13 @@ mod tests {
         // Layout: [0x90, 0x75, 0x03, 0xe8, 0, 0, 0, 0, 0x90]
         let code = [0x90, 0x75, 0x03, 0xe8, 0, 0, 0, 0, 0x90];
         // Instance: 0x4001..0x4008 (jne and call).
-        let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4008)));
+        let found = exits(X86, &code, 0x4000, std::slice::from_ref(&(0x4001..0x4008)));
         // jne's target 0x4006 is inside; its fall-through 0x4003 inside;
         // the call's return (0x4008) may be an exit or never happen.
         assert_eq!(found.addresses, Vec::<u64>::new());
         assert_eq!(found.after_calls, vec![0x4008]);
         // Instance: only the jne: both its successors are outside.
-        let found = exits(&code, 0x4000, std::slice::from_ref(&(0x4001..0x4003)));
+        let found = exits(X86, &code, 0x4000, std::slice::from_ref(&(0x4001..0x4003)));
         assert_eq!(found.addresses, vec![0x4003, 0x4006]);
     }
 
@@ -336,14 +333,14 @@ mod tests {
             0x48, 0x39, 0xd8, 0x75, 0x06, 0x4c, 0x8d, 0x30, 0xeb, 0x02, 0x90, 0xc3, 0x90, 0x90,
         ];
         let ranges = [0x6000..0x6005, 0x600c..0x600d];
-        let before = exits(&code, 0x6000, &ranges);
+        let before = exits(X86, &code, 0x6000, &ranges);
         assert_eq!(before.addresses, vec![0x6005, 0x600b, 0x600d]);
-        let ranges = with_detours(&code, 0x6000, &ranges);
+        let ranges = with_detours(X86, &code, 0x6000, &ranges);
         assert_eq!(
-            exits(&code, 0x6000, &ranges).addresses,
+            exits(X86, &code, 0x6000, &ranges).addresses,
             vec![0x600b, 0x600d]
         );
-        assert_eq!(entries(&code, 0x6000, &ranges).addresses, vec![0x6000]);
+        assert_eq!(entries(X86, &code, 0x6000, &ranges).addresses, vec![0x6000]);
     }
 
     /// ```text
@@ -362,11 +359,11 @@ mod tests {
             0x0b,
         ];
         let ranges = std::slice::from_ref(&(0x7000..0x700b));
-        let all = exits(&code, 0x7000, ranges);
+        let all = exits(X86, &code, 0x7000, ranges);
         assert_eq!(all.addresses, vec![0x700b, 0x700c, 0x700d]);
-        let reached = ordinary_flow(&code, 0x7000).expect("no computed jump");
+        let reached = ordinary_flow(X86, &code, 0x7000).expect("no computed jump");
         assert!(!reached.contains(&0x7007), "the landing pad");
-        let returns = ordinary_exits(&code, 0x7000, Some(&reached), all);
+        let returns = ordinary_exits(X86, &code, 0x7000, Some(&reached), all);
         assert_eq!(returns.addresses, vec![0x700b]);
         assert_eq!(returns.edges, vec![(0x700b, 0x7005)]);
     }
@@ -375,7 +372,7 @@ mod tests {
     fn padding_is_skipped() {
         // nop; xchg ax,ax (66 90); xor eax,eax
         let code = [0x90, 0x66, 0x90, 0x31, 0xc0];
-        assert_eq!(past_padding(&code, 0x5000, 0x5000), 0x5003);
-        assert_eq!(past_padding(&code, 0x5000, 0x5003), 0x5003);
+        assert_eq!(past_padding(X86, &code, 0x5000, 0x5000), 0x5003);
+        assert_eq!(past_padding(X86, &code, 0x5000, 0x5003), 0x5003);
     }
 }

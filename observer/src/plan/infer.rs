@@ -74,10 +74,14 @@ pub fn alloc_identity(signature: &Signature) -> Result<Identity, String> {
     let (location, _) = keys::value_at(result.size, value.offset, 8)
         .map_err(|why| format!("{} ({} bytes): its id's {why}", result.name, result.size))?;
     let place = match location.to_string().as_str() {
-        "ret" => "rax".to_string(),
-        "ret.1" => "rdx (ret.1, the second half of a 16-byte result)".to_string(),
+        "ret" => crate::arch::RETURN_REGISTERS[0].to_string(),
+        "ret.1" => format!(
+            "{} (ret.1, the second half of a 16-byte result)",
+            crate::arch::RETURN_REGISTERS[1]
+        ),
         _ => format!(
-            "the hidden return slot whose address is in rdi (arg0), at offset {}",
+            "the hidden return slot whose address is in {}, at offset {}",
+            crate::arch::HIDDEN_RESULT_REGISTER,
             value.offset
         ),
     };
@@ -201,8 +205,8 @@ fn size_field(result: &TypeShape) -> Option<Inferred> {
         return None;
     }
     let place = match location.to_string().as_str() {
-        "ret" => "in rax".to_string(),
-        "ret.1" => "in rdx (ret.1)".to_string(),
+        "ret" => format!("in {}", crate::arch::RETURN_REGISTERS[0]),
+        "ret.1" => format!("in {} (ret.1)", crate::arch::RETURN_REGISTERS[1]),
         _ => format!("at offset {offset} of the hidden return slot"),
     };
     let within = variant

@@ -258,8 +258,8 @@ pub fn find(elf: &ElfInfo, pattern: &str) -> Result<Found> {
         let code = elf
             .bytes_at(caller.address, caller.size as usize)
             .unwrap_or_default();
-        let ranges = flow::with_detours(code, caller.address, ranges);
-        let found = flow::entries(code, caller.address, &ranges);
+        let ranges = flow::with_detours(crate::arch::ISA, code, caller.address, ranges);
+        let found = flow::entries(crate::arch::ISA, code, caller.address, &ranges);
         if found.computed_jumps {
             with_computed_jumps.insert(instance::function_name(caller));
         }

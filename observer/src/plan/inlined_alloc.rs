@@ -251,20 +251,26 @@ fn find(elf: &ElfInfo, pattern: &str) -> Result<Vec<AllocInstance>> {
         let code = elf
             .bytes_at(caller.address, caller.size as usize)
             .unwrap_or_default();
-        let ranges = &flow::with_detours(code, caller.address, ranges);
+        let ranges = &flow::with_detours(crate::arch::ISA, code, caller.address, ranges);
         // Landing pads run only when a call panics: no call starts or
         // returns there.
-        let reached = flow::ordinary_flow(code, caller.address);
-        let mut entries: Vec<u64> = flow::entries(code, caller.address, ranges)
+        let reached = flow::ordinary_flow(crate::arch::ISA, code, caller.address);
+        let mut entries: Vec<u64> = flow::entries(crate::arch::ISA, code, caller.address, ranges)
             .addresses
             .into_iter()
             .filter(|address| reached.as_ref().is_none_or(|r| r.contains(address)))
-            .map(|address| flow::past_padding(code, caller.address, address))
+            .map(|address| flow::past_padding(crate::arch::ISA, code, caller.address, address))
             .collect();
         entries.sort_unstable();
         entries.dedup();
-        let exits = flow::exits(code, caller.address, ranges);
-        let exits = flow::ordinary_exits(code, caller.address, reached.as_ref(), exits);
+        let exits = flow::exits(crate::arch::ISA, code, caller.address, ranges);
+        let exits = flow::ordinary_exits(
+            crate::arch::ISA,
+            code,
+            caller.address,
+            reached.as_ref(),
+            exits,
+        );
         Flow {
             entries,
             exits: exits.addresses,

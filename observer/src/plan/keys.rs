@@ -78,11 +78,19 @@ impl Success {
 
 /// Where the bytes `offset..offset+size` of a result of `result_size` bytes
 /// are when the function returns, and the shift that brings them down:
-/// in rax:rdx for results up to 16 bytes, else in the hidden return slot
-/// whose address was in rdi (arg0) at entry.
+/// in the two return registers (rax:rdx, x0:x1) for results up to 16 bytes,
+/// else in the hidden return slot whose address was in the register
+/// `arch::HIDDEN_RESULT` names at entry.
 pub fn value_at(result_size: u64, offset: u64, size: u64) -> Result<(Location, u32), String> {
     if result_size > 16 {
-        let location = Location::parse(&format!("*(arg0+{offset})")).map_err(|e| e.to_string())?;
+        let base = crate::arch::HIDDEN_RESULT.map_err(|why| {
+            format!(
+                "a {result_size}-byte result comes back through the slot {} points to, and {why}",
+                crate::arch::HIDDEN_RESULT_REGISTER
+            )
+        })?;
+        let location =
+            Location::parse(&format!("*({base}+{offset})")).map_err(|e| e.to_string())?;
         return Ok((location, 0));
     }
     let register = offset / 8;

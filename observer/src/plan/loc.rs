@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! loc  := term [('+' | '-') int]
-//! term := 'arg' N        N = 0..5: rdi rsi rdx rcx r8 r9 at function entry
-//!       | 'ret' ['.0']   rax when the function returns
-//!       | 'ret.1'        rdx when the function returns: bytes 8..16 of a
-//!                        16-byte result (the key of an `Option<usize>`)
-//!       | REGISTER       rax rbx rcx rdx rsi rdi rbp rsp r8..r15 where the
-//!                        probe fires (release only: inlined release sites)
+//! term := 'arg' N        N = 0..5: the argument registers at function entry
+//!                        (x86-64: rdi rsi rdx rcx r8 r9; arm64: x0..x5)
+//!       | 'ret' ['.0']   rax (arm64: x0) when the function returns
+//!       | 'ret.1'        rdx (arm64: x1) when the function returns: bytes
+//!                        8..16 of a 16-byte result (the key of an
+//!                        `Option<usize>`)
+//!       | REGISTER       a general register where the probe fires (release
+//!                        only: inlined release sites); x86-64: rax rbx rcx
+//!                        rdx rsi rdi rbp rsp r8..r15, arm64: x0..x30 sp
 //!       | '*' term       the u64 in target memory at term
 //!       | '*(' loc ')'   the u64 in target memory at loc
 //!       | int            a literal (sizes of fixed-size pools)
@@ -249,7 +252,7 @@ impl Parser<'_> {
             let n = digit
                 .to_digit(10)
                 .filter(|&n| n < u32::from(LOC_BASE_ARG_COUNT))
-                .ok_or_else(|| format!("arg{digit}: only arg0..arg5 are passed in registers"))?;
+                .ok_or_else(|| format!("arg{digit}: {}", crate::arch::ARGUMENT_LIMIT))?;
             self.rest = &after[1..];
             self.reject_identifier_tail()?;
             return Ok(n as u8);
@@ -261,9 +264,10 @@ impl Parser<'_> {
                     Some('0') => (LOC_BASE_RET, &half[1..]),
                     Some('1') => (LOC_BASE_RET_HIGH, &half[1..]),
                     _ => {
-                        return Err(
-                            "ret.N: only ret.0 (rax) and ret.1 (rdx) hold a returned value".into(),
-                        )
+                        let [low, high] = crate::arch::RETURN_REGISTERS;
+                        return Err(format!(
+                            "ret.N: only ret.0 ({low}) and ret.1 ({high}) hold a returned value"
+                        ));
                     }
                 },
                 None => (LOC_BASE_RET, after),

@@ -29,6 +29,7 @@ use super::callers::{self, Callers};
 use super::site::{self, decode_first, Execution};
 use super::unwinding::{self, Unwinding};
 use super::{PlannedFunction, ProbeSite};
+use crate::arch::decode::Flow;
 use crate::error::UserError;
 use crate::resolve::elf::{ElfInfo, FunctionSymbol};
 use crate::resolve::unwinder::Unwinder;
@@ -332,51 +333,23 @@ const MAX_PASSED: usize = 4;
 /// reaches with its stack pointer and return registers unchanged.
 fn return_site(elf: &ElfInfo, address: u64) -> Option<(u64, site::ProbedInstruction)> {
     let bytes = elf.bytes_at(address, 64)?;
-    let mut decoder =
-        iced_x86::Decoder::with_ip(64, bytes, address, iced_x86::DecoderOptions::NONE);
-    for _ in 0..=MAX_PASSED {
-        let instruction = decoder.decode();
-        if instruction.is_invalid() {
+    for instruction in crate::arch::ISA.sweep(bytes, address).take(MAX_PASSED + 1) {
+        if instruction.flow == Flow::Invalid {
             return None;
         }
-        let at = instruction.ip();
+        let at = instruction.address;
         let offset = (at - address) as usize;
         let probed = decode_first(&bytes[offset..], at);
         if probed.execution != Execution::Refused {
             return Some((at, probed));
         }
-        if !leaves_return_state(&instruction) {
+        // Moved past only when it leaves the stack pointer, the return
+        // registers and the stack alone.
+        if !instruction.leaves_return_state() {
             return None;
         }
     }
     None
-}
-
-/// True when `instruction` writes neither rsp, rax nor rdx, nor memory
-/// addressed through the stack or frame pointer (where a returned value
-/// may sit).
-fn leaves_return_state(instruction: &iced_x86::Instruction) -> bool {
-    use iced_x86::{InstructionInfoFactory, OpAccess, Register};
-    if instruction.flow_control() != iced_x86::FlowControl::Next {
-        return false;
-    }
-    let stack_based = matches!(
-        instruction.memory_base(),
-        Register::RSP | Register::RBP | Register::None
-    );
-    let mut factory = InstructionInfoFactory::new();
-    let info = factory.info(instruction);
-    let writes_return_state = info.used_registers().iter().any(|used| {
-        matches!(
-            used.register().full_register(),
-            Register::RSP | Register::RAX | Register::RDX
-        ) && !matches!(used.access(), OpAccess::Read | OpAccess::CondRead)
-    });
-    let writes_stack = info
-        .used_memory()
-        .iter()
-        .any(|m| m.access() != OpAccess::Read && stack_based);
-    !writes_return_state && !writes_stack
 }
 
 /// Calls of the function that probes at call sites cannot see.

@@ -14,9 +14,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Register};
 use object::{Object as _, ObjectSymbol as _};
 
+use crate::arch::decode::{Flow, Instruction};
 use crate::resolve::elf::{ElfInfo, FunctionSymbol, GotSlot};
 use crate::resolve::pattern::RustPath;
 
@@ -146,10 +146,7 @@ impl<'a> Search<'a> {
         let code = self
             .elf
             .bytes_at(function.address, function.size.max(1) as usize)?;
-        let mut decoder = Decoder::with_ip(64, code, function.address, DecoderOptions::NONE);
-        let mut instruction = Instruction::default();
-        while decoder.can_decode() {
-            decoder.decode_out(&mut instruction);
+        for instruction in crate::arch::ISA.sweep(code, function.address) {
             match self.callee(&instruction, function) {
                 Callee::Function(target) => {
                     if let std::collections::btree_map::Entry::Vacant(entry) =
@@ -170,20 +167,13 @@ impl<'a> Search<'a> {
         let inside = |target: u64| {
             target >= function.address && target < function.address + function.size.max(1)
         };
-        match instruction.flow_control() {
-            FlowControl::Call
-            | FlowControl::UnconditionalBranch
-            | FlowControl::ConditionalBranch => {
-                let target = instruction.near_branch_target();
-                if inside(target) {
-                    Callee::None
-                } else {
-                    Callee::Function(target)
-                }
-            }
-            FlowControl::IndirectCall | FlowControl::IndirectBranch => {
-                if instruction.memory_base() == Register::RIP {
-                    let slot = instruction.ip_rel_memory_address();
+        match instruction.flow {
+            Flow::Call | Flow::Branch | Flow::ConditionalBranch => match instruction.target {
+                Some(target) if !inside(target) => Callee::Function(target),
+                _ => Callee::None,
+            },
+            Flow::IndirectCall | Flow::IndirectBranch => {
+                if let Some(slot) = instruction.memory {
                     return match self.got.get(&slot) {
                         Some(GotSlot::Local(target)) => Callee::Function(*target),
                         Some(GotSlot::Import(name))
@@ -194,17 +184,17 @@ impl<'a> Search<'a> {
                         Some(GotSlot::Import(_)) => Callee::None,
                         None => Callee::Found(format!(
                             "makes an indirect call at {:#x} whose target is not known",
-                            instruction.ip()
+                            instruction.address
                         )),
                     };
                 }
-                if instruction.flow_control() == FlowControl::IndirectBranch {
+                if instruction.flow == Flow::IndirectBranch {
                     // A jump table inside the function.
                     return Callee::None;
                 }
                 Callee::Found(format!(
                     "makes an indirect call at {:#x} (a trait object or function pointer) that may panic",
-                    instruction.ip()
+                    instruction.address
                 ))
             }
             _ => Callee::None,

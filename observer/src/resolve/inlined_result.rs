@@ -244,16 +244,15 @@ fn push_new(places: &mut Vec<Place>, place: Place) {
 }
 
 /// Whether a value in this place is still there after a call returns:
-/// in memory, or in registers the System V ABI has calls preserve (rbx,
-/// rbp, r12–r15).
+/// in memory, or in registers the ABI has calls preserve
+/// (`arch::CALL_PRESERVED_REGISTERS`: rbx, rbp, r12–r15 on x86-64).
 fn survives_calls(place: &Place) -> bool {
     use super::places::Part;
-    const PRESERVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
-    const RSP: u16 = 7;
+    use crate::arch::{CALL_PRESERVED_REGISTERS as PRESERVED, STACK_POINTER};
     place.pieces.iter().all(|piece| match piece.part {
         Part::Register(register) => PRESERVED.contains(&register),
         Part::Memory { register, .. } | Part::Computed { register, .. } => {
-            register == RSP || PRESERVED.contains(&register)
+            register == STACK_POINTER || PRESERVED.contains(&register)
         }
     })
 }

@@ -14,16 +14,9 @@ use object::{elf, Endianness};
 
 use super::safe_file::{open_trusted, SafeFile, TargetRoot};
 
-/// Directories searched after the program's own paths, as glibc's default
-/// configuration does on x86-64 Debian/Ubuntu/Fedora.
-const SYSTEM_DIRS: [&str; 6] = [
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
+/// Directories searched after the program's own paths: the processor's
+/// (`arch::LIBRARY_DIRS`).
+const SYSTEM_DIRS: &[&str] = crate::arch::LIBRARY_DIRS;
 
 /// The largest `/etc/ld.so.cache` read in a target's root.
 const MAX_CACHE_BYTES: u64 = 16 << 20;
@@ -144,7 +137,7 @@ pub struct TargetSearch<'a> {
 pub fn find_in_target(search: &TargetSearch<'_>, name: &str) -> Option<FoundLibrary> {
     let try_path = |path: PathBuf| -> Option<FoundLibrary> {
         let file = search.root.open(&path).ok()?;
-        is_x86_64_elf(&file).then_some(FoundLibrary { path, file })
+        is_own_machine_elf(&file).then_some(FoundLibrary { path, file })
     };
     if name.contains('/') {
         // A relative path would be the target's working directory's: only
@@ -175,8 +168,9 @@ pub fn find_in_target(search: &TargetSearch<'_>, name: &str) -> Option<FoundLibr
 }
 
 /// Whether `file` starts with the header of a little-endian ELF64 file
-/// for x86-64 (its first 64 bytes only: a candidate is not read whole).
-fn is_x86_64_elf(file: &SafeFile) -> bool {
+/// for the observer's processor (its first 64 bytes only: a candidate is
+/// not read whole).
+fn is_own_machine_elf(file: &SafeFile) -> bool {
     use std::os::unix::fs::FileExt as _;
     let mut header = [0u8; 64];
     if file.file().read_exact_at(&mut header, 0).is_err() {
@@ -184,11 +178,11 @@ fn is_x86_64_elf(file: &SafeFile) -> bool {
     }
     let machine = u16::from_le_bytes([header[18], header[19]]);
     header.starts_with(&[0x7f, b'E', b'L', b'F', elf::ELFCLASS64, elf::ELFDATA2LSB])
-        && machine == elf::EM_X86_64
+        && machine == crate::arch::ELF_MACHINE
 }
 
-/// The paths `/etc/ld.so.cache` in `root` gives for `name` (x86-64
-/// entries of glibc's format 1.1), in its order.
+/// The paths `/etc/ld.so.cache` in `root` gives for `name` (the
+/// observer's processor's entries of glibc's format 1.1), in its order.
 fn cached_paths(root: &TargetRoot, name: &str) -> Vec<PathBuf> {
     let Ok(file) = root.open(Path::new("/etc/ld.so.cache")) else {
         return Vec::new();
@@ -202,22 +196,21 @@ fn cached_paths(root: &TargetRoot, name: &str) -> Vec<PathBuf> {
     let Some(data) = bounded.then(|| file.read_all().ok()).flatten() else {
         return Vec::new();
     };
-    cache_entries(&data)
+    cache_entries(&data, crate::arch::LD_CACHE_ARCH)
         .into_iter()
         .filter(|(key, _)| key == name)
         .map(|(_, value)| PathBuf::from(value))
         .collect()
 }
 
-/// `(name, path)` of every x86-64 library in an `ld.so.cache` of the
-/// format glibc has written since 2.32 (`glibc-ld.so.cache1.1`); nothing
-/// for any other content.
-fn cache_entries(data: &[u8]) -> Vec<(String, String)> {
+/// `(name, path)` of every library of the processor `arch` (the flags'
+/// architecture bits) in an `ld.so.cache` of the format glibc has written
+/// since 2.32 (`glibc-ld.so.cache1.1`); nothing for any other content.
+fn cache_entries(data: &[u8], arch: u32) -> Vec<(String, String)> {
     const MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
     const HEADER: usize = 48;
     const ENTRY: usize = 24;
     const ARCH_MASK: u32 = 0xff00;
-    const ARCH_X86_64: u32 = 0x0300;
     if !data.starts_with(MAGIC) {
         return Vec::new();
     }
@@ -235,7 +228,7 @@ fn cache_entries(data: &[u8]) -> Vec<(String, String)> {
             let at = HEADER + i * ENTRY;
             Some((word(at)?, word(at + 4)?, word(at + 8)?))
         })
-        .filter(|(flags, _, _)| flags & ARCH_MASK == ARCH_X86_64)
+        .filter(|(flags, _, _)| flags & ARCH_MASK == arch)
         .filter_map(|(_, key, value)| Some((string(key)?, string(value)?)))
         .collect()
 }
@@ -366,14 +359,19 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, bytes).unwrap();
         };
-        // Not an x86-64 library: passed over, as the dynamic linker does.
+        // Not a library of this processor: passed over, as the dynamic
+        // linker does.
+        let own = crate::arch::ELF_MACHINE;
+        let foreign = if own == elf::EM_X86_64 {
+            elf::EM_AARCH64
+        } else {
+            elf::EM_X86_64
+        };
+        let multiarch = format!("{}/libarm.so", SYSTEM_DIRS[1]);
         write("/env/libfoo.so", b"not an ELF file");
-        write("/env/libarm.so", &elf_header(elf::EM_AARCH64));
-        write("/usr/lib/libfoo.so", &elf_header(elf::EM_X86_64));
-        write(
-            "/usr/lib/x86_64-linux-gnu/libarm.so",
-            &elf_header(elf::EM_X86_64),
-        );
+        write("/env/libarm.so", &elf_header(foreign));
+        write("/usr/lib/libfoo.so", &elf_header(own));
+        write(&multiarch, &elf_header(own));
         // An absolute link is resolved inside the root: this one leads
         // nowhere there, whatever the host has at that path.
         std::os::unix::fs::symlink(
@@ -382,7 +380,7 @@ mod tests {
         )
         .unwrap();
         let root = TargetRoot::confined_to(root_dir.path()).unwrap();
-        let exe = elf_header(elf::EM_X86_64);
+        let exe = elf_header(own);
         let search = TargetSearch {
             root: &root,
             exe: &exe,
@@ -394,10 +392,7 @@ mod tests {
             found("libfoo.so"),
             Some(PathBuf::from("/usr/lib/libfoo.so"))
         );
-        assert_eq!(
-            found("libarm.so"),
-            Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/libarm.so"))
-        );
+        assert_eq!(found("libarm.so"), Some(PathBuf::from(&multiarch)));
         assert_eq!(
             found("/usr/lib/libfoo.so"),
             Some(PathBuf::from("/usr/lib/libfoo.so"))
@@ -437,17 +432,25 @@ mod tests {
         let data = cache(&[
             (0x0003, "libz.so.1", "/usr/lib/i386-linux-gnu/libz.so.1"),
             (0x0303, "libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1"),
+            (0x0a03, "libz.so.1", "/usr/lib/aarch64-linux-gnu/libz.so.1"),
         ]);
         assert_eq!(
-            cache_entries(&data),
+            cache_entries(&data, 0x0a00),
+            vec![(
+                "libz.so.1".to_string(),
+                "/usr/lib/aarch64-linux-gnu/libz.so.1".to_string()
+            )]
+        );
+        assert_eq!(
+            cache_entries(&data, 0x0300),
             vec![(
                 "libz.so.1".to_string(),
                 "/usr/lib/x86_64-linux-gnu/libz.so.1".to_string()
             )]
         );
         // Cut short or of another format: nothing, no panic.
-        assert!(cache_entries(&data[..60]).is_empty());
-        assert!(cache_entries(b"ld.so-1.7.0").is_empty());
+        assert!(cache_entries(&data[..60], 0x0300).is_empty());
+        assert!(cache_entries(b"ld.so-1.7.0", 0x0300).is_empty());
     }
 
     #[test]

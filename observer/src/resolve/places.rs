@@ -145,11 +145,13 @@ pub fn decode(bytes: &[u8], frame_base: Option<u16>) -> Option<Place> {
     while !reader.is_empty() {
         let op = reader.read_u8().ok()?;
         match op {
-            REG0..=0x5f => part = Some(Part::Register(u16::from(op - REG0))),
+            // DW_OP_reg0..31 and breg0..31; only general registers
+            // (x86-64's first 16 numbers, arm64's x0–x30 and sp) are kept.
+            REG0..=0x6f => part = Some(Part::Register(general(u64::from(op - REG0))?)),
             REGX => part = Some(Part::Register(general(reader.read_uleb128().ok()?)?)),
-            BREG0..=0x7f => {
+            BREG0..=0x8f => {
                 part = Some(Part::Memory {
-                    register: u16::from(op - BREG0),
+                    register: general(u64::from(op - BREG0))?,
                     offset: reader.read_sleb128().ok()?,
                 })
             }
@@ -206,10 +208,11 @@ fn general(number: u64) -> Option<u16> {
 }
 
 /// The register a `DW_AT_frame_base` expression names (rustc emits
-/// `DW_OP_reg7` (rsp), or `DW_OP_reg6` (rbp) with frame pointers).
+/// `DW_OP_reg7` (rsp), or `DW_OP_reg6` (rbp) with frame pointers; on arm64
+/// `DW_OP_reg31` (sp) or `DW_OP_reg29`).
 pub fn frame_base_register(bytes: &[u8]) -> Option<u16> {
     match *bytes {
-        [op] if (0x50..0x60).contains(&op) => Some(u16::from(op - 0x50)),
+        [op] if (0x50..0x70).contains(&op) => general(u64::from(op - 0x50)),
         _ => None,
     }
 }
@@ -217,6 +220,21 @@ pub fn frame_base_register(bytes: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registers_past_fifteen_are_the_processors_general_ones_or_refused() {
+        // DW_OP_breg31 +168: arm64's sp; on x86-64, 31 is no general
+        // register (DWARF's 16+ are the return address and vector ones).
+        let place = decode(&[0x8f, 0xa8, 0x01], None);
+        let is_general = REGISTER_NAMES.len() > 31;
+        assert_eq!(place.is_some(), is_general, "{place:?}");
+        if let Some(place) = place {
+            assert_eq!(place.word_at(0).as_deref(), Some("*(sp+168)"));
+        }
+        // DW_OP_reg19: arm64's x19.
+        assert_eq!(decode(&[0x63], None).is_some(), REGISTER_NAMES.len() > 19);
+        assert_eq!(frame_base_register(&[0x6f]).is_some(), is_general);
+    }
 
     #[test]
     fn a_guard_on_the_stack_is_read_at_its_field() {
