@@ -47,8 +47,6 @@ fn our_programs_loaded() -> bool {
         .any(|p| p.name_as_str().is_some_and(|name| ours.contains(&name)))
 }
 
-const INT3: u8 = 0xcc;
-
 pub fn detaching_leaves_no_probe_behind() {
     let gateway = Gateway::start();
     let pid = gateway.pid();
@@ -60,12 +58,12 @@ pub fn detaching_leaves_no_probe_behind() {
         })
         .collect();
     for (_, original) in &probed {
-        assert_ne!(*original, INT3);
+        assert_ne!(*original, BREAKPOINT);
     }
     let is_patched = || {
         probed
             .iter()
-            .any(|(address, _)| byte_in_memory(pid, *address) == INT3)
+            .any(|(address, _)| byte_in_memory(pid, *address) == BREAKPOINT)
     };
     let is_restored = || {
         probed
@@ -82,7 +80,7 @@ pub fn detaching_leaves_no_probe_behind() {
     assert!(
         probed
             .iter()
-            .all(|(address, _)| byte_in_memory(pid, *address) == INT3),
+            .all(|(address, _)| byte_in_memory(pid, *address) == BREAKPOINT),
         "while attached the kernel's breakpoint is in the target's code"
     );
     assert!(our_programs_loaded());

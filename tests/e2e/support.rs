@@ -596,7 +596,14 @@ pub struct ProbedBytes {
     original: Vec<(u64, u8)>,
 }
 
-const INT3: u8 = 0xcc;
+/// The first byte of the breakpoint a uprobe writes over an instruction:
+/// x86-64's `int3`.
+#[cfg(target_arch = "x86_64")]
+pub const BREAKPOINT: u8 = 0xcc;
+/// arm64's uprobe breakpoint is `brk #0x5` (0xd42000a0, little-endian in
+/// memory: this is its first byte).
+#[cfg(target_arch = "aarch64")]
+pub const BREAKPOINT: u8 = 0xa0;
 
 impl ProbedBytes {
     /// Reads them now, while nothing is attached.
@@ -608,7 +615,7 @@ impl ProbedBytes {
                 (address, byte_in_memory(pid, address))
             })
             .collect();
-        assert!(original.iter().all(|&(_, byte)| byte != INT3));
+        assert!(original.iter().all(|&(_, byte)| byte != BREAKPOINT));
         Self { pid, original }
     }
 
@@ -618,7 +625,7 @@ impl ProbedBytes {
             assert_eq!(
                 byte_in_memory(self.pid, address),
                 byte,
-                "{case}: the byte at {address:#x} changed (int3 left behind?)"
+                "{case}: the byte at {address:#x} changed (a breakpoint left behind?)"
             );
         }
     }

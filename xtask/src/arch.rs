@@ -57,6 +57,38 @@ impl Arch {
         }
     }
 
+    /// The Rust target of programs linked against glibc, as the test
+    /// targets and the end-to-end test binary are (the arm64 VMs' root
+    /// file system is Debian's, with glibc).
+    pub fn gnu_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// The C compiler for its programs: this machine's `gcc`, or the
+    /// cross compiler.
+    pub fn gcc(self) -> Result<&'static str> {
+        Ok(self.cross()?.map_or("gcc", |cross| cross.gcc))
+    }
+
+    /// Has `cargo` link for `target` (one of this processor's) with the
+    /// cross linker, for Rust and for build scripts' C code (`cc`): nothing
+    /// for this machine's processor. The caller passes `--target`.
+    pub fn cross_link(self, cargo: &mut std::process::Command, target: &str) -> Result<()> {
+        if let Some(cross) = self.cross()? {
+            let triple = target.replace('-', "_");
+            cargo
+                .env(
+                    format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase()),
+                    cross.gcc,
+                )
+                .env(format!("CC_{triple}"), cross.gcc);
+        }
+        Ok(())
+    }
+
     /// The ELF `e_machine` of its binaries.
     pub fn elf_machine(self) -> u16 {
         match self {

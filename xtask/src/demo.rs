@@ -17,7 +17,49 @@ use crate::cmd::{checked, root, signal, Guarded};
 use crate::setup;
 use crate::targets::{build_observer, build_targets, targets_dir, Variant};
 
-const WARM_UP_SESSIONS: usize = 50;
+/// Sessions before the observer attaches.
+pub const WARM_UP_SESSIONS: usize = 50;
+
+/// Sessions while attached, as README shows them.
+pub const SESSIONS: usize = 200;
+
+/// How the observer is attached to the gateway: the pool's functions and
+/// where size and ids are, then the live view's settings.
+pub const OBSERVER_ARGS: [&str; 16] = [
+    "--alloc",
+    "bufpool::BufPool::allocate",
+    "--size",
+    "*(arg0+8)",
+    "--alloc-id",
+    "*arg0",
+    "--release",
+    "bufpool::BufPool::release",
+    "--release-id",
+    "*arg1",
+    "--interval",
+    "1s",
+    "--top",
+    "2",
+    "--frames",
+    "70",
+];
+
+/// How `chat-load` drives `sessions` sessions at the gateway's `address`.
+pub fn chat_args(address: &str, sessions: usize) -> Vec<String> {
+    let sessions = sessions.to_string();
+    [
+        "--addr",
+        address,
+        "--sessions",
+        &sessions,
+        "--messages",
+        "5",
+        "--concurrency",
+        "20",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
 
 pub fn run(sessions: usize) -> Result<()> {
     setup::run()?;
@@ -35,15 +77,7 @@ pub fn run(sessions: usize) -> Result<()> {
     let mut observer = Command::new(&observer_path);
     observer
         .args(["attach", "--pid", &gateway.0.id().to_string()])
-        .args(["--alloc", "bufpool::BufPool::allocate"])
-        .args(["--size", "*(arg0+8)", "--alloc-id", "*arg0"])
-        .args([
-            "--release",
-            "bufpool::BufPool::release",
-            "--release-id",
-            "*arg1",
-        ])
-        .args(["--interval", "1s", "--top", "2", "--frames", "70"])
+        .args(OBSERVER_ARGS)
         .current_dir(root())
         .stderr(Stdio::piped());
     println!("demo: $ {}", shell_words(&observer));
@@ -100,8 +134,7 @@ fn chat(address: &str, sessions: usize, when: &str) -> Result<()> {
     println!("demo: {sessions} sessions connect, chat and disconnect ({when})");
     checked(
         Command::new(targets_dir(Variant::Leaky).join("chat-load"))
-            .args(["--addr", address, "--sessions", &sessions.to_string()])
-            .args(["--messages", "5", "--concurrency", "20"])
+            .args(chat_args(address, sessions))
             .stdout(Stdio::null()),
     )
 }

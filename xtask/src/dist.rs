@@ -194,15 +194,7 @@ fn compile(sources: &[PathBuf], arch: Arch) -> Result<PathBuf> {
         // The workspace's flags are for its own builds, not this one.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    if let Some(cross) = arch.cross()? {
-        let triple = target.replace('-', "_");
-        build
-            .env(
-                format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase()),
-                cross.gcc,
-            )
-            .env(format!("CC_{triple}"), cross.gcc);
-    }
+    arch.cross_link(&mut build, target)?;
     checked(&mut build)?;
     Ok(target_dir.join(target).join("release/observer"))
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::arch::Arch;
 use crate::cmd::{cargo, checked, command, output, root};
 use crate::targets::{corpus_dir, targets_dir, Variant};
 
@@ -46,7 +47,7 @@ enum Expect {
 /// panics through a probed allocate (repaired on these kernels, which
 /// are not locked down), and libc's allocator through its preset (several
 /// functions' locations per probe, realloc, an allocator's own calls).
-const KERNEL_SIDE: &[&str] = &[
+pub(crate) const KERNEL_SIDE: &[&str] = &[
     "allocators::preset_libc_gives_the_exact_leak_through_realloc_and_memalign",
     "leak_report::disconnect_leak_is_reported_by_allocating_stack",
     "corpus::stock_build_without_debug_info",
@@ -91,7 +92,7 @@ pub fn run(only: &[String], dist: &Path, update_readme: bool) -> Result<()> {
     let cache = cache_dir()?;
     ensure_packages()?;
     let virtme = ensure_virtme(&cache)?;
-    let e2e = e2e_binary()?;
+    let e2e = e2e_binary(Arch::host())?;
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for kernel in MATRIX
@@ -235,13 +236,19 @@ fn prepare_results(kernel: &Kernel, dist: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((out, observer))
 }
 
-/// The end-to-end test binary, built now.
-fn e2e_binary() -> Result<PathBuf> {
-    let built = output(
-        cargo()
-            .args(["test", "-p", "pool-observer", "--test", "e2e", "--no-run"])
-            .args(["--message-format", "json"]),
-    )?;
+/// The end-to-end test binary for `arch`, built now (for another
+/// processor, against its glibc: the arm64 VMs' root file system is
+/// Debian's).
+pub(crate) fn e2e_binary(arch: Arch) -> Result<PathBuf> {
+    let mut build = cargo();
+    build
+        .args(["test", "-p", "pool-observer", "--test", "e2e", "--no-run"])
+        .args(["--message-format", "json"]);
+    if arch != Arch::host() {
+        build.args(["--target", arch.gnu_target()]);
+        arch.cross_link(&mut build, arch.gnu_target())?;
+    }
+    let built = output(&mut build)?;
     if !built.status.success() {
         bail!(
             "cannot build the end-to-end tests: {}",

@@ -31,7 +31,7 @@ enum Task {
     /// observer and print its report.
     Demo {
         /// Sessions driven while the observer is attached.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = demo::SESSIONS)]
         sessions: usize,
     },
     /// Set-up, build, unit tests and end-to-end tests against real probes.

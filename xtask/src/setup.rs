@@ -126,7 +126,7 @@ fn on_path(program: &str) -> bool {
 /// The standard library of `target` for the toolchain that runs this task
 /// (rustup passes its choice on in `RUSTUP_TOOLCHAIN`), which builds the
 /// dist.
-fn ensure_target(target: &str) -> Result<()> {
+pub(crate) fn ensure_target(target: &str) -> Result<()> {
     let installed = output(command("rustup").args(["target", "list", "--installed"]))?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()

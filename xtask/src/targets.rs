@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::arch::Arch;
 use crate::cmd::{cargo, checked, root};
 
 /// A build of the target programs.
@@ -38,12 +39,35 @@ impl Variant {
 
 /// Where a variant's binaries end up.
 pub fn targets_dir(variant: Variant) -> PathBuf {
-    variant.target_dir().join("release")
+    targets_dir_for(variant, Arch::host())
+}
+
+/// Where a variant's binaries for `arch` end up: cargo puts a build for
+/// another processor under its target's name.
+pub fn targets_dir_for(variant: Variant, arch: Arch) -> PathBuf {
+    cross_subdir(variant.target_dir(), arch).join("release")
+}
+
+/// `dir`, or for another processor than this machine's, its gnu target's
+/// directory in `dir`.
+fn cross_subdir(dir: PathBuf, arch: Arch) -> PathBuf {
+    if arch == Arch::host() {
+        dir
+    } else {
+        dir.join(arch.gnu_target())
+    }
 }
 
 /// `cargo build --release` of the `tests/` workspace.
 pub fn build_targets(variant: Variant) -> Result<()> {
-    println!("xtask: building the target programs ({variant:?})");
+    build_targets_for(variant, Arch::host())
+}
+
+/// [`build_targets`] for `arch`. For another processor (its VMs, which run
+/// the kernel-side end-to-end tests) only what those tests start: the
+/// gateway, its load generator and `pool-bench`.
+pub fn build_targets_for(variant: Variant, arch: Arch) -> Result<()> {
+    println!("xtask: building the target programs ({variant:?}, {arch})");
     let mut command = cargo();
     command
         .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
@@ -52,6 +76,15 @@ pub fn build_targets(variant: Variant) -> Result<()> {
         .env("RUSTFLAGS", variant.rustflags());
     if variant == Variant::Fixed {
         command.args(["--features", "leaky-gateway/fixed-disconnect"]);
+    }
+    if arch != Arch::host() {
+        command.args(["--target", arch.gnu_target()]).args([
+            "--package",
+            "leaky-gateway",
+            "--package",
+            "pool-bench",
+        ]);
+        arch.cross_link(&mut command, arch.gnu_target())?;
     }
     checked(&mut command)
 }
@@ -106,7 +139,12 @@ impl CorpusBuild {
 /// Where the corpus builds live (`corpus-*/release/leak-corpus`, and the
 /// split build's debug tree in `corpus-split/debug`).
 pub fn corpus_dir() -> PathBuf {
-    root().join("target/targets")
+    corpus_dir_for(Arch::host())
+}
+
+/// [`corpus_dir`] of `arch`'s builds, laid out the same way.
+pub fn corpus_dir_for(arch: Arch) -> PathBuf {
+    cross_subdir(root().join("target/targets"), arch)
 }
 
 /// The servers built on real pool crates, under `tests/real-crates/`.
@@ -150,20 +188,42 @@ impl RealCratesBuild {
 /// Builds `leak-corpus` every [`CorpusBuild`] way.
 pub fn build_corpus() -> Result<()> {
     for build in CorpusBuild::ALL {
-        println!("xtask: building leak-corpus ({build:?})");
-        let target_dir = corpus_dir().join(build.name());
-        checked(
-            cargo()
-                .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
-                .args(["--package", "leak-corpus", "--target-dir"])
-                .arg(&target_dir)
-                .env("RUSTFLAGS", "")
-                .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug())
-                .env("CARGO_PROFILE_RELEASE_PANIC", build.panic()),
+        build_corpus_for(build, Arch::host())?;
+    }
+    Ok(())
+}
+
+/// Builds `leak-corpus` the `build` way for `arch`, into
+/// `corpus_dir_for(arch)/NAME/release/leak-corpus`.
+pub fn build_corpus_for(build: CorpusBuild, arch: Arch) -> Result<()> {
+    println!("xtask: building leak-corpus ({build:?}, {arch})");
+    let target_dir = corpus_dir_for(arch).join(build.name());
+    let mut command = cargo();
+    command
+        .args(["build", "--release", "--manifest-path", "tests/Cargo.toml"])
+        .args(["--package", "leak-corpus", "--target-dir"])
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", build.debug())
+        .env("CARGO_PROFILE_RELEASE_PANIC", build.panic());
+    if arch != Arch::host() {
+        command.args(["--target", arch.gnu_target()]);
+        arch.cross_link(&mut command, arch.gnu_target())?;
+    }
+    checked(&mut command)?;
+    if arch != Arch::host() {
+        // Where the tests look (and the report names): NAME/release/, not
+        // cargo's NAME/TARGET/release/ (which holds only host build scripts
+        // and dependencies).
+        let release = target_dir.join("release");
+        std::fs::create_dir_all(&release)?;
+        std::fs::copy(
+            cross_subdir(target_dir.clone(), arch).join("release/leak-corpus"),
+            release.join("leak-corpus"),
         )?;
-        if build == CorpusBuild::Split {
-            split_debug_info(&target_dir, "leak-corpus")?;
-        }
+    }
+    if build == CorpusBuild::Split {
+        split_debug_info(&target_dir, "leak-corpus")?;
     }
     Ok(())
 }
@@ -266,13 +326,21 @@ pub fn build_named(only: &[String]) -> Result<()> {
 /// through its RUNPATH `$ORIGIN`).
 /// `-fno-builtin` keeps gcc from folding a malloc/free pair away.
 pub fn build_allocator_targets() -> Result<()> {
-    println!("xtask: building the allocator targets");
-    let out = corpus_dir().join("allocators");
+    build_allocator_targets_for(Arch::host())
+}
+
+/// [`build_allocator_targets`] for `arch`, by its C compiler, into
+/// `corpus_dir_for(arch)/allocators`; musl's build only for this machine's
+/// processor (Debian ships `musl-gcc` for it alone).
+pub fn build_allocator_targets_for(arch: Arch) -> Result<()> {
+    println!("xtask: building the allocator targets ({arch})");
+    let out = corpus_dir_for(arch).join("allocators");
     std::fs::create_dir_all(&out)?;
     let source = |name: &str| root().join(format!("tests/allocators/{name}.c"));
+    let gcc = arch.gcc()?;
     for program in ["libc-leak", "libc-mixed"] {
         checked(
-            crate::cmd::command("gcc")
+            crate::cmd::command(gcc)
                 .args(["-O1", "-g", "-fno-builtin", "-o"])
                 .arg(out.join(program))
                 .arg(source(program)),
@@ -282,25 +350,27 @@ pub fn build_allocator_targets() -> Result<()> {
     // (glibc's allocator in the executable) and against musl (its
     // dynamic linker is its C library).
     checked(
-        crate::cmd::command("gcc")
+        crate::cmd::command(gcc)
             .args(["-O1", "-g", "-fno-builtin", "-static", "-o"])
             .arg(out.join("libc-mixed-static"))
             .arg(source("libc-mixed")),
     )?;
+    if arch == Arch::host() {
+        checked(
+            crate::cmd::command("musl-gcc")
+                .args(["-O1", "-g", "-fno-builtin", "-o"])
+                .arg(out.join("libc-mixed-musl"))
+                .arg(source("libc-mixed")),
+        )?;
+    }
     checked(
-        crate::cmd::command("musl-gcc")
-            .args(["-O1", "-g", "-fno-builtin", "-o"])
-            .arg(out.join("libc-mixed-musl"))
-            .arg(source("libc-mixed")),
-    )?;
-    checked(
-        crate::cmd::command("gcc")
+        crate::cmd::command(gcc)
             .args(["-O1", "-g", "-fno-builtin", "-fPIC", "-shared", "-o"])
             .arg(out.join("libdlpool.so"))
             .arg(source("libdlpool")),
     )?;
     checked(
-        crate::cmd::command("gcc")
+        crate::cmd::command(gcc)
             .args([
                 "-O1",
                 "-g",

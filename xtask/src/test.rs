@@ -5,9 +5,9 @@ use anyhow::Result;
 use crate::arch::Arch;
 use crate::cmd::{cargo, checked, command};
 use crate::targets::{
-    build_allocator_gateways, build_allocator_targets, build_corpus, build_lto_gateway,
-    build_observer, build_real_crates, build_targets, corpus_dir, targets_dir, test_targets,
-    Variant,
+    build_allocator_gateways, build_allocator_targets, build_allocator_targets_for, build_corpus,
+    build_corpus_for, build_lto_gateway, build_observer, build_real_crates, build_targets,
+    build_targets_for, corpus_dir, targets_dir, test_targets, CorpusBuild, Variant,
 };
 use crate::{dist, fuzz, setup};
 
@@ -72,14 +72,30 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
 }
 
 /// The arm64 kernels (opt-in): the VMs' packages and root file system
-/// first (downloads fail early), then the static arm64 binary, built now,
-/// run in VMs of Debian's arm64 kernels.
+/// first (downloads fail early), then, built once for all kernels, the
+/// static arm64 binary, the arm64 target programs the kernel-side tests
+/// start and the arm64 e2e test binary, run in VMs of Debian's arm64
+/// kernels.
 pub fn kernels_arm64(only: &[String]) -> Result<()> {
     setup::run()?;
     setup::cross(Arch::Aarch64)?;
+    crate::setup::ensure_target(Arch::Aarch64.gnu_target())?;
     let prepared = crate::kernels_arm64::prepare(only)?;
     let dist = dist::build(Arch::Aarch64)?;
-    crate::kernels_arm64::run(&prepared, &dist.binary)
+    let e2e = build_kernel_side(Arch::Aarch64)?;
+    crate::kernels_arm64::run(&prepared, &dist.binary, &e2e)
+}
+
+/// What the kernel-side end-to-end tests start, built for `arch`: the
+/// gateway (leaky and fixed), the corpus' stock build, the C allocator
+/// programs; then the e2e test binary itself, whose path it returns.
+fn build_kernel_side(arch: Arch) -> Result<std::path::PathBuf> {
+    build_targets_for(Variant::Leaky, arch)?;
+    build_targets_for(Variant::Fixed, arch)?;
+    build_corpus_for(CorpusBuild::Stock, arch)?;
+    build_allocator_targets_for(arch)?;
+    println!("xtask: building the end-to-end test binary ({arch})");
+    crate::kernels::e2e_binary(arch)
 }
 
 /// Formatting and clippy, as every commit should pass them (the fuzz

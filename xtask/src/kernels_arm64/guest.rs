@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::cmd::command;
+use crate::cmd::{command, root};
 
+use super::initramfs::REPO_TAG;
 use super::rootfs::OUT_MOUNT;
 use super::target::{LEAKS, ROUNDS, VARIANTS};
 
-/// Longest a VM may run before it counts as hung.
-const VM_TIMEOUT: Duration = Duration::from_secs(540);
+/// Longest a VM may run before it counts as hung: the pool runs, the demo
+/// and six end-to-end tests, every instruction emulated.
+const VM_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The last line the script writes.
 pub const DONE: &str = "guest: done";
@@ -37,8 +39,10 @@ pub const LOCATIONS: &[&str] = &[
     "arg0",
 ];
 
-/// Writes `guest.sh` into `out` (mounted at [`OUT_MOUNT`] in the guest).
-pub fn write_script(out: &Path) -> Result<()> {
+/// Writes `guest.sh` into `out` (mounted at [`OUT_MOUNT`] in the guest):
+/// doctor, the pool runs, README's demo, then the kernel-side end-to-end
+/// tests with `e2e`, the cross-built test binary (a path in `out/bin`).
+pub fn write_script(out: &Path, e2e: &Path) -> Result<()> {
     let mut script = format!(
         "cd {OUT_MOUNT}\nexport HOME={OUT_MOUNT} TMPDIR=/tmp PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
          echo \"kernel: $(uname -r -m)\" >> results.txt\n\
@@ -54,14 +58,19 @@ pub fn write_script(out: &Path) -> Result<()> {
             locations = LOCATIONS.join(" "),
         ));
     }
+    let observer = format!("{OUT_MOUNT}/bin/observer");
+    script.push_str(&super::demo::script(&observer));
+    let e2e = Path::new(OUT_MOUNT).join(e2e.strip_prefix(out)?);
+    script.push_str(&super::e2e::script(&e2e, &observer));
     script.push_str(&format!("echo '{DONE}' >> results.txt\n"));
     std::fs::write(out.join("guest.sh"), script)
         .with_context(|| format!("cannot write {}/guest.sh", out.display()))
 }
 
-/// Boots `vmlinuz` with `initrd`, the root file system and `out` shared
-/// over 9p; the console goes to `out/console.log`. Returns how long the VM
-/// ran.
+/// Boots `vmlinuz` with `initrd`, the root file system, the repository
+/// (read-only: the tests read its sources, the targets are in its
+/// `target/`) and `out` shared over 9p; the console goes to
+/// `out/console.log`. Returns how long the VM ran.
 pub fn boot(vmlinuz: &Path, initrd: &Path, rootfs: &Path, out: &Path) -> Result<Duration> {
     let started = Instant::now();
     let console = std::fs::File::create(out.join("console.log"))?;
@@ -89,6 +98,8 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, rootfs: &Path, out: &Path) -> Result<
         .args(["-append", "console=ttyAMA0 rdinit=/init panic=-1 quiet"])
         .arg("-virtfs")
         .arg(virtfs(rootfs, "rootfs", ",readonly=on"))
+        .arg("-virtfs")
+        .arg(virtfs(&root(), REPO_TAG, ",readonly=on"))
         .arg("-virtfs")
         .arg(virtfs(out, "out", ""))
         .stdin(Stdio::null())

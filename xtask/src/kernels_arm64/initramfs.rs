@@ -13,9 +13,20 @@ use crate::cmd::{checked, command};
 
 use super::rootfs::OUT_MOUNT;
 
+/// The 9p tag of the repository, mounted read-only at its own path (where
+/// the e2e test binary looks for the sources and the targets it names).
+pub const REPO_TAG: &str = "repo";
+
 /// Builds `into` (a gzip'd newc cpio archive) from the extracted busybox
-/// and kernel packages: the modules `wanted` and what they depend on.
-pub fn build(busybox: &Path, kernel: &Path, wanted: &[&str], into: &Path) -> Result<()> {
+/// and kernel packages: the modules `wanted` and what they depend on; its
+/// init mounts `repo` (the repository's path) too.
+pub fn build(
+    busybox: &Path,
+    kernel: &Path,
+    wanted: &[&str],
+    repo: &Path,
+    into: &Path,
+) -> Result<()> {
     let staging = into.with_extension("d");
     if staging.exists() {
         // Ours: left by an earlier build of this archive.
@@ -36,7 +47,7 @@ pub fn build(busybox: &Path, kernel: &Path, wanted: &[&str], into: &Path) -> Res
     }
     let names: Vec<&str> = modules.iter().map(|module| module.name.as_str()).collect();
     let init = staging.join("init");
-    std::fs::write(&init, init_script(&names))?;
+    std::fs::write(&init, init_script(&names, repo))?;
     make_executable(&init)?;
     checked(
         command("sh")
@@ -55,7 +66,7 @@ fn make_executable(path: &Path) -> Result<()> {
 }
 
 /// The init: every step that fails says so on the console.
-fn init_script(modules: &[&str]) -> String {
+fn init_script(modules: &[&str], repo: &Path) -> String {
     let nine_p = "-t 9p -o trans=virtio,version=9p2000.L";
     format!(
         "#!/bin/busybox sh\n\
@@ -68,6 +79,8 @@ fn init_script(modules: &[&str]) -> String {
          for module in {modules}; do insmod /modules/$module.ko || echo \"init: insmod $module failed\"; done\n\
          mount {nine_p},ro rootfs /newroot || echo 'init: cannot mount the root file system'\n\
          mount {nine_p} out /newroot{OUT_MOUNT} || echo 'init: cannot mount the output directory'\n\
+         mount {nine_p},ro {REPO_TAG} /newroot{repo} || echo 'init: cannot mount the repository'\n\
+         ip link set lo up || echo 'init: no loopback'\n\
          mount -t proc proc /newroot/proc\n\
          mount -t sysfs sysfs /newroot/sys\n\
          mount -t devtmpfs devtmpfs /newroot/dev\n\
@@ -80,5 +93,6 @@ fn init_script(modules: &[&str]) -> String {
          sync\n\
          poweroff -f\n",
         modules = modules.join(" "),
+        repo = repo.display(),
     )
 }

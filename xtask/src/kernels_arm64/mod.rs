@@ -15,6 +15,8 @@
 //! ([`rootfs`]). Results in `target/kernels/aarch64-<kernel>/`.
 
 mod debian;
+mod demo;
+mod e2e;
 mod findings;
 mod guest;
 mod initramfs;
@@ -27,6 +29,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::cmd::root;
 use debian::Apt;
 
 /// One arm64 kernel of the matrix.
@@ -91,20 +94,24 @@ pub fn prepare(only: &[String]) -> Result<Prepared> {
     {
         let (package_root, vmlinuz) = fetch_kernel(&cache, kernel)?;
         let initrd = cache.join(format!("aarch64-{}/initrd.img", kernel.name));
-        initramfs::build(&busybox, &package_root, kernel.modules, &initrd)?;
+        initramfs::build(&busybox, &package_root, kernel.modules, &root(), &initrd)?;
         kernels.push((kernel, vmlinuz, initrd));
     }
     let rootfs = rootfs::ensure(&cache)?;
+    rootfs::mount_point(&rootfs, &root())?;
     Ok(Prepared { kernels, rootfs })
 }
 
 /// Boots each prepared kernel with `observer`, the static arm64 binary of
-/// `cargo xtask dist`, and fails unless every one showed what is claimed.
-pub fn run(prepared: &Prepared, observer: &Path) -> Result<()> {
+/// `cargo xtask dist`, and `e2e`, the cross-built end-to-end test binary
+/// (the arm64 target programs built, see [`crate::test::kernels_arm64`]),
+/// and fails unless every one showed what is claimed.
+pub fn run(prepared: &Prepared, observer: &Path, e2e: &Path) -> Result<()> {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for (kernel, vmlinuz, initrd) in &prepared.kernels {
-        let (passed, row) = run_kernel(kernel, vmlinuz, initrd, &prepared.rootfs, observer)?;
+        let binaries = Binaries { observer, e2e };
+        let (passed, row) = run_kernel(kernel, vmlinuz, initrd, &prepared.rootfs, &binaries)?;
         if !passed {
             failed.push(kernel.name);
         }
@@ -171,6 +178,14 @@ fn remove_ours(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The arm64 binaries the guest runs.
+struct Binaries<'a> {
+    /// The static observer.
+    observer: &'a Path,
+    /// The end-to-end test binary.
+    e2e: &'a Path,
+}
+
 /// Boots one kernel and reads what its run showed; the row for people and
 /// whether what is claimed held.
 fn run_kernel(
@@ -178,11 +193,11 @@ fn run_kernel(
     vmlinuz: &Path,
     initrd: &Path,
     rootfs: &Path,
-    observer: &Path,
+    binaries: &Binaries,
 ) -> Result<(bool, String)> {
     let started = Instant::now();
-    let out = prepare_output(kernel, observer)?;
-    guest::write_script(&out)?;
+    let out = prepare_output(kernel, binaries)?;
+    guest::write_script(&out, &out.join("bin/e2e"))?;
     let booted = guest::boot(vmlinuz, initrd, rootfs, &out)?;
     let results = std::fs::read_to_string(out.join("results.txt")).unwrap_or_default();
     let release = vmlinuz
@@ -234,18 +249,27 @@ fn judge(out: &Path, results: &str) -> (bool, Vec<String>) {
         passed &= run.passed;
         lines.push(run.line);
     }
+    let (demo_passed, demo) = demo::judge(out, results);
+    passed &= demo_passed;
+    lines.push(demo);
+    let (tests_passed, tests) = e2e::judge(out, results);
+    passed &= tests_passed;
+    lines.extend(tests);
     (passed, lines)
 }
 
-/// A fresh `target/kernels/aarch64-<kernel>/` with `bin/`: the observer and
-/// the target builds the guest runs.
-fn prepare_output(kernel: &Kernel, observer: &Path) -> Result<PathBuf> {
+/// A fresh `target/kernels/aarch64-<kernel>/` with `bin/`: copies of the
+/// observer and the e2e test binary (a build during the run cannot replace
+/// them) and the pool target's builds the guest runs.
+fn prepare_output(kernel: &Kernel, binaries: &Binaries) -> Result<PathBuf> {
     let out = crate::kernels::results_root().join(format!("aarch64-{}", kernel.name));
     remove_ours(&out)?;
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
-    std::fs::copy(observer, bin.join("observer"))
-        .with_context(|| format!("cannot copy {}", observer.display()))?;
+    for (binary, name) in [(binaries.observer, "observer"), (binaries.e2e, "e2e")] {
+        std::fs::copy(binary, bin.join(name))
+            .with_context(|| format!("cannot copy {}", binary.display()))?;
+    }
     target::build_all(&bin)?;
     Ok(out)
 }

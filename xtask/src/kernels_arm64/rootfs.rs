@@ -49,6 +49,13 @@ pub fn ensure(cache: &Path) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
+/// Makes `path` (absolute) a directory in `rootfs`, for the guest's init
+/// to mount something at: the root file system is mounted read-only.
+pub fn mount_point(rootfs: &Path, path: &Path) -> Result<()> {
+    let inside = rootfs.join(path.strip_prefix("/").unwrap_or(path));
+    std::fs::create_dir_all(&inside).with_context(|| format!("cannot create {}", inside.display()))
+}
+
 fn first_stage(rootfs: &Path) -> Result<()> {
     println!("kernels (aarch64): debootstrap --foreign {SUITE} arm64 (minbase)");
     checked(
