@@ -27,7 +27,7 @@ use gimli::{
     UnwindContext, UnwindSection as _,
 };
 use object::{Object as _, ObjectSection as _, SectionKind};
-use observer_ebpf::{aarch64, row_kind, x86_64, Row as _, PAGE_SHIFT};
+use observer_ebpf::{aarch64, row_kind, PAGE_SHIFT};
 
 use super::{pages, Encoding, ObjectTable};
 
@@ -72,11 +72,10 @@ struct Verdict {
     unsupported_examples: Vec<String>,
 }
 
-/// Judges `R`'s table of the ELF file `data` at every `stride`-th address
-/// of its code (every address when `stride` is 0: every 4th on arm64,
-/// every byte on x86-64, and a stride keeping it under a few hundred
-/// thousand addresses for large objects). Panics at the first address
-/// where the table and gimli disagree.
+/// Judges `R`'s table of the ELF file `data` at every instruction of its
+/// code (every 4th byte on arm64, every byte on x86-64), or, for a large
+/// object, at a stride keeping it to about 300 000 addresses. Panics at
+/// the first address where the table and gimli disagree.
 fn judge<R: Encoding>(name: &str, data: &[u8]) -> Verdict {
     let file = object::File::parse(data).unwrap();
     assert_eq!(file.architecture(), R::MACHINE.architecture, "{name}");
@@ -113,7 +112,7 @@ fn judge<R: Encoding>(name: &str, data: &[u8]) -> Verdict {
     // At most ~300k addresses per object; odd strides on x86-64 so that
     // every offset within instructions is met somewhere.
     let mut stride = (code_bytes / 300_000).max(1) * alignment;
-    if !arm64 && stride > 1 && stride % 2 == 0 {
+    if !arm64 && stride > 1 && stride.is_multiple_of(2) {
         stride += 1;
     }
     let mut verdict = Verdict::default();
@@ -334,7 +333,8 @@ fn read(path: &Path) -> Vec<u8> {
 #[test]
 fn x86_64_tables_agree_with_gimli() {
     let exe = std::env::current_exe().unwrap();
-    let verdict = judge::<x86_64::UnwindRow>("the test binary", &read(&exe));
+    use observer_ebpf::x86_64::UnwindRow;
+    let verdict = judge::<UnwindRow>("the test binary", &read(&exe));
     eprintln!("the test binary: {verdict:?}");
     for library in [
         "/lib/x86_64-linux-gnu/libc.so.6",
@@ -342,7 +342,7 @@ fn x86_64_tables_agree_with_gimli() {
     ] {
         let path = Path::new(library);
         if path.exists() {
-            let verdict = judge::<x86_64::UnwindRow>(library, &read(path));
+            let verdict = judge::<UnwindRow>(library, &read(path));
             eprintln!("{library}: {verdict:?}");
         }
     }
