@@ -208,22 +208,37 @@ impl Launched {
             let done = at_gate(attachment, &process);
             return Ok((process, done));
         }
-        if !wait_until_stopped(self.pid, GATE_TIMEOUT) {
+        let stopped = wait_until_stopped(self.pid, GATE_TIMEOUT);
+        if !stopped {
             eprintln!(
                 "observer: the command did not reach its entry point within {GATE_TIMEOUT:?}; \
                  allocations made before its libraries are tabled may have short stacks"
             );
         }
         let tabled = attachment.refresh_tables(&process);
-        let done = at_gate(attachment, &process);
+        // `at_gate` only while the gate holds the command: otherwise the
+        // command may reach the gate meanwhile, and the gate must go first.
+        if stopped {
+            let done = at_gate(attachment, &process);
+            self.open_gate(attachment, tabled)?;
+            Ok((process, done))
+        } else {
+            self.open_gate(attachment, tabled)?;
+            let done = at_gate(attachment, &process);
+            Ok((process, done))
+        }
+    }
+
+    /// Removes the start gate and continues the command; `tabled` is how
+    /// tabling its objects went.
+    fn open_gate(&self, attachment: &mut Attachment, tabled: Result<()>) -> Result<()> {
         let removed = attachment.remove_start_gate();
         // SAFETY: kill has no memory-safety preconditions; the pid is
         // our child, stopped by the gate (or running: SIGCONT is then
         // without effect).
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
         tabled?;
-        removed?;
-        Ok((process, done))
+        removed
     }
 
     /// Passes a stop signal on to the child.
