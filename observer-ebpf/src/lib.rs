@@ -3,7 +3,9 @@
 //! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
 #![no_std]
 
+mod unwind_row;
 mod walk_cache;
+pub use unwind_row::*;
 pub use walk_cache::*;
 
 /// Where this crate's sources were when it was compiled (its manifest
@@ -243,40 +245,6 @@ pub mod walker_slot {
     pub const COUNT: u32 = 3;
 }
 
-/// One row of a compact unwind table (8 bytes): from `pc` until the next
-/// row, how to find the caller's frame. Derived from `.eh_frame` by the
-/// observer at attach. `pc` is the object's ELF virtual address (low 32
-/// bits; objects above 4 GiB are not tabled).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UnwindRow {
-    pub pc: u32,
-    /// CFA = base register + this (see [`row_kind`]).
-    pub cfa_offset: i16,
-    /// rbp was saved at CFA + 8 × this; 0 = rbp unchanged.
-    pub rbp_offset_words: i8,
-    pub kind: u8,
-}
-
-/// [`UnwindRow::kind`] values. The return address is always at CFA − 8 on
-/// x86-64 (rows where it is not are [`row_kind::UNSUPPORTED`]).
-pub mod row_kind {
-    /// No FDE covers this address (between functions).
-    pub const GAP: u8 = 0;
-    /// CFA = rsp + offset.
-    pub const CFA_RSP: u8 = 1;
-    /// CFA = rbp + offset.
-    pub const CFA_RBP: u8 = 2;
-    /// PLT entry: CFA = rsp + 8 + ((pc & 15) >= 11 ? 8 : 0).
-    pub const PLT_11: u8 = 3;
-    /// PLT entry with threshold 10.
-    pub const PLT_10: u8 = 4;
-    /// Return address undefined: an entry point, the stack ends here.
-    pub const END: u8 = 5;
-    /// A rule we do not implement (CFA in another register, expressions).
-    pub const UNSUPPORTED: u8 = 6;
-}
-
 /// Rows are found through 64 KiB pages of each object's address space.
 pub const PAGE_SHIFT: u32 = 16;
 
@@ -357,8 +325,15 @@ pub struct LiveBuf {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WalkState {
     pub pc: u64,
+    /// The stack pointer; [`UNKNOWN_SP`] after an arm64 frame-record step,
+    /// which does not tell it.
     pub sp: u64,
+    /// The frame pointer (rbp, x29).
     pub bp: u64,
+    /// The link register (arm64's x30) where the probe fired: the return
+    /// address of the walk's first frame until its prologue saved it (0
+    /// where calls push the return address).
+    pub lr: u64,
     /// FNV-1a of the frames so far: the stack's id once done.
     pub hash: u64,
     pub tail_calls: u32,
@@ -394,6 +369,17 @@ pub struct WalkState {
     pub _pad: u32,
 }
 
+/// [`WalkState::sp`] once a step could not tell the caller's stack
+/// pointer: arm64's frame-pointer chain, whose frame record {x29, x30} can
+/// sit anywhere in its frame (GCC puts it at the bottom), so that the
+/// caller's stack pointer is not the frame pointer plus 16. The caller's
+/// CFA then comes from the frame pointer, where its row says its own frame
+/// record is, or the walk follows the chain again.
+pub const UNKNOWN_SP: u64 = 0;
+
+const _: () = assert!(size_of::<WalkState>() == 128);
+const _: () = assert!(core::mem::offset_of!(WalkState, lr) == 24);
+
 /// [`WalkState::mode`] values.
 pub mod walk_mode {
     /// No usable cached walk (none, or walked with other tables).
@@ -416,10 +402,12 @@ pub const MAX_NESTED_ALLOCS: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
-    /// The stack pointer at entry: the address of the return-address slot.
+    /// What identifies the call (`arch::entry_call_slot`): x86-64's
+    /// return-address slot (rsp at entry); arm64's stack pointer at the
+    /// call, where nothing is pushed (the callee's CFA).
     pub entry_sp: u64,
-    /// The return address the caller pushed (read before any uretprobe
-    /// replaced it).
+    /// The return address (read at entry, before any uretprobe replaced
+    /// it: the kernel hijacks it after every entry handler ran).
     pub return_address: u64,
     /// Non-zero while the slot holds the original return address again
     /// because a panic started unwinding: the value (the kernel's uretprobe
@@ -493,13 +481,6 @@ pub struct EntrySite {
     /// Callee address minus the call instruction's address (call sites).
     pub callee_delta: i64,
 }
-
-/// Addresses the kernel maps its uretprobe trampoline at: the page just
-/// below the top of the user address space (4- and 5-level paging), where
-/// `__create_xol_area` asks for it. The one actually used is read from
-/// `/proc/PID/maps` (`[uprobes]`) as soon as it exists and stored in
-/// `TRAMPOLINE`; these cover the moments before.
-pub const TRAMPOLINE_HINTS: [u64; 2] = [0x7fff_ffff_e000, 0x00ff_ffff_ffff_e000];
 
 /// What a counter counts, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -690,7 +671,9 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackRecord {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::UnwindRow {}
+    unsafe impl aya::Pod for super::x86_64::UnwindRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::aarch64::UnwindRow {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PageKey {}
     // SAFETY: as above.

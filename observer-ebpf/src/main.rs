@@ -78,10 +78,10 @@ use observer_ebpf::{
     alloc_flags, alloc_kind, cached_flags, cached_step, counter, entry_kind, row_kind, seek_sp,
     stack_flags, test_op, walk_mode, walker, walker_slot, AllocLocs, CachedFrame, EntrySite,
     ExitLocs, InFlight, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs,
-    ReturnTest, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache, WalkState,
-    CACHED_FRAMES, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
+    ReturnTest, Row as _, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache,
+    WalkState, CACHED_FRAMES, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
     LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
-    NO_STACK, PAGE_SHIFT, TRAMPOLINE_HINTS,
+    NO_STACK, PAGE_SHIFT, UNKNOWN_SP,
 };
 
 /// The process being observed; every program ignores other processes.
@@ -263,20 +263,24 @@ const EEXIST: i32 = -17;
 /// `_Unwind_Exception::private_2`: where the unwinder notes the frame that
 /// will catch the exception, after its search phase: the stack pointer of
 /// that frame (the CFA of the frame it called), in libgcc and in LLVM's
-/// libunwind alike. A call whose return-address slot is below it was
-/// unwound; one at or above it is alive.
+/// libunwind alike. A call made below it was unwound; one above it is
+/// alive ([`arch::call_is_below`]: on x86-64 a call's slot below that stack
+/// pointer, on arm64 a call identified by that stack pointer or one below).
 const EXCEPTION_HANDLER_OFFSET: u64 = 24;
 const CLONE_THREAD: u64 = 0x0001_0000;
 const SIGSTOP: u32 = 19;
 
+/// A cached state, as a call site's callee is recorded: a first frame,
+/// its return address where it is at a function's first instruction.
 const EMPTY_CACHED_FRAME: CachedFrame = CachedFrame {
     pc: 0,
     sp: 0,
     bp: 0,
-    rbp_offset_words: 0,
+    fp_offset: 0,
+    ra_offset: arch::ENTRY_RA_OFFSET,
     step: cached_step::STEP,
     flags: 0,
-    _pad: [0; 5],
+    _pad: [0; 2],
 };
 
 /// An empty cache to create `WALK_CACHES` entries from (too large for
@@ -314,6 +318,7 @@ static EMPTY_STATE: ThreadState = ThreadState {
         pc: 0,
         sp: 0,
         bp: 0,
+        lr: 0,
         hash: 0,
         tail_calls: 0,
         done: 0,
@@ -705,6 +710,7 @@ unsafe fn start_walk(
             pc: arch::pc(regs),
             sp: arch::sp(regs),
             bp: arch::fp(regs),
+            lr: arch::link_register(regs).unwrap_or(0),
             hash: FNV_OFFSET,
             tail_calls: 0,
             done: 0,
@@ -1022,7 +1028,10 @@ fn reuse_one(
                 |slot| window.read(copy, slot),
                 // A trampoline: the walk would look up the call it replaced
                 // (a nested allocate in flight); rare, so stepped instead.
-                |_slot, value| (!is_trampoline_of(value, learned)).then_some(value),
+                |_slot, value| {
+                    let value = arch::strip_return_address(value);
+                    (!is_trampoline_of(value, learned)).then_some(value)
+                },
             )
         });
         if !same {
@@ -1059,7 +1068,7 @@ fn reuse_one(
         walk.mode = walk_mode::REUSED;
         return false;
     };
-    if entry.rbp_offset_words != 0 {
+    if entry.fp_offset != 0 {
         walk.bp = caller.bp;
     }
     walk.sp = caller.sp;
@@ -1148,7 +1157,8 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     put(&mut entry.sp, walk.sp);
     put(&mut entry.bp, walk.bp);
     put(&mut entry.step, cached_step::STEP);
-    put(&mut entry.rbp_offset_words, 0);
+    put(&mut entry.fp_offset, 0);
+    put(&mut entry.ra_offset, arch::ENTRY_RA_OFFSET);
     put(
         &mut entry.flags,
         if len == 0 { cached_flags::FIRST } else { 0 },
@@ -1161,24 +1171,32 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
     };
     let outcome = match find_row(lookup, &mut walk.mapping) {
         Some(row) => {
-            if row.kind != row_kind::END {
-                put(&mut entry.rbp_offset_words, row.rbp_offset_words);
+            if row.kind() != row_kind::END {
+                put(&mut entry.fp_offset, row.fp_offset());
+                put(&mut entry.ra_offset, row.ra_offset());
             }
-            if row.kind == row_kind::CFA_RBP {
+            if row.kind() == row_kind::CFA_FP || cfa_from_frame_record(walk, &row) {
                 let flags = entry.flags | cached_flags::STEP_USES_BP;
                 put(&mut entry.flags, flags);
             }
-            caller_by_row(walk, &row, frames)
+            caller_by_row(walk, &row, len == 0, frames)
         }
         None => Step::NoRow,
     };
     let outcome = match outcome {
         Step::NoRow => {
             stack.flags |= stack_flags::USED_FRAME_POINTERS;
-            // At the first frame the return address is at sp and rbp is
-            // untouched; further up, the chain reads both at bp.
+            // At the first frame the return address is where a call left
+            // it and the frame pointer is untouched; further up, the chain
+            // reads both from the frame record at bp.
             let chain = len != 0;
-            put(&mut entry.rbp_offset_words, if chain { -2 } else { 0 });
+            let (fp_offset, ra_offset) = if chain {
+                arch::CHAIN_STEP_OFFSETS
+            } else {
+                (0, arch::ENTRY_RA_OFFSET)
+            };
+            put(&mut entry.fp_offset, fp_offset);
+            put(&mut entry.ra_offset, ra_offset);
             let flags = (entry.flags & cached_flags::FIRST)
                 | cached_flags::BY_FRAME_POINTER
                 | if chain { cached_flags::STEP_USES_BP } else { 0 };
@@ -1241,32 +1259,73 @@ enum Step {
     Broken,
 }
 
+/// True when a CFA = sp + offset row must find the CFA from the frame
+/// pointer instead: the walk's stack pointer is unknown (after an arm64
+/// frame-record step), and the row says where the frame saved x29, which
+/// is where x29 points in a frame that keeps a frame record. Never on
+/// x86-64.
+#[inline(always)]
+fn cfa_from_frame_record(walk: &WalkState, row: &UnwindRow) -> bool {
+    arch::SP_MAY_BE_UNKNOWN
+        && walk.sp == UNKNOWN_SP
+        && row.kind() == row_kind::CFA_SP
+        && row.fp_offset() != 0
+}
+
+/// The caller by the row in effect at the walk's frame (its first frame
+/// when `first`): its CFA, the return address (saved where the row says,
+/// or, at the first frame, still in the link register) and the frame
+/// pointer if the row says it was saved.
 fn caller_by_row(
     walk: &mut WalkState,
     row: &UnwindRow,
+    first: bool,
     frames: &[InFlight; MAX_NESTED_ALLOCS],
 ) -> Step {
-    let offset = row.cfa_offset as i64 as u64;
-    let cfa = match row.kind {
+    let offset = row.cfa_offset() as i64 as u64;
+    let cfa = match row.kind() {
         row_kind::END => return Step::End,
-        row_kind::CFA_RSP => walk.sp.wrapping_add(offset),
-        row_kind::CFA_RBP => walk.bp.wrapping_add(offset),
+        row_kind::CFA_SP if cfa_from_frame_record(walk, row) => {
+            walk.bp.wrapping_sub(row.fp_offset() as i64 as u64)
+        }
+        // The stack pointer is unknown and the row does not tell where the
+        // frame record is: the chain goes on.
+        row_kind::CFA_SP if arch::SP_MAY_BE_UNKNOWN && walk.sp == UNKNOWN_SP => return Step::NoRow,
+        row_kind::CFA_SP => walk.sp.wrapping_add(offset),
+        row_kind::CFA_FP => walk.bp.wrapping_add(offset),
         row_kind::PLT_11 | row_kind::PLT_10 => {
-            let threshold = if row.kind == row_kind::PLT_11 { 11 } else { 10 };
+            let threshold = if row.kind() == row_kind::PLT_11 {
+                11
+            } else {
+                10
+            };
             let extra = if walk.pc & 15 >= threshold { 8 } else { 0 };
             walk.sp.wrapping_add(8 + extra)
         }
         _ => return Step::NoRow,
     };
     // Callers' frames are above ours; anything else is a corrupt walk.
-    if cfa <= walk.sp {
+    if !arch::caller_is_above(cfa, walk.sp, first) {
         return Step::Broken;
     }
-    let Some(return_address) = read_return_address(arch::return_address_slot(cfa), frames) else {
+    let call = arch::call_of_cfa(cfa);
+    let ra_offset = row.ra_offset();
+    let return_address = if ra_offset != 0 {
+        read_return_address(cfa.wrapping_add(ra_offset as i64 as u64), call, frames)
+    } else if first {
+        // Not saved yet: still in the link register.
+        Some(recorded_return_address(walk.lr, call, frames))
+    } else {
+        // A caller's frame that did not save its return address (it made
+        // a call, which overwrote it): nothing tells where it returns.
+        None
+    };
+    let Some(return_address) = return_address else {
         return Step::Broken;
     };
-    if row.rbp_offset_words != 0 {
-        let saved = cfa.wrapping_add((row.rbp_offset_words as i64 * 8) as u64);
+    let fp_offset = row.fp_offset();
+    if fp_offset != 0 {
+        let saved = cfa.wrapping_add(fp_offset as i64 as u64);
         match read_user(saved) {
             Some(bp) => walk.bp = bp,
             None => return Step::Broken,
@@ -1278,19 +1337,24 @@ fn caller_by_row(
 }
 
 /// Without a row: at the probed function's first instruction the return
-/// address is where the call left it; further up, the frame-pointer chain
-/// (see [`arch::frame_record`]).
+/// address is where the call left it (x86-64: the slot at sp; arm64: x30);
+/// further up, the frame-pointer chain (see [`arch::frame_record`]).
 fn caller_by_frame_pointer(
     walk: &mut WalkState,
     at_entry: bool,
     frames: &[InFlight; MAX_NESTED_ALLOCS],
 ) -> Step {
     if at_entry {
-        let slot = arch::return_address_slot_at_entry(walk.sp);
-        let Some(return_address) = read_return_address(slot, frames) else {
+        let caller_sp = arch::caller_sp_at_entry(walk.sp);
+        let call = arch::call_of_cfa(caller_sp);
+        let return_address = match arch::return_address_slot_at_entry(walk.sp) {
+            Some(slot) => read_return_address(slot, call, frames),
+            None => Some(recorded_return_address(walk.lr, call, frames)),
+        };
+        let Some(return_address) = return_address else {
             return Step::Broken;
         };
-        walk.sp = arch::caller_sp_at_entry(walk.sp);
+        walk.sp = caller_sp;
         walk.pc = return_address;
         return Step::Moved { dwarf: false };
     }
@@ -1299,31 +1363,47 @@ fn caller_by_frame_pointer(
     }
     let (return_address_slot, saved_bp_slot, caller_sp) = arch::frame_record(walk.bp);
     let (Some(return_address), Some(bp)) = (
-        read_return_address(return_address_slot, frames),
+        read_return_address(return_address_slot, arch::call_of_cfa(caller_sp), frames),
         read_user(saved_bp_slot),
     ) else {
         return Step::Broken;
     };
+    if !arch::chain_goes_up(walk.bp, bp) {
+        return Step::Broken;
+    }
     walk.sp = caller_sp;
     walk.bp = bp;
     walk.pc = return_address;
     Step::Moved { dwarf: false }
 }
 
-/// The return address stored at `slot`; where a uretprobe replaced it with
-/// its trampoline (an outer allocate call in flight), the original.
+/// The return address stored at `slot`, as the walk records it (see
+/// [`recorded_return_address`]; `call` identifies the call that stored it).
 #[inline(always)]
-fn read_return_address(slot: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> Option<u64> {
-    let value = read_user(slot)?;
+fn read_return_address(
+    slot: u64,
+    call: u64,
+    frames: &[InFlight; MAX_NESTED_ALLOCS],
+) -> Option<u64> {
+    Some(recorded_return_address(read_user(slot)?, call, frames))
+}
+
+/// A return address as the walk records it: without pointer-authentication
+/// bits; where a uretprobe replaced it with its trampoline (an outer
+/// allocate call in flight, identified by `call`, its
+/// [`arch::entry_call_slot`]), the original.
+#[inline(always)]
+fn recorded_return_address(value: u64, call: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> u64 {
+    let value = arch::strip_return_address(value);
     if !is_trampoline(value) {
-        return Some(value);
+        return value;
     }
     for frame in frames {
-        if frame.entry_sp == slot {
-            return Some(frame.return_address);
+        if frame.entry_sp == call {
+            return frame.return_address;
         }
     }
-    Some(value)
+    value
 }
 
 /// True for the address of the kernel's uretprobe trampoline in this
@@ -1337,8 +1417,8 @@ fn is_trampoline(value: u64) -> bool {
 #[inline(always)]
 fn is_trampoline_of(value: u64, learned: u64) -> bool {
     (learned != 0 && value == learned)
-        || value == TRAMPOLINE_HINTS[0]
-        || value == TRAMPOLINE_HINTS[1]
+        || value == arch::TRAMPOLINE_HINTS[0]
+        || value == arch::TRAMPOLINE_HINTS[1]
 }
 
 /// A mapping no address is in.
@@ -1378,14 +1458,14 @@ fn find_row(pc: u64, previous: &mut MappingEntry) -> Option<UnwindRow> {
     for _ in 0..17 {
         let middle = low + (high - low) / 2;
         let row = UNWIND_ROWS.get(middle)?;
-        if row.pc <= vaddr {
+        if row.pc() <= vaddr {
             low = middle;
         } else {
             high = middle;
         }
     }
     let row = *UNWIND_ROWS.get(low)?;
-    (row.pc <= vaddr).then_some(row)
+    (row.pc() <= vaddr).then_some(row)
 }
 
 /// The mapping containing `pc`: one longest-prefix lookup.
@@ -1789,6 +1869,11 @@ fn release_reallocated(
 /// gets the original back: the unwinder finds no unwind information for
 /// the trampoline and would make the target abort.
 fn on_unwind_start(ctx: &ProbeContext) {
+    // Not on arm64, where userspace never asks for it (see
+    // `arch::REPAIRS_RETURN_ADDRESSES`): the program is then empty.
+    if !arch::REPAIRS_RETURN_ADDRESSES {
+        return;
+    }
     let Some(pid_tgid) = target_thread() else {
         return;
     };
@@ -1872,7 +1957,7 @@ fn drop_unwound_calls(ctx: &ProbeContext, state: *mut ThreadState) {
         }
         // SAFETY: as above.
         let top = unsafe { &(*state).frames[frame_index(depth - 1)] };
-        if top.entry_sp >= handler {
+        if !arch::call_is_below(top.entry_sp, handler) {
             break;
         }
         count(counter::ALLOC_UNWOUND);

@@ -4,8 +4,11 @@
 //! A walk is a chain of states `(pc, sp, bp)`, innermost first. The step
 //! from one state to its caller depends only on the state, the unwind
 //! table row at `pc` and the values it reads from the stack: the return
-//! address at `CFA − 8` and, where the row says rbp was saved, the saved
-//! rbp. So when a new walk stands where a cached frame stood (same `pc`,
+//! address (at `CFA − 8` on x86-64, where arm64's row says x30 was saved)
+//! and, where the row says the frame pointer was saved, the saved frame
+//! pointer. (A step that takes the return address from a register, arm64's
+//! x30 at a walk's first frame, depends on more than the state: it is
+//! never joined.) So when a new walk stands where a cached frame stood (same `pc`,
 //! same `sp`, and same `bp` if anything further down uses it before it
 //! is restored), and every slot the cached walk read from there on still
 //! holds what it held, the rest of the walk is the cached one, frame for
@@ -40,8 +43,9 @@ pub mod cached_flags {
     pub const FIRST: u8 = 1;
     /// The step used frame pointers (no row covered `pc`).
     pub const BY_FRAME_POINTER: u8 = 2;
-    /// The step computed the caller's frame from `bp` (a CFA = rbp + offset
-    /// row, or the frame-pointer chain).
+    /// The step computed the caller's frame from `bp` (a CFA = frame
+    /// pointer + offset row, the frame-pointer chain, or arm64's CFA from
+    /// the frame record after a chain step).
     pub const STEP_USES_BP: u8 = 4;
     /// The walk from here on depends on this state's `bp`: this step or a
     /// later one uses it before it is restored from a saved slot.
@@ -55,15 +59,25 @@ pub struct CachedFrame {
     pub pc: u64,
     pub sp: u64,
     pub bp: u64,
-    /// The step read the caller's rbp at `caller.sp + 8 × this` (the
-    /// caller's CFA is its `sp`); 0: rbp was not restored.
-    pub rbp_offset_words: i8,
+    /// The step read the caller's frame pointer at `caller.sp + this`
+    /// (bytes; the caller's CFA is its `sp`); 0: it was not restored.
+    pub fp_offset: i16,
+    /// The step read the return address at `caller.sp + this` (bytes);
+    /// 0: from no slot there (arm64: the link register at a walk's first
+    /// frame, or a frame record whose caller's sp is unknown): it cannot
+    /// be re-read, and the state is never joined.
+    pub ra_offset: i16,
     /// [`cached_step`].
     pub step: u8,
     /// [`cached_flags`] bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 2],
 }
+
+const _: () = assert!(size_of::<CachedFrame>() == 32);
+const _: () = assert!(core::mem::offset_of!(CachedFrame, fp_offset) == 24);
+const _: () = assert!(core::mem::offset_of!(CachedFrame, ra_offset) == 26);
+const _: () = assert!(core::mem::offset_of!(CachedFrame, step) == 28);
 
 /// A thread's last complete walk, outermost state first
 /// (`frames[len - 1]` is the innermost frame), so a new walk that joins it
@@ -92,26 +106,24 @@ impl CachedFrame {
     #[inline(always)]
     pub fn joins(&self, pc: u64, sp: u64, bp: u64, first: bool) -> bool {
         self.step != cached_step::TERMINAL
+            && (self.step == cached_step::END || self.ra_offset != 0)
             && (self.flags & cached_flags::FIRST != 0) == first
             && self.pc == pc
             && self.sp == sp
             && (self.flags & cached_flags::DEPENDS_ON_BP == 0 || self.bp == bp)
     }
 
-    /// Where the step from this state to `caller` read the return address.
+    /// Where the step from this state to `caller` read the return address,
+    /// if it read it from memory there.
     #[inline(always)]
-    pub fn return_address_slot(caller: &CachedFrame) -> u64 {
-        caller.sp.wrapping_sub(8)
+    pub fn return_address_slot(&self, caller: &CachedFrame) -> Option<u64> {
+        (self.ra_offset != 0).then(|| caller.sp.wrapping_add(self.ra_offset as i64 as u64))
     }
 
-    /// Where the step to `caller` read the saved rbp, if it did.
+    /// Where the step to `caller` read the saved frame pointer, if it did.
     #[inline(always)]
     pub fn saved_bp_slot(&self, caller: &CachedFrame) -> Option<u64> {
-        (self.rbp_offset_words != 0).then(|| {
-            caller
-                .sp
-                .wrapping_add((self.rbp_offset_words as i64 * 8) as u64)
-        })
+        (self.fp_offset != 0).then(|| caller.sp.wrapping_add(self.fp_offset as i64 as u64))
     }
 
     /// Whether the step from this state to `caller` reads the same values
@@ -131,7 +143,9 @@ impl CachedFrame {
         if self.step != cached_step::STEP {
             return false;
         }
-        let slot = Self::return_address_slot(caller);
+        let Some(slot) = self.return_address_slot(caller) else {
+            return false;
+        };
         match read(slot) {
             Some(value) if original(slot, value) == Some(caller.pc) => {}
             _ => return false,
@@ -148,7 +162,7 @@ impl CachedFrame {
     #[inline(always)]
     pub fn depends_on_bp(&self, caller_depends: bool) -> bool {
         self.flags & cached_flags::STEP_USES_BP != 0
-            || (self.step == cached_step::STEP && self.rbp_offset_words == 0 && caller_depends)
+            || (self.step == cached_step::STEP && self.fp_offset == 0 && caller_depends)
     }
 }
 
@@ -208,15 +222,16 @@ mod tests {
 
     use super::*;
 
-    fn frame(pc: u64, sp: u64, bp: u64, rbp_offset_words: i8, flags: u8) -> CachedFrame {
+    fn frame(pc: u64, sp: u64, bp: u64, fp_offset: i16, flags: u8) -> CachedFrame {
         CachedFrame {
             pc,
             sp,
             bp,
-            rbp_offset_words,
+            fp_offset,
+            ra_offset: -8,
             step: cached_step::STEP,
             flags,
-            _pad: [0; 5],
+            _pad: [0; 2],
         }
     }
 
@@ -229,7 +244,7 @@ mod tests {
                 step: cached_step::TERMINAL,
                 ..frame(0, 0x7100, 0x55, 0, 0)
             },
-            frame(0x3000, 0x7080, 0x55, -2, 0),
+            frame(0x3000, 0x7080, 0x55, -16, 0),
             frame(0x2000, 0x7040, 0x11, 0, 0),
             frame(0x1000, 0x7000, 0x11, 0, cached_flags::FIRST),
         ];
@@ -304,6 +319,45 @@ mod tests {
         assert!(!frames[3].still_steps_to(&frames[2], reader(&memory), unknown));
     }
 
+    /// arm64: a frame record at the bottom of a 48-byte frame (GCC's
+    /// `stp x29, x30, [sp, #-48]!`) is re-read where it is, below the
+    /// caller's stack pointer by the row's offsets.
+    #[test]
+    fn slots_are_where_the_row_said() {
+        let caller = frame(0x2000, 0x7030, 0x55, 0, 0);
+        let callee = CachedFrame {
+            ra_offset: -40,
+            ..frame(0x1000, 0x7000, 0x7000, -48, cached_flags::FIRST)
+        };
+        let memory = BTreeMap::from([(0x7030 - 40, 0x2000), (0x7030 - 48, 0x55)]);
+        assert!(callee.still_steps_to(&caller, reader(&memory), as_read));
+        // The x86-64 slot (CFA − 8) is not where this step read.
+        let x86 = BTreeMap::from([(0x7030 - 8, 0x2000), (0x7030 - 16, 0x55)]);
+        assert!(!callee.still_steps_to(&caller, reader(&x86), as_read));
+    }
+
+    /// arm64: a step that took the return address from x30 (a walk's first
+    /// frame before its prologue saved it) or from a frame record whose
+    /// caller's stack pointer is unknown read no slot relative to the
+    /// caller: it is never joined nor re-read.
+    #[test]
+    fn a_step_from_a_register_is_never_reused() {
+        let caller = frame(0x2000, 0x7000, 0x55, 0, 0);
+        let from_x30 = CachedFrame {
+            ra_offset: 0,
+            ..frame(0x1000, 0x7000, 0x55, 0, cached_flags::FIRST)
+        };
+        assert!(!from_x30.joins(0x1000, 0x7000, 0x55, true));
+        let everything = |_| Some(0x2000);
+        assert!(!from_x30.still_steps_to(&caller, everything, as_read));
+        // The same frame with its return address saved is joined.
+        let saved = CachedFrame {
+            ra_offset: -8,
+            ..from_x30
+        };
+        assert!(saved.joins(0x1000, 0x7000, 0x55, true));
+    }
+
     #[test]
     fn an_end_or_terminal_state_does_not_step() {
         let (frames, memory) = walked();
@@ -343,7 +397,7 @@ mod tests {
     #[test]
     fn bp_dependence_stops_where_rbp_is_restored() {
         let uses = frame(1, 0x100, 0, 0, cached_flags::STEP_USES_BP);
-        let restores = frame(1, 0x100, 0, -2, 0);
+        let restores = frame(1, 0x100, 0, -16, 0);
         let passes = frame(1, 0x100, 0, 0, 0);
         assert!(uses.depends_on_bp(false));
         assert!(!restores.depends_on_bp(true));

@@ -201,10 +201,18 @@ async fn run_command(args: RunArgs) -> Result<Outcome> {
         .await?;
     // From here the command runs: a stop signal is no longer an interrupted
     // start but the session's to pass on, which it does as soon as it runs.
+    // The dynamic linker's probe and the symbolizer's mappings need the
+    // process alive: read while the gate holds it, or a command that runs
+    // for milliseconds is gone first (its report had no symbols, and the
+    // probe failed with ENOENT on its map_files).
     let entry_point = launched.program_entry_point();
-    let process = launched.release_through_gate(&mut attachment, entry_point)?;
-    watch_loads(&mut attachment, &process, args.session.stack_walker);
-    let symbolizer = Symbolizer::new(&process, debug)?;
+    let walker = args.session.stack_walker;
+    let (process, mapped) =
+        launched.release_through_gate(&mut attachment, entry_point, |attachment, process| {
+            watch_loads(attachment, process, walker);
+            MappedFiles::read(process, debug)
+        })?;
+    let symbolizer = Symbolizer::from_files(mapped?);
     let observed = observed(
         process,
         plan,

@@ -10,7 +10,7 @@
 //! functions, all `#[inline(always)]` so that the programs compile to
 //! plain loads from the register snapshot:
 //!
-//! | function | meaning |
+//! | item | meaning |
 //! |---|---|
 //! | `pc`, `sp`, `fp` | instruction, stack and frame pointer |
 //! | `link_register` | the return-address register (`None` where a call pushes it) |
@@ -19,17 +19,25 @@
 //! | `entry_call_slot` | what identifies a call at its callee's first instruction |
 //! | `return_address_at_entry` | the callee's return address at its first instruction (defined here, from `link_register` or the slot) |
 //! | `pending_call_slot` | the same identity before a call instruction or after the return |
-//! | `return_address_slot` | where a frame's return address is, from its CFA |
-//! | `frame_record` | the frame-pointer chain's step: return-address slot, saved frame pointer slot, caller's stack pointer |
-//! | `return_address_slot_at_entry` | where the return address is at a callee's first instruction |
+//! | `call_of_cfa` | the same identity, from the callee frame's CFA (a uretprobe's trampoline found in a walk) |
+//! | `call_is_below` | whether a call was made below a given frame (calls a panic unwound) |
+//! | `strip_return_address` | a return address without pointer-authentication bits |
+//! | `TRAMPOLINE_HINTS` | where the kernel maps the uretprobe trampoline before it is learned |
+//! | `REPAIRS_RETURN_ADDRESSES` | whether the panic repair can put return addresses back |
+//! | `caller_is_above` | whether a row's CFA is plausible for the stack pointer |
+//! | `frame_record`, `chain_goes_up`, `CHAIN_STEP_OFFSETS`, `SP_MAY_BE_UNKNOWN` | the frame-pointer chain's step, its check, where it reads, whether it tells the caller's sp |
+//! | `return_address_slot_at_entry`, `ENTRY_RA_OFFSET` | where the return address is at a callee's first instruction (a slot, or the link register) |
 //! | `caller_sp_at_entry` | the caller's stack pointer at a callee's first instruction |
+//!
+//! Where a frame saved its return address and frame pointer comes from
+//! its unwind row (`observer_ebpf::Row`: each processor's row type).
 //!
 //! Argument registers are read through aya's `ProbeContext::arg`, which
 //! follows the same `bpf_target_arch` (x86-64: rdi rsi rdx rcx r8 r9;
 //! arm64: x0–x7).
 //!
-//! The paths not yet right on arm64 are marked `arm64: not yet` in
-//! `aarch64.rs`, and only there.
+//! What the kernel side still lacks on arm64 (x6 and x7, x8) is listed in
+//! docs/arm64.md.
 
 #[cfg(bpf_target_arch = "aarch64")]
 mod aarch64;
@@ -49,11 +57,13 @@ pub type Returned = [u64; 2];
 
 /// At a callee's first instruction: its return address, from the link
 /// register where the architecture has one, else read from the slot the
-/// call pushed it into (0 when unreadable).
+/// call pushed it into (0 when unreadable); stripped as the walk records
+/// return addresses.
 #[inline(always)]
 pub fn return_address_at_entry(regs: &aya_ebpf::bindings::pt_regs) -> u64 {
     link_register(regs)
-        .or_else(|| crate::read_user(return_address_slot_at_entry(sp(regs))))
+        .or_else(|| crate::read_user(return_address_slot_at_entry(sp(regs))?))
+        .map(strip_return_address)
         .unwrap_or(0)
 }
 

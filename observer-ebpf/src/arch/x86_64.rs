@@ -83,11 +83,37 @@ pub fn pending_call_slot(regs: &pt_regs) -> u64 {
     regs.rsp.wrapping_sub(8)
 }
 
-/// Where a frame's return address is, given its CFA: just below it.
+/// Addresses the kernel maps its uretprobe trampoline at: the page just
+/// below the top of the user address space (4- and 5-level paging), where
+/// `__create_xol_area` asks for it. The one actually used is read from
+/// `/proc/PID/maps` (`[uprobes]`) as soon as it exists and stored in
+/// `TRAMPOLINE`; these cover the moments before.
+pub const TRAMPOLINE_HINTS: [u64; 2] = [0x7fff_ffff_e000, 0x00ff_ffff_ffff_e000];
+
+/// A return address as read: x86-64's carry no signature.
 #[inline(always)]
-pub fn return_address_slot(cfa: u64) -> u64 {
+pub fn strip_return_address(value: u64) -> u64 {
+    value
+}
+
+/// The call whose return address a frame's slot holds, from the frame's
+/// CFA: the slot just below it, which [`entry_call_slot`] recorded.
+#[inline(always)]
+pub fn call_of_cfa(cfa: u64) -> u64 {
     cfa.wrapping_sub(8)
 }
+
+/// Whether a caller's CFA computed from a row is plausible: above the
+/// stack pointer (a call pushed at least the return address).
+#[inline(always)]
+pub fn caller_is_above(cfa: u64, sp: u64, _first: bool) -> bool {
+    cfa > sp
+}
+
+/// False: a frame-pointer chain step always tells the caller's stack
+/// pointer (see [`frame_record`]), so the walk's `sp` is never
+/// `UNKNOWN_SP`.
+pub const SP_MAY_BE_UNKNOWN: bool = false;
 
 /// The frame-pointer chain's step from frame pointer `fp` (after
 /// `push rbp; mov rbp, rsp`): the slot of the return address, the slot of
@@ -97,16 +123,45 @@ pub fn frame_record(fp: u64) -> (u64, u64, u64) {
     (fp.wrapping_add(8), fp, fp.wrapping_add(16))
 }
 
+/// Whether a chain step from frame pointer `fp` to the saved `saved_fp`
+/// may go on: always here; the next step's own check (the frame pointer
+/// not below the stack pointer, which is `fp + 16`) keeps the walk going up.
+#[inline(always)]
+pub fn chain_goes_up(_fp: u64, _saved_fp: u64) -> bool {
+    true
+}
+
+/// Where a frame-pointer chain step read, from the caller's stack pointer
+/// (`fp + 16`): the saved frame pointer 16 below it, the return address 8
+/// below it (`CachedFrame::fp_offset`, `ra_offset`).
+pub const CHAIN_STEP_OFFSETS: (i16, i16) = (-16, -8);
+
 /// At a callee's first instruction (stack pointer `sp`), where its
 /// return address is: the slot at `sp`.
 #[inline(always)]
-pub fn return_address_slot_at_entry(sp: u64) -> u64 {
-    sp
+pub fn return_address_slot_at_entry(sp: u64) -> Option<u64> {
+    Some(sp)
 }
+
+/// The same, from the caller's stack pointer (`CachedFrame::ra_offset`).
+pub const ENTRY_RA_OFFSET: i16 = -8;
 
 /// At a callee's first instruction (stack pointer `sp`), the caller's
 /// stack pointer: above the pushed return address.
 #[inline(always)]
 pub fn caller_sp_at_entry(sp: u64) -> u64 {
     sp.wrapping_add(8)
+}
+
+/// True: a uretprobe's trampoline sits in the slot [`entry_call_slot`]
+/// names, where the panic repair puts the original return address back
+/// (`on_unwind_start`, `rearm_live_calls`).
+pub const REPAIRS_RETURN_ADDRESSES: bool = true;
+
+/// Whether a call (`entry_sp`, its [`entry_call_slot`]) was made below a
+/// frame whose stack pointer at its own call is `sp` (the frame that
+/// catches a panic): its slot is below that stack pointer.
+#[inline(always)]
+pub fn call_is_below(entry_sp: u64, sp: u64) -> bool {
+    entry_sp < sp
 }

@@ -76,6 +76,16 @@ pub const REGISTER_NAMES: &[&str] = &[
 // location encoding (`observer_ebpf::LOC_BASE_ARG_COUNT`) saves six.
 pub const ARGUMENT_REGISTERS: [u16; 6] = [0, 1, 2, 3, 4, 5];
 
+/// Whether a uretprobe's replaced return address can be put back when a
+/// panic unwinds through the call: no. The kernel replaces x30 at entry;
+/// the callee saves it wherever its prologue chooses, signed when built
+/// with pac-ret (with a key the eBPF programs cannot sign with), so the
+/// original cannot be put back where the unwinder reads it.
+pub const RETURN_ADDRESS_REPAIR: Result<(), &str> = Err(
+    "on arm64 the uretprobe replaces x30, which the function saves where its prologue chooses \
+     (and signs, with pac-ret): the original return address cannot be put back",
+);
+
 // A function whose first instruction is the frame-record store a
 // prologue starts with; hidden, so it is this binary's own.
 core::arch::global_asm!(

@@ -12,6 +12,7 @@
 //! | `NAME` | the processor's name in messages |
 //! | `REGISTER_NAMES` | general registers by DWARF number, as locations spell them |
 //! | `ARGUMENT_REGISTERS` | DWARF numbers of the registers `arg0`… read |
+//! | `RETURN_ADDRESS_REPAIR` | whether a uretprobe's return address can be put back for a panic, or why not |
 //! | `PROLOGUE_SITE` | an own function starting with a frame-pointer prologue's first instruction (probe-cost measurement) |
 //! | `ISA` | the instruction set the planner decodes ([`decode`]) |
 //! | `ELF_MACHINE`, `LIBRARY_DIRS`, `LD_CACHE_ARCH` | how the dynamic linker's search is followed |

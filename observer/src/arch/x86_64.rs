@@ -64,6 +64,10 @@ pub const REGISTER_NAMES: &[&str] = &[
 /// DWARF numbers of the argument registers, in order: rdi rsi rdx rcx r8 r9.
 pub const ARGUMENT_REGISTERS: [u16; 6] = [5, 4, 1, 2, 8, 9];
 
+/// Whether a uretprobe's replaced return address can be put back when a
+/// panic unwinds through the call: yes, it is in the slot `call` pushed.
+pub const RETURN_ADDRESS_REPAIR: Result<(), &str> = Ok(());
+
 // A function whose first instruction is `push rbp`, whatever the compiler
 // does with Rust code; hidden, so it is this binary's own.
 core::arch::global_asm!(

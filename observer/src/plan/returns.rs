@@ -172,8 +172,10 @@ pub struct ReturnInputs<'a> {
 }
 
 impl ReturnInputs<'_> {
-    /// The unwinder, when the repair is possible with it.
+    /// The unwinder, when the repair is possible with it (on this
+    /// processor, this kernel, with these privileges).
     fn repairable(&self) -> Result<&Unwinder, String> {
+        crate::arch::RETURN_ADDRESS_REPAIR.map_err(String::from)?;
         self.repair.clone()?;
         self.unwinder.as_ref().map_err(Clone::clone)
     }

@@ -188,36 +188,57 @@ impl Launched {
 
     /// Releases the child through the start gate: it runs until its
     /// program's entry point, where the gate stops it; then every object
-    /// the dynamic loader mapped is tabled, the gate is removed and the
-    /// command continues. Without a gate (no entry point known), or if it
-    /// does not stop in time, the command is simply let run.
-    pub fn release_through_gate(
+    /// the dynamic loader mapped is tabled, `at_gate` runs (what must see
+    /// the process alive: a short command may be gone soon after), the
+    /// gate is removed and the command continues. Without a gate (no entry
+    /// point known), or if it does not stop in time, the command is simply
+    /// let run, and `at_gate` runs at once.
+    pub fn release_through_gate<T>(
         &mut self,
         attachment: &mut Attachment,
         entry_point: Option<u64>,
-    ) -> Result<Process> {
+        at_gate: impl FnOnce(&mut Attachment, &Process) -> T,
+    ) -> Result<(Process, T)> {
         if let Some(entry) = entry_point {
             attachment.arm_start_gate(&self.program, entry, self.pid)?;
         }
         self.release()?;
         let process = Process::launched_child(self.pid, &self.program);
-        if entry_point.is_some() {
-            if !wait_until_stopped(self.pid, GATE_TIMEOUT) {
-                eprintln!(
-                    "observer: the command did not reach its entry point within {GATE_TIMEOUT:?}; \
-                     allocations made before its libraries are tabled may have short stacks"
-                );
-            }
-            let tabled = attachment.refresh_tables(&process);
-            let removed = attachment.remove_start_gate();
-            // SAFETY: kill has no memory-safety preconditions; the pid is
-            // our child, stopped by the gate (or running: SIGCONT is then
-            // without effect).
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
-            tabled?;
-            removed?;
+        if entry_point.is_none() {
+            let done = at_gate(attachment, &process);
+            return Ok((process, done));
         }
-        Ok(process)
+        let stopped = wait_until_stopped(self.pid, GATE_TIMEOUT);
+        if !stopped {
+            eprintln!(
+                "observer: the command did not reach its entry point within {GATE_TIMEOUT:?}; \
+                 allocations made before its libraries are tabled may have short stacks"
+            );
+        }
+        let tabled = attachment.refresh_tables(&process);
+        // `at_gate` only while the gate holds the command: otherwise the
+        // command may reach the gate meanwhile, and the gate must go first.
+        if stopped {
+            let done = at_gate(attachment, &process);
+            self.open_gate(attachment, tabled)?;
+            Ok((process, done))
+        } else {
+            self.open_gate(attachment, tabled)?;
+            let done = at_gate(attachment, &process);
+            Ok((process, done))
+        }
+    }
+
+    /// Removes the start gate and continues the command; `tabled` is how
+    /// tabling its objects went.
+    fn open_gate(&self, attachment: &mut Attachment, tabled: Result<()>) -> Result<()> {
+        let removed = attachment.remove_start_gate();
+        // SAFETY: kill has no memory-safety preconditions; the pid is
+        // our child, stopped by the gate (or running: SIGCONT is then
+        // without effect).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+        tabled?;
+        removed
     }
 
     /// Passes a stop signal on to the child.

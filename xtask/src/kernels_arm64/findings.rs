@@ -1,8 +1,11 @@
 //! What a VM run showed, read from the output directory: whether `doctor`
-//! ran, and for each target build whether the programs loaded and the
-//! counts were exact (what is claimed to work on arm64 now), plus the
-//! stack the observer gave the leak (reported as seen, not judged: the
-//! unwinder is x86-64's until it is ported, see docs/arm64.md).
+//! ran, and for each target build whether the programs loaded, the counts
+//! were exact, and the leak's stack was whole and right: `pool_get` called
+//! by `serve_leaky` called by `main`, then glibc's start
+//! (`__libc_start_call_main`, which glibc's stripped symbol table does not
+//! name, `__libc_start_main`) and `_start`, every walk complete, every
+//! frame found with an `.eh_frame` row (the build without rows of its own:
+//! some by frame records).
 
 use std::path::Path;
 
@@ -67,16 +70,91 @@ pub fn run(out: &Path, results: &str, variant: &Variant) -> RunFinding {
     };
     let counts = Counts::of(&report);
     let exact = counts == Counts::expected();
+    let stack_wrong = judge_stack(&report, variant.rows_everywhere);
     RunFinding {
-        passed: exact && exit.starts_with("exit 0 "),
+        passed: exact && stack_wrong.is_none() && exit.starts_with("exit 0 "),
         line: format!(
-            "{name} ({}): {exit}; counts {} ({counts}, expected {}); leak's stack as reported: {}",
+            "{name} ({}): {exit}; counts {} ({counts}, expected {}); leak's stack {}: {}",
             variant.about,
             if exact { "exact" } else { "WRONG" },
             Counts::expected(),
+            match &stack_wrong {
+                None => "right".to_string(),
+                Some(why) => format!("WRONG ({why})"),
+            },
             stack(&report)
         ),
     }
+}
+
+/// The leak's callers, innermost first, as `pool.c` makes the calls.
+const LEAK_CALLERS: [&str; 3] = ["pool_get", "serve_leaky", "main"];
+
+/// Why the leak's stack is not the one `pool.c` makes, if it is not: the
+/// top site (the leaked buffers) must have [`LEAK_CALLERS`], then glibc's
+/// start (frames in libc.so.6, named `__libc_start_*` or not named at all)
+/// down to `_start`; every one of its walks complete, and no frame of any
+/// walk found by frame pointers where rows cover every frame (on the build
+/// without frame pointers nothing else could walk it), some where the
+/// program has no rows (the frame records walked it).
+fn judge_stack(report: &Value, rows_everywhere: bool) -> Option<String> {
+    let Some(site) = report.pointer("/sites/0") else {
+        return Some("no site".into());
+    };
+    if site["buffers"].as_i64() != Some(LEAKS as i64) {
+        return Some(format!("the top site has {} buffers", site["buffers"]));
+    }
+    let frames = site["frames"].as_array().cloned().unwrap_or_default();
+    let name = |frame: &Value| frame["function"].as_str().map(str::to_string);
+    let names: Vec<Option<String>> = frames.iter().map(name).collect();
+    let top: Vec<Option<&str>> = names
+        .iter()
+        .take(LEAK_CALLERS.len())
+        .map(Option::as_deref)
+        .collect();
+    if top != LEAK_CALLERS.map(Some) {
+        return Some(format!("it does not start {}", LEAK_CALLERS.join(" <- ")));
+    }
+    let start = &frames[LEAK_CALLERS.len()..];
+    if start.last().and_then(name).as_deref() != Some("_start") {
+        return Some("it does not end at _start".into());
+    }
+    let in_libc = |frame: &Value| {
+        frame["module"]
+            .as_str()
+            .is_some_and(|module| module.ends_with("/libc.so.6"))
+    };
+    let glibc_start = &start[..start.len() - 1];
+    if glibc_start.is_empty()
+        || !glibc_start.iter().all(|frame| {
+            in_libc(frame) && name(frame).is_none_or(|n| n.starts_with("__libc_start_"))
+        })
+        || !glibc_start
+            .iter()
+            .any(|frame| name(frame).as_deref() == Some("__libc_start_main"))
+    {
+        return Some("main is not called by glibc's start (__libc_start_main)".into());
+    }
+    let endings: Vec<&str> = site["stacks"]
+        .as_array()
+        .map(|stacks| stacks.iter().filter_map(|s| s["ending"].as_str()).collect())
+        .unwrap_or_default();
+    if endings.is_empty() || endings.iter().any(|ending| *ending != "complete") {
+        return Some(format!("walks ended {endings:?}"));
+    }
+    let by_frame_pointer = report
+        .pointer("/counters/frames_by_frame_pointer")
+        .and_then(Value::as_i64);
+    let by_frame_pointer = by_frame_pointer.unwrap_or(-1);
+    if rows_everywhere && by_frame_pointer != 0 {
+        return Some(format!(
+            "{by_frame_pointer} frames found by frame pointers, not rows"
+        ));
+    }
+    if !rows_everywhere && by_frame_pointer <= 0 {
+        return Some("no frame found by frame records, in a program without rows".into());
+    }
+    None
 }
 
 /// The numbers an exact observer gives for one run of the target.
@@ -144,5 +222,17 @@ fn stack(report: &Value) -> String {
     let ending = site
         .pointer("/stacks/0/ending")
         .map_or("?".to_string(), Value::to_string);
-    format!("[{}] (walk ended: {ending})", frames.join(" <- "))
+    let counter = |name: &str| {
+        report
+            .pointer(&format!("/counters/{name}"))
+            .and_then(Value::as_i64)
+            .unwrap_or(-1)
+    };
+    format!(
+        "[{}] (walk ended: {ending}; frames by rows {}, by frame records {}, reused {})",
+        frames.join(" <- "),
+        counter("frames_unwound"),
+        counter("frames_by_frame_pointer"),
+        counter("frames_reused")
+    )
 }

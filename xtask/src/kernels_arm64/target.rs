@@ -1,8 +1,11 @@
 //! The arm64 target programs run in the VM: `pool.c` (next to this file)
-//! cross-compiled by Debian's `aarch64-linux-gnu-gcc`, once with frame
-//! pointers and once with return addresses signed (`pac-ret`, checked in
-//! the disassembly), dynamically linked against glibc like most programs
-//! (the guest's root file system is Debian's).
+//! cross-compiled by Debian's `aarch64-linux-gnu-gcc`, with frame
+//! pointers, with return addresses signed too (`pac-ret`, checked in the
+//! disassembly), without frame pointers (only `.eh_frame` can walk it:
+//! `serve_leaky` saves x30 alone, and x29 is not a frame chain), and with
+//! frame pointers but no unwind tables of its own (only the frame records
+//! can walk it, up to glibc's rows), dynamically linked against glibc like
+//! most programs (the guest's root file system is Debian's).
 
 use std::path::Path;
 
@@ -24,19 +27,41 @@ pub struct Variant {
     /// What it is, for people.
     pub about: &'static str,
     flags: &'static [&'static str],
+    /// True when `.eh_frame` rows cover every frame of the leak's stack;
+    /// false when the program has none (its frames are walked by frame
+    /// records).
+    pub rows_everywhere: bool,
 }
 
-/// Both builds.
-pub const VARIANTS: [Variant; 2] = [
+/// Every build.
+pub const VARIANTS: [Variant; 4] = [
     Variant {
         name: "pool-fp",
         about: "frame pointers",
         flags: &["-fno-omit-frame-pointer"],
+        rows_everywhere: true,
     },
     Variant {
         name: "pool-pac",
         about: "frame pointers, return addresses signed (-mbranch-protection=pac-ret)",
         flags: &["-fno-omit-frame-pointer", "-mbranch-protection=pac-ret"],
+        rows_everywhere: true,
+    },
+    Variant {
+        name: "pool-nofp",
+        about: "no frame pointers, return addresses signed",
+        flags: &["-fomit-frame-pointer", "-mbranch-protection=pac-ret"],
+        rows_everywhere: true,
+    },
+    Variant {
+        name: "pool-norows",
+        about: "frame pointers, no .eh_frame of its own",
+        flags: &[
+            "-fno-omit-frame-pointer",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-unwind-tables",
+        ],
+        rows_everywhere: false,
     },
 ];
 
