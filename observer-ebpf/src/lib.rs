@@ -738,3 +738,69 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WalkCache {}
 }
+
+// Both architectures' numberings, whichever this build uses, so that one
+// host's tests check both.
+#[cfg(test)]
+#[path = "arch/loc_aarch64.rs"]
+mod loc_aarch64_for_tests;
+#[cfg(test)]
+#[path = "arch/loc_x86_64.rs"]
+mod loc_x86_64_for_tests;
+
+#[cfg(test)]
+mod loc_numbering_tests {
+    use super::{loc_aarch64_for_tests as arm64, loc_x86_64_for_tests as x86, LOC_BASE_REGISTER};
+
+    /// (argument count, saved count, result slot, ret, constant, ret.1).
+    type Numbering = (u8, u8, u8, u8, u8, u8);
+
+    const X86_64: Numbering = (
+        x86::LOC_BASE_ARG_COUNT,
+        x86::LOC_BASE_SAVED_COUNT,
+        x86::LOC_BASE_RESULT_SLOT,
+        x86::LOC_BASE_RET,
+        x86::LOC_BASE_CONST,
+        x86::LOC_BASE_RET_HIGH,
+    );
+    const AARCH64: Numbering = (
+        arm64::LOC_BASE_ARG_COUNT,
+        arm64::LOC_BASE_SAVED_COUNT,
+        arm64::LOC_BASE_RESULT_SLOT,
+        arm64::LOC_BASE_RET,
+        arm64::LOC_BASE_CONST,
+        arm64::LOC_BASE_RET_HIGH,
+    );
+
+    /// Every base a location can have that is not a saved register is
+    /// outside the saved ones, and no two bases collide.
+    fn assert_consistent((args, saved, slot, ret, constant, ret_high): Numbering) {
+        assert!(args <= saved && slot < saved);
+        let others = [ret, constant, ret_high];
+        for (i, &base) in others.iter().enumerate() {
+            assert!(base >= saved && base < LOC_BASE_REGISTER, "{base}");
+            assert!(!others[i + 1..].contains(&base), "{base} twice");
+        }
+    }
+
+    #[test]
+    fn x86_64_keeps_the_numbering_every_earlier_observer_used() {
+        assert_eq!(X86_64, (6, 6, 0, 6, 7, 8));
+        assert_eq!(LOC_BASE_REGISTER, 16);
+        assert_consistent(X86_64);
+    }
+
+    #[test]
+    fn arm64_saves_x0_to_x8_and_numbers_the_rest_after_them() {
+        assert_eq!(AARCH64, (8, 9, 8, 9, 10, 11));
+        assert_consistent(AARCH64);
+    }
+
+    #[test]
+    fn in_flight_holds_the_saved_registers_of_this_build() {
+        #[cfg(bpf_target_arch = "x86_64")]
+        assert_eq!(core::mem::size_of::<super::InFlight>(), 104);
+        #[cfg(bpf_target_arch = "aarch64")]
+        assert_eq!(core::mem::size_of::<super::InFlight>(), 128);
+    }
+}

@@ -83,12 +83,7 @@ impl Success {
 /// `arch::HIDDEN_RESULT` names at entry.
 pub fn value_at(result_size: u64, offset: u64, size: u64) -> Result<(Location, u32), String> {
     if result_size > 16 {
-        let base = crate::arch::HIDDEN_RESULT.map_err(|why| {
-            format!(
-                "a {result_size}-byte result comes back through the slot {} points to, and {why}",
-                crate::arch::HIDDEN_RESULT_REGISTER
-            )
-        })?;
+        let base = crate::arch::HIDDEN_RESULT;
         let location =
             Location::parse(&format!("*({base}+{offset})")).map_err(|e| e.to_string())?;
         return Ok((location, 0));
