@@ -34,6 +34,16 @@ use observer_ebpf::{
     LOC_BASE_RET_HIGH, MAX_LOC_STEPS,
 };
 
+/// Whether the hidden result slot is a saved register besides the
+/// arguments (arm64's x8), named `arch::HIDDEN_RESULT`, rather than an
+/// argument (x86-64's arg0).
+const RESULT_SLOT_HAS_ITS_OWN_NAME: bool = after_the_arguments(LOC_BASE_RESULT_SLOT);
+
+/// Whether saved register `base` is past the arguments.
+const fn after_the_arguments(base: u8) -> bool {
+    base >= LOC_BASE_ARG_COUNT
+}
+
 /// General registers by DWARF number (the observer's processor's).
 pub use crate::arch::REGISTER_NAMES;
 
@@ -173,7 +183,7 @@ impl fmt::Display for Location {
             n if n >= LOC_BASE_REGISTER => {
                 REGISTER_NAMES[usize::from(n - LOC_BASE_REGISTER)].into()
             }
-            n if n >= LOC_BASE_ARG_COUNT && n == LOC_BASE_RESULT_SLOT => {
+            n if RESULT_SLOT_HAS_ITS_OWN_NAME && n == LOC_BASE_RESULT_SLOT => {
                 crate::arch::HIDDEN_RESULT.into()
             }
             n => format!("arg{n}"),
@@ -252,7 +262,7 @@ impl Parser<'_> {
         }
         // A saved register of its own for the hidden result slot (arm64's
         // x8 at entry); x86-64's is arg0, which `argN` already names.
-        if LOC_BASE_RESULT_SLOT >= LOC_BASE_ARG_COUNT {
+        if RESULT_SLOT_HAS_ITS_OWN_NAME {
             if let Some(after) = self.rest.strip_prefix(crate::arch::HIDDEN_RESULT) {
                 self.rest = after;
                 self.reject_identifier_tail()?;
