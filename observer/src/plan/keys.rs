@@ -567,9 +567,14 @@ mod tests {
             }),
         };
         let identity = alloc_identity(&insert(result)).unwrap();
-        assert_eq!(identity.id.location.to_string(), "*arg0");
+        // Over 16 bytes: read through the hidden slot's address saved at
+        // entry (x86-64: arg0; arm64: x8@entry).
+        let slot = crate::arch::HIDDEN_RESULT;
+        assert_eq!(identity.id.location.to_string(), format!("*{slot}"));
         let (test, _) = identity.success.unwrap();
-        assert_eq!(test.loc, Location::parse("*(arg0+16)").unwrap().compiled());
+        let discriminant = Location::parse(&format!("*({slot}+16)")).unwrap();
+        assert_eq!(test.loc, discriminant.compiled());
+        assert_eq!(test.loc.base, observer_ebpf::LOC_BASE_RESULT_SLOT);
         assert_eq!((test.op, test.value, test.mask), (test_op::EQUAL, 0, 0xff));
         assert_eq!(identity.key.unwrap().type_name, "Key");
 
