@@ -7,7 +7,10 @@
 //! target (clippy in `cargo xtask lint`) has none; it then gets the one
 //! aya-ebpf's bindings choose in that case, so both agree:
 //! `AYA_BPF_TARGET_ARCH` when set, else the host's architecture. Builds
-//! for any other target (the shared types in userspace) need none.
+//! for any other target (the shared types in userspace) get their own
+//! target's architecture: the location encoding (`src/arch/loc_*.rs`)
+//! differs per architecture, and the observer built for a machine must use
+//! that machine's numbering.
 
 use std::env;
 
@@ -18,11 +21,15 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(bpf_target_arch, values(\"x86_64\", \"aarch64\"))");
     println!("cargo::rerun-if-env-changed=AYA_BPF_TARGET_ARCH");
     println!("cargo::rerun-if-env-changed=CARGO_CFG_BPF_TARGET_ARCH");
-    let for_bpf = env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "bpf");
-    if !for_bpf || env::var_os("CARGO_CFG_BPF_TARGET_ARCH").is_some() {
+    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if env::var_os("CARGO_CFG_BPF_TARGET_ARCH").is_some() {
         return;
     }
-    let arch = env::var("AYA_BPF_TARGET_ARCH").unwrap_or_else(|_| host_arch());
+    let arch = if target_arch == "bpf" {
+        env::var("AYA_BPF_TARGET_ARCH").unwrap_or_else(|_| host_arch())
+    } else {
+        target_arch
+    };
     if !ARCHITECTURES.contains(&arch.as_str()) {
         // The programs' own compile_error! names the supported ones.
         println!("cargo::warning=bpf_target_arch {arch} has no module in src/arch/");

@@ -18,22 +18,48 @@ pub const SOURCE_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// `*(*(*(*arg0+8)+16)+24)`; the eBPF side unrolls this loop.
 pub const MAX_LOC_STEPS: usize = 4;
 
-/// [`Loc::base`] values 0..=5 are the integer argument registers at function
-/// entry (x86-64 SysV order: rdi, rsi, rdx, rcx, r8, r9).
-pub const LOC_BASE_ARG_COUNT: u8 = 6;
-/// [`Loc::base`]: the return register (`rax`) when the function returns.
-pub const LOC_BASE_RET: u8 = 6;
-/// [`Loc::base`]: the constant 0; with `final_offset` this is a literal.
-pub const LOC_BASE_CONST: u8 = 7;
-/// [`Loc::base`]: the second return register (`rdx`) when the function
-/// returns: bytes 8..16 of a 16-byte result (`ret.1`), such as the key of an
-/// `Option<usize>`.
-pub const LOC_BASE_RET_HIGH: u8 = 8;
+// The per-architecture part of the location numbering: the argument
+// registers, which registers an allocate's entry saves, and the bases after
+// them. Chosen by `bpf_target_arch`, which the build script sets for every
+// build (the eBPF programs': the kernel's architecture; userspace's: its
+// own target's), so the programs and the observer built for one machine
+// agree on the numbering.
+#[cfg_attr(bpf_target_arch = "x86_64", path = "arch/loc_x86_64.rs")]
+#[cfg_attr(bpf_target_arch = "aarch64", path = "arch/loc_aarch64.rs")]
+mod loc_arch;
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("the location encoding supports bpf_target_arch x86_64 and aarch64");
+
+/// [`Loc::base`] values: `0..LOC_BASE_ARG_COUNT` the argument registers at
+/// entry (`argN`), `0..LOC_BASE_SAVED_COUNT` every register the entry saves
+/// (arm64 adds x8), [`LOC_BASE_RESULT_SLOT`] the saved register holding a
+/// large result's hidden return slot, then `ret`, the constant and `ret.1`.
+pub use loc_arch::{
+    LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RESULT_SLOT, LOC_BASE_RET, LOC_BASE_RET_HIGH,
+    LOC_BASE_SAVED_COUNT,
+};
 /// [`Loc::base`] values `LOC_BASE_REGISTER + n`: general register `n` in
-/// DWARF numbering (0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp,
-/// 8–15 r8–r15) when the probe fires. Only for probes evaluated where they
+/// DWARF numbering (x86-64: 0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi,
+/// 6 rbp, 7 rsp, 8–15 r8–r15; arm64: 0–30 x0–x30, 31 sp) when the probe
+/// fires. Only for probes evaluated where they
 /// fire (release), such as a release inlined into its callers.
 pub const LOC_BASE_REGISTER: u8 = 16;
+
+// The numbering's invariants, on every architecture: the saved registers
+// include the arguments and the result slot, the other bases follow them,
+// all are distinct and below the register bases, and the highest register
+// base (arm64's sp, 31) fits in a byte.
+const _: () = {
+    assert!(LOC_BASE_ARG_COUNT <= LOC_BASE_SAVED_COUNT);
+    assert!(LOC_BASE_RESULT_SLOT < LOC_BASE_SAVED_COUNT);
+    assert!(LOC_BASE_RET >= LOC_BASE_SAVED_COUNT);
+    assert!(LOC_BASE_CONST >= LOC_BASE_SAVED_COUNT && LOC_BASE_CONST != LOC_BASE_RET);
+    assert!(LOC_BASE_RET_HIGH >= LOC_BASE_SAVED_COUNT);
+    assert!(LOC_BASE_RET_HIGH != LOC_BASE_RET && LOC_BASE_RET_HIGH != LOC_BASE_CONST);
+    assert!(LOC_BASE_RET < LOC_BASE_REGISTER && LOC_BASE_CONST < LOC_BASE_REGISTER);
+    assert!(LOC_BASE_RET_HIGH < LOC_BASE_REGISTER);
+    assert!(LOC_BASE_REGISTER as u32 + 31 <= u8::MAX as u32);
+};
 
 /// A compiled location: where a value lives when a probe fires.
 ///
@@ -415,8 +441,9 @@ pub struct InFlight {
     pub trampoline: u64,
     /// `bpf_ktime_get_ns()` at entry.
     pub entered_ns: u64,
-    /// The argument registers at entry (`argN` in locations).
-    pub args: [u64; LOC_BASE_ARG_COUNT as usize],
+    /// The registers saved at entry: the arguments (`argN` in locations),
+    /// then on arm64 x8 (the hidden result slot, [`LOC_BASE_RESULT_SLOT`]).
+    pub args: [u64; LOC_BASE_SAVED_COUNT as usize],
     pub site: SiteKey,
     /// Non-zero for a call made inside an [`alloc_flags::OUTERMOST`]
     /// call in flight: its return is taken off and counted, not recorded.
@@ -424,6 +451,15 @@ pub struct InFlight {
     /// [`alloc_flags`] of the function called.
     pub flags: u32,
 }
+
+// InFlight's layout: the saved registers sit after four u64s and before
+// the site, with no padding (x86-64: 104 bytes, as always; arm64: 128).
+const _: () = {
+    let saved = 8 * LOC_BASE_SAVED_COUNT as usize;
+    assert!(core::mem::offset_of!(InFlight, args) == 32);
+    assert!(core::mem::offset_of!(InFlight, site) == 32 + saved);
+    assert!(core::mem::size_of::<InFlight>() == 32 + saved + core::mem::size_of::<SiteKey>() + 8);
+};
 
 /// Per-thread state (`PENDING[pid_tgid]`): the allocate calls in flight,
 /// innermost last, and the scratch of the stack walk in progress. Too
@@ -684,4 +720,70 @@ mod pod {
     unsafe impl aya::Pod for super::CachedFrame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WalkCache {}
+}
+
+// Both architectures' numberings, whichever this build uses, so that one
+// host's tests check both.
+#[cfg(test)]
+#[path = "arch/loc_aarch64.rs"]
+mod loc_aarch64_for_tests;
+#[cfg(test)]
+#[path = "arch/loc_x86_64.rs"]
+mod loc_x86_64_for_tests;
+
+#[cfg(test)]
+mod loc_numbering_tests {
+    use super::{loc_aarch64_for_tests as arm64, loc_x86_64_for_tests as x86, LOC_BASE_REGISTER};
+
+    /// (argument count, saved count, result slot, ret, constant, ret.1).
+    type Numbering = (u8, u8, u8, u8, u8, u8);
+
+    const X86_64: Numbering = (
+        x86::LOC_BASE_ARG_COUNT,
+        x86::LOC_BASE_SAVED_COUNT,
+        x86::LOC_BASE_RESULT_SLOT,
+        x86::LOC_BASE_RET,
+        x86::LOC_BASE_CONST,
+        x86::LOC_BASE_RET_HIGH,
+    );
+    const AARCH64: Numbering = (
+        arm64::LOC_BASE_ARG_COUNT,
+        arm64::LOC_BASE_SAVED_COUNT,
+        arm64::LOC_BASE_RESULT_SLOT,
+        arm64::LOC_BASE_RET,
+        arm64::LOC_BASE_CONST,
+        arm64::LOC_BASE_RET_HIGH,
+    );
+
+    /// Every base a location can have that is not a saved register is
+    /// outside the saved ones, and no two bases collide.
+    fn assert_consistent((args, saved, slot, ret, constant, ret_high): Numbering) {
+        assert!(args <= saved && slot < saved);
+        let others = [ret, constant, ret_high];
+        for (i, &base) in others.iter().enumerate() {
+            assert!(base >= saved && base < LOC_BASE_REGISTER, "{base}");
+            assert!(!others[i + 1..].contains(&base), "{base} twice");
+        }
+    }
+
+    #[test]
+    fn x86_64_keeps_the_numbering_every_earlier_observer_used() {
+        assert_eq!(X86_64, (6, 6, 0, 6, 7, 8));
+        assert_eq!(LOC_BASE_REGISTER, 16);
+        assert_consistent(X86_64);
+    }
+
+    #[test]
+    fn arm64_saves_x0_to_x8_and_numbers_the_rest_after_them() {
+        assert_eq!(AARCH64, (8, 9, 8, 9, 10, 11));
+        assert_consistent(AARCH64);
+    }
+
+    #[test]
+    fn in_flight_holds_the_saved_registers_of_this_build() {
+        #[cfg(bpf_target_arch = "x86_64")]
+        assert_eq!(core::mem::size_of::<super::InFlight>(), 104);
+        #[cfg(bpf_target_arch = "aarch64")]
+        assert_eq!(core::mem::size_of::<super::InFlight>(), 128);
+    }
 }

@@ -79,8 +79,8 @@ use observer_ebpf::{
     stack_flags, test_op, walk_mode, walker, walker_slot, AllocLocs, CachedFrame, EntrySite,
     ExitLocs, InFlight, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs,
     ReturnTest, Row as _, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache,
-    WalkState, CACHED_FRAMES, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
-    LOC_BASE_RET_HIGH, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
+    WalkState, CACHED_FRAMES, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
+    LOC_BASE_RET_HIGH, LOC_BASE_SAVED_COUNT, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
     NO_STACK, PAGE_SHIFT, UNKNOWN_SP,
 };
 
@@ -298,7 +298,7 @@ const EMPTY_IN_FLIGHT: InFlight = InFlight {
     return_address: 0,
     trampoline: 0,
     entered_ns: 0,
-    args: [0; LOC_BASE_ARG_COUNT as usize],
+    args: [0; LOC_BASE_SAVED_COUNT as usize],
     site: SiteKey {
         stack_id: 0,
         probe: 0,
@@ -1732,7 +1732,7 @@ fn field<T: Copy>(value: &T) -> T {
 
 /// What an allocate call's entry recorded, for its return.
 struct Call {
-    args: [u64; LOC_BASE_ARG_COUNT as usize],
+    args: [u64; LOC_BASE_SAVED_COUNT as usize],
     entered_ns: u64,
     site: SiteKey,
     /// Made inside an allocator entry point: not the program's call.
@@ -1831,7 +1831,7 @@ fn record_allocation(
 #[inline(always)]
 fn release_reallocated(
     locs: &AllocLocs,
-    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    args: &[u64; LOC_BASE_SAVED_COUNT as usize],
     tgid: u32,
     allocated: bool,
 ) -> bool {
@@ -2158,16 +2158,12 @@ unsafe fn atomic_add(target: *mut i64, delta: i64) {
     unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(target, delta) };
 }
 
+/// The registers an allocate's (or release's) entry saves for locations:
+/// the arguments, and on arm64 x8 (see `arch::entry_registers`).
 #[inline(always)]
-fn entry_args(ctx: &ProbeContext) -> [u64; LOC_BASE_ARG_COUNT as usize] {
-    [
-        ctx.arg(0).unwrap_or(0),
-        ctx.arg(1).unwrap_or(0),
-        ctx.arg(2).unwrap_or(0),
-        ctx.arg(3).unwrap_or(0),
-        ctx.arg(4).unwrap_or(0),
-        ctx.arg(5).unwrap_or(0),
-    ]
+fn entry_args(ctx: &ProbeContext) -> [u64; LOC_BASE_SAVED_COUNT as usize] {
+    // SAFETY: the probe's own register snapshot.
+    arch::entry_registers(unsafe { &*ctx.regs })
 }
 
 #[inline(always)]
@@ -2187,7 +2183,7 @@ const NO_RETURN: Returned = [0, 0];
 #[inline(always)]
 fn is_allocation(
     test: &ReturnTest,
-    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    args: &[u64; LOC_BASE_SAVED_COUNT as usize],
     ret: Returned,
 ) -> Result<bool, ()> {
     let op = field(&test.op);
@@ -2207,7 +2203,7 @@ fn is_allocation(
 #[inline(always)]
 fn evaluate_size(
     loc: &Loc,
-    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    args: &[u64; LOC_BASE_SAVED_COUNT as usize],
     ret: Returned,
     regs: Option<&pt_regs>,
 ) -> u64 {
@@ -2224,7 +2220,7 @@ fn evaluate_size(
 #[inline(always)]
 fn evaluate(
     loc: &Loc,
-    args: &[u64; LOC_BASE_ARG_COUNT as usize],
+    args: &[u64; LOC_BASE_SAVED_COUNT as usize],
     ret: Returned,
     regs: Option<&pt_regs>,
 ) -> Result<u64, ()> {
@@ -2232,12 +2228,7 @@ fn evaluate(
         (LOC_BASE_RET, _) => ret[0],
         (LOC_BASE_RET_HIGH, _) => ret[1],
         (LOC_BASE_CONST, _) => 0,
-        (0, _) => args[0],
-        (1, _) => args[1],
-        (2, _) => args[2],
-        (3, _) => args[3],
-        (4, _) => args[4],
-        (5, _) => args[5],
+        (base, _) if base < LOC_BASE_SAVED_COUNT => arch::saved_register(args, base)?,
         (base, Some(regs)) if base >= LOC_BASE_REGISTER => {
             arch::register(regs, base - LOC_BASE_REGISTER)?
         }

@@ -20,6 +20,8 @@
 
 use aya_ebpf::bindings::pt_regs;
 
+use observer_ebpf::LOC_BASE_SAVED_COUNT;
+
 use super::{snapshot_slot, Returned};
 
 /// Number of `u64`s in `user_pt_regs`: x0–x30, sp, pc, pstate.
@@ -58,6 +60,33 @@ pub fn link_register(regs: &pt_regs) -> Option<u64> {
 #[inline(always)]
 pub fn returned(regs: &pt_regs) -> Returned {
     [regs.regs[0], regs.regs[1]]
+}
+
+/// The registers an entry saves for locations: x0–x7 (`arg0`…`arg7`) and
+/// x8, the indirect-result register (a large result's hidden slot, which
+/// only the entry sees: the callee may reuse x8).
+#[inline(always)]
+pub fn entry_registers(regs: &pt_regs) -> [u64; LOC_BASE_SAVED_COUNT as usize] {
+    let r = &regs.regs;
+    [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]]
+}
+
+/// Saved register `base` (below `LOC_BASE_SAVED_COUNT`), by constant
+/// indices: the verifier is spared a variable offset into the stack.
+#[inline(always)]
+pub fn saved_register(saved: &[u64; LOC_BASE_SAVED_COUNT as usize], base: u8) -> Result<u64, ()> {
+    Ok(match base {
+        0 => saved[0],
+        1 => saved[1],
+        2 => saved[2],
+        3 => saved[3],
+        4 => saved[4],
+        5 => saved[5],
+        6 => saved[6],
+        7 => saved[7],
+        8 => saved[8],
+        _ => return Err(()),
+    })
 }
 
 /// General register `number` in DWARF numbering (0–30 x0–x30, 31 sp);

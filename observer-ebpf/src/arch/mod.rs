@@ -16,6 +16,7 @@
 //! | `link_register` | the return-address register (`None` where a call pushes it) |
 //! | `returned` | the two return registers (`ret`, `ret.1`) |
 //! | `register` | a general register by its DWARF number (locations) |
+//! | `entry_registers`, `saved_register` | the registers an entry saves for locations (arguments; arm64 also x8), and one of them by its base |
 //! | `entry_call_slot` | what identifies a call at its callee's first instruction |
 //! | `return_address_at_entry` | the callee's return address at its first instruction (defined here, from `link_register` or the slot) |
 //! | `pending_call_slot` | the same identity before a call instruction or after the return |
@@ -35,6 +36,10 @@
 //! Argument registers are read through aya's `ProbeContext::arg`, which
 //! follows the same `bpf_target_arch` (x86-64: rdi rsi rdx rcx r8 r9;
 //! arm64: x0–x7).
+//!
+//! The location numbering itself (how many registers are saved, where
+//! `ret` is) is shared with userspace, so it lives in the library:
+//! `loc_x86_64.rs` and `loc_aarch64.rs` here, chosen the same way.
 //!
 //! What the kernel side still lacks on arm64 (x6 and x7, x8) is listed in
 //! docs/arm64.md.

@@ -8,6 +8,8 @@
 
 use aya_ebpf::bindings::pt_regs;
 
+use observer_ebpf::LOC_BASE_SAVED_COUNT;
+
 use super::{snapshot_slot, Returned};
 
 /// The instruction pointer (rip).
@@ -38,6 +40,29 @@ pub fn link_register(_regs: &pt_regs) -> Option<u64> {
 #[inline(always)]
 pub fn returned(regs: &pt_regs) -> Returned {
     [regs.rax, regs.rdx]
+}
+
+/// The registers an entry saves for locations: the six argument registers
+/// rdi rsi rdx rcx r8 r9 (`arg0`…`arg5`; rdi is also a large result's
+/// hidden slot).
+#[inline(always)]
+pub fn entry_registers(regs: &pt_regs) -> [u64; LOC_BASE_SAVED_COUNT as usize] {
+    [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9]
+}
+
+/// Saved register `base` (below `LOC_BASE_SAVED_COUNT`), by constant
+/// indices: the verifier is spared a variable offset into the stack.
+#[inline(always)]
+pub fn saved_register(saved: &[u64; LOC_BASE_SAVED_COUNT as usize], base: u8) -> Result<u64, ()> {
+    Ok(match base {
+        0 => saved[0],
+        1 => saved[1],
+        2 => saved[2],
+        3 => saved[3],
+        4 => saved[4],
+        5 => saved[5],
+        _ => return Err(()),
+    })
 }
 
 /// General register `number` in DWARF numbering (0 rax, 1 rdx, 2 rcx,

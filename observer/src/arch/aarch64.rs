@@ -38,20 +38,18 @@ pub const PROLOGUE_INSTRUCTION: &str = "stp x29, x30, [sp, #-16]!";
 /// and `ret.1` (AAPCS64: x0, x1).
 pub const RETURN_REGISTERS: [&str; 2] = ["x0", "x1"];
 
-/// Where a larger result's hidden return slot is: AAPCS64 passes its
-/// address in x8, the indirect-result register, not an argument.
-// arm64: not yet: x8 is not saved at entry (the eBPF side's `InFlight`
-// keeps the argument registers only), so no location can name it.
-pub const HIDDEN_RESULT: Result<&str, &str> =
-    Err("the observer does not save x8, the indirect-result register, at entry yet");
+/// Where a larger result's hidden return slot is, as a location: AAPCS64
+/// passes its address in x8, the indirect-result register, not an
+/// argument. The entry saves x8 (`observer_ebpf::LOC_BASE_RESULT_SLOT`),
+/// and the location names that saved value: at the return x8 itself may
+/// hold anything.
+pub const HIDDEN_RESULT: &str = "x8@entry";
 
 /// The register holding that address, for people.
 pub const HIDDEN_RESULT_REGISTER: &str = "x8";
 
 /// Why `argN` stops at the number of [`ARGUMENT_REGISTERS`].
-// arm64: not yet x6 and x7 (see ARGUMENT_REGISTERS).
-pub const ARGUMENT_LIMIT: &str =
-    "only arg0..arg5 are read at entry (x6 and x7, the 7th and 8th argument registers, are not saved yet)";
+pub const ARGUMENT_LIMIT: &str = "only arg0..arg7 are passed in registers (x0-x7)";
 
 /// DWARF numbers of the registers a call preserves (AAPCS64: x19–x28, and
 /// x29, the frame pointer).
@@ -71,10 +69,8 @@ pub const REGISTER_NAMES: &[&str] = &[
     "x28", "x29", "x30", "sp",
 ];
 
-/// DWARF numbers of the argument registers `arg0`…`arg5` read: x0–x5.
-// arm64: not yet x6 and x7, the seventh and eighth arguments: the shared
-// location encoding (`observer_ebpf::LOC_BASE_ARG_COUNT`) saves six.
-pub const ARGUMENT_REGISTERS: [u16; 6] = [0, 1, 2, 3, 4, 5];
+/// DWARF numbers of the argument registers `arg0`…`arg7` read: x0–x7.
+pub const ARGUMENT_REGISTERS: [u16; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Whether a uretprobe's replaced return address can be put back when a
 /// panic unwinds through the call: no. The kernel replaces x30 at entry;

@@ -35,9 +35,9 @@ pub const PROLOGUE_INSTRUCTION: &str = "push rbp";
 /// and `ret.1`.
 pub const RETURN_REGISTERS: [&str; 2] = ["rax", "rdx"];
 
-/// Where a larger result's hidden return slot is: the location base that
-/// holds its address at entry (rdi, the first argument), or why none can.
-pub const HIDDEN_RESULT: Result<&str, &str> = Ok("arg0");
+/// Where a larger result's hidden return slot is, as a location: rdi, the
+/// first argument, holds its address at entry.
+pub const HIDDEN_RESULT: &str = "arg0";
 
 /// The register holding that address, for people.
 pub const HIDDEN_RESULT_REGISTER: &str = "rdi (arg0)";

@@ -30,9 +30,19 @@
 use std::fmt;
 
 use observer_ebpf::{
-    Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH,
-    MAX_LOC_STEPS,
+    Loc, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RESULT_SLOT, LOC_BASE_RET,
+    LOC_BASE_RET_HIGH, MAX_LOC_STEPS,
 };
+
+/// Whether the hidden result slot is a saved register besides the
+/// arguments (arm64's x8), named `arch::HIDDEN_RESULT`, rather than an
+/// argument (x86-64's arg0).
+const RESULT_SLOT_HAS_ITS_OWN_NAME: bool = after_the_arguments(LOC_BASE_RESULT_SLOT);
+
+/// Whether saved register `base` is past the arguments.
+const fn after_the_arguments(base: u8) -> bool {
+    base >= LOC_BASE_ARG_COUNT
+}
 
 /// General registers by DWARF number (the observer's processor's).
 pub use crate::arch::REGISTER_NAMES;
@@ -173,6 +183,9 @@ impl fmt::Display for Location {
             n if n >= LOC_BASE_REGISTER => {
                 REGISTER_NAMES[usize::from(n - LOC_BASE_REGISTER)].into()
             }
+            n if RESULT_SLOT_HAS_ITS_OWN_NAME && n == LOC_BASE_RESULT_SLOT => {
+                crate::arch::HIDDEN_RESULT.into()
+            }
             n => format!("arg{n}"),
         };
         for &offset in &loc.offsets[..loc.steps as usize] {
@@ -246,6 +259,15 @@ impl Parser<'_> {
             self.open_stars -= 1;
             self.steps.push(std::mem::take(&mut self.pending_offset));
             return Ok(base);
+        }
+        // A saved register of its own for the hidden result slot (arm64's
+        // x8 at entry); x86-64's is arg0, which `argN` already names.
+        if RESULT_SLOT_HAS_ITS_OWN_NAME {
+            if let Some(after) = self.rest.strip_prefix(crate::arch::HIDDEN_RESULT) {
+                self.rest = after;
+                self.reject_identifier_tail()?;
+                return Ok(LOC_BASE_RESULT_SLOT);
+            }
         }
         if let Some(after) = self.rest.strip_prefix("arg") {
             let digit = after.chars().next().ok_or("argN needs N")?;
@@ -382,7 +404,7 @@ mod tests {
             "*()",
             ")",
             "arg",
-            "arg6",
+            "arg9",
             "arg٣",
             "0x",
             "0xg",
@@ -468,11 +490,39 @@ mod tests {
     }
 
     #[test]
+    fn every_argument_register_is_named_and_the_next_refused() {
+        let last = LOC_BASE_ARG_COUNT - 1;
+        let text = format!("*(arg{last}+8)");
+        let loc = compiled(&text);
+        assert_eq!((loc.base, loc.steps, loc.offsets[0]), (last, 1, 8));
+        assert_eq!(Location::parse(&text).unwrap().to_string(), text);
+        let beyond = format!("arg{LOC_BASE_ARG_COUNT}");
+        let err = Location::parse(&beyond).unwrap_err();
+        assert!(err.reason.contains(crate::arch::ARGUMENT_LIMIT), "{err}");
+    }
+
+    #[test]
+    fn the_hidden_result_slot_is_the_register_saved_for_it() {
+        // What `keys::value_at` asks for a large result: the slot's address
+        // as the entry saved it (x86-64: arg0; arm64: x8), read at return.
+        let text = format!("*({}+24)", crate::arch::HIDDEN_RESULT);
+        let location = Location::parse(&text).unwrap();
+        let loc = location.compiled();
+        assert_eq!(
+            (loc.base, loc.steps, loc.offsets[0]),
+            (LOC_BASE_RESULT_SLOT, 1, 24)
+        );
+        assert!(!location.reads_register() && !location.reads_return());
+        assert_eq!(location.to_string(), text);
+        assert!(Location::parse(&format!("{}x", crate::arch::HIDDEN_RESULT)).is_err());
+    }
+
+    #[test]
     fn rejects_bad_input_with_a_reason() {
         for (text, reason) in [
             ("", "unexpected end"),
-            ("arg6", "only arg0..arg5"),
-            ("argx", "only arg0..arg5"),
+            ("arg9", crate::arch::ARGUMENT_LIMIT),
+            ("argx", crate::arch::ARGUMENT_LIMIT),
             ("rzx", "unexpected 'r'"),
             ("*(arg0+8", "missing ')'"),
             ("arg0+", "expected a number"),
