@@ -79,8 +79,8 @@ use observer_ebpf::{
     stack_flags, test_op, walk_mode, walker, walker_slot, AllocLocs, CachedFrame, EntrySite,
     ExitLocs, InFlight, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs,
     ReturnTest, Row as _, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache,
-    WalkState, CACHED_FRAMES, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET,
-    LOC_BASE_RET_HIGH, LOC_BASE_SAVED_COUNT, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
+    WalkState, CACHED_FRAMES, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH,
+    LOC_BASE_SAVED_COUNT, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
     NO_STACK, PAGE_SHIFT, UNKNOWN_SP,
 };
 
