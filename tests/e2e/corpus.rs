@@ -14,9 +14,9 @@ const DEEP: [&str; 10] = [
     "--alloc",
     "bufpool::BufPool::allocate",
     "--size",
-    "*(arg0+8)",
+    RESULT_SIZE,
     "--alloc-id",
-    "*arg0",
+    RESULT_ID,
     "--release",
     "bufpool::BufPool::release",
     "--release-id",
@@ -275,8 +275,8 @@ pub fn auto_locations_from_full_dwarf() {
     ];
     let report = observe("split", "deep", &spec);
     let locations = &report["locations"];
-    assert_eq!(locations["alloc_id"], "*arg0");
-    assert_eq!(locations["size"], "*(arg0+8)");
+    assert_eq!(locations["alloc_id"], RESULT_ID);
+    assert_eq!(locations["size"], RESULT_SIZE);
     assert_eq!(locations["release_id"], "*arg1");
     assert_eq!(locations["inferred"].as_array().unwrap().len(), 3);
     assert_eq!(

@@ -12,16 +12,30 @@ use serde_json::Value;
 
 pub const ALLOC: &str = "bufpool::BufPool::allocate";
 pub const RELEASE: &str = "bufpool::BufPool::release";
+/// Where a function returning a value too large for registers gets its
+/// hidden result pointer: the first argument on x86-64 (rdi), the
+/// indirect-result register x8 as it was at entry on arm64. The id is the
+/// value's first word, the size its second (a `PooledBuf`'s capacity).
+#[cfg(target_arch = "x86_64")]
+pub const RESULT_ID: &str = "*arg0";
+#[cfg(target_arch = "x86_64")]
+pub const RESULT_SIZE: &str = "*(arg0+8)";
+#[cfg(target_arch = "aarch64")]
+pub const RESULT_ID: &str = "*x8@entry";
+#[cfg(target_arch = "aarch64")]
+pub const RESULT_SIZE: &str = "*(x8@entry+8)";
+
 /// The gateway's pool spec: `allocate(&self, size) -> PooledBuf` returns
 /// its 24-byte `PooledBuf { ptr, capacity, len }` through a hidden return
-/// slot in rdi; `release(&self, buf)` receives the buffer by reference in rsi.
+/// slot ([`RESULT_ID`]); `release(&self, buf)` receives the buffer by
+/// reference, its second argument.
 pub const SPEC: [&str; 10] = [
     "--alloc",
     ALLOC,
     "--size",
-    "*(arg0+8)",
+    RESULT_SIZE,
     "--alloc-id",
-    "*arg0",
+    RESULT_ID,
     "--release",
     RELEASE,
     "--release-id",

@@ -41,6 +41,17 @@ impl Arch {
         }
     }
 
+    /// Where a function returning a large value by hidden pointer gets
+    /// that pointer, in the observer's location language: the first
+    /// argument on x86-64 (rdi), the indirect-result register x8 as it
+    /// was at entry on arm64.
+    pub fn hidden_result(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "arg0",
+            Arch::Aarch64 => "x8@entry",
+        }
+    }
+
     /// The name in target triples and dist file names.
     pub fn name(self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::arch::Arch;
 use crate::cmd::{checked, root, signal, Guarded};
 use crate::setup;
 use crate::targets::{build_observer, build_targets, targets_dir, Variant};
@@ -23,26 +24,33 @@ pub const WARM_UP_SESSIONS: usize = 50;
 /// Sessions while attached, as README shows them.
 pub const SESSIONS: usize = 200;
 
-/// How the observer is attached to the gateway: the pool's functions and
-/// where size and ids are, then the live view's settings.
-pub const OBSERVER_ARGS: [&str; 16] = [
-    "--alloc",
-    "bufpool::BufPool::allocate",
-    "--size",
-    "*(arg0+8)",
-    "--alloc-id",
-    "*arg0",
-    "--release",
-    "bufpool::BufPool::release",
-    "--release-id",
-    "*arg1",
-    "--interval",
-    "1s",
-    "--top",
-    "2",
-    "--frames",
-    "70",
-];
+/// How the observer is attached to the gateway built for `arch`: the
+/// pool's functions and where size and ids are (the allocate returns its
+/// 24-byte `PooledBuf` through a hidden result pointer: see
+/// [`Arch::hidden_result`]), then the live view's settings.
+pub fn observer_args(arch: Arch) -> Vec<String> {
+    let result = arch.hidden_result();
+    [
+        "--alloc",
+        "bufpool::BufPool::allocate",
+        "--size",
+        &format!("*({result}+8)"),
+        "--alloc-id",
+        &format!("*{result}"),
+        "--release",
+        "bufpool::BufPool::release",
+        "--release-id",
+        "*arg1",
+        "--interval",
+        "1s",
+        "--top",
+        "2",
+        "--frames",
+        "70",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// How `chat-load` drives `sessions` sessions at the gateway's `address`.
 pub fn chat_args(address: &str, sessions: usize) -> Vec<String> {
@@ -77,7 +85,7 @@ pub fn run(sessions: usize) -> Result<()> {
     let mut observer = Command::new(&observer_path);
     observer
         .args(["attach", "--pid", &gateway.0.id().to_string()])
-        .args(OBSERVER_ARGS)
+        .args(observer_args(Arch::host()))
         .current_dir(root())
         .stderr(Stdio::piped());
     println!("demo: $ {}", shell_words(&observer));

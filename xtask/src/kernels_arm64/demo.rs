@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::arch::Arch;
-use crate::demo::{chat_args, OBSERVER_ARGS, SESSIONS, WARM_UP_SESSIONS};
+use crate::demo::{chat_args, observer_args, SESSIONS, WARM_UP_SESSIONS};
 use crate::targets::{targets_dir_for, Variant};
 
 use super::findings::result_line;
@@ -29,7 +29,10 @@ pub fn script(observer: &str) -> String {
             chat_args("$address", sessions).join(" ")
         )
     };
-    let observer_args: Vec<String> = OBSERVER_ARGS.iter().map(|arg| format!("'{arg}'")).collect();
+    let observer_args: Vec<String> = observer_args(Arch::Aarch64)
+        .iter()
+        .map(|arg| format!("'{arg}'"))
+        .collect();
     format!(
         "started=$(date +%s)\n\
          {gateway} --listen 127.0.0.1:0 > demo-gateway.txt 2>&1 &\n\
