@@ -312,7 +312,11 @@ fn watch_loads(attachment: &mut Attachment, process: &Process, walker: StackWalk
             .watch_loads(&hook, process.pid)
             .map_err(|err| one_line(&err))
     });
+    // Interrupted while attaching: the interruption is the one thing to say.
     if let Err(why) = watched {
+        if attach::registrar::is_stopping() {
+            return;
+        }
         eprintln!(
             "observer: libraries loaded later are tabled at the next --interval tick, not at \
              once: {why}"

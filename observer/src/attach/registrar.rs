@@ -167,6 +167,13 @@ pub fn stop_registering() {
     *STOPPING.lock().unwrap_or_else(PoisonError::into_inner) = true;
 }
 
+/// True once [`stop_registering`] was called: a registration that fails
+/// now failed because the observer is stopping, which is said once, by
+/// whoever stops it.
+pub fn is_stopping() -> bool {
+    *STOPPING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Registers every request, in order, from a child that a signal to the
 /// observer cannot interrupt. On any failure the probes registered so far
 /// are removed and the error names the request.
