@@ -28,8 +28,14 @@ trap 'stop_observer; rm -rf "$work"' EXIT
 : > "$work/gateway.out"
 : > "$work/observer.err"
 
+# allocate returns its PooledBuf through a hidden result pointer: the
+# first argument on x86-64, x8 as it was at entry on arm64.
+case "$(uname -m)" in
+    aarch64) result='x8@entry' ;;
+    *) result='arg0' ;;
+esac
 "$observer" run --fail-on-leak --format json --output "$report" --interval 500ms \
-    --alloc 'bufpool::BufPool::allocate' --size '*(arg0+8)' --alloc-id '*arg0' \
+    --alloc 'bufpool::BufPool::allocate' --size "*($result+8)" --alloc-id "*$result" \
     --release 'bufpool::BufPool::release' --release-id '*arg1' \
     "$@" -- "$bin/leaky-gateway" --listen 127.0.0.1:0 \
     > "$work/gateway.out" 2> "$work/observer.err" &
