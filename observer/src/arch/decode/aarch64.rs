@@ -183,17 +183,7 @@ fn pc_relative(decoded: &Decoded, at: u64) -> Option<u64> {
 }
 
 fn invalid(address: u64) -> Instruction {
-    Instruction {
-        address,
-        length: LENGTH,
-        flow: Flow::Invalid,
-        target: None,
-        padding: false,
-        memory: None,
-        referenced: None,
-        register: None,
-        native: Native::Invalid,
-    }
+    Instruction::invalid(address, LENGTH)
 }
 
 /// The registers an instruction may write, when not known: all.

@@ -96,6 +96,21 @@ enum Native {
 }
 
 impl Instruction {
+    /// Bytes at `address` that do not decode, `length` of them.
+    fn invalid(address: u64, length: u8) -> Instruction {
+        Instruction {
+            address,
+            length,
+            flow: Flow::Invalid,
+            target: None,
+            padding: false,
+            memory: None,
+            referenced: None,
+            register: None,
+            native: Native::Invalid,
+        }
+    }
+
     /// The address after it.
     pub fn next(&self) -> u64 {
         self.address + u64::from(self.length)

@@ -32,17 +32,7 @@ pub(super) fn sweep(code: &[u8], address: u64) -> impl Iterator<Item = Instructi
 
 fn convert(native: iced_x86::Instruction) -> Instruction {
     if native.is_invalid() {
-        return Instruction {
-            address: native.ip(),
-            length: native.len() as u8,
-            flow: Flow::Invalid,
-            target: None,
-            padding: false,
-            memory: None,
-            referenced: None,
-            register: None,
-            native: Native::Invalid,
-        };
+        return Instruction::invalid(native.ip(), native.len() as u8);
     }
     let flow = match native.flow_control() {
         FlowControl::Next => Flow::Next,
