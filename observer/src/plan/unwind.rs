@@ -91,7 +91,7 @@ impl<R: Encoding> ObjectTable<R> {
         let Some(section) = file.section_by_name(".eh_frame") else {
             return Ok(Self::default());
         };
-        let bytes: Cow<[u8]> = section.uncompressed_data().context("reading .eh_frame")?;
+        let bytes: Cow<[u8]> = crate::resolve::elf::section_bytes(&section)?;
         let mut eh_frame = EhFrame::new(&bytes, LittleEndian);
         eh_frame.set_vendor(R::MACHINE.vendor);
         let mut bases = gimli::BaseAddresses::default().set_eh_frame(section.address());

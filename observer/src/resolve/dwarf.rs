@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use anyhow::{Context as _, Result};
 use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitSectionOffset};
-use object::{Object as _, ObjectSection as _};
+use object::Object as _;
 
 use super::elf::ElfInfo;
 use super::pattern::{demangle, RustPath};
@@ -177,7 +177,7 @@ fn load_section<'a>(
 ) -> Result<Cow<'a, [u8]>, gimli::Error> {
     Ok(file
         .section_by_name(id.name())
-        .and_then(|section| section.uncompressed_data().ok())
+        .and_then(|section| super::elf::section_bytes(&section).ok())
         .unwrap_or(Cow::Borrowed(&[])))
 }
 

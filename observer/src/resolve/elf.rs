@@ -11,6 +11,36 @@ use super::debuginfo::DebugOptions;
 use super::pattern::demangle;
 use super::safe_file::{open_trusted, SafeFile, TargetRoot};
 
+/// The most a compressed section may hold once decompressed. The size is
+/// the file's own claim (`SHF_COMPRESSED`'s header), and the file may be a
+/// hostile target's: past this, the section is refused rather than
+/// allocated. 1 GiB covers the DWARF of the largest Rust servers seen.
+pub const MAX_UNCOMPRESSED_SECTION: u64 = 1 << 30;
+
+/// A section's bytes, decompressed when the file compressed them (as
+/// Debian's debug files and `-gz` builds do: zlib or zstd), refusing a
+/// claimed size over [`MAX_UNCOMPRESSED_SECTION`].
+pub fn section_bytes<'data>(
+    section: &impl object::ObjectSection<'data>,
+) -> Result<std::borrow::Cow<'data, [u8]>> {
+    let name = section.name().unwrap_or("?").to_string();
+    let range = section
+        .compressed_file_range()
+        .with_context(|| format!("reading section {name}"))?;
+    if range.format != object::CompressionFormat::None
+        && range.uncompressed_size > MAX_UNCOMPRESSED_SECTION
+    {
+        anyhow::bail!(
+            "section {name} claims {} bytes once decompressed, over the {} the observer accepts",
+            range.uncompressed_size,
+            MAX_UNCOMPRESSED_SECTION
+        );
+    }
+    section
+        .uncompressed_data()
+        .with_context(|| format!("decompressing section {name}"))
+}
+
 /// A defined function symbol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSymbol {
@@ -649,5 +679,67 @@ mod tests {
         assert!(differing <= 4, "{differing} bytes changed");
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert!(without_link_sections(&me).is_none(), "nothing to remove");
+    }
+
+    /// Compressed debug sections (`cc -gz`, Debian's debug files) are read
+    /// decompressed; one whose header claims more than the limit is
+    /// refused, not allocated.
+    #[test]
+    fn compressed_sections_are_read_and_a_claimed_bomb_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("tiny.c");
+        std::fs::write(
+            &source,
+            "int answer(int x) { return x * 42; }\nint main(void) { return answer(0); }\n",
+        )
+        .unwrap();
+        let build = |name: &str, flag: &str| -> Vec<u8> {
+            let out = dir.path().join(name);
+            let status = std::process::Command::new("cc")
+                .args(["-g", flag, "-o"])
+                .arg(&out)
+                .arg(&source)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            std::fs::read(out).unwrap()
+        };
+        let compressed = build("compressed", "-gz=zlib");
+        // binutils decompresses it: the independent reading.
+        let plain_path = dir.path().join("decompressed");
+        let status = std::process::Command::new("objcopy")
+            .arg("--decompress-debug-sections")
+            .arg(dir.path().join("compressed"))
+            .arg(&plain_path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let plain = std::fs::read(plain_path).unwrap();
+        let info = |data: &[u8]| {
+            let file = object::File::parse(data).unwrap();
+            let section = file.section_by_name(".debug_info").unwrap();
+            let range = section.compressed_file_range().unwrap();
+            (section_bytes(&section).unwrap().into_owned(), range)
+        };
+        let (expected, plain_range) = info(&plain);
+        let (got, range) = info(&compressed);
+        assert_eq!(plain_range.format, object::CompressionFormat::None);
+        assert_eq!(range.format, object::CompressionFormat::Zlib);
+        assert_eq!(got, expected, "decompressed as written");
+        // The section starts with its Elf64_Chdr: ch_type, ch_reserved,
+        // then ch_size at byte 8.
+        let header = {
+            let file = object::File::parse(&*compressed).unwrap();
+            let section = file.section_by_name(".debug_info").unwrap();
+            section.file_range().unwrap().0 as usize
+        };
+        assert!(range.offset as usize > header);
+        let mut bomb = compressed.clone();
+        let at = header + 8;
+        bomb[at..at + 8].copy_from_slice(&(MAX_UNCOMPRESSED_SECTION + 1).to_le_bytes());
+        let file = object::File::parse(&*bomb).unwrap();
+        let section = file.section_by_name(".debug_info").unwrap();
+        let err = section_bytes(&section).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
     }
 }
