@@ -3,8 +3,11 @@
 //! agree on the layout byte for byte; the `user` feature adds `aya::Pod`.
 #![no_std]
 
+pub mod frame_rules;
+pub mod loc_eval;
 mod unwind_row;
 mod walk_cache;
+pub mod walk_step;
 pub use unwind_row::*;
 pub use walk_cache::*;
 
@@ -35,8 +38,8 @@ compile_error!("the location encoding supports bpf_target_arch x86_64 and aarch6
 /// (arm64 adds x8), [`LOC_BASE_RESULT_SLOT`] the saved register holding a
 /// large result's hidden return slot, then `ret`, the constant and `ret.1`.
 pub use loc_arch::{
-    LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RESULT_SLOT, LOC_BASE_RET, LOC_BASE_RET_HIGH,
-    LOC_BASE_SAVED_COUNT,
+    saved_register, LOC_BASE_ARG_COUNT, LOC_BASE_CONST, LOC_BASE_RESULT_SLOT, LOC_BASE_RET,
+    LOC_BASE_RET_HIGH, LOC_BASE_SAVED_COUNT,
 };
 /// [`Loc::base`] values `LOC_BASE_REGISTER + n`: general register `n` in
 /// DWARF numbering (x86-64: 0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi,

@@ -74,15 +74,20 @@ use aya_ebpf::{
     EbpfContext as _, Global,
 };
 use aya_log_ebpf::debug;
+use observer_ebpf::loc_eval::{self, field, NoRegisters, NotEvaluable, ReadUser, Registers};
+use observer_ebpf::walk_step::{
+    caller_by_frame_pointer, caller_by_row, cfa_from_frame_record, search_rows, Memory, Step,
+};
 use observer_ebpf::{
     alloc_flags, alloc_kind, cached_flags, cached_step, counter, entry_kind, row_kind, seek_sp,
     stack_flags, test_op, walk_mode, walker, walker_slot, AllocLocs, CachedFrame, EntrySite,
     ExitLocs, InFlight, LiveBuf, LiveKey, Loc, MappingEntry, PageKey, PageRows, ReleaseLocs,
     ReturnTest, Row as _, SiteKey, SiteStats, StackRecord, ThreadState, UnwindRow, WalkCache,
-    WalkState, CACHED_FRAMES, LOC_BASE_CONST, LOC_BASE_REGISTER, LOC_BASE_RET, LOC_BASE_RET_HIGH,
-    LOC_BASE_SAVED_COUNT, MAX_FRAMES, MAX_LOC_STEPS, MAX_MAPPING_PREFIXES, MAX_NESTED_ALLOCS,
-    NO_STACK, PAGE_SHIFT, UNKNOWN_SP,
+    WalkState, CACHED_FRAMES, LOC_BASE_SAVED_COUNT, MAX_FRAMES, MAX_MAPPING_PREFIXES,
+    MAX_NESTED_ALLOCS, NO_STACK, PAGE_SHIFT,
 };
+
+use arch::Frames;
 
 /// The process being observed; every program ignores other processes.
 /// Counted in the PID namespace below, or by the kernel's own IDs.
@@ -1175,11 +1180,11 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
                 put(&mut entry.fp_offset, row.fp_offset());
                 put(&mut entry.ra_offset, row.ra_offset());
             }
-            if row.kind() == row_kind::CFA_FP || cfa_from_frame_record(walk, &row) {
+            if row.kind() == row_kind::CFA_FP || cfa_from_frame_record::<Frames, _>(walk, &row) {
                 let flags = entry.flags | cached_flags::STEP_USES_BP;
                 put(&mut entry.flags, flags);
             }
-            caller_by_row(walk, &row, len == 0, frames)
+            caller_by_row::<Frames, _, _>(walk, &row, len == 0, frames, &TargetMemory)
         }
         None => Step::NoRow,
     };
@@ -1201,7 +1206,7 @@ fn unwind_one(state: &mut ThreadState, scratch: &mut WalkCache) {
                 | cached_flags::BY_FRAME_POINTER
                 | if chain { cached_flags::STEP_USES_BP } else { 0 };
             put(&mut entry.flags, flags);
-            caller_by_frame_pointer(walk, len == 0, frames)
+            caller_by_frame_pointer::<Frames, _>(walk, len == 0, frames, &TargetMemory)
         }
         other => other,
     };
@@ -1252,158 +1257,21 @@ fn put<T>(field: &mut T, value: T) {
     unsafe { core::ptr::write_volatile(field, value) }
 }
 
-enum Step {
-    Moved { dwarf: bool },
-    End,
-    NoRow,
-    Broken,
+/// The target's memory and trampoline, as the walker's steps read them.
+struct TargetMemory;
+
+impl ReadUser for TargetMemory {
+    #[inline(always)]
+    fn read_u64(&self, address: u64) -> Option<u64> {
+        read_user(address)
+    }
 }
 
-/// True when a CFA = sp + offset row must find the CFA from the frame
-/// pointer instead: the walk's stack pointer is unknown (after an arm64
-/// frame-record step), and the row says where the frame saved x29, which
-/// is where x29 points in a frame that keeps a frame record. Never on
-/// x86-64.
-#[inline(always)]
-fn cfa_from_frame_record(walk: &WalkState, row: &UnwindRow) -> bool {
-    arch::SP_MAY_BE_UNKNOWN
-        && walk.sp == UNKNOWN_SP
-        && row.kind() == row_kind::CFA_SP
-        && row.fp_offset() != 0
-}
-
-/// The caller by the row in effect at the walk's frame (its first frame
-/// when `first`): its CFA, the return address (saved where the row says,
-/// or, at the first frame, still in the link register) and the frame
-/// pointer if the row says it was saved.
-fn caller_by_row(
-    walk: &mut WalkState,
-    row: &UnwindRow,
-    first: bool,
-    frames: &[InFlight; MAX_NESTED_ALLOCS],
-) -> Step {
-    let offset = row.cfa_offset() as i64 as u64;
-    let cfa = match row.kind() {
-        row_kind::END => return Step::End,
-        row_kind::CFA_SP if cfa_from_frame_record(walk, row) => {
-            walk.bp.wrapping_sub(row.fp_offset() as i64 as u64)
-        }
-        // The stack pointer is unknown and the row does not tell where the
-        // frame record is: the chain goes on.
-        row_kind::CFA_SP if arch::SP_MAY_BE_UNKNOWN && walk.sp == UNKNOWN_SP => return Step::NoRow,
-        row_kind::CFA_SP => walk.sp.wrapping_add(offset),
-        row_kind::CFA_FP => walk.bp.wrapping_add(offset),
-        row_kind::PLT_11 | row_kind::PLT_10 => {
-            let threshold = if row.kind() == row_kind::PLT_11 {
-                11
-            } else {
-                10
-            };
-            let extra = if walk.pc & 15 >= threshold { 8 } else { 0 };
-            walk.sp.wrapping_add(8 + extra)
-        }
-        _ => return Step::NoRow,
-    };
-    // Callers' frames are above ours; anything else is a corrupt walk.
-    if !arch::caller_is_above(cfa, walk.sp, first) {
-        return Step::Broken;
+impl Memory for TargetMemory {
+    #[inline(always)]
+    fn is_trampoline(&self, value: u64) -> bool {
+        is_trampoline(value)
     }
-    let call = arch::call_of_cfa(cfa);
-    let ra_offset = row.ra_offset();
-    let return_address = if ra_offset != 0 {
-        read_return_address(cfa.wrapping_add(ra_offset as i64 as u64), call, frames)
-    } else if first {
-        // Not saved yet: still in the link register.
-        Some(recorded_return_address(walk.lr, call, frames))
-    } else {
-        // A caller's frame that did not save its return address (it made
-        // a call, which overwrote it): nothing tells where it returns.
-        None
-    };
-    let Some(return_address) = return_address else {
-        return Step::Broken;
-    };
-    let fp_offset = row.fp_offset();
-    if fp_offset != 0 {
-        let saved = cfa.wrapping_add(fp_offset as i64 as u64);
-        match read_user(saved) {
-            Some(bp) => walk.bp = bp,
-            None => return Step::Broken,
-        }
-    }
-    walk.sp = cfa;
-    walk.pc = return_address;
-    Step::Moved { dwarf: true }
-}
-
-/// Without a row: at the probed function's first instruction the return
-/// address is where the call left it (x86-64: the slot at sp; arm64: x30);
-/// further up, the frame-pointer chain (see [`arch::frame_record`]).
-fn caller_by_frame_pointer(
-    walk: &mut WalkState,
-    at_entry: bool,
-    frames: &[InFlight; MAX_NESTED_ALLOCS],
-) -> Step {
-    if at_entry {
-        let caller_sp = arch::caller_sp_at_entry(walk.sp);
-        let call = arch::call_of_cfa(caller_sp);
-        let return_address = match arch::return_address_slot_at_entry(walk.sp) {
-            Some(slot) => read_return_address(slot, call, frames),
-            None => Some(recorded_return_address(walk.lr, call, frames)),
-        };
-        let Some(return_address) = return_address else {
-            return Step::Broken;
-        };
-        walk.sp = caller_sp;
-        walk.pc = return_address;
-        return Step::Moved { dwarf: false };
-    }
-    if walk.bp == 0 || walk.bp < walk.sp {
-        return Step::Broken;
-    }
-    let (return_address_slot, saved_bp_slot, caller_sp) = arch::frame_record(walk.bp);
-    let (Some(return_address), Some(bp)) = (
-        read_return_address(return_address_slot, arch::call_of_cfa(caller_sp), frames),
-        read_user(saved_bp_slot),
-    ) else {
-        return Step::Broken;
-    };
-    if !arch::chain_goes_up(walk.bp, bp) {
-        return Step::Broken;
-    }
-    walk.sp = caller_sp;
-    walk.bp = bp;
-    walk.pc = return_address;
-    Step::Moved { dwarf: false }
-}
-
-/// The return address stored at `slot`, as the walk records it (see
-/// [`recorded_return_address`]; `call` identifies the call that stored it).
-#[inline(always)]
-fn read_return_address(
-    slot: u64,
-    call: u64,
-    frames: &[InFlight; MAX_NESTED_ALLOCS],
-) -> Option<u64> {
-    Some(recorded_return_address(read_user(slot)?, call, frames))
-}
-
-/// A return address as the walk records it: without pointer-authentication
-/// bits; where a uretprobe replaced it with its trampoline (an outer
-/// allocate call in flight, identified by `call`, its
-/// [`arch::entry_call_slot`]), the original.
-#[inline(always)]
-fn recorded_return_address(value: u64, call: u64, frames: &[InFlight; MAX_NESTED_ALLOCS]) -> u64 {
-    let value = arch::strip_return_address(value);
-    if !is_trampoline(value) {
-        return value;
-    }
-    for frame in frames {
-        if frame.entry_sp == call {
-            return frame.return_address;
-        }
-    }
-    value
 }
 
 /// True for the address of the kernel's uretprobe trampoline in this
@@ -1451,21 +1319,9 @@ fn find_row(pc: u64, previous: &mut MappingEntry) -> Option<UnwindRow> {
     };
     // SAFETY: the value is copied out at once.
     let rows = unsafe { UNWIND_PAGES.get(key) }.copied()?;
-    let (mut low, mut high) = (rows.first, rows.first.wrapping_add(rows.count));
-    // Last row with row.pc <= vaddr; a page holds at most 2^17 rows. No
-    // early exit: once high = low + 1 the steps change nothing, and fewer
-    // branches keep the verifier's work linear.
-    for _ in 0..17 {
-        let middle = low + (high - low) / 2;
-        let row = UNWIND_ROWS.get(middle)?;
-        if row.pc() <= vaddr {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    let row = *UNWIND_ROWS.get(low)?;
-    (row.pc() <= vaddr).then_some(row)
+    search_rows(rows.first, rows.count, vaddr, |index| {
+        UNWIND_ROWS.get(index).copied()
+    })
 }
 
 /// The mapping containing `pc`: one longest-prefix lookup.
@@ -1718,16 +1574,6 @@ fn pop_call(regs: &pt_regs) -> Option<(u64, Call)> {
         (*state).depth = depth as u32 - 1;
         Some((pid_tgid, call))
     }
-}
-
-/// One field of a map value, read where it is used. Volatile, so the
-/// compiler never copies a whole value of locations onto the stack (it
-/// did: hundreds of bytes, past the 512 the verifiers of Linux 6.1 and
-/// 6.12 allow a call chain).
-#[inline(always)]
-fn field<T: Copy>(value: &T) -> T {
-    // SAFETY: a valid, aligned reference.
-    unsafe { core::ptr::read_volatile(value) }
 }
 
 /// What an allocate call's entry recorded, for its return.
@@ -2216,7 +2062,8 @@ fn evaluate_size(
     }
 }
 
-/// Evaluates a compiled location (see [`Loc`]).
+/// Evaluates a compiled location (see [`Loc`]): the shared evaluator,
+/// with the registers where the probe fired when given.
 #[inline(always)]
 fn evaluate(
     loc: &Loc,
@@ -2224,36 +2071,22 @@ fn evaluate(
     ret: Returned,
     regs: Option<&pt_regs>,
 ) -> Result<u64, ()> {
-    let mut value = match (field(&loc.base), regs) {
-        (LOC_BASE_RET, _) => ret[0],
-        (LOC_BASE_RET_HIGH, _) => ret[1],
-        (LOC_BASE_CONST, _) => 0,
-        (base, _) if base < LOC_BASE_SAVED_COUNT => arch::saved_register(args, base)?,
-        (base, Some(regs)) if base >= LOC_BASE_REGISTER => {
-            arch::register(regs, base - LOC_BASE_REGISTER)?
+    match regs {
+        Some(regs) => {
+            loc_eval::evaluate(loc, args, ret, Some(&ProbeRegisters(regs)), &TargetMemory)
         }
-        _ => return Err(()),
-    };
-    let steps = field(&loc.steps) as usize;
-    let mut step = 0;
-    while step < MAX_LOC_STEPS {
-        if step >= steps {
-            break;
-        }
-        let address = value.wrapping_add(field(&loc.offsets[step]) as u64);
-        // SAFETY: bpf_probe_read_user copies from user memory and returns an
-        // error instead of faulting on a bad address.
-        value = unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())?;
-        step += 1;
+        None => loc_eval::evaluate(loc, args, ret, None::<&NoRegisters>, &TargetMemory),
     }
-    let value = value.wrapping_add(field(&loc.final_offset) as u64);
-    match (field(&loc.high_half), regs) {
-        (0, _) => Ok(value),
-        (high, Some(regs)) if high >= LOC_BASE_REGISTER => {
-            let high = arch::register(regs, high - LOC_BASE_REGISTER)?;
-            Ok((value & 0xffff_ffff) | (high << 32))
-        }
-        _ => Err(()),
+    .map_err(|NotEvaluable| ())
+}
+
+/// A probe's register snapshot, by DWARF number.
+struct ProbeRegisters<'a>(&'a pt_regs);
+
+impl Registers for ProbeRegisters<'_> {
+    #[inline(always)]
+    fn register(&self, number: u8) -> Result<u64, NotEvaluable> {
+        arch::register(self.0, number).map_err(|()| NotEvaluable)
     }
 }
 

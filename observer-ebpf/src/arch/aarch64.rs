@@ -24,6 +24,10 @@ use observer_ebpf::LOC_BASE_SAVED_COUNT;
 
 use super::{snapshot_slot, Returned};
 
+// The frame rules are pure address arithmetic, shared with the host,
+// which runs the walker's steps with them (`observer_ebpf::walk_step`).
+pub use observer_ebpf::frame_rules::aarch64::*;
+
 /// Number of `u64`s in `user_pt_regs`: x0–x30, sp, pc, pstate.
 const SNAPSHOT_SLOTS: usize = 34;
 /// `user_pt_regs` slot of sp (after x0–x30).
@@ -71,24 +75,6 @@ pub fn entry_registers(regs: &pt_regs) -> [u64; LOC_BASE_SAVED_COUNT as usize] {
     [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]]
 }
 
-/// Saved register `base` (below `LOC_BASE_SAVED_COUNT`), by constant
-/// indices: the verifier is spared a variable offset into the stack.
-#[inline(always)]
-pub fn saved_register(saved: &[u64; LOC_BASE_SAVED_COUNT as usize], base: u8) -> Result<u64, ()> {
-    Ok(match base {
-        0 => saved[0],
-        1 => saved[1],
-        2 => saved[2],
-        3 => saved[3],
-        4 => saved[4],
-        5 => saved[5],
-        6 => saved[6],
-        7 => saved[7],
-        8 => saved[8],
-        _ => return Err(()),
-    })
-}
-
 /// General register `number` in DWARF numbering (0–30 x0–x30, 31 sp);
 /// `Err` for any other.
 #[inline(always)]
@@ -118,103 +104,6 @@ pub fn entry_call_slot(regs: &pt_regs) -> u64 {
 #[inline(always)]
 pub fn pending_call_slot(regs: &pt_regs) -> u64 {
     regs.sp
-}
-
-/// Where the kernel maps its uretprobe trampoline: `__create_xol_area`
-/// asks for the page just below `TASK_SIZE`, 2^48 with Debian's 48-bit
-/// user address space (4 KiB pages; 0xffff_ffff_0000 with 64 KiB pages;
-/// 2^52 with 52-bit addresses). The one actually used is read from
-/// `/proc/PID/maps` (`[uprobes]`) as soon as it exists and stored in
-/// `TRAMPOLINE`; these cover the moments before.
-pub const TRAMPOLINE_HINTS: [u64; 2] = [0xffff_ffff_f000, 0x000f_ffff_ffff_f000];
-
-/// The bits of a user code address: 48.
-///
-/// A signed return address keeps its signature in bits 63–56 and 54–VA
-/// (Linux disables top-byte-ignore for instruction addresses when pointer
-/// authentication is on, so the top byte is signature too); bit 55 is 0
-/// for user addresses. VA is the kernel's user address size: 48 for
-/// Debian's kernels (4 KiB pages, 4 levels); 52 on kernels built for it,
-/// on CPUs with large addresses. Even there, mmap places nothing above
-/// 2^48 (`DEFAULT_MAP_WINDOW`) unless a program asks for a higher address,
-/// so code, and every return address into it, lies below 2^48: clearing
-/// bits 63–48 is what `xpaclri` does to every return address into code
-/// mapped in that window, signed or not (an unsigned one is unchanged).
-/// Code a program maps above 2^48 on a 52-bit kernel would come out
-/// wrong; nothing maps code there by default.
-const USER_CODE_MASK: u64 = (1 << 48) - 1;
-
-/// A return address as the walk records it: without its
-/// pointer-authentication signature (see [`USER_CODE_MASK`]).
-#[inline(always)]
-pub fn strip_return_address(value: u64) -> u64 {
-    value & USER_CODE_MASK
-}
-
-/// The call whose return address a frame saved, from the frame's CFA:
-/// the caller's stack pointer at the `bl`, which [`entry_call_slot`]
-/// recorded.
-#[inline(always)]
-pub fn call_of_cfa(cfa: u64) -> u64 {
-    cfa
-}
-
-/// Whether a caller's CFA computed from a row is plausible: above the
-/// stack pointer, where x30 was saved; or, at the walk's first frame,
-/// equal to it (a function's entry, a leaf that keeps x30 and moves no
-/// stack).
-#[inline(always)]
-pub fn caller_is_above(cfa: u64, sp: u64, first: bool) -> bool {
-    cfa > sp || (first && cfa == sp)
-}
-
-/// True: after a frame-pointer chain step the walk's `sp` is
-/// `UNKNOWN_SP` (see [`frame_record`]).
-pub const SP_MAY_BE_UNKNOWN: bool = true;
-
-/// The frame-pointer chain's step from frame pointer `fp`: x29 points at
-/// the frame record `{ saved x29, saved x30 }`, so the slots of the return
-/// address and of the caller's saved frame pointer; the caller's stack
-/// pointer is unknown (`UNKNOWN_SP`): the record can sit anywhere in the
-/// frame (GCC puts it at the bottom, below the locals; LLVM usually at the
-/// top of its register saves), so `fp + 16` is the caller's sp only
-/// sometimes. The caller's CFA is then found from its row and x29 (which
-/// points at the caller's own frame record, where its row says x29 was
-/// saved), or by the chain again.
-#[inline(always)]
-pub fn frame_record(fp: u64) -> (u64, u64, u64) {
-    (fp.wrapping_add(8), fp, observer_ebpf::UNKNOWN_SP)
-}
-
-/// Whether a chain step from frame pointer `fp` to the saved `saved_fp`
-/// may go on: frame records of callers are above their callees' (or the
-/// chain ends with 0). Checked here, as the stack pointer that bounds the
-/// next step on x86-64 is unknown.
-#[inline(always)]
-pub fn chain_goes_up(fp: u64, saved_fp: u64) -> bool {
-    saved_fp == 0 || saved_fp > fp
-}
-
-/// Where a frame-pointer chain step read, from the caller's stack
-/// pointer: nowhere known (it is `UNKNOWN_SP`), so the step is not
-/// re-read from a cached walk (0, 0).
-pub const CHAIN_STEP_OFFSETS: (i16, i16) = (0, 0);
-
-/// At a callee's first instruction, where its return address is: in no
-/// slot, but in x30 (`WalkState::lr`).
-#[inline(always)]
-pub fn return_address_slot_at_entry(_sp: u64) -> Option<u64> {
-    None
-}
-
-/// The same, from the caller's stack pointer: 0, not in memory.
-pub const ENTRY_RA_OFFSET: i16 = 0;
-
-/// At a callee's first instruction (stack pointer `sp`), the caller's
-/// stack pointer: the same, since `bl` pushes nothing.
-#[inline(always)]
-pub fn caller_sp_at_entry(sp: u64) -> u64 {
-    sp
 }
 
 /// False: the uretprobe's trampoline is in x30 at entry, and then where

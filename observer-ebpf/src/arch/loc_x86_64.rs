@@ -19,3 +19,21 @@ pub const LOC_BASE_RET: u8 = 6;
 pub const LOC_BASE_CONST: u8 = 7;
 /// The second return register (rdx) when the function returns.
 pub const LOC_BASE_RET_HIGH: u8 = 8;
+
+/// Saved register `base` (below `LOC_BASE_SAVED_COUNT`), by constant
+/// indices: the verifier is spared a variable offset into the stack.
+#[inline(always)]
+pub fn saved_register(
+    saved: &[u64; LOC_BASE_SAVED_COUNT as usize],
+    base: u8,
+) -> Result<u64, crate::loc_eval::NotEvaluable> {
+    Ok(match base {
+        0 => saved[0],
+        1 => saved[1],
+        2 => saved[2],
+        3 => saved[3],
+        4 => saved[4],
+        5 => saved[5],
+        _ => return Err(crate::loc_eval::NotEvaluable),
+    })
+}

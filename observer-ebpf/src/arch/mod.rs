@@ -54,6 +54,10 @@ mod x86_64;
 #[cfg(bpf_target_arch = "x86_64")]
 pub use x86_64::*;
 
+/// The observed processor's frame rules, for the walker's steps
+/// (`observer_ebpf::walk_step`), which are generic over them.
+pub use observer_ebpf::frame_rules::Observed as Frames;
+
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!("the observer's eBPF programs support bpf_target_arch x86_64 and aarch64");
 

@@ -12,6 +12,10 @@ use observer_ebpf::LOC_BASE_SAVED_COUNT;
 
 use super::{snapshot_slot, Returned};
 
+// The frame rules are pure address arithmetic, shared with the host,
+// which runs the walker's steps with them (`observer_ebpf::walk_step`).
+pub use observer_ebpf::frame_rules::x86_64::*;
+
 /// The instruction pointer (rip).
 #[inline(always)]
 pub fn pc(regs: &pt_regs) -> u64 {
@@ -48,21 +52,6 @@ pub fn returned(regs: &pt_regs) -> Returned {
 #[inline(always)]
 pub fn entry_registers(regs: &pt_regs) -> [u64; LOC_BASE_SAVED_COUNT as usize] {
     [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9]
-}
-
-/// Saved register `base` (below `LOC_BASE_SAVED_COUNT`), by constant
-/// indices: the verifier is spared a variable offset into the stack.
-#[inline(always)]
-pub fn saved_register(saved: &[u64; LOC_BASE_SAVED_COUNT as usize], base: u8) -> Result<u64, ()> {
-    Ok(match base {
-        0 => saved[0],
-        1 => saved[1],
-        2 => saved[2],
-        3 => saved[3],
-        4 => saved[4],
-        5 => saved[5],
-        _ => return Err(()),
-    })
 }
 
 /// General register `number` in DWARF numbering (0 rax, 1 rdx, 2 rcx,
@@ -106,76 +95,6 @@ pub fn entry_call_slot(regs: &pt_regs) -> u64 {
 #[inline(always)]
 pub fn pending_call_slot(regs: &pt_regs) -> u64 {
     regs.rsp.wrapping_sub(8)
-}
-
-/// Addresses the kernel maps its uretprobe trampoline at: the page just
-/// below the top of the user address space (4- and 5-level paging), where
-/// `__create_xol_area` asks for it. The one actually used is read from
-/// `/proc/PID/maps` (`[uprobes]`) as soon as it exists and stored in
-/// `TRAMPOLINE`; these cover the moments before.
-pub const TRAMPOLINE_HINTS: [u64; 2] = [0x7fff_ffff_e000, 0x00ff_ffff_ffff_e000];
-
-/// A return address as read: x86-64's carry no signature.
-#[inline(always)]
-pub fn strip_return_address(value: u64) -> u64 {
-    value
-}
-
-/// The call whose return address a frame's slot holds, from the frame's
-/// CFA: the slot just below it, which [`entry_call_slot`] recorded.
-#[inline(always)]
-pub fn call_of_cfa(cfa: u64) -> u64 {
-    cfa.wrapping_sub(8)
-}
-
-/// Whether a caller's CFA computed from a row is plausible: above the
-/// stack pointer (a call pushed at least the return address).
-#[inline(always)]
-pub fn caller_is_above(cfa: u64, sp: u64, _first: bool) -> bool {
-    cfa > sp
-}
-
-/// False: a frame-pointer chain step always tells the caller's stack
-/// pointer (see [`frame_record`]), so the walk's `sp` is never
-/// `UNKNOWN_SP`.
-pub const SP_MAY_BE_UNKNOWN: bool = false;
-
-/// The frame-pointer chain's step from frame pointer `fp` (after
-/// `push rbp; mov rbp, rsp`): the slot of the return address, the slot of
-/// the caller's saved frame pointer, and the caller's stack pointer.
-#[inline(always)]
-pub fn frame_record(fp: u64) -> (u64, u64, u64) {
-    (fp.wrapping_add(8), fp, fp.wrapping_add(16))
-}
-
-/// Whether a chain step from frame pointer `fp` to the saved `saved_fp`
-/// may go on: always here; the next step's own check (the frame pointer
-/// not below the stack pointer, which is `fp + 16`) keeps the walk going up.
-#[inline(always)]
-pub fn chain_goes_up(_fp: u64, _saved_fp: u64) -> bool {
-    true
-}
-
-/// Where a frame-pointer chain step read, from the caller's stack pointer
-/// (`fp + 16`): the saved frame pointer 16 below it, the return address 8
-/// below it (`CachedFrame::fp_offset`, `ra_offset`).
-pub const CHAIN_STEP_OFFSETS: (i16, i16) = (-16, -8);
-
-/// At a callee's first instruction (stack pointer `sp`), where its
-/// return address is: the slot at `sp`.
-#[inline(always)]
-pub fn return_address_slot_at_entry(sp: u64) -> Option<u64> {
-    Some(sp)
-}
-
-/// The same, from the caller's stack pointer (`CachedFrame::ra_offset`).
-pub const ENTRY_RA_OFFSET: i16 = -8;
-
-/// At a callee's first instruction (stack pointer `sp`), the caller's
-/// stack pointer: above the pushed return address.
-#[inline(always)]
-pub fn caller_sp_at_entry(sp: u64) -> u64 {
-    sp.wrapping_add(8)
 }
 
 /// True: a uretprobe's trampoline sits in the slot [`entry_call_slot`]

@@ -41,6 +41,7 @@ use gimli::{
     X86_64,
 };
 use object::{Object as _, ObjectSection as _};
+use observer_ebpf::frame_rules::{Aarch64Frames, FrameRules, X86_64Frames};
 use observer_ebpf::{aarch64, row_kind, x86_64, Row, UnwindRow, PAGE_SHIFT};
 
 /// Each processor's rows, for building either's tables on any host.
@@ -196,6 +197,8 @@ pub struct Rule {
 pub trait Encoding: Row + Copy + Debug + PartialEq {
     /// The processor whose `.eh_frame` these rows describe.
     const MACHINE: Machine;
+    /// Its frame rules, with which the walker steps by these rows.
+    type Frames: FrameRules;
     /// The row for `rule`, or `None` where the encoding cannot say it.
     fn encode(rule: &Rule) -> Option<Self>;
     /// A row of a kind that carries no rule ([`row_kind::GAP`], `END`,
@@ -206,6 +209,7 @@ pub trait Encoding: Row + Copy + Debug + PartialEq {
 
 impl Encoding for x86_64::UnwindRow {
     const MACHINE: Machine = X86_64_MACHINE;
+    type Frames = X86_64Frames;
 
     fn encode(rule: &Rule) -> Option<Self> {
         if !matches!(rule.ra_offset, None | Some(-8)) {
@@ -238,6 +242,7 @@ impl Encoding for x86_64::UnwindRow {
 
 impl Encoding for aarch64::UnwindRow {
     const MACHINE: Machine = AARCH64_MACHINE;
+    type Frames = Aarch64Frames;
 
     fn encode(rule: &Rule) -> Option<Self> {
         if !matches!(rule.kind, row_kind::CFA_SP | row_kind::CFA_FP) {
@@ -444,6 +449,8 @@ pub fn pages<R: Row>(rows: &[R], base: u32) -> Vec<(u32, u32, u32)> {
     out
 }
 
+#[cfg(all(test, target_arch = "x86_64"))]
+mod captured;
 #[cfg(test)]
 mod judge;
 

@@ -11,6 +11,8 @@ pub mod object;
 pub mod pattern;
 pub mod pid_namespace;
 pub mod places;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod places_judge;
 pub mod process;
 pub mod safe_file;
 pub mod signature;

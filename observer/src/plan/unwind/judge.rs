@@ -4,12 +4,19 @@
 //! binary-search table of `.eh_frame_hdr` (not the FDE walk the tables are
 //! built from) and evaluates its instructions up to the address, giving
 //! the row in effect there; the table gives its row through the page index
-//! and the binary search the walker does. Both are applied to the same
-//! made-up machine state (registers, and memory whose every word holds a
-//! value derived from its address) as an unwinder would apply them: the
+//! and the walker's own binary search (`observer_ebpf::walk_step::
+//! search_rows`). gimli's row is applied to a made-up machine state
+//! (registers, and memory whose every word holds a value derived from its
+//! address) as an unwinder would apply it; the table's row is stepped from
+//! the same state by the walker's own step (`walk_step::caller_by_row`, the
+//! code the eBPF programs run, with the processor's frame rules): the
 //! caller's CFA, return address and frame pointer must be the same, or the
 //! table must say it cannot follow the rule (an unsupported row), or that
-//! the stack ends. Addresses no FDE covers must have no row.
+//! the stack ends, or the walker must refuse the step for the reason its
+//! rules give (a CFA not above the stack pointer; a return address left in
+//! the link register above the first frame). On arm64 the step after a
+//! frame-record step (stack pointer unknown, CFA from x29) is judged too.
+//! Addresses no FDE covers must have no row.
 //!
 //! Objects: this test binary and the C library it runs with (x86-64, or
 //! whatever the host is), and, when Debian's `aarch64-linux-gnu-gcc` is
@@ -27,7 +34,12 @@ use gimli::{
     UnwindContext, UnwindSection as _,
 };
 use object::{Object as _, ObjectSection as _, SectionKind};
-use observer_ebpf::{aarch64, row_kind, PAGE_SHIFT};
+use observer_ebpf::frame_rules::FrameRules;
+use observer_ebpf::loc_eval::ReadUser;
+use observer_ebpf::walk_step::{caller_by_row, search_rows, Memory, Step};
+use observer_ebpf::{
+    aarch64, row_kind, InFlight, WalkState, MAX_NESTED_ALLOCS, PAGE_SHIFT, UNKNOWN_SP,
+};
 
 use super::{pages, Encoding, ObjectTable};
 
@@ -58,6 +70,21 @@ enum Caller {
 /// Made-up memory: every 8-byte word a value of its own.
 fn memory(address: u64) -> u64 {
     address.rotate_left(17) ^ 0x5eed_0000_0000_5eed
+}
+
+/// [`memory`], as the walker's steps read it; no trampoline anywhere.
+struct MadeUp;
+
+impl ReadUser for MadeUp {
+    fn read_u64(&self, address: u64) -> Option<u64> {
+        Some(memory(address))
+    }
+}
+
+impl Memory for MadeUp {
+    fn is_trampoline(&self, _value: u64) -> bool {
+        false
+    }
 }
 
 /// How far a judged object was covered.
@@ -160,15 +187,13 @@ fn judge<R: Encoding>(name: &str, data: &[u8]) -> Verdict {
     verdict
 }
 
-/// The walker's search: the page's rows, the last one at or before the
-/// address.
+/// The walker's search: the page's rows, through the walker's own
+/// binary search.
 fn find_row<R: Encoding>(rows: &[R], index: &[(u32, u32, u32)], address: u64) -> Option<R> {
     let address = u32::try_from(address).ok()?;
     let page = address >> PAGE_SHIFT;
     let &(_, first, count) = index.iter().find(|(p, _, _)| *p == page)?;
-    let rows = &rows[first as usize..(first + count) as usize];
-    let at = rows.partition_point(|r| r.pc() <= address);
-    at.checked_sub(1).map(|at| rows[at])
+    search_rows(first, count, address, |at| rows.get(at as usize).copied())
 }
 
 /// Compares the caller both give, from frame states that tell the rules
@@ -203,12 +228,113 @@ fn compare<R: Encoding>(
             by_gimli(row, return_address, state, eh_frame, &R::MACHINE).unwrap_or_else(|why| {
                 panic!("{name} {address:#x}: the table follows {ours:?}, gimli cannot: {why}")
             });
-        let got = by_row(ours, state);
-        assert_eq!(
-            got, expected,
-            "{name} {address:#x}: the table's {ours:?} and gimli's {row:?} disagree"
-        );
+        for first in [true, false] {
+            let (step, walk) = step_by_row(ours, state, first);
+            let wanted = walker_should_give::<R>(expected, state, first, ours);
+            assert_eq!(
+                (step, walk),
+                wanted,
+                "{name} {address:#x} (first frame: {first}): the walker's step by {ours:?} \
+                 and gimli's {row:?} disagree"
+            );
+        }
+        if let Caller::Frame { cfa, .. } = expected {
+            judge_after_frame_record::<R>(name, address, ours, state, cfa, expected);
+        }
     }
+}
+
+/// The walker's step from `state` by `row` (as the walk's first frame or
+/// further up), with no allocate call in flight.
+fn step_by_row<R: Encoding>(row: &R, state: State, first: bool) -> (Step, Option<Caller>) {
+    let mut walk = WalkState {
+        pc: state.pc,
+        sp: state.sp,
+        bp: state.fp,
+        lr: state.lr,
+        ..WalkState::default()
+    };
+    let in_flight = [InFlight::default(); MAX_NESTED_ALLOCS];
+    let step = caller_by_row::<R::Frames, R, _>(&mut walk, row, first, &in_flight, &MadeUp);
+    let caller = matches!(step, Step::Moved { .. }).then_some(Caller::Frame {
+        cfa: walk.sp,
+        ra: walk.pc,
+        fp: walk.bp,
+    });
+    (step, caller)
+}
+
+/// What the walker's step must give where gimli gives `expected`: the
+/// same caller (its return address as the walker records it), or a
+/// refusal its rules explain.
+fn walker_should_give<R: Encoding>(
+    expected: Caller,
+    state: State,
+    first: bool,
+    row: &R,
+) -> (Step, Option<Caller>) {
+    let Caller::Frame { cfa, ra, fp } = expected else {
+        return (Step::End, None);
+    };
+    // A CFA at or below the stack pointer is a corrupt walk to the walker;
+    // so is a return address still in the link register above the first
+    // frame, which the walker does not carry from frame to frame (the
+    // frame below has made a call since, which overwrote it).
+    if !R::Frames::caller_is_above(cfa, state.sp, first) || (row.ra_offset() == 0 && !first) {
+        return (Step::Broken, None);
+    }
+    let ra = R::Frames::strip_return_address(ra);
+    (
+        Step::Moved { dwarf: true },
+        Some(Caller::Frame { cfa, ra, fp }),
+    )
+}
+
+/// arm64, after a frame-record step: the stack pointer is unknown and a
+/// row that says where the frame saved x29 gives the CFA from x29, which
+/// points at that slot in a frame that keeps a frame record. From a state
+/// where it does, the walker must find gimli's caller without the stack
+/// pointer; elsewhere it must leave the step to the chain.
+fn judge_after_frame_record<R: Encoding>(
+    name: &str,
+    address: u64,
+    row: &R,
+    state: State,
+    cfa: u64,
+    expected: Caller,
+) {
+    if !R::Frames::SP_MAY_BE_UNKNOWN {
+        return;
+    }
+    let uses_record = row.kind() == row_kind::CFA_SP && row.fp_offset() != 0;
+    let mut walk = WalkState {
+        pc: state.pc,
+        sp: UNKNOWN_SP,
+        // x29 points where the frame saved the caller's x29.
+        bp: cfa.wrapping_add(row.fp_offset() as i64 as u64),
+        lr: state.lr,
+        ..WalkState::default()
+    };
+    let in_flight = [InFlight::default(); MAX_NESTED_ALLOCS];
+    let step = caller_by_row::<R::Frames, R, _>(&mut walk, row, false, &in_flight, &MadeUp);
+    let wanted = match (row.kind(), expected) {
+        (row_kind::CFA_SP, _) if !uses_record => Step::NoRow,
+        (_, _) if row.ra_offset() == 0 => Step::Broken,
+        (row_kind::CFA_SP, Caller::Frame { ra, fp, .. }) => {
+            assert_eq!(
+                (walk.sp, walk.pc, walk.bp),
+                (cfa, R::Frames::strip_return_address(ra), fp),
+                "{name} {address:#x}: the CFA from x29 by {row:?}"
+            );
+            Step::Moved { dwarf: true }
+        }
+        // CFA from x29 needs no stack pointer: judged above.
+        _ => return,
+    };
+    assert_eq!(
+        step, wanted,
+        "{name} {address:#x}: after a frame record, {row:?}"
+    );
 }
 
 /// The caller by gimli's row: CFA from its rule (an expression evaluated
@@ -294,33 +420,6 @@ fn by_gimli(
     };
     let fp = rule_value(machine.frame_pointer, state.fp)?.unwrap_or(state.fp);
     Ok(Caller::Frame { cfa, ra, fp })
-}
-
-/// The caller by the table's row, read as the walker reads it (`Row`).
-fn by_row<R: Encoding>(row: &R, state: State) -> Caller {
-    let cfa = match row.kind() {
-        row_kind::END => return Caller::End,
-        row_kind::CFA_SP => state.sp.wrapping_add(row.cfa_offset() as i64 as u64),
-        row_kind::CFA_FP => state.fp.wrapping_add(row.cfa_offset() as i64 as u64),
-        row_kind::PLT_11 | row_kind::PLT_10 => {
-            let threshold = if row.kind() == row_kind::PLT_11 {
-                11
-            } else {
-                10
-            };
-            state.sp + 8 + if state.pc & 15 >= threshold { 8 } else { 0 }
-        }
-        other => panic!("kind {other} is no rule"),
-    };
-    let saved = |offset: i16, unchanged: u64| match offset {
-        0 => unchanged,
-        offset => memory(cfa.wrapping_add(offset as i64 as u64)),
-    };
-    Caller::Frame {
-        cfa,
-        ra: saved(row.ra_offset(), state.lr),
-        fp: saved(row.fp_offset(), state.fp),
-    }
 }
 
 /// Reads a file the test judges.
