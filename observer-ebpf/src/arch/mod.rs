@@ -16,7 +16,7 @@
 //! | `link_register` | the return-address register (`None` where a call pushes it) |
 //! | `returned` | the two return registers (`ret`, `ret.1`) |
 //! | `register` | a general register by its DWARF number (locations) |
-//! | `entry_registers`, `saved_register` | the registers an entry saves for locations (arguments; arm64 also x8), and one of them by its base |
+//! | `entry_registers` | the registers an entry saves for locations (arguments; arm64 also x8); one of them by its base is the library's `saved_register` |
 //! | `entry_call_slot` | what identifies a call at its callee's first instruction |
 //! | `return_address_at_entry` | the callee's return address at its first instruction (defined here, from `link_register` or the slot) |
 //! | `pending_call_slot` | the same identity before a call instruction or after the return |
@@ -29,6 +29,11 @@
 //! | `frame_record`, `chain_goes_up`, `CHAIN_STEP_OFFSETS`, `SP_MAY_BE_UNKNOWN` | the frame-pointer chain's step, its check, where it reads, whether it tells the caller's sp |
 //! | `return_address_slot_at_entry`, `ENTRY_RA_OFFSET` | where the return address is at a callee's first instruction (a slot, or the link register) |
 //! | `caller_sp_at_entry` | the caller's stack pointer at a callee's first instruction |
+//!
+//! The frame rules (`strip_return_address` down to `caller_sp_at_entry`)
+//! are pure address arithmetic: they live in the library
+//! (`observer_ebpf::frame_rules`), re-exported here, so that the host runs
+//! the walker's steps (`observer_ebpf::walk_step`) with them too.
 //!
 //! Where a frame saved its return address and frame pointer comes from
 //! its unwind row (`observer_ebpf::Row`: each processor's row type).
