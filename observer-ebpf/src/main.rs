@@ -74,7 +74,7 @@ use aya_ebpf::{
     EbpfContext as _, Global,
 };
 use aya_log_ebpf::debug;
-use observer_ebpf::loc_eval::{self, field, NoRegisters, NotEvaluable, ReadUser, Registers};
+use observer_ebpf::loc_eval::{self, field, NotEvaluable, ReadUser, Registers};
 use observer_ebpf::walk_step::{
     caller_by_frame_pointer, caller_by_row, cfa_from_frame_record, search_rows, Memory, Step,
 };
@@ -2071,13 +2071,12 @@ fn evaluate(
     ret: Returned,
     regs: Option<&pt_regs>,
 ) -> Result<u64, ()> {
-    match regs {
-        Some(regs) => {
-            loc_eval::evaluate(loc, args, ret, Some(&ProbeRegisters(regs)), &TargetMemory)
-        }
-        None => loc_eval::evaluate(loc, args, ret, None::<&NoRegisters>, &TargetMemory),
-    }
-    .map_err(|NotEvaluable| ())
+    // One instance, with the snapshot optional as before the evaluator
+    // moved: an instance for "no registers" of its own let the compiler
+    // spill a register it never set on a path it proved dead, which the
+    // verifier refuses (R4 !read_ok).
+    let registers = regs.map(ProbeRegisters);
+    loc_eval::evaluate(loc, args, ret, registers.as_ref(), &TargetMemory).map_err(|NotEvaluable| ())
 }
 
 /// A probe's register snapshot, by DWARF number.
