@@ -312,7 +312,15 @@ pub struct ElfLayout {
 
 /// Sections through which an ELF file names other files holding its debug
 /// information: a debug link, a dwz alternate file, a supplementary file.
-pub const LINK_SECTIONS: [&str; 3] = [".gnu_debuglink", ".gnu_debugaltlink", ".debug_sup"];
+pub const LINK_SECTIONS: [&str; 4] = [
+    ".gnu_debuglink",
+    ".gnu_debugaltlink",
+    ".debug_sup",
+    // GNU's older name of a compressed section: readers with compression
+    // support (object's, since the observer reads compressed DWARF) find
+    // it as `.debug_sup`.
+    ".zdebug_sup",
+];
 
 /// A copy of an ELF file's bytes in which the [`LINK_SECTIONS`] have no
 /// name, so that a library that follows them by name (blazesym does,
@@ -582,6 +590,17 @@ mod tests {
         assert!(ElfLayout::parse(data.clone()).unwrap().links_elsewhere);
         let cleaned = without_link_sections(&data).expect("a link to hide");
         assert_eq!(cleaned.len(), data.len());
+        assert!(!ElfLayout::parse(cleaned).unwrap().links_elsewhere);
+    }
+
+    /// Found by fuzzing once compressed sections were read: `.zdebug_sup`
+    /// is what a reader with compression support finds as `.debug_sup`, so
+    /// it is a link to hide too.
+    #[test]
+    fn a_compressed_supplementary_link_is_hidden_too() {
+        let data = elf_with_section("\0.shstrtab\0.zdebug_sup\0", 1, 11, 0, 16);
+        assert!(ElfLayout::parse(data.clone()).unwrap().links_elsewhere);
+        let cleaned = without_link_sections(&data).expect("a link to hide");
         assert!(!ElfLayout::parse(cleaned).unwrap().links_elsewhere);
     }
 
