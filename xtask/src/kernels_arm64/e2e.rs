@@ -1,7 +1,7 @@
 //! The kernel-side end-to-end tests of the x86-64 matrix
 //! ([`crate::kernels::KERNEL_SIDE`]) in the arm64 VMs: the e2e test binary
-//! cross-built for `aarch64-unknown-linux-gnu` (the guest's root file
-//! system is Debian's, with glibc), run one test at a time with
+//! cross-built as the static arm64 observer is
+//! ([`crate::kernels::e2e_binary`]), run one test at a time with
 //! `OBSERVER_BIN` the static arm64 observer and the arm64 builds of the
 //! target programs. Each test's exit code is a line of `results.txt`.
 
