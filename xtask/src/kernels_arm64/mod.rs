@@ -1,7 +1,7 @@
 //! `cargo xtask kernels --arch aarch64`: the static arm64 observer in VMs
 //! booted with Debian's arm64 kernels (6.12 from bookworm-backports, 6.1
-//! from bookworm) under QEMU's software emulation. Opt-in, not part of
-//! `cargo xtask test`: arm64 is in progress (docs/arm64.md).
+//! from bookworm) under QEMU's software emulation; the last step of
+//! `cargo xtask test` (docs/arm64.md).
 //!
 //! Each VM runs `observer doctor` and `observer run` with explicit
 //! locations on a small C pool program (`pool.c`) built three ways: with
