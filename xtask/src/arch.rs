@@ -69,8 +69,8 @@ impl Arch {
     }
 
     /// The Rust target of programs linked against glibc, as the test
-    /// targets and the end-to-end test binary are (the arm64 VMs' root
-    /// file system is Debian's, with glibc).
+    /// targets are (the arm64 VMs' root file system is Debian's, with
+    /// glibc).
     pub fn gnu_target(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-unknown-linux-gnu",

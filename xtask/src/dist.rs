@@ -40,6 +40,13 @@ fn dist_dir() -> PathBuf {
     root().join("target/dist")
 }
 
+/// Cargo's target directory of the dist builds: other builds made with
+/// the same target, profile and flags share its compiled dependencies
+/// ([`crate::kernels::e2e_binary`]).
+pub fn target_dir() -> PathBuf {
+    dist_dir().join("build/target")
+}
+
 /// `cargo xtask dist`: set-up, then [`build`] for each of `only` (every
 /// processor when empty).
 pub fn build_all(only: &[Arch]) -> Result<()> {
@@ -176,7 +183,7 @@ fn compile(sources: &[PathBuf], arch: Arch) -> Result<PathBuf> {
     let [ebpf, observer] = sources else {
         bail!("expected two unpacked crates");
     };
-    let target_dir = dist_dir().join("build/target");
+    let target_dir = target_dir();
     let patch = format!(
         "patch.crates-io.{}.path={:?}",
         CRATES[0],

@@ -1,5 +1,7 @@
 //! `cargo xtask test` and `cargo xtask lint`.
 
+use std::time::Instant;
+
 use anyhow::Result;
 
 use crate::arch::Arch;
@@ -65,7 +67,11 @@ pub fn run() -> Result<()> {
     );
     fuzz::smoke()?;
     println!("xtask: the kernel matrix (Debian's LTS kernels in VMs, the static binary)");
-    crate::kernels::run(&[], &dist.binary, false)
+    crate::kernels::run(&[], &dist.binary, false)?;
+    println!(
+        "xtask: the arm64 kernels (Debian's arm64 6.12 and 6.1 in VMs, the static arm64 binary)"
+    );
+    kernels_arm64(&[])
 }
 
 /// The kernel matrix, after building what it runs.
@@ -80,31 +86,48 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     crate::kernels::run(only, &dist.binary, update_readme)
 }
 
-/// The arm64 kernels (opt-in): the VMs' packages and root file system
-/// first (downloads fail early), then, built once for all kernels, the
-/// static arm64 binary, the arm64 target programs the kernel-side tests
-/// start and the arm64 e2e test binary, run in VMs of Debian's arm64
-/// kernels.
+/// The arm64 kernels (the last step of [`run`], and `cargo xtask kernels
+/// --arch aarch64`): the VMs' packages and root file system first
+/// (downloads fail early), then, built once for all kernels, the static
+/// arm64 binary (after [`run`]'s dist: seconds), the arm64 target programs
+/// the kernel-side tests start and the arm64 e2e test binary, run in VMs
+/// of Debian's arm64 kernels.
 pub fn kernels_arm64(only: &[String]) -> Result<()> {
+    let started = Instant::now();
     setup::run()?;
     setup::cross(Arch::Aarch64)?;
     crate::setup::ensure_target(Arch::Aarch64.gnu_target())?;
     let prepared = crate::kernels_arm64::prepare(only)?;
     let dist = dist::build(Arch::Aarch64)?;
     let e2e = build_kernel_side(Arch::Aarch64)?;
-    crate::kernels_arm64::run(&prepared, &dist.binary, &e2e)
+    let ran = crate::kernels_arm64::run(&prepared, &dist.binary, &e2e);
+    println!(
+        "xtask: the arm64 kernels took {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    ran
 }
 
 /// What the kernel-side end-to-end tests start, built for `arch`: the
 /// gateway (leaky and fixed), the corpus' stock build, the C allocator
 /// programs; then the e2e test binary itself, whose path it returns.
+///
+/// Each part's time is printed: they are what the arm64 step adds to CI.
 fn build_kernel_side(arch: Arch) -> Result<std::path::PathBuf> {
+    let started = Instant::now();
     build_targets_for(Variant::Leaky, arch)?;
     build_targets_for(Variant::Fixed, arch)?;
     build_corpus_for(CorpusBuild::Stock, arch)?;
     build_allocator_targets_for(arch)?;
+    let targets = started.elapsed();
     println!("xtask: building the end-to-end test binary ({arch})");
-    crate::kernels::e2e_binary(arch)
+    let e2e = crate::kernels::e2e_binary(arch)?;
+    println!(
+        "xtask: built for {arch}: the target programs in {:.0} s, the end-to-end test binary in {:.0} s",
+        targets.as_secs_f64(),
+        (started.elapsed() - targets).as_secs_f64()
+    );
+    Ok(e2e)
 }
 
 /// Formatting and clippy, as every commit should pass them (the fuzz

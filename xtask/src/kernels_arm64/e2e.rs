@@ -1,7 +1,7 @@
 //! The kernel-side end-to-end tests of the x86-64 matrix
 //! ([`crate::kernels::KERNEL_SIDE`]) in the arm64 VMs: the e2e test binary
-//! cross-built for `aarch64-unknown-linux-gnu` (the guest's root file
-//! system is Debian's, with glibc), run one test at a time with
+//! cross-built as the static arm64 observer is
+//! ([`crate::kernels::e2e_binary`]), run one test at a time with
 //! `OBSERVER_BIN` the static arm64 observer and the arm64 builds of the
 //! target programs. Each test's exit code is a line of `results.txt`.
 
@@ -36,6 +36,21 @@ const TEST_TIMEOUT_SECS: u32 = 300;
 /// How the runner's summary of one test that ran and passed ends.
 const RAN_AND_PASSED: &str = "; 1 passed; 0 failed; 0 ignored";
 
+/// When, before its timeout, a test still running gets every thread's
+/// state written down: tests have hung in the VMs, waiting without a time
+/// limit for a target's answer, and a log with the test's name alone
+/// cannot tell a starved VM (threads runnable, their CPU times moving)
+/// from a target stuck in the kernel (its wchan and kernel stack) or
+/// deadlocked (sleeping in user space).
+const WATCHDOG_SECS: u32 = TEST_TIMEOUT_SECS - 15;
+
+/// A shell function writing each thread's `stat` (state, CPU times),
+/// `wchan` and kernel `stack` (the guest runs as root) from /proc: Debian's
+/// minbase has no `ps`.
+const THREADS_FUNCTION: &str = "threads() { for t in /proc/[0-9]*/task/[0-9]*; do \
+echo \"== $t $(cat $t/stat 2>/dev/null)\"; echo \"wchan $(cat $t/wchan 2>/dev/null)\"; \
+cat $t/stack 2>/dev/null; done; }\n";
+
 /// The script lines running every test with `e2e` (the guest's path of the
 /// cross-built binary) and `observer` as the observer under test.
 pub fn script(e2e: &Path, observer: &str) -> String {
@@ -47,17 +62,29 @@ pub fn script(e2e: &Path, observer: &str) -> String {
         fixed = targets_dir_for(Variant::Fixed, arch).display(),
         corpus = corpus_dir_for(arch).display(),
     );
+    script.push_str(THREADS_FUNCTION);
     for test in tests() {
         let log = log_name(test);
+        let threads = threads_name(test);
         script.push_str(&format!(
             "started=$(date +%s)\n\
+             (sleep {WATCHDOG_SECS}; threads > {threads} 2>&1) &\n\
+             watchdog=$!\n\
              timeout -k 10 {TEST_TIMEOUT_SECS} {e2e} --exact {test} > {log} 2>&1\n\
-             echo \"test {test}: exit $? in $(( $(date +%s) - started )) s; \
+             status=$?\n\
+             kill $watchdog 2>/dev/null; wait $watchdog 2>/dev/null\n\
+             echo \"test {test}: exit $status in $(( $(date +%s) - started )) s; \
              $(grep -o '[0-9]* passed; [0-9]* failed; [0-9]* ignored' {log})\" >> results.txt\n",
             e2e = e2e.display(),
         ));
     }
     script
+}
+
+/// Every thread's state shortly before a test's timeout, when it ran that
+/// long ([`WATCHDOG_SECS`]).
+fn threads_name(test: &str) -> String {
+    format!("e2e-{}.threads", test.replace("::", "-"))
 }
 
 /// The log of one test in the output directory.
@@ -79,7 +106,13 @@ pub fn judge(out: &Path, results: &str) -> (bool, Vec<String>) {
         let why = if ok {
             String::new()
         } else {
-            format!("; {}", first_failure(&out.join(log_name(test))))
+            let threads = threads_name(test);
+            let dumped = if out.join(&threads).exists() {
+                format!("; every thread's state before the timeout in {threads}")
+            } else {
+                String::new()
+            };
+            format!("; {}{dumped}", first_failure(&out.join(log_name(test))))
         };
         lines.push(format!(
             "e2e {test}: {} ({exit}){why}",
@@ -144,5 +177,25 @@ mod tests {
             .replacen("0 failed; 0 ignored", "0 failed; 1 ignored", 1);
         let skipped = skipped.replacen("; 1 passed;", "; 0 passed;", 1);
         assert!(!judge(out, &skipped).0, "a skipped test fails");
+    }
+
+    #[test]
+    fn a_timed_out_test_points_at_its_threads_and_a_finished_one_stops_the_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let test = tests().next().unwrap();
+        std::fs::write(dir.path().join(threads_name(test)), "== /proc/1/task/1").unwrap();
+        let results = format!("test {test}: exit 124 in 300 s; ");
+        let (passed, lines) = judge(dir.path(), &results);
+        assert!(!passed);
+        assert!(lines[0].contains(&threads_name(test)), "{lines:?}");
+        let script = script(Path::new("/out/bin/e2e"), "/out/bin/observer");
+        assert!(script.starts_with("export ") && script.contains("threads() {"));
+        for test in tests() {
+            let watchdog = format!("(sleep {WATCHDOG_SECS}; threads > {}", threads_name(test));
+            let run = format!("--exact {test} >");
+            let (watchdog, run) = (script.find(&watchdog), script.find(&run));
+            assert!(watchdog.is_some() && watchdog < run, "{test}: {script}");
+        }
+        assert_eq!(script.matches("kill $watchdog").count(), tests().count());
     }
 }

@@ -65,7 +65,11 @@ fn make_executable(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot make {} executable", path.display()))
 }
 
-/// The init: every step that fails says so on the console.
+/// The init: every step that fails says so on the console. The tmpfs
+/// mounts come before the repository's: a repository under /tmp (a clone
+/// made there) would otherwise be hidden by the guest's own /tmp; its
+/// mount point is made in the tmpfs then (elsewhere the read-only root
+/// file system has it, see [`super::rootfs::mount_point`]).
 fn init_script(modules: &[&str], repo: &Path) -> String {
     let nine_p = "-t 9p -o trans=virtio,version=9p2000.L";
     format!(
@@ -79,6 +83,9 @@ fn init_script(modules: &[&str], repo: &Path) -> String {
          for module in {modules}; do insmod /modules/$module.ko || echo \"init: insmod $module failed\"; done\n\
          mount {nine_p},ro rootfs /newroot || echo 'init: cannot mount the root file system'\n\
          mount {nine_p} out /newroot{OUT_MOUNT} || echo 'init: cannot mount the output directory'\n\
+         mount -t tmpfs tmpfs /newroot/tmp\n\
+         mount -t tmpfs tmpfs /newroot/run\n\
+         [ -d /newroot{repo} ] || mkdir -p /newroot{repo}\n\
          mount {nine_p},ro {REPO_TAG} /newroot{repo} || echo 'init: cannot mount the repository'\n\
          ip link set lo up || echo 'init: no loopback'\n\
          mount -t proc proc /newroot/proc\n\
@@ -86,8 +93,6 @@ fn init_script(modules: &[&str], repo: &Path) -> String {
          mount -t devtmpfs devtmpfs /newroot/dev\n\
          mount -t tracefs tracefs /newroot/sys/kernel/tracing\n\
          mount -t bpf bpf /newroot/sys/fs/bpf\n\
-         mount -t tmpfs tmpfs /newroot/tmp\n\
-         mount -t tmpfs tmpfs /newroot/run\n\
          chroot /newroot /bin/sh {OUT_MOUNT}/guest.sh\n\
          echo \"init: guest.sh exited with $?\"\n\
          sync\n\

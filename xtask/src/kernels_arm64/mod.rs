@@ -1,7 +1,7 @@
 //! `cargo xtask kernels --arch aarch64`: the static arm64 observer in VMs
 //! booted with Debian's arm64 kernels (6.12 from bookworm-backports, 6.1
-//! from bookworm) under QEMU's software emulation. Opt-in, not part of
-//! `cargo xtask test`: arm64 is in progress (docs/arm64.md).
+//! from bookworm) under QEMU's software emulation; the last step of
+//! `cargo xtask test` (docs/arm64.md).
 //!
 //! Each VM runs `observer doctor` and `observer run` with explicit
 //! locations on a small C pool program (`pool.c`) built three ways: with
@@ -28,7 +28,7 @@ mod target;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::cmd::root;
 use debian::Apt;
@@ -107,16 +107,40 @@ pub fn prepare(only: &[String]) -> Result<Prepared> {
 /// `cargo xtask dist`, and `e2e`, the cross-built end-to-end test binary
 /// (the arm64 target programs built, see [`crate::test::kernels_arm64`]),
 /// and fails unless every one showed what is claimed.
+///
+/// The VMs run at the same time: each emulates one processor on one host
+/// thread, so on a machine with two cores or more two VMs take about as
+/// long as the slower one alone (docs/arm64.md has the measurements).
 pub fn run(prepared: &Prepared, observer: &Path, e2e: &Path) -> Result<()> {
+    let binaries = Binaries { observer, e2e };
+    let outcomes = std::thread::scope(|scope| {
+        let runs: Vec<_> = prepared
+            .kernels
+            .iter()
+            .map(|(kernel, vmlinuz, initrd)| {
+                let binaries = &binaries;
+                let rootfs = &prepared.rootfs;
+                let run =
+                    scope.spawn(move || run_kernel(kernel, vmlinuz, initrd, rootfs, binaries));
+                (kernel.name, run)
+            })
+            .collect();
+        runs.into_iter()
+            .map(|(name, run)| {
+                run.join()
+                    .unwrap_or_else(|_| Err(anyhow!("the thread running arm64 {name} panicked")))
+                    .with_context(|| format!("arm64 kernel {name}"))
+                    .map(|outcome| (name, outcome))
+            })
+            .collect::<Vec<_>>()
+    });
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    for (kernel, vmlinuz, initrd) in &prepared.kernels {
-        let binaries = Binaries { observer, e2e };
-        let (passed, row) = run_kernel(kernel, vmlinuz, initrd, &prepared.rootfs, &binaries)?;
+    for outcome in outcomes {
+        let (name, (passed, row)) = outcome?;
         if !passed {
-            failed.push(kernel.name);
+            failed.push(name);
         }
-        println!("{row}");
         rows.push(row);
     }
     println!("\narm64 kernels:\n{}", rows.join("\n"));

@@ -1,5 +1,6 @@
 //! The guest's root file system: a minimal Debian bookworm for arm64 made
-//! by debootstrap (`--variant=minbase`), cached. Its first stage unpacks
+//! by debootstrap (`--variant=minbase`) with [`INCLUDE`]'s packages, cached
+//! until what it is built from changes. Its first stage unpacks
 //! on this machine; the second runs the packages' arm64 scripts in a
 //! chroot, which takes qemu-user through binfmt_misc. Registering an
 //! interpreter is host-wide: when qemu-aarch64 is not enabled already it
@@ -19,21 +20,43 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const SUITE: &str = "bookworm";
 /// Where the guest's init mounts the writable output directory.
 pub const OUT_MOUNT: &str = "/out";
+/// Packages beyond minbase. `libc6-dbg`: glibc's separate debug files
+/// (`/usr/lib/debug/.build-id/…`), which the observer finds inside the
+/// target's root by build id. Debian's arm64 libc.so.6 is stripped of its
+/// local symbols, so without them a thread's outermost frames
+/// (`start_thread`, `thread_start` of `clone3.S`) have no name; with them
+/// the guest names them as a user's machine with the package does.
+const INCLUDE: &[&str] = &["libc6-dbg"];
 
-/// The root file system under `cache`, built when missing (or left
-/// unfinished by an interrupted build).
+/// The root file system under `cache`, built when missing, left
+/// unfinished by an interrupted build, or built from other packages than
+/// these (its marker file records what it was built from).
 pub fn ensure(cache: &Path) -> Result<PathBuf> {
     let rootfs = cache.join("aarch64-rootfs");
     let done = cache.join("aarch64-rootfs.done");
-    if done.exists() {
+    let recipe = recipe();
+    let built_from = std::fs::read_to_string(&done).ok();
+    if built_from.as_deref() == Some(recipe.as_str()) {
         return Ok(rootfs);
     }
     if rootfs.exists() {
-        // Ours: an earlier run of this function stopped before `done`.
+        // Ours: made by an earlier run of this function, which stopped
+        // before writing `done`, or built from another recipe.
         println!(
-            "kernels (aarch64): removing the unfinished {}",
-            rootfs.display()
+            "kernels (aarch64): removing {} ({})",
+            rootfs.display(),
+            if built_from.is_some() {
+                "built from other packages"
+            } else {
+                "unfinished"
+            }
         );
+        // The marker goes first: a removal that stops half-way leaves an
+        // unfinished tree, which the next run removes again.
+        if built_from.is_some() {
+            std::fs::remove_file(&done)
+                .with_context(|| format!("cannot remove {}", done.display()))?;
+        }
         std::fs::remove_dir_all(&rootfs)
             .with_context(|| format!("cannot remove {}", rootfs.display()))?;
     }
@@ -41,7 +64,7 @@ pub fn ensure(cache: &Path) -> Result<PathBuf> {
     first_stage(&rootfs)?;
     second_stage(&rootfs)?;
     std::fs::create_dir_all(rootfs.join(OUT_MOUNT.trim_start_matches('/')))?;
-    std::fs::write(&done, "")?;
+    std::fs::write(&done, &recipe).with_context(|| format!("cannot write {}", done.display()))?;
     println!(
         "kernels (aarch64): root file system built in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -56,11 +79,24 @@ pub fn mount_point(rootfs: &Path, path: &Path) -> Result<()> {
     std::fs::create_dir_all(&inside).with_context(|| format!("cannot create {}", inside.display()))
 }
 
+/// What the root file system is built from, as its marker file records
+/// it: a change here rebuilds it.
+fn recipe() -> String {
+    format!(
+        "debootstrap --arch=arm64 --variant=minbase --include={} {SUITE} {MIRROR}\n",
+        INCLUDE.join(",")
+    )
+}
+
 fn first_stage(rootfs: &Path) -> Result<()> {
-    println!("kernels (aarch64): debootstrap --foreign {SUITE} arm64 (minbase)");
+    println!(
+        "kernels (aarch64): debootstrap --foreign {SUITE} arm64 (minbase, with {})",
+        INCLUDE.join(", ")
+    );
     checked(
         command("debootstrap")
             .args(["--foreign", "--arch=arm64", "--variant=minbase"])
+            .arg(format!("--include={}", INCLUDE.join(",")))
             .arg(format!("--keyring={KEYRING}"))
             .arg(SUITE)
             .arg(rootfs)
