@@ -68,8 +68,8 @@ pub fn run() -> Result<()> {
     fuzz::smoke()?;
     println!("xtask: the kernel matrix (Debian's LTS kernels in VMs, the static binary)");
     // The arm64 VMs (`cargo xtask kernels --arch aarch64`) are not run
-    // here yet: in 2 of 5 runs one test in the 6.12 VM hung until its
-    // timeout, cause unknown (docs/arm64.md, "Hangs"), and a red CI from an
+    // here yet: in 3 of 6 runs one test in a VM hung until its timeout,
+    // cause unknown (docs/arm64.md, "Hangs"), and a red CI from an
     // unexplained hang would hide every other result.
     crate::kernels::run(&[], &dist.binary, false)
 }
