@@ -31,17 +31,6 @@ pub trait Registers {
     fn register(&self, number: u8) -> Result<u64, NotEvaluable>;
 }
 
-/// No registers: a location evaluated at a return, where only the saved
-/// entry registers and the return registers exist.
-pub struct NoRegisters;
-
-impl Registers for NoRegisters {
-    #[inline(always)]
-    fn register(&self, _number: u8) -> Result<u64, NotEvaluable> {
-        Err(NotEvaluable)
-    }
-}
-
 /// The two return registers (`ret`, `ret.1`).
 pub type Returned = [u64; 2];
 

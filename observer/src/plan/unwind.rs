@@ -449,6 +449,17 @@ pub fn pages<R: Row>(rows: &[R], base: u32) -> Vec<(u32, u32, u32)> {
     out
 }
 
+/// The row in effect at `vaddr` in an object's `rows` with page index
+/// `index` ([`pages`]), found as the walker finds it: the page, then the
+/// walker's own binary search (`walk_step::search_rows`). For the judges.
+#[cfg(test)]
+fn find_row<R: Row>(rows: &[R], index: &[(u32, u32, u32)], vaddr: u64) -> Option<R> {
+    let vaddr = u32::try_from(vaddr).ok()?;
+    let page = vaddr >> PAGE_SHIFT;
+    let &(_, first, count) = index.iter().find(|(p, _, _)| *p == page)?;
+    observer_ebpf::walk_step::search_rows(first, count, vaddr, |at| rows.get(at as usize).copied())
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod captured;
 #[cfg(test)]

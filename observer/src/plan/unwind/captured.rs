@@ -18,8 +18,8 @@ use std::hint::black_box;
 
 use observer_ebpf::frame_rules::X86_64Frames;
 use observer_ebpf::loc_eval::ReadUser;
-use observer_ebpf::walk_step::{caller_by_frame_pointer, caller_by_row, search_rows, Memory, Step};
-use observer_ebpf::{InFlight, WalkState, MAX_FRAMES, MAX_NESTED_ALLOCS, PAGE_SHIFT};
+use observer_ebpf::walk_step::{caller_by_frame_pointer, caller_by_row, Memory, Step};
+use observer_ebpf::{InFlight, WalkState, MAX_FRAMES, MAX_NESTED_ALLOCS};
 
 use super::{pages, ObjectTable, X86_64Row};
 use crate::resolve::elf::ElfInfo;
@@ -210,12 +210,7 @@ fn tables() -> Vec<Tabled> {
 /// The row in effect at `pc`, found as the walker finds it.
 fn find_row(tables: &[Tabled], pc: u64) -> Option<X86_64Row> {
     let object = tables.iter().find(|t| (t.start..t.end).contains(&pc))?;
-    let vaddr = u32::try_from(pc.wrapping_sub(object.bias)).ok()?;
-    let page = vaddr >> PAGE_SHIFT;
-    let &(_, first, count) = object.index.iter().find(|(p, _, _)| *p == page)?;
-    search_rows(first, count, vaddr, |at| {
-        object.rows.get(at as usize).copied()
-    })
+    super::find_row(&object.rows, &object.index, pc.wrapping_sub(object.bias))
 }
 
 /// How the host walk ended, and its frames (return addresses after the
@@ -273,17 +268,35 @@ fn walk(captured: &Captured, tables: &[Tabled]) -> Walked {
     walked
 }
 
+/// [`descend`]`(depth)` captured on a thread of its own (8 MiB of stack).
+fn captured_on_a_thread(depth: u32) -> Captured {
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || descend(depth))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+impl Captured {
+    /// libgcc's return addresses: after its first two frames
+    /// (`libgcc_trace` and `capture`, at its call of libgcc_trace), and
+    /// without its last, past the thread's start (whose return address is
+    /// undefined), which reports an IP of 0; the walk ends before it.
+    fn libgcc_return_addresses(&self) -> &[u64] {
+        match &self.libgcc[2..] {
+            [rest @ .., 0] => rest,
+            all => all,
+        }
+    }
+}
+
 /// A 120-frame chain (two frames a level in a debug build) on a thread of its own, down to the C library's
 /// thread start: the host walk's return addresses are libgcc's, one for
 /// one, and the walk ends where libgcc's does, at the stack's end.
 #[test]
 fn captured_stacks_walk_as_libgcc_unwinds_them() {
-    let captured = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(|| descend(70))
-        .unwrap()
-        .join()
-        .unwrap();
+    let captured = captured_on_a_thread(70);
     let tables = tables();
     let walked = walk(&captured, &tables);
     assert_eq!(
@@ -291,16 +304,9 @@ fn captured_stacks_walk_as_libgcc_unwinds_them() {
         Step::End,
         "the walk reached the stack's end: {walked:?}"
     );
-    // libgcc's first two frames are `libgcc_trace` and `capture` (at its
-    // call of libgcc_trace); from capture's caller on, both list return
-    // addresses.
+    // From capture's caller on, both list return addresses.
     let ours = &walked.frames[1..];
-    let mut theirs = &captured.libgcc[2..];
-    // Its last frame, past the thread's start (whose return address is
-    // undefined), reports an IP of 0; the walk ends before it.
-    if let [rest @ .., 0] = theirs {
-        theirs = rest;
-    }
+    let theirs = captured.libgcc_return_addresses();
     assert!(ours.len() > 120, "{} frames", ours.len());
     assert_eq!(ours, theirs, "the walk's return addresses and libgcc's");
     assert_eq!(walked.by_frame_pointer, 0, "every frame has its row");
@@ -310,11 +316,7 @@ fn captured_stacks_walk_as_libgcc_unwinds_them() {
 /// far from the capture gives a different walk from there on.
 #[test]
 fn a_changed_return_address_changes_the_walk() {
-    let mut captured = std::thread::Builder::new()
-        .spawn(|| descend(40))
-        .unwrap()
-        .join()
-        .unwrap();
+    let mut captured = captured_on_a_thread(40);
     let tables = tables();
     let before = walk(&captured, &tables);
     // The 20th frame's return address: the slot below its CFA.
@@ -325,5 +327,5 @@ fn a_changed_return_address_changes_the_walk() {
     let after = walk(&captured, &tables);
     assert_eq!(after.frames[..20], before.frames[..20]);
     assert_ne!(after.frames, before.frames);
-    assert_ne!(&after.frames[1..], &captured.libgcc[2..]);
+    assert_ne!(&after.frames[1..], captured.libgcc_return_addresses());
 }

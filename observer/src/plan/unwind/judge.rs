@@ -36,12 +36,10 @@ use gimli::{
 use object::{Object as _, ObjectSection as _, SectionKind};
 use observer_ebpf::frame_rules::FrameRules;
 use observer_ebpf::loc_eval::ReadUser;
-use observer_ebpf::walk_step::{caller_by_row, search_rows, Memory, Step};
-use observer_ebpf::{
-    aarch64, row_kind, InFlight, WalkState, MAX_NESTED_ALLOCS, PAGE_SHIFT, UNKNOWN_SP,
-};
+use observer_ebpf::walk_step::{caller_by_row, Memory, Step};
+use observer_ebpf::{aarch64, row_kind, InFlight, WalkState, MAX_NESTED_ALLOCS, UNKNOWN_SP};
 
-use super::{pages, Encoding, ObjectTable};
+use super::{find_row, pages, Encoding, ObjectTable};
 
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -185,15 +183,6 @@ fn judge<R: Encoding>(name: &str, data: &[u8]) -> Verdict {
     }
     assert!(verdict.covered > 0, "{name}: no address has an FDE");
     verdict
-}
-
-/// The walker's search: the page's rows, through the walker's own
-/// binary search.
-fn find_row<R: Encoding>(rows: &[R], index: &[(u32, u32, u32)], address: u64) -> Option<R> {
-    let address = u32::try_from(address).ok()?;
-    let page = address >> PAGE_SHIFT;
-    let &(_, first, count) = index.iter().find(|(p, _, _)| *p == page)?;
-    search_rows(first, count, address, |at| rows.get(at as usize).copied())
 }
 
 /// Compares the caller both give, from frame states that tell the rules
