@@ -4,13 +4,16 @@
 //! a pool in a library loaded with `dlopen` after attach
 //! (`tests/allocators/dlopen-pool.c`, `libdlpool.c`).
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::corpus::corpus_dir;
+use crate::stalls;
 use crate::support::*;
 
 /// What one round of `libc-leak` leaks: 25 sessions of 48 bytes, at
@@ -19,6 +22,9 @@ const LEAKS: i64 = 25;
 const LEAK_BYTES: i64 = 48;
 const REQUESTS: i64 = 200;
 const SOURCE: &str = "tests/allocators/libc-leak.c";
+/// Longest the C program may take to answer: a round takes milliseconds
+/// on x86-64, seconds in the arm64 VMs.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 const LIBC_MALLOC: [&str; 10] = [
     "--alloc",
@@ -37,7 +43,7 @@ const LIBC_MALLOC: [&str; 10] = [
 struct CProgram {
     child: Guarded,
     stdin: ChildStdin,
-    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    stdout: Receiver<String>,
 }
 
 impl CProgram {
@@ -54,13 +60,14 @@ impl CProgram {
             .spawn()
             .unwrap_or_else(|err| panic!("{}: {err}", binary.display()));
         let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(stdout.next().unwrap().unwrap(), "ready");
-        Self {
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let mut program = Self {
             child: Guarded(child),
             stdin,
             stdout,
-        }
+        };
+        assert_eq!(program.answer(&format!("{name}'s ready")), "ready");
+        program
     }
 
     fn pid(&self) -> u32 {
@@ -81,7 +88,15 @@ impl CProgram {
         self.stdin
             .write_all(format!("{line}\n").as_bytes())
             .unwrap();
-        self.stdout.next().unwrap().unwrap()
+        self.answer(&format!("the answer to {line}"))
+    }
+
+    /// The program's next line; the test fails with every thread's state
+    /// when it does not come in [`ANSWER_TIMEOUT`].
+    fn answer(&mut self, what: &str) -> String {
+        self.stdout
+            .recv_timeout(ANSWER_TIMEOUT)
+            .unwrap_or_else(|_| stalls::stalled(what, ANSWER_TIMEOUT))
     }
 }
 

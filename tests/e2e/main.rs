@@ -35,6 +35,7 @@ mod panics;
 mod pprof;
 mod real_crates;
 mod stacks;
+mod stalls;
 mod support;
 mod top;
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::stalls;
+
 pub const ALLOC: &str = "bufpool::BufPool::allocate";
 pub const RELEASE: &str = "bufpool::BufPool::release";
 /// Where a function returning a value too large for registers gets its
@@ -41,7 +43,16 @@ pub const SPEC: [&str; 10] = [
     "--release-id",
     "*arg1",
 ];
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the tests wait for a step of a target or an observer (started,
+/// attached, a report) before failing: about a second on x86-64, up to
+/// tens of seconds in the arm64 VMs, whose every instruction is emulated,
+/// on a loaded machine (an attach took longer than the 30 s this was).
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// An attach slower than this is written to the test's log.
+const SLOW_ATTACH: Duration = Duration::from_secs(5);
+/// Longest one `chat` may take: well under a second on x86-64, seconds
+/// in the arm64 VMs; past it the test fails with every thread's state.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn targets_dir() -> PathBuf {
     built_targets("OBSERVER_TARGETS_DIR")
@@ -222,11 +233,15 @@ impl Gateway {
     /// `sessions` clients connect, chat and leave; returns once the gateway
     /// has closed every one of them.
     pub fn chat(&self, sessions: usize, messages: usize) {
-        let output = Command::new(targets_dir().join("chat-load"))
+        let chat_load = Command::new(targets_dir().join("chat-load"))
             .args(["--addr", &self.address, "--sessions", &sessions.to_string()])
             .args(["--messages", &messages.to_string(), "--concurrency", "16"])
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run chat-load");
+        let what = format!("chat-load ({sessions} sessions of {messages} messages)");
+        let output = stalls::output_within(chat_load, CHAT_TIMEOUT, &what);
         assert!(
             output.status.success(),
             "chat-load: {}",
@@ -366,15 +381,37 @@ impl Observer {
             stderr_reader: Some(stderr_reader),
             stderr,
         };
+        let started = Instant::now();
         if attached_rx.recv_timeout(TIMEOUT).is_err() {
-            let status = observer.child.0.wait().unwrap();
-            panic!(
-                "observer did not attach ({status}): {:?}",
-                observer.stderr()
-            );
+            observer.fail_to_attach();
+        }
+        let took = started.elapsed();
+        if took > SLOW_ATTACH {
+            // In the test's log: how close the arm64 VMs come to TIMEOUT.
+            eprintln!("observer attached in {:.1} s", took.as_secs_f64());
         }
         observer.pid = locate(child_pid);
         observer
+    }
+
+    /// Fails the test for an observer that did not say it attached: it
+    /// exited (its status and stderr say why), or it is still attaching
+    /// after [`TIMEOUT`], which is a failure too, with every thread's
+    /// state. Never waits for it: an observer that attaches late runs
+    /// until stopped, and waiting for its exit hung tests in the arm64
+    /// VMs until their timeout, saying nothing (docs/arm64.md, "Hangs").
+    fn fail_to_attach(&mut self) -> ! {
+        let Some(status) = self.child.0.try_wait().unwrap() else {
+            let stderr = self.stderr();
+            stalls::stalled(
+                &format!("observer's attach (stderr so far: {stderr:?})"),
+                TIMEOUT,
+            )
+        };
+        panic!(
+            "observer did not attach ({status}): {:?}",
+            self.all_stderr()
+        )
     }
 
     pub fn pid(&self) -> u32 {
