@@ -40,8 +40,8 @@ enum Task {
     Lint,
     /// The kernel-side end-to-end tests in VMs booted with Debian's LTS
     /// kernels (5.10, 6.1, 6.12), under QEMU's emulation; `--arch aarch64`:
-    /// the arm64 observer on Debian's arm64 6.12 and 6.1 (opt-in: not yet
-    /// run by `test`, see docs/arm64.md "Hangs").
+    /// the arm64 observer on Debian's arm64 6.12 and 6.1 (both are steps
+    /// of `test`).
     Kernels {
         /// Only these kernels (e.g. 6.1).
         only: Vec<String>,

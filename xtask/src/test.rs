@@ -67,11 +67,9 @@ pub fn run() -> Result<()> {
     );
     fuzz::smoke()?;
     println!("xtask: the kernel matrix (Debian's LTS kernels in VMs, the static binary)");
-    // The arm64 VMs (`cargo xtask kernels --arch aarch64`) are not run
-    // here yet: in 3 of 6 runs one test in a VM hung until its timeout,
-    // cause unknown (docs/arm64.md, "Hangs"), and a red CI from an
-    // unexplained hang would hide every other result.
-    crate::kernels::run(&[], &dist.binary, false)
+    crate::kernels::run(&[], &dist.binary, false)?;
+    println!("xtask: the arm64 kernels (Debian's arm64 6.12 and 6.1 in emulated VMs)");
+    kernels_arm64(&[])
 }
 
 /// The kernel matrix, after building what it runs.
@@ -86,8 +84,8 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
     crate::kernels::run(only, &dist.binary, update_readme)
 }
 
-/// The arm64 kernels (`cargo xtask kernels --arch aarch64`; not yet a
-/// step of [`run`]: see there): the VMs' packages and root file system
+/// The arm64 kernels (`cargo xtask kernels --arch aarch64`; the last
+/// step of [`run`]): the VMs' packages and root file system
 /// first (downloads fail early), then, built once for all kernels, the
 /// static arm64 binary (after [`run`]'s dist: seconds), the arm64 target programs
 /// the kernel-side tests start and the arm64 e2e test binary, run in VMs
