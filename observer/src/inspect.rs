@@ -307,6 +307,10 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role<'_>) {
         ("--alloc-id", infer::alloc_id(signature)),
         ("--size", infer::size(signature)),
     ];
+    let alloc = match role {
+        Role::Either(alloc) => alloc,
+        Role::Release(_) => None,
+    };
     let shown: Vec<_> = match role {
         Role::Either(alloc) => {
             let release = alloc
@@ -324,7 +328,7 @@ fn describe_signature(out: &mut String, signature: &Signature, role: Role<'_>) {
             .as_ref()
             .ok()
             .filter(|_| flag == "--release-id")
-            .and_then(|found| infer::address_not_identity(signature, &found.location));
+            .and_then(|found| infer::address_not_identity(alloc, signature, &found.location));
         let _ = match (found, doubt) {
             (Ok(found), Some(why)) => writeln!(
                 out,

@@ -571,3 +571,59 @@ pub fn shared_object_mistakes_are_one_line_errors() {
         assert!(stderr.contains(message), "{stderr}");
     }
 }
+
+/// The two pools of `c-pool.c`, each observed by `observer run` with every
+/// location `auto`: a pool of raw buffers (`void *pool_get(size_t size)`,
+/// `pool_put(void *buffer)`) and one of structs (`struct buf
+/// *buf_get(size_t capacity)`, `buf_put(struct buf *b)`). C's pointer
+/// types have no name in DWARF; the released pointer must be read as the
+/// buffer's identity, not refused as a guard's address. Exact counts, the
+/// leak at its C function.
+pub fn c_pools_with_auto_locations_give_the_exact_leak() {
+    const ROUNDS: i64 = 100;
+    let pools = [
+        // (allocate, release, leaking caller, leaks, bytes each)
+        ("pool_get", "pool_put", "serve_raw", (ROUNDS + 6) / 7, 96),
+        ("buf_get", "buf_put", "serve_buf", (ROUNDS + 4) / 5, 200),
+    ];
+    for (alloc, release, caller, leaks, size) in pools {
+        let binary = corpus_dir().join("allocators").join("c-pool");
+        let directory = tempfile::tempdir().unwrap();
+        let output = directory.path().join("report.json");
+        let done = observer()
+            .args(["run", "--alloc", alloc, "--release", release])
+            .args([
+                "--size",
+                "auto",
+                "--alloc-id",
+                "auto",
+                "--release-id",
+                "auto",
+            ])
+            .args(["--format", "json", "--output"])
+            .arg(&output)
+            .arg("--")
+            .arg(&binary)
+            .arg(ROUNDS.to_string())
+            .output()
+            .expect("run observer run");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{alloc}: {stderr}");
+        let report: Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+        let locations = &report["locations"];
+        assert_eq!(locations["size"], "arg0", "{alloc}: {locations:#}");
+        assert_eq!(locations["alloc_id"], "ret", "{alloc}: {locations:#}");
+        assert_eq!(locations["release_id"], "arg0", "{alloc}: {locations:#}");
+        assert_eq!(locations["inferred"].as_array().unwrap().len(), 3);
+        assert_accounting_balances(&report);
+        let c = &report["counters"];
+        assert_eq!(int(&c["allocations"]), ROUNDS, "{alloc}: {c:#}");
+        assert_eq!(int(&c["releases"]), ROUNDS - leaks, "{alloc}: {c:#}");
+        assert_eq!(int(&c["unknown_releases"]), 0, "{alloc}: {c:#}");
+        assert_eq!(int(&report["outstanding"]["buffers"]), leaks);
+        assert_eq!(int(&report["outstanding"]["bytes"]), leaks * size);
+        let site = site_through(&report, caller);
+        assert_eq!(int(&site["buffers"]), leaks, "{site:#}");
+        assert_eq!(frames(site)[0]["function"], alloc, "{site:#}");
+    }
+}

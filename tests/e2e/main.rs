@@ -82,6 +82,7 @@ fn tests() -> Vec<Trial> {
         allocators::preset_rust_global_on_the_gateway_counts_reallocs_and_the_exact_leak,
         allocators::preset_jemalloc_on_a_jemalloc_gateway_gives_the_exact_leak,
         allocators::preset_mimalloc_on_a_mimalloc_gateway_gives_the_exact_leak,
+        allocators::c_pools_with_auto_locations_give_the_exact_leak,
         ci_gate::leaky_gateway_fails_the_run_with_the_disconnect_site,
         ci_gate::suppressed_leak_passes,
         ci_gate::fixed_gateway_passes_without_suppressions,

@@ -338,7 +338,7 @@ pub fn build_allocator_targets_for(arch: Arch) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let source = |name: &str| root().join(format!("tests/allocators/{name}.c"));
     let gcc = arch.gcc()?;
-    for program in ["libc-leak", "libc-mixed"] {
+    for program in ["libc-leak", "libc-mixed", "c-pool"] {
         checked(
             crate::cmd::command(gcc)
                 .args(["-O1", "-g", "-fno-builtin", "-o"])

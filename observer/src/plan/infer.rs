@@ -469,8 +469,14 @@ fn through_guard(result: &TypeShape, parameter: &Parameter) -> Result<Inferred, 
 /// cannot: it is a parameter that points to a value of a named type (a
 /// guard passed to its `Drop` impl or `drop_in_place` glue), so it is the
 /// address where that value lives — a stack slot, different at every
-/// drop — rather than the buffer inside it.
-pub fn address_not_identity(release: &Signature, location: &Location) -> Option<String> {
+/// drop — rather than the buffer inside it. Not when it is the very
+/// pointer type allocate returns (`struct buf *buf_get(void)` and
+/// `buf_put(struct buf *)`: the pointer handed back), given `alloc`.
+pub fn address_not_identity(
+    alloc: Option<&Signature>,
+    release: &Signature,
+    location: &Location,
+) -> Option<String> {
     let text = location.to_string();
     let parameter = release
         .parameters
@@ -478,6 +484,11 @@ pub fn address_not_identity(release: &Signature, location: &Location) -> Option<
         .find(|p| matches!(p.location, EntryLocation::Register(r) if register_text(r) == text))?;
     let shape = &parameter.shape;
     if shape.kind != crate::resolve::signature::TypeKind::Pointer || points_to_bytes(shape) {
+        return None;
+    }
+    let returned = alloc.and_then(|alloc| alloc.returns.as_ref());
+    if returned.is_some_and(|r| r.kind == shape.kind && !r.name.is_empty() && r.name == shape.name)
+    {
         return None;
     }
     Some(format!(
@@ -500,12 +511,23 @@ fn parameter_label(parameter: &Parameter) -> String {
     }
 }
 
-/// A pointer to raw bytes (`*mut u8`, `&[u8]`, `*const c_void`): itself a
-/// buffer's address.
+/// A pointer to raw bytes (`*mut u8`, `&[u8]`, `*const c_void`, C's
+/// `void *` and `char *`): itself a buffer's address.
 fn points_to_bytes(shape: &TypeShape) -> bool {
-    ["u8", "i8", "[u8]", "c_void", "core::ffi::c_void", "()"]
-        .iter()
-        .any(|bytes| shape.points_to(bytes))
+    [
+        "u8",
+        "i8",
+        "[u8]",
+        "c_void",
+        "core::ffi::c_void",
+        "()",
+        "void",
+        "char",
+        "unsigned char",
+        "signed char",
+    ]
+    .iter()
+    .any(|bytes| shape.points_to(bytes))
 }
 
 #[cfg(test)]

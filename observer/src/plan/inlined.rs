@@ -234,7 +234,7 @@ pub(crate) fn release_id_at(
         return Err(why);
     }
     let found = infer::release_id(alloc, &entry.signature)?;
-    match infer::address_not_identity(&entry.signature, &found.location) {
+    match infer::address_not_identity(Some(alloc), &entry.signature, &found.location) {
         Some(why) => Err(why),
         None => Ok(found),
     }

@@ -693,14 +693,33 @@ mod tests {
         use crate::plan::infer::address_not_identity;
         use crate::resolve::signature::EntryLocation;
         let arg0 = Location::parse("arg0").unwrap();
-        let why = address_not_identity(&guard_pointer(EntryLocation::Register(5)), &arg0)
+        let why = address_not_identity(None, &guard_pointer(EntryLocation::Register(5)), &arg0)
             .expect("flagged");
         assert!(why.contains("stack slot"), "{why}");
-        let bytes = signature(vec![crate::resolve::signature::Parameter {
-            name: "buf".into(),
-            shape: shape("*mut u8", 8, TypeKind::Pointer),
-            location: EntryLocation::Register(5),
-        }]);
-        assert_eq!(address_not_identity(&bytes, &arg0), None);
+        let pointer_to = |name: &str| {
+            signature(vec![crate::resolve::signature::Parameter {
+                name: "buf".into(),
+                shape: shape(name, 8, TypeKind::Pointer),
+                location: EntryLocation::Register(5),
+            }])
+        };
+        // Rust's and C's pointers to bytes (C's named as C writes them).
+        for bytes in ["*mut u8", "void *", "unsigned char *", "char *"] {
+            assert_eq!(
+                address_not_identity(None, &pointer_to(bytes), &arg0),
+                None,
+                "{bytes}"
+            );
+        }
+        // A C pool handing back the pointer its allocate returned.
+        let buf_get = Signature {
+            parameters: Vec::new(),
+            returns: Some(shape("buf *", 8, TypeKind::Pointer)),
+        };
+        let buf_put = pointer_to("buf *");
+        assert_eq!(address_not_identity(Some(&buf_get), &buf_put, &arg0), None);
+        // ... but not a pointer to something else, nor without allocate.
+        assert!(address_not_identity(Some(&buf_get), &pointer_to("session *"), &arg0).is_some());
+        assert!(address_not_identity(None, &buf_put, &arg0).is_some());
     }
 }

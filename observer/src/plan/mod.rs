@@ -589,7 +589,7 @@ impl<'a> Inferrer<'a> {
                 let found = infer::guard_release_id(alloc, &release)
                     .unwrap_or_else(|| {
                         let found = infer::release_id(alloc, &release)?;
-                        match infer::address_not_identity(&release, &found.location) {
+                        match infer::address_not_identity(Some(alloc), &release, &found.location) {
                             Some(why) => Err(why),
                             None => Ok(found),
                         }

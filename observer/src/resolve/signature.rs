@@ -593,13 +593,18 @@ fn shape(
     depth: u32,
 ) -> Result<TypeShape> {
     let entry = unit.entry(offset)?;
-    let name = name_of(dwarf, unit, &entry)?;
+    let mut name = name_of(dwarf, unit, &entry)?;
     let size = entry
         .attr_value(gimli::DW_AT_byte_size)
         .and_then(|v| v.udata_value())
         .unwrap_or(0);
     let kind = match entry.tag() {
-        gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => TypeKind::Pointer,
+        gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => {
+            if name.is_empty() {
+                name = pointer_name(dwarf, unit, &entry, depth)?;
+            }
+            TypeKind::Pointer
+        }
         gimli::DW_TAG_base_type => TypeKind::Scalar,
         gimli::DW_TAG_typedef | gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
             let inner = match entry.attr_value(gimli::DW_AT_type) {
@@ -630,6 +635,63 @@ fn shape(
         size
     };
     Ok(TypeShape { name, size, kind })
+}
+
+/// The name of a pointer type without one, as C writes it: C's pointer
+/// types are unnamed in DWARF (Rust's are named, `*mut u8`), and without
+/// a name the planner could not compare one with allocate's result or
+/// tell a buffer's address (`void *`, `char *`) from a guard's.
+fn pointer_name(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+    depth: u32,
+) -> Result<String> {
+    let pointee = match entry.attr_value(gimli::DW_AT_type) {
+        Some(value) if depth < MAX_TYPE_DEPTH => {
+            with_referenced(dwarf, unit, value, |unit, at| {
+                pointee_name(dwarf, unit, at, depth + 1)
+            })?
+        }
+        Some(_) => None,
+        // No pointee: `void *`.
+        None => Some("void".to_string()),
+    };
+    Ok(format!("{} *", pointee.unwrap_or_else(|| "?".into())))
+}
+
+/// The name of the type at `offset` as a pointer's pointee: its own, or
+/// past unnamed qualifiers (`const char` → `char`), or a pointer's
+/// ([`pointer_name`]); `?` for an anonymous struct.
+fn pointee_name(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    offset: UnitOffset,
+    depth: u32,
+) -> Result<String> {
+    let entry = unit.entry(offset)?;
+    let name = name_of(dwarf, unit, &entry)?;
+    if !name.is_empty() {
+        return Ok(name);
+    }
+    match entry.tag() {
+        gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => {
+            pointer_name(dwarf, unit, &entry, depth)
+        }
+        gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
+            match entry.attr_value(gimli::DW_AT_type) {
+                Some(value) if depth < MAX_TYPE_DEPTH => {
+                    Ok(with_referenced(dwarf, unit, value, |unit, at| {
+                        pointee_name(dwarf, unit, at, depth + 1)
+                    })?
+                    .unwrap_or_else(|| "?".into()))
+                }
+                Some(_) => Ok("?".into()),
+                None => Ok("void".into()),
+            }
+        }
+        _ => Ok("?".into()),
+    }
 }
 
 fn fields(
@@ -825,6 +887,47 @@ fn location_of_expression(bytes: &[u8]) -> EntryLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// C's pointer types have no name in DWARF; each is named as C
+    /// writes it from what it points to, so a C pool's `void *` reads as
+    /// a buffer's address and its `struct buf *` compares with allocate's
+    /// result. Compiled by the machine's C compiler.
+    #[test]
+    fn c_pointers_are_named_from_what_they_point_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("pool.c");
+        std::fs::write(
+            &source,
+            "struct buf { char *data; unsigned long len; };\n\
+             static struct buf one;\n\
+             __attribute__((noinline)) struct buf *buf_get(unsigned long n) { one.len = n; return &one; }\n\
+             __attribute__((noinline)) void buf_put(struct buf *b) { b->len = 0; }\n\
+             __attribute__((noinline)) void raw_put(const void *p) { (void)p; }\n\
+             __attribute__((noinline)) void text_put(const char *s) { (void)s; }\n\
+             __attribute__((noinline)) void both_put(struct buf **pp) { *pp = 0; }\n\
+             int main(void) { struct buf *b = buf_get(1); raw_put(b); text_put(\"\"); buf_put(b); both_put(&b); return 0; }\n",
+        )
+        .unwrap();
+        let binary = dir.path().join("pool");
+        let status = std::process::Command::new("cc")
+            .args(["-O1", "-g", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let elf = ElfInfo::read(&binary).unwrap();
+        let signature = |name: &str| {
+            let function = elf.functions.iter().find(|f| f.demangled == name).unwrap();
+            signature_at(&elf, function.address).unwrap().unwrap()
+        };
+        let first = |name: &str| signature(name).parameters[0].shape.name.clone();
+        assert_eq!(signature("buf_get").returns.unwrap().name, "buf *");
+        assert_eq!(first("buf_put"), "buf *");
+        assert_eq!(first("raw_put"), "void *");
+        assert_eq!(first("text_put"), "char *");
+        assert_eq!(first("both_put"), "buf * *");
+    }
 
     #[test]
     fn reads_register_memory_and_pair_locations() {
