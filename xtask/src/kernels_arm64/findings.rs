@@ -71,11 +71,19 @@ pub fn run(out: &Path, results: &str, variant: &Variant) -> RunFinding {
     let counts = Counts::of(&report);
     let exact = counts == Counts::expected();
     let stack_wrong = judge_stack(&report, variant.rows_everywhere);
+    let inferred = judge_locations(&report);
     RunFinding {
-        passed: exact && stack_wrong.is_none() && exit.starts_with("exit 0 "),
+        passed: exact
+            && stack_wrong.is_none()
+            && inferred.is_ok()
+            && exit.starts_with("exit 0 "),
         line: format!(
-            "{name} ({}): {exit}; counts {} ({counts}, expected {}); leak's stack {}: {}",
+            "{name} ({}): {exit}; locations {}; counts {} ({counts}, expected {}); leak's stack {}: {}",
             variant.about,
+            match &inferred {
+                Ok(found) => format!("inferred {found}"),
+                Err(why) => format!("WRONG ({why})"),
+            },
             if exact { "exact" } else { "WRONG" },
             Counts::expected(),
             match &stack_wrong {
@@ -85,6 +93,38 @@ pub fn run(out: &Path, results: &str, variant: &Variant) -> RunFinding {
             stack(&report)
         ),
     }
+}
+
+/// What `auto` must infer for `pool.c` (`void *pool_get(size_t size)`,
+/// `void pool_put(void *buffer)`): the size and the released pointer in
+/// x0 at entry, the buffer in x0 at return.
+const INFERRED: [(&str, &str); 3] = [
+    ("size", "arg0"),
+    ("alloc_id", "ret"),
+    ("release_id", "arg0"),
+];
+
+/// The locations the observer inferred, when they are [`INFERRED`] and
+/// each was inferred (not given); why not otherwise.
+fn judge_locations(report: &Value) -> Result<String, String> {
+    let locations = &report["locations"];
+    let found: Vec<String> = INFERRED
+        .iter()
+        .map(|(field, _)| format!("{field} {}", locations[*field].as_str().unwrap_or("none")))
+        .collect();
+    let expected: Vec<String> = INFERRED
+        .iter()
+        .map(|(field, location)| format!("{field} {location}"))
+        .collect();
+    let inferred = locations["inferred"].as_array().map_or(0, Vec::len);
+    if found != expected || inferred != INFERRED.len() {
+        return Err(format!(
+            "{} ({inferred} inferred), expected {} all inferred",
+            found.join(", "),
+            expected.join(", ")
+        ));
+    }
+    Ok(found.join(", "))
 }
 
 /// The leak's callers, innermost first, as `pool.c` makes the calls.
@@ -235,4 +275,28 @@ fn stack(report: &Value) -> String {
         counter("frames_by_frame_pointer"),
         counter("frames_reused")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(size: &str, inferred: usize) -> Value {
+        serde_json::json!({"locations": {
+            "size": size, "alloc_id": "ret", "release_id": "arg0",
+            "inferred": vec!["--… auto = …"; inferred],
+        }})
+    }
+
+    #[test]
+    fn locations_pass_only_when_all_inferred_as_expected() {
+        assert_eq!(
+            judge_locations(&report("arg0", 3)),
+            Ok("size arg0, alloc_id ret, release_id arg0".to_string())
+        );
+        // Given, not inferred: the run does not show `auto` works.
+        assert!(judge_locations(&report("arg0", 0)).is_err());
+        assert!(judge_locations(&report("arg1", 3)).is_err());
+        assert!(judge_locations(&serde_json::json!({})).is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! One boot of an arm64 kernel under `qemu-system-aarch64 -M virt -cpu
 //! max,pauth-impdef=on` with software emulation (this machine has no
 //! usable KVM, and is not arm64), and the script it runs: `observer
-//! doctor`, then `observer run` on each target build with explicit
+//! doctor`, then `observer run` on each target build with `auto`
 //! locations, each result line appended to `results.txt` in the output
 //! directory.
 
@@ -27,19 +27,21 @@ const VM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// The last line the script writes.
 pub const DONE: &str = "guest: done";
 
-/// The locations given to `observer run` (explicit: `auto` reads x86
-/// registers off DWARF today).
+/// The locations given to `observer run`: every one `auto`, inferred
+/// from the C program's DWARF with arm64's registers (the end-to-end
+/// tests give theirs explicitly); [`super::findings`] checks what was
+/// inferred.
 pub const LOCATIONS: &[&str] = &[
     "--alloc",
     "pool_get",
     "--size",
-    "arg0",
+    "auto",
     "--alloc-id",
-    "ret",
+    "auto",
     "--release",
     "pool_put",
     "--release-id",
-    "arg0",
+    "auto",
 ];
 
 /// Writes `guest.sh` into `out` (mounted at [`OUT_MOUNT`] in the guest):

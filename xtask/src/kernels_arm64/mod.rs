@@ -3,12 +3,13 @@
 //! from bookworm) under QEMU's software emulation; the last step of
 //! `cargo xtask test` (docs/arm64.md).
 //!
-//! Each VM runs `observer doctor` and `observer run` with explicit
-//! locations on a small C pool program (`pool.c`) built three ways: with
-//! frame pointers, with signed return addresses too, and signed without
-//! frame pointers. It passes when doctor runs and every run loads its
-//! programs, counts exactly, and gives the leak its whole, right stack
-//! (`findings`).
+//! Each VM runs `observer doctor` and `observer run` with `auto`
+//! locations on a small C pool program (`pool.c`) built four ways: with
+//! frame pointers, with signed return addresses too, signed without frame
+//! pointers, and without unwind tables. It passes when doctor runs and
+//! every run infers the locations, loads its programs, counts exactly,
+//! and gives the leak its whole, right stack (`findings`); then README's
+//! demo and the kernel-side end-to-end tests.
 //!
 //! Cached under `~/.cache/pool-observer/kernels`, next to the x86-64
 //! kernels: the arm64 packages (`aarch64-*`), fetched with a private apt
