@@ -591,15 +591,8 @@ pub fn c_pools_with_auto_locations_give_the_exact_leak() {
         let directory = tempfile::tempdir().unwrap();
         let output = directory.path().join("report.json");
         let done = observer()
-            .args(["run", "--alloc", alloc, "--release", release])
-            .args([
-                "--size",
-                "auto",
-                "--alloc-id",
-                "auto",
-                "--release-id",
-                "auto",
-            ])
+            .arg("run")
+            .args(auto_spec(alloc, release))
             .args(["--format", "json", "--output"])
             .arg(&output)
             .arg("--")

@@ -537,6 +537,23 @@ pub fn attach_arguments(pid: u32, spec: &[&str], extra: &[&str]) -> Vec<String> 
         .collect()
 }
 
+/// `--alloc ALLOC --release RELEASE` with every location `auto`, as a
+/// user names a pool's functions in the source.
+pub fn auto_spec<'a>(alloc: &'a str, release: &'a str) -> [&'a str; 10] {
+    [
+        "--alloc",
+        alloc,
+        "--release",
+        release,
+        "--size",
+        "auto",
+        "--alloc-id",
+        "auto",
+        "--release-id",
+        "auto",
+    ]
+}
+
 /// The lines of `pipe`, as they come, read on a thread.
 pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();

@@ -14,23 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// `--alloc ALLOC --release RELEASE` with every location `auto`, as a
-/// user names a crate's functions in the source.
-fn auto_spec<'a>(alloc: &'a str, release: &'a str) -> [&'a str; 10] {
-    [
-        "--alloc",
-        alloc,
-        "--release",
-        release,
-        "--size",
-        "auto",
-        "--alloc-id",
-        "auto",
-        "--release-id",
-        "auto",
-    ]
-}
-
 /// What a server leaked, as the report must show it.
 struct Planted<'a> {
     /// The function whose allocating line the leak's stack shows.
