@@ -463,7 +463,7 @@ fn find_row<R: Row>(rows: &[R], index: &[(u32, u32, u32)], vaddr: u64) -> Option
 #[cfg(all(test, target_arch = "x86_64"))]
 mod captured;
 #[cfg(test)]
-mod judge;
+pub(crate) mod judge;
 
 #[cfg(test)]
 mod tests {

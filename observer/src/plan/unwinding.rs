@@ -8,21 +8,26 @@
 //! `panic = "abort"`: nothing in it refers to `_Unwind_RaiseException`),
 //! or nothing the function calls, transitively, can panic or throw. The
 //! second is decided on the machine code: direct calls are followed,
-//! calls through the GOT are named by their relocations, and any other
-//! indirect call (a trait object, a function pointer) counts as "may
-//! panic".
+//! calls through the GOT, directly or by a PLT stub, are named by their
+//! relocations, and any other indirect call (a trait object, a function
+//! pointer) counts as "may panic".
 
 use std::collections::{BTreeMap, VecDeque};
 
 use object::{Object as _, ObjectSymbol as _};
 
-use crate::arch::decode::{Flow, Instruction};
+use crate::arch::decode::{Flow, Instruction, Isa};
 use crate::resolve::elf::{ElfInfo, FunctionSymbol, GotSlot};
 use crate::resolve::pattern::RustPath;
 
 /// Functions decoded at most while looking for a way to unwind: beyond
 /// it, the answer is "may unwind".
 const FUNCTION_BUDGET: usize = 4096;
+
+/// The longest PLT stub decoded: x86-64's are 16 bytes (`jmp *slot`
+/// first; with IBT `endbr64; bnd jmp *slot`), arm64's 16 (four
+/// instructions, the `br x17` last).
+const PLT_STUB_BYTES: usize = 16;
 
 /// Imports that start or continue an unwind.
 const UNWINDING_IMPORTS: [&str; 7] = [
@@ -65,6 +70,13 @@ impl Unwinding {
 
 /// Decides whether a panic can unwind through `function`.
 pub fn through(elf: &ElfInfo, function: &FunctionSymbol) -> Unwinding {
+    through_decoded_by(crate::arch::ISA, elf, function)
+}
+
+/// [`through`], reading machine code of `isa`: the observer's own
+/// processor's, or, in tests, the other one's (both decoders are always
+/// built).
+fn through_decoded_by(isa: Isa, elf: &ElfInfo, function: &FunctionSymbol) -> Unwinding {
     if !program_can_unwind(elf) {
         return Unwinding::Impossible(
             "the program cannot start an unwind: nothing in it refers to \
@@ -73,7 +85,7 @@ pub fn through(elf: &ElfInfo, function: &FunctionSymbol) -> Unwinding {
         );
     }
     let got = elf.got_slots();
-    Search::new(elf, &got).run(function)
+    Search::new(isa, elf, &got).run(function)
 }
 
 /// True when the program imports or defines `_Unwind_RaiseException`.
@@ -90,6 +102,7 @@ pub fn program_can_unwind(elf: &ElfInfo) -> bool {
 /// A breadth-first walk over the calls reachable from a function, keeping
 /// for each function who first called it (for the explanation).
 struct Search<'a> {
+    isa: Isa,
     elf: &'a ElfInfo,
     got: &'a BTreeMap<u64, GotSlot>,
     called_by: BTreeMap<u64, u64>,
@@ -104,8 +117,9 @@ enum Callee {
 }
 
 impl<'a> Search<'a> {
-    fn new(elf: &'a ElfInfo, got: &'a BTreeMap<u64, GotSlot>) -> Self {
+    fn new(isa: Isa, elf: &'a ElfInfo, got: &'a BTreeMap<u64, GotSlot>) -> Self {
         Self {
+            isa,
             elf,
             got,
             called_by: BTreeMap::new(),
@@ -125,7 +139,13 @@ impl<'a> Search<'a> {
                 ));
             }
             let Some(function) = self.elf.function_containing(address) else {
-                return self.found(address, "calls code no symbol describes".into());
+                match self.plt_stub(address) {
+                    Some(Callee::Function(target)) => self.queue_call(address, target),
+                    Some(Callee::Found(why)) => return self.found(address, why),
+                    Some(Callee::None) => {}
+                    None => return self.found(address, "calls code no symbol describes".into()),
+                }
+                continue;
             };
             let name = display_name(function);
             if PANIC_ENTRIES.iter().any(|p| name.starts_with(p)) {
@@ -146,21 +166,56 @@ impl<'a> Search<'a> {
         let code = self
             .elf
             .bytes_at(function.address, function.size.max(1) as usize)?;
-        for instruction in crate::arch::ISA.sweep(code, function.address) {
+        for instruction in self.isa.sweep(code, function.address) {
             match self.callee(&instruction, function) {
-                Callee::Function(target) => {
-                    if let std::collections::btree_map::Entry::Vacant(entry) =
-                        self.called_by.entry(target)
-                    {
-                        entry.insert(function.address);
-                        self.queue.push_back(target);
-                    }
-                }
+                Callee::Function(target) => self.queue_call(function.address, target),
                 Callee::Found(why) => return Some(self.found(function.address, why)),
                 Callee::None => {}
             }
         }
         None
+    }
+
+    /// Queues `target`, called from `caller`, unless already seen.
+    fn queue_call(&mut self, caller: u64, target: u64) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.called_by.entry(target) {
+            entry.insert(caller);
+            self.queue.push_back(target);
+        }
+    }
+
+    /// What a call to a PLT stub at `address` reaches: the stub's jump
+    /// through its GOT slot (x86-64's `jmp *slot(%rip)`, arm64's `adrp
+    /// x16; ldr x17, [x16, #off]; add; br x17`), judged as a call through
+    /// that slot. Rust on arm64 calls other objects' functions this way
+    /// (x86-64 Rust through the GOT directly), and C everywhere. `None`
+    /// when `address` is in no PLT or its stub names no slot.
+    fn plt_stub(&self, address: u64) -> Option<Callee> {
+        if !self.elf.in_plt(address) {
+            return None;
+        }
+        let code = self.elf.bytes_at(address, PLT_STUB_BYTES)?;
+        let slot = self
+            .isa
+            .sweep(code, address)
+            .take_while(|i| !matches!(i.flow, Flow::Return | Flow::Trap))
+            .find(|i| i.flow == Flow::IndirectBranch)?
+            .memory?;
+        Some(self.through_slot(slot, address))
+    }
+
+    /// A call or jump at `at` through the GOT slot `slot`.
+    fn through_slot(&self, slot: u64, at: u64) -> Callee {
+        match self.got.get(&slot) {
+            Some(GotSlot::Local(target)) => Callee::Function(*target),
+            Some(GotSlot::Import(name)) if UNWINDING_IMPORTS.contains(&name.as_str()) => {
+                Callee::Found(format!("calls {name}"))
+            }
+            Some(GotSlot::Import(_)) => Callee::None,
+            None => Callee::Found(format!(
+                "makes an indirect call at {at:#x} whose target is not known"
+            )),
+        }
     }
 
     fn callee(&self, instruction: &Instruction, function: &FunctionSymbol) -> Callee {
@@ -174,19 +229,7 @@ impl<'a> Search<'a> {
             },
             Flow::IndirectCall | Flow::IndirectBranch => {
                 if let Some(slot) = instruction.memory {
-                    return match self.got.get(&slot) {
-                        Some(GotSlot::Local(target)) => Callee::Function(*target),
-                        Some(GotSlot::Import(name))
-                            if UNWINDING_IMPORTS.contains(&name.as_str()) =>
-                        {
-                            Callee::Found(format!("calls {name}"))
-                        }
-                        Some(GotSlot::Import(_)) => Callee::None,
-                        None => Callee::Found(format!(
-                            "makes an indirect call at {:#x} whose target is not known",
-                            instruction.address
-                        )),
-                    };
+                    return self.through_slot(slot, instruction.address);
                 }
                 if instruction.flow == Flow::IndirectBranch {
                     // A jump table inside the function.
@@ -268,6 +311,70 @@ mod tests {
     #[inline(never)]
     fn adds(a: u64, b: u64) -> u64 {
         a.wrapping_add(b)
+    }
+
+    /// A C program calling an import that cannot unwind (`puts`) and one
+    /// that starts an unwind, both through PLT stubs.
+    const PLT_PROGRAM: &str = "#include <stdio.h>\n\
+        extern int _Unwind_RaiseException(void *);\n\
+        __attribute__((noinline)) void quiet(void) { puts(\"quiet\"); }\n\
+        __attribute__((noinline)) void thrower(void) { _Unwind_RaiseException(0); }\n\
+        int main(int argc, char **argv) { (void)argv; if (argc > 5) thrower(); quiet(); return 0; }\n";
+
+    /// The verdicts for `quiet` and `thrower` of [`PLT_PROGRAM`] built by
+    /// `compiler` and read as `isa`.
+    fn plt_verdicts(compiler: &str, isa: Isa) -> [Unwinding; 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("plt.c");
+        std::fs::write(&source, PLT_PROGRAM).unwrap();
+        let binary = dir.path().join("plt");
+        let output = std::process::Command::new(compiler)
+            .args(["-O1", "-g", "-fno-optimize-sibling-calls", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .arg("-lgcc_s")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{compiler}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let data = std::fs::read(&binary).unwrap();
+        let elf = ElfInfo::parse_of_any_processor(&binary, data.into()).unwrap();
+        ["quiet", "thrower"].map(|name| {
+            let function = elf.functions.iter().find(|f| f.demangled == name).unwrap();
+            through_decoded_by(isa, &elf, function)
+        })
+    }
+
+    /// Calls through PLT stubs reach the import the stub's GOT slot is
+    /// filled with: `puts` cannot unwind, `_Unwind_RaiseException` does
+    /// (before, both were "calls code no symbol describes"). x86-64's
+    /// stub (`jmp *slot(%rip)`) by this machine's compiler, arm64's
+    /// (`adrp; ldr x17; add; br x17`, how Rust on arm64 calls other
+    /// objects' functions) by the cross compiler.
+    #[test]
+    fn calls_through_plt_stubs_reach_their_import() {
+        let mut builds = vec![("cc", crate::arch::ISA)];
+        if crate::arch::ISA == Isa::X86_64 {
+            builds.extend(
+                crate::plan::unwind::judge::arm64_compiler("arm64 PLT stubs are not followed")
+                    .map(|compiler| (compiler, Isa::Aarch64)),
+            );
+        }
+        for (compiler, isa) in builds {
+            let [quiet, thrower] = plt_verdicts(compiler, isa);
+            assert!(
+                matches!(quiet, Unwinding::Impossible(_)),
+                "{isa:?}: {quiet:?}"
+            );
+            assert_eq!(
+                thrower,
+                Unwinding::Possible("thrower: calls _Unwind_RaiseException".into()),
+                "{isa:?}"
+            );
+        }
     }
 
     #[test]

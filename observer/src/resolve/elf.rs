@@ -102,20 +102,32 @@ impl ElfInfo {
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not a readable ELF file", path.display()))?;
         crate::arch::check_machine(path, file.architecture())?;
-        let functions = function_symbols(&file);
-        let segments = load_segments(&file);
-        Ok(Self {
+        Ok(Self::of(path, &file, data.clone()))
+    }
+
+    /// [`ElfInfo::parse`] for a file of either processor: tests judge
+    /// the other processor's code with its decoder.
+    #[cfg(test)]
+    pub(crate) fn parse_of_any_processor(path: &Path, data: std::sync::Arc<[u8]>) -> Result<Self> {
+        let file = object::File::parse(&*data)?;
+        Ok(Self::of(path, &file, data.clone()))
+    }
+
+    fn of(path: &Path, file: &object::File<'_>, data: std::sync::Arc<[u8]>) -> Self {
+        let functions = function_symbols(file);
+        let segments = load_segments(file);
+        Self {
             path: path.to_path_buf(),
             build_id: file.build_id().ok().flatten().map(hex),
             has_symtab: file.section_by_name(".symtab").is_some(),
             has_debug_info: file.section_by_name(".debug_info").is_some(),
             functions,
             segments,
-            data: data.clone(),
+            data,
             dwarf: None,
             debug_file: None,
             debug_rejected: Vec::new(),
-        })
+        }
     }
 
     /// Reads `path`; when it has no symbol table (stripped), takes function
@@ -256,8 +268,22 @@ impl ElfInfo {
     }
 }
 
-/// Where a GOT section ends: the file's own numbers, which may add up
-/// past 2^64.
+impl ElfInfo {
+    /// True when `address` is inside a PLT (`.plt`, `.plt.sec`, `.plt.got`,
+    /// `.iplt`): stubs that jump through a GOT slot, which no symbol
+    /// describes.
+    pub fn in_plt(&self, address: u64) -> bool {
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return false;
+        };
+        file.sections()
+            .filter(|s| matches!(s.name(), Ok(".plt" | ".plt.sec" | ".plt.got" | ".iplt")))
+            .any(|s| (s.address()..got_end(&s)).contains(&address))
+    }
+}
+
+/// Where a GOT or PLT section ends: the file's own numbers, which may add
+/// up past 2^64.
 fn got_end(section: &object::Section<'_, '_>) -> u64 {
     section.address().saturating_add(section.size())
 }

@@ -512,9 +512,10 @@ const ARM64_LIBRARIES: [&str; 3] = [
     "/usr/aarch64-linux-gnu/lib/libgcc_s.so.1",
 ];
 
-/// The arm64 builds of [`ARM64_PROGRAM`] (in the directory returned with
-/// them), or `None` (said) without the cross compiler.
-fn arm64_builds() -> Option<(tempfile::TempDir, Vec<(&'static str, PathBuf)>)> {
+/// Debian's arm64 cross compiler, or `None` after saying what is not
+/// tested (`untested`) without it; required when
+/// `OBSERVER_REQUIRE_CROSS_TOOLS` is set (`cargo xtask test` sets it).
+pub(crate) fn arm64_compiler(untested: &str) -> Option<&'static str> {
     let compiler = "aarch64-linux-gnu-gcc";
     let found = std::process::Command::new(compiler)
         .arg("--version")
@@ -525,11 +526,16 @@ fn arm64_builds() -> Option<(tempfile::TempDir, Vec<(&'static str, PathBuf)>)> {
             std::env::var_os("OBSERVER_REQUIRE_CROSS_TOOLS").is_none(),
             "{compiler} is required (OBSERVER_REQUIRE_CROSS_TOOLS): Debian's gcc-aarch64-linux-gnu"
         );
-        eprintln!(
-            "the arm64 unwind tables are not judged: no {compiler} (Debian's gcc-aarch64-linux-gnu)"
-        );
+        eprintln!("{untested}: no {compiler} (Debian's gcc-aarch64-linux-gnu)");
         return None;
     }
+    Some(compiler)
+}
+
+/// The arm64 builds of [`ARM64_PROGRAM`] (in the directory returned with
+/// them), or `None` (said) without the cross compiler.
+fn arm64_builds() -> Option<(tempfile::TempDir, Vec<(&'static str, PathBuf)>)> {
+    let compiler = arm64_compiler("the arm64 unwind tables are not judged")?;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("frames.c");
     std::fs::write(&source, ARM64_PROGRAM).unwrap();
