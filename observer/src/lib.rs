@@ -21,4 +21,6 @@ pub mod resolve;
 pub mod session;
 pub mod snapshot;
 pub mod symbolize;
+#[cfg(test)]
+mod test_c;
 pub mod tui;

@@ -324,22 +324,8 @@ mod tests {
     /// The verdicts for `quiet` and `thrower` of [`PLT_PROGRAM`] built by
     /// `compiler` and read as `isa`.
     fn plt_verdicts(compiler: &str, isa: Isa) -> [Unwinding; 2] {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("plt.c");
-        std::fs::write(&source, PLT_PROGRAM).unwrap();
-        let binary = dir.path().join("plt");
-        let output = std::process::Command::new(compiler)
-            .args(["-O1", "-g", "-fno-optimize-sibling-calls", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .arg("-lgcc_s")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{compiler}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let flags = ["-O1", "-g", "-fno-optimize-sibling-calls", "-lgcc_s"];
+        let (_dir, binary) = crate::test_c::compile(compiler, PLT_PROGRAM, "plt", &flags);
         let data = std::fs::read(&binary).unwrap();
         let elf = ElfInfo::parse_of_any_processor(&binary, data.into()).unwrap();
         ["quiet", "thrower"].map(|name| {

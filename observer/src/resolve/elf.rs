@@ -732,22 +732,10 @@ mod tests {
     #[test]
     fn compressed_sections_are_read_and_a_claimed_bomb_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("tiny.c");
-        std::fs::write(
-            &source,
-            "int answer(int x) { return x * 42; }\nint main(void) { return answer(0); }\n",
-        )
-        .unwrap();
+        let source = "int answer(int x) { return x * 42; }\nint main(void) { return answer(0); }\n";
         let build = |name: &str, flag: &str| -> Vec<u8> {
-            let out = dir.path().join(name);
-            let status = std::process::Command::new("cc")
-                .args(["-g", flag, "-o"])
-                .arg(&out)
-                .arg(&source)
-                .status()
-                .unwrap();
-            assert!(status.success());
-            std::fs::read(out).unwrap()
+            let binary = crate::test_c::compile_in(&dir, "cc", source, name, &["-g", flag]);
+            std::fs::read(binary).unwrap()
         };
         let compressed = build("compressed", "-gz=zlib");
         // binutils decompresses it: the independent reading.

@@ -894,28 +894,15 @@ mod tests {
     /// result. Compiled by the machine's C compiler.
     #[test]
     fn c_pointers_are_named_from_what_they_point_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("pool.c");
-        std::fs::write(
-            &source,
-            "struct buf { char *data; unsigned long len; };\n\
+        let source = "struct buf { char *data; unsigned long len; };\n\
              static struct buf one;\n\
              __attribute__((noinline)) struct buf *buf_get(unsigned long n) { one.len = n; return &one; }\n\
              __attribute__((noinline)) void buf_put(struct buf *b) { b->len = 0; }\n\
              __attribute__((noinline)) void raw_put(const void *p) { (void)p; }\n\
              __attribute__((noinline)) void text_put(const char *s) { (void)s; }\n\
              __attribute__((noinline)) void both_put(struct buf **pp) { *pp = 0; }\n\
-             int main(void) { struct buf *b = buf_get(1); raw_put(b); text_put(\"\"); buf_put(b); both_put(&b); return 0; }\n",
-        )
-        .unwrap();
-        let binary = dir.path().join("pool");
-        let status = std::process::Command::new("cc")
-            .args(["-O1", "-g", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .unwrap();
-        assert!(status.success());
+             int main(void) { struct buf *b = buf_get(1); raw_put(b); text_put(\"\"); buf_put(b); both_put(&b); return 0; }\n";
+        let (_dir, binary) = crate::test_c::compile("cc", source, "pool", &["-O1", "-g"]);
         let elf = ElfInfo::read(&binary).unwrap();
         let signature = |name: &str| {
             let function = elf.functions.iter().find(|f| f.demangled == name).unwrap();

@@ -537,26 +537,18 @@ pub(crate) fn arm64_compiler(untested: &str) -> Option<&'static str> {
 fn arm64_builds() -> Option<(tempfile::TempDir, Vec<(&'static str, PathBuf)>)> {
     let compiler = arm64_compiler("the arm64 unwind tables are not judged")?;
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("frames.c");
-    std::fs::write(&source, ARM64_PROGRAM).unwrap();
-    let mut builds = Vec::new();
-    for (name, flags) in ARM64_BUILDS {
-        let binary = dir.path().join(name);
-        let output = std::process::Command::new(compiler)
-            .args(["-g", "-Wall", "-Werror"])
-            .args(flags)
-            .arg("-o")
-            .arg(&binary)
-            .arg(&source)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{compiler} {flags:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        builds.push((name, binary));
-    }
+    let builds = ARM64_BUILDS
+        .iter()
+        .map(|(name, flags)| {
+            let flags: Vec<&str> = ["-g", "-Wall", "-Werror"]
+                .iter()
+                .chain(*flags)
+                .copied()
+                .collect();
+            let binary = crate::test_c::compile_in(&dir, compiler, ARM64_PROGRAM, name, &flags);
+            (*name, binary)
+        })
+        .collect();
     Some((dir, builds))
 }
 
