@@ -1,7 +1,7 @@
 //! Waits on a target's answer that end, when the answer does not come,
 //! with what every thread of the processes involved was doing: a test
-//! that waits forever says nothing (two did in the arm64 VMs, see
-//! docs/arm64.md "Hangs"), and the thread states tell a starved machine
+//! that waits forever says nothing (tests hung four times in the arm64
+//! VMs, see docs/arm64.md "Hangs"), and the thread states tell a starved machine
 //! (threads runnable, CPU times moving) from a thread stuck in the kernel
 //! (its wait channel and kernel stack) or a user-space deadlock (every
 //! thread sleeping in futex or epoll).
