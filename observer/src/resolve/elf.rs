@@ -219,8 +219,8 @@ impl ElfInfo {
         };
         let got: Vec<(u64, u64)> = file
             .sections()
-            .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .map(|s| (s.address(), got_end(&s)))
+            .filter(|s| s.name().is_ok_and(|name| GOT_SECTIONS.contains(&name)))
+            .map(|s| (s.address(), section_end(&s)))
             .collect();
         let Some(relocations) = file.dynamic_relocations() else {
             return slots;
@@ -259,32 +259,36 @@ impl ElfInfo {
 
     /// True when `address` is inside `.got` or `.got.plt`.
     pub fn in_got(&self, address: u64) -> bool {
-        let Ok(file) = object::File::parse(&*self.data) else {
-            return false;
-        };
-        file.sections()
-            .filter(|s| matches!(s.name(), Ok(".got" | ".got.plt")))
-            .any(|s| (s.address()..got_end(&s)).contains(&address))
+        self.in_section(address, &GOT_SECTIONS)
     }
-}
 
-impl ElfInfo {
     /// True when `address` is inside a PLT (`.plt`, `.plt.sec`, `.plt.got`,
     /// `.iplt`): stubs that jump through a GOT slot, which no symbol
     /// describes.
     pub fn in_plt(&self, address: u64) -> bool {
+        self.in_section(address, &PLT_SECTIONS)
+    }
+
+    /// True when `address` is inside a section with one of `names`.
+    fn in_section(&self, address: u64, names: &[&str]) -> bool {
         let Ok(file) = object::File::parse(&*self.data) else {
             return false;
         };
         file.sections()
-            .filter(|s| matches!(s.name(), Ok(".plt" | ".plt.sec" | ".plt.got" | ".iplt")))
-            .any(|s| (s.address()..got_end(&s)).contains(&address))
+            .filter(|s| s.name().is_ok_and(|name| names.contains(&name)))
+            .any(|s| (s.address()..section_end(&s)).contains(&address))
     }
 }
 
-/// Where a GOT or PLT section ends: the file's own numbers, which may add
-/// up past 2^64.
-fn got_end(section: &object::Section<'_, '_>) -> u64 {
+/// The sections holding GOT slots.
+const GOT_SECTIONS: [&str; 2] = [".got", ".got.plt"];
+
+/// The sections holding PLT stubs.
+const PLT_SECTIONS: [&str; 4] = [".plt", ".plt.sec", ".plt.got", ".iplt"];
+
+/// Where a section ends: the file's own numbers, which may add up past
+/// 2^64.
+fn section_end(section: &object::Section<'_, '_>) -> u64 {
     section.address().saturating_add(section.size())
 }
 

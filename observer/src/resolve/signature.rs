@@ -647,17 +647,28 @@ fn pointer_name(
     entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
     depth: u32,
 ) -> Result<String> {
-    let pointee = match entry.attr_value(gimli::DW_AT_type) {
+    Ok(format!("{} *", referenced_name(dwarf, unit, entry, depth)?))
+}
+
+/// The name of the type `entry` refers to (a pointer's pointee, a
+/// qualifier's type): `void` when it refers to none, `?` past
+/// [`MAX_TYPE_DEPTH`] or for an anonymous struct.
+fn referenced_name(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<'_>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+    depth: u32,
+) -> Result<String> {
+    Ok(match entry.attr_value(gimli::DW_AT_type) {
         Some(value) if depth < MAX_TYPE_DEPTH => {
             with_referenced(dwarf, unit, value, |unit, at| {
                 pointee_name(dwarf, unit, at, depth + 1)
             })?
+            .unwrap_or_else(|| "?".into())
         }
-        Some(_) => None,
-        // No pointee: `void *`.
-        None => Some("void".to_string()),
-    };
-    Ok(format!("{} *", pointee.unwrap_or_else(|| "?".into())))
+        Some(_) => "?".into(),
+        None => "void".into(),
+    })
 }
 
 /// The name of the type at `offset` as a pointer's pointee: its own, or
@@ -679,16 +690,7 @@ fn pointee_name(
             pointer_name(dwarf, unit, &entry, depth)
         }
         gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
-            match entry.attr_value(gimli::DW_AT_type) {
-                Some(value) if depth < MAX_TYPE_DEPTH => {
-                    Ok(with_referenced(dwarf, unit, value, |unit, at| {
-                        pointee_name(dwarf, unit, at, depth + 1)
-                    })?
-                    .unwrap_or_else(|| "?".into()))
-                }
-                Some(_) => Ok("?".into()),
-                None => Ok("void".into()),
-            }
+            referenced_name(dwarf, unit, &entry, depth)
         }
         _ => Ok("?".into()),
     }
