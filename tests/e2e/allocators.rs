@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -22,9 +21,6 @@ const LEAKS: i64 = 25;
 const LEAK_BYTES: i64 = 48;
 const REQUESTS: i64 = 200;
 const SOURCE: &str = "tests/allocators/libc-leak.c";
-/// Longest the C program may take to answer: a round takes milliseconds
-/// on x86-64, seconds in the arm64 VMs.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 const LIBC_MALLOC: [&str; 10] = [
     "--alloc",
@@ -92,11 +88,11 @@ impl CProgram {
     }
 
     /// The program's next line; the test fails with every thread's state
-    /// when it does not come in [`ANSWER_TIMEOUT`].
+    /// when it does not come in [`TIMEOUT`].
     fn answer(&mut self, what: &str) -> String {
         self.stdout
-            .recv_timeout(ANSWER_TIMEOUT)
-            .unwrap_or_else(|_| stalls::stalled(what, ANSWER_TIMEOUT))
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| stalls::stalled(what, TIMEOUT))
     }
 }
 

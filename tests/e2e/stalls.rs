@@ -57,7 +57,8 @@ fn read_on_a_thread(
     })
 }
 
-fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// `child`'s exit status once it exits; `None` when it has not in `limit`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {

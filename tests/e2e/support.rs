@@ -44,15 +44,13 @@ pub const SPEC: [&str; 10] = [
     "*arg1",
 ];
 /// Longest the tests wait for a step of a target or an observer (started,
-/// attached, a report) before failing: about a second on x86-64, up to
+/// attached, a report, a round of chat-load, an answer) before failing,
+/// with every thread's state where it may be stuck: about a second on x86-64, up to
 /// tens of seconds in the arm64 VMs, whose every instruction is emulated,
 /// on a loaded machine (an attach took longer than the 30 s this was).
-const TIMEOUT: Duration = Duration::from_secs(120);
+pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// An attach slower than this is written to the test's log.
 const SLOW_ATTACH: Duration = Duration::from_secs(5);
-/// Longest one `chat` may take: well under a second on x86-64, seconds
-/// in the arm64 VMs; past it the test fails with every thread's state.
-const CHAT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn targets_dir() -> PathBuf {
     built_targets("OBSERVER_TARGETS_DIR")
@@ -241,7 +239,7 @@ impl Gateway {
             .spawn()
             .expect("run chat-load");
         let what = format!("chat-load ({sessions} sessions of {messages} messages)");
-        let output = stalls::output_within(chat_load, CHAT_TIMEOUT, &what);
+        let output = stalls::output_within(chat_load, TIMEOUT, &what);
         assert!(
             output.status.success(),
             "chat-load: {}",
@@ -382,8 +380,10 @@ impl Observer {
             stderr,
         };
         let started = Instant::now();
-        if attached_rx.recv_timeout(TIMEOUT).is_err() {
-            observer.fail_to_attach();
+        match attached_rx.recv_timeout(TIMEOUT) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => observer.exited_unattached(),
+            Err(mpsc::RecvTimeoutError::Timeout) => observer.still_attaching(),
         }
         let took = started.elapsed();
         if took > SLOW_ATTACH {
@@ -394,23 +394,26 @@ impl Observer {
         observer
     }
 
-    /// Fails the test for an observer that did not say it attached: it
-    /// exited (its status and stderr say why), or it is still attaching
-    /// after [`TIMEOUT`], which is a failure too, with every thread's
-    /// state. Never waits for it: an observer that attaches late runs
-    /// until stopped, and waiting for its exit hung tests in the arm64
-    /// VMs until their timeout, saying nothing (docs/arm64.md, "Hangs").
-    fn fail_to_attach(&mut self) -> ! {
-        let Some(status) = self.child.0.try_wait().unwrap() else {
-            let stderr = self.stderr();
-            stalls::stalled(
-                &format!("observer's attach (stderr so far: {stderr:?})"),
-                TIMEOUT,
-            )
-        };
+    /// Fails the test for an observer that closed its stderr without
+    /// saying it attached: it exited; its status and stderr say why.
+    fn exited_unattached(&mut self) -> ! {
+        let status = self.wait();
         panic!(
             "observer did not attach ({status}): {:?}",
             self.all_stderr()
+        )
+    }
+
+    /// Fails the test for an observer still attaching after [`TIMEOUT`],
+    /// with every thread's state. Never waits for it: an observer that
+    /// attaches late runs until stopped, and waiting for its exit hung
+    /// tests in the arm64 VMs until their timeout, saying nothing
+    /// (docs/arm64.md, "Hangs").
+    fn still_attaching(&mut self) -> ! {
+        let stderr = self.stderr();
+        stalls::stalled(
+            &format!("observer's attach (stderr so far: {stderr:?})"),
+            TIMEOUT,
         )
     }
 
@@ -502,14 +505,8 @@ impl Observer {
     }
 
     fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "observer did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stalls::wait_within(&mut self.child.0, TIMEOUT)
+            .unwrap_or_else(|| stalls::stalled("observer's exit", TIMEOUT))
     }
 }
 
