@@ -9,6 +9,8 @@
 use std::process::{Child, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::children_of;
+
 /// How long before the second look at the threads: CPU times that moved
 /// in between mean the process still runs.
 const SECOND_LOOK: Duration = Duration::from_secs(3);
@@ -86,41 +88,13 @@ fn states_twice() -> String {
 
 /// The processes below `root`, parents before their children.
 fn descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-                .filter_map(|pid: u32| Some((pid, parent_of(pid)?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut found = vec![root];
+    let mut found = children_of(root);
     let mut next = 0;
-    while next < found.len() {
-        let parent = found[next];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(pid, _)| *pid),
-        );
+    while let Some(&parent) = found.get(next) {
+        found.extend(children_of(parent));
         next += 1;
     }
-    found.remove(0);
     found
-}
-
-/// The parent's PID, field 4 of `stat` (after the parenthesised name,
-/// which may hold spaces).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// One block per thread of each process: its name, state and CPU ticks

@@ -309,7 +309,7 @@ pub fn only_child_of(parent: u32) -> u32 {
 }
 
 /// The processes whose parent is `parent` (field 4 of /proc/PID/stat).
-fn children_of(parent: u32) -> Vec<u32> {
+pub fn children_of(parent: u32) -> Vec<u32> {
     let parent = parent.to_string();
     std::fs::read_dir("/proc")
         .unwrap()
