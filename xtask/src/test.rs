@@ -36,9 +36,10 @@ pub fn run() -> Result<()> {
     // other processor's built (from a warm cache: seconds) and run under
     // emulation.
     let dist = dist::build(Arch::host())?;
+    let mut cross_dists = Vec::new();
     for arch in Arch::ALL.into_iter().filter(|&arch| arch != Arch::host()) {
         setup::cross(arch)?;
-        dist::build(arch)?;
+        cross_dists.push((arch, dist::build(arch)?));
     }
     println!("xtask: unit tests of the target programs");
     test_targets()?;
@@ -69,7 +70,15 @@ pub fn run() -> Result<()> {
     println!("xtask: the kernel matrix (Debian's LTS kernels in VMs, the static binary)");
     crate::kernels::run(&[], &dist.binary, false)?;
     println!("xtask: the arm64 kernels (Debian's arm64 6.12 and 6.1 in emulated VMs)");
-    kernels_arm64(&[])
+    let arm64 = match cross_dists
+        .into_iter()
+        .find(|(arch, _)| *arch == Arch::Aarch64)
+    {
+        Some((_, built)) => built.binary,
+        // On an arm64 host, its own static binary.
+        None => dist.binary,
+    };
+    run_kernels_arm64(&[], Some(arm64))
 }
 
 /// The kernel matrix, after building what it runs.
@@ -87,18 +96,28 @@ pub fn kernels(only: &[String], update_readme: bool) -> Result<()> {
 /// The arm64 kernels (`cargo xtask kernels --arch aarch64`; the last
 /// step of [`run`]): the VMs' packages and root file system
 /// first (downloads fail early), then, built once for all kernels, the
-/// static arm64 binary (after [`run`]'s dist: seconds), the arm64 target programs
-/// the kernel-side tests start and the arm64 e2e test binary, run in VMs
-/// of Debian's arm64 kernels.
+/// static arm64 binary (in [`run`], the one its dists built), the arm64
+/// target programs the kernel-side tests start and the arm64 e2e test
+/// binary, run in VMs of Debian's arm64 kernels.
 pub fn kernels_arm64(only: &[String]) -> Result<()> {
-    let started = Instant::now();
     setup::run()?;
     setup::cross(Arch::Aarch64)?;
+    run_kernels_arm64(only, None)
+}
+
+/// [`kernels_arm64`] after set-up, with `observer`, the static arm64
+/// binary, when it is built already ([`run`] builds it with the other
+/// dists); built after the VMs' preparation otherwise.
+fn run_kernels_arm64(only: &[String], observer: Option<std::path::PathBuf>) -> Result<()> {
+    let started = Instant::now();
     crate::setup::ensure_target(Arch::Aarch64.gnu_target())?;
     let prepared = crate::kernels_arm64::prepare(only)?;
-    let dist = dist::build(Arch::Aarch64)?;
+    let observer = match observer {
+        Some(built) => built,
+        None => dist::build(Arch::Aarch64)?.binary,
+    };
     let e2e = build_kernel_side(Arch::Aarch64)?;
-    let ran = crate::kernels_arm64::run(&prepared, &dist.binary, &e2e);
+    let ran = crate::kernels_arm64::run(&prepared, &observer, &e2e);
     println!(
         "xtask: the arm64 kernels took {:.0} s in all",
         started.elapsed().as_secs_f64()
